@@ -1,0 +1,425 @@
+//! Resources in, one snapshot and a list of per-field errors out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+use llmesh_api::{
+    AnyResource, ApiSchema, CredentialRef, LLMProviderSpec, LLMRouteSpec, Resource,
+};
+
+use crate::duration::parse_duration;
+use crate::snapshot::{
+    Backend, BaseUrl, ModelInfo, Price, Provider, Route, Snapshot, Timeouts,
+};
+
+/// One problem with one field of one resource. The resource is left out of
+/// the snapshot; the message never contains a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{resource}: {field}: {message}")]
+pub struct CompileError {
+    /// `Kind/namespace/name`.
+    pub resource: String,
+    /// Path of the offending field, e.g. `spec.backends[1].provider`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Looks up credential values. File mode reads env vars and files; the
+/// Kubernetes mode will read mounted Secrets.
+pub trait SecretSource {
+    /// The key named by `r`, or why it cannot be had (without the value).
+    fn resolve(&self, r: &CredentialRef) -> Result<String, String>;
+}
+
+/// Credentials from the sidecar's environment and files. Relative file
+/// paths are taken from `base_dir` (the policy file's folder).
+#[derive(Debug, Clone, Default)]
+pub struct EnvFileSecrets {
+    /// Folder relative `file:` references start from.
+    pub base_dir: Option<PathBuf>,
+}
+
+impl SecretSource for EnvFileSecrets {
+    fn resolve(&self, r: &CredentialRef) -> Result<String, String> {
+        match (&r.env, &r.file) {
+            (Some(var), None) => std::env::var(var)
+                .map_err(|_| format!("environment variable {var} is not set")),
+            (None, Some(file)) => {
+                let path = match &self.base_dir {
+                    Some(dir) if Path::new(file).is_relative() => dir.join(file),
+                    _ => PathBuf::from(file),
+                };
+                std::fs::read_to_string(&path)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            }
+            _ => Err("set exactly one of env or file".into()),
+        }
+    }
+}
+
+struct Ctx<'a> {
+    namespace: &'a str,
+    errors: Vec<CompileError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, kind: &str, name: &str, field: &str, message: impl Into<String>) {
+        self.errors.push(CompileError {
+            resource: format!("{kind}/{}/{name}", self.namespace),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Compiles `resources` (all from `namespace`) into a snapshot.
+///
+/// A resource with any error is left out and each of its errors is
+/// returned; the rest still compiles. Routes are processed in name order
+/// so the outcome does not depend on the order resources arrived in.
+pub fn compile(
+    resources: &[AnyResource],
+    namespace: &str,
+    secrets: &dyn SecretSource,
+) -> (Snapshot, Vec<CompileError>) {
+    let mut cx = Ctx {
+        namespace,
+        errors: Vec::new(),
+    };
+    let mut snap = Snapshot::default();
+
+    let mut provider_specs: Vec<&Resource<LLMProviderSpec>> = Vec::new();
+    let mut route_specs: Vec<&Resource<LLMRouteSpec>> = Vec::new();
+    for r in resources {
+        match r {
+            AnyResource::Provider(p) => provider_specs.push(p),
+            AnyResource::Route(rt) => route_specs.push(rt),
+            AnyResource::Quota(q) => {
+                snap.inert.push(format!("LLMQuota/{}", q.metadata.name));
+                snap.dump_resources.push(kind_dump("LLMQuota", &q.metadata.name, &q.spec));
+            }
+            AnyResource::DataPolicy(d) => {
+                snap.inert.push(format!("LLMDataPolicy/{}", d.metadata.name));
+                snap.dump_resources
+                    .push(kind_dump("LLMDataPolicy", &d.metadata.name, &d.spec));
+            }
+        }
+    }
+    provider_specs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    route_specs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+
+    for p in provider_specs {
+        let name = &p.metadata.name;
+        if snap.providers.contains_key(name) {
+            cx.err("LLMProvider", name, "metadata.name", "duplicate provider name");
+            continue;
+        }
+        if let Some(compiled) = compile_provider(&mut cx, p, secrets) {
+            snap.providers.insert(name.clone(), Arc::new(compiled));
+        }
+    }
+
+    let mut names_seen = BTreeMap::new();
+    for r in route_specs {
+        let name = &r.metadata.name;
+        if names_seen.insert(name.clone(), ()).is_some() {
+            cx.err("LLMRoute", name, "metadata.name", "duplicate route name");
+            continue;
+        }
+        let Some(route) = compile_route(&mut cx, r, &snap.providers) else {
+            continue;
+        };
+        // Claims are checked before anything is inserted so a route that
+        // conflicts is left out whole, not half-registered.
+        let mut conflict = false;
+        for (i, m) in route.models.iter().enumerate() {
+            let owner = match m.strip_suffix('*') {
+                Some(prefix) => snap
+                    .prefixes
+                    .iter()
+                    .find(|(p, _)| p == prefix)
+                    .map(|&(_, idx)| idx),
+                None => snap.exact.get(m).copied(),
+            };
+            if let Some(idx) = owner {
+                let other = &snap.routes[idx].name;
+                cx.err(
+                    "LLMRoute",
+                    name,
+                    &format!("spec.models[{i}]"),
+                    format!("model {m:?} is already served by route {other}"),
+                );
+                conflict = true;
+            }
+        }
+        if conflict {
+            continue;
+        }
+        let idx = snap.routes.len();
+        for m in &route.models {
+            match m.strip_suffix('*') {
+                Some(prefix) => snap.prefixes.push((prefix.to_string(), idx)),
+                None => {
+                    snap.exact.insert(m.clone(), idx);
+                    snap.model_names.push(m.clone());
+                }
+            }
+        }
+        snap.routes.push(Arc::new(route));
+    }
+    snap.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    snap.model_names.sort();
+    (snap, cx.errors)
+}
+
+fn kind_dump(kind: &str, name: &str, spec: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"kind": kind, "name": name, "enforced": false, "spec": spec})
+}
+
+fn default_base_url(schema: ApiSchema) -> Option<&'static str> {
+    match schema {
+        ApiSchema::Openai => Some("https://api.openai.com/v1"),
+        ApiSchema::Anthropic => Some("https://api.anthropic.com/v1"),
+        ApiSchema::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
+        ApiSchema::OpenaiCompatible => None,
+    }
+}
+
+fn default_provider_name(schema: ApiSchema) -> &'static str {
+    // Values from the OpenTelemetry GenAI conventions' provider list.
+    match schema {
+        ApiSchema::Openai => "openai",
+        ApiSchema::Anthropic => "anthropic",
+        ApiSchema::Gemini => "gcp.gemini",
+        ApiSchema::OpenaiCompatible => "openai_compatible",
+    }
+}
+
+fn parse_base_url(text: &str) -> Result<BaseUrl, String> {
+    let uri: http::Uri = text.parse().map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    let scheme = uri.scheme().cloned().ok_or("missing scheme (http:// or https://)")?;
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(format!("scheme {scheme} is not http or https"));
+    }
+    let authority: Authority = uri.authority().cloned().ok_or("missing host")?;
+    if uri.query().is_some() {
+        return Err("must not have a query string".into());
+    }
+    Ok(BaseUrl {
+        scheme,
+        authority,
+        path: uri.path().trim_end_matches('/').to_string(),
+        original: text.to_string(),
+    })
+}
+
+fn compile_provider(
+    cx: &mut Ctx<'_>,
+    p: &Resource<LLMProviderSpec>,
+    secrets: &dyn SecretSource,
+) -> Option<Provider> {
+    let name = &p.metadata.name;
+    let spec = &p.spec;
+    let before = cx.errors.len();
+    const K: &str = "LLMProvider";
+
+    let base_text = spec.base_url.as_deref().or(default_base_url(spec.schema));
+    let base_url = match base_text {
+        None => {
+            cx.err(K, name, "spec.baseUrl", "required for schema openai-compatible");
+            None
+        }
+        Some(t) => parse_base_url(t)
+            .map_err(|e| cx.err(K, name, "spec.baseUrl", e))
+            .ok(),
+    };
+
+    let mut auth = None;
+    let mut credential_source = None;
+    if let Some(cred) = &spec.credential {
+        credential_source = cred
+            .env
+            .as_ref()
+            .map(|v| format!("env:{v}"))
+            .or_else(|| cred.file.as_ref().map(|f| format!("file:{f}")));
+        let header_name = match &cred.header {
+            Some(h) => HeaderName::try_from(h.as_str())
+                .map_err(|_| cx.err(K, name, "spec.credential.header", "not a valid header name"))
+                .ok(),
+            None => Some(HeaderName::from_static(match spec.schema {
+                ApiSchema::Anthropic => "x-api-key",
+                ApiSchema::Gemini => "x-goog-api-key",
+                ApiSchema::Openai | ApiSchema::OpenaiCompatible => "authorization",
+            })),
+        };
+        match secrets.resolve(cred) {
+            Err(e) => cx.err(K, name, "spec.credential", e),
+            Ok(key) if key.is_empty() => cx.err(K, name, "spec.credential", "the key is empty"),
+            Ok(key) => {
+                let bearer = header_name.as_ref() == Some(&http::header::AUTHORIZATION);
+                let text = if bearer { format!("Bearer {key}") } else { key };
+                match HeaderValue::try_from(text) {
+                    Ok(mut v) => {
+                        v.set_sensitive(true);
+                        auth = header_name.map(|h| (h, v));
+                    }
+                    Err(_) => cx.err(
+                        K,
+                        name,
+                        "spec.credential",
+                        "the key holds characters not allowed in a header",
+                    ),
+                }
+            }
+        }
+    }
+
+    let mut headers = Vec::new();
+    for (k, v) in &spec.headers {
+        let field = format!("spec.headers.{k}");
+        match (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+            (Ok(hn), Ok(hv)) => headers.push((hn, hv)),
+            _ => cx.err(K, name, &field, "not a valid header"),
+        }
+    }
+    if spec.schema == ApiSchema::Anthropic
+        && !headers.iter().any(|(h, _)| h.as_str() == "anthropic-version")
+    {
+        headers.push((
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static("2023-06-01"),
+        ));
+    }
+
+    let mut models = HashMap::new();
+    for (i, m) in spec.models.iter().enumerate() {
+        let field = format!("spec.models[{i}]");
+        if m.name.is_empty() {
+            cx.err(K, name, &format!("{field}.name"), "must not be empty");
+            continue;
+        }
+        let price = m.pricing.map(|pr| Price {
+            input: pr.input / 1e6,
+            output: pr.output / 1e6,
+            cached_input: pr.cached_input.unwrap_or(pr.input) / 1e6,
+        });
+        if let Some(pr) = m.pricing {
+            let all = [Some(pr.input), Some(pr.output), pr.cached_input];
+            if all.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
+                cx.err(K, name, &format!("{field}.pricing"), "prices must be >= 0");
+            }
+        }
+        if m.context_window == Some(0) {
+            cx.err(K, name, &format!("{field}.contextWindow"), "must be > 0");
+        }
+        let info = ModelInfo {
+            context_window: m.context_window,
+            price,
+        };
+        if models.insert(m.name.clone(), info).is_some() {
+            cx.err(K, name, &format!("{field}.name"), format!("model {:?} listed twice", m.name));
+        }
+    }
+
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(Provider {
+        name: name.clone(),
+        namespace: cx.namespace.to_string(),
+        schema: spec.schema,
+        base_url: base_url?,
+        provider_name: spec
+            .provider_name
+            .clone()
+            .unwrap_or_else(|| default_provider_name(spec.schema).to_string()),
+        auth,
+        credential_source,
+        ca_file: spec.ca_file.as_ref().map(PathBuf::from),
+        headers,
+        models,
+    })
+}
+
+fn compile_route(
+    cx: &mut Ctx<'_>,
+    r: &Resource<LLMRouteSpec>,
+    providers: &BTreeMap<String, Arc<Provider>>,
+) -> Option<Route> {
+    let name = &r.metadata.name;
+    let spec = &r.spec;
+    let before = cx.errors.len();
+    const K: &str = "LLMRoute";
+
+    if spec.models.is_empty() {
+        cx.err(K, name, "spec.models", "must name at least one model");
+    }
+    for (i, m) in spec.models.iter().enumerate() {
+        let body = m.strip_suffix('*').unwrap_or(m);
+        if m.is_empty() || body.contains('*') {
+            cx.err(
+                K,
+                name,
+                &format!("spec.models[{i}]"),
+                "must be a model name, optionally ending in *",
+            );
+        }
+    }
+    if spec.backends.is_empty() {
+        cx.err(K, name, "spec.backends", "must have at least one backend");
+    }
+    let mut backends = Vec::new();
+    for (i, b) in spec.backends.iter().enumerate() {
+        match providers.get(&b.provider) {
+            None => cx.err(
+                K,
+                name,
+                &format!("spec.backends[{i}].provider"),
+                format!("no valid LLMProvider named {:?}", b.provider),
+            ),
+            Some(p) => backends.push(Backend {
+                provider: p.clone(),
+                model: b.model.clone(),
+                weight: b.weight,
+            }),
+        }
+    }
+    let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if !backends.is_empty() && total_weight == 0 {
+        cx.err(K, name, "spec.backends", "weights must add up to more than 0");
+    }
+
+    let mut timeouts = Timeouts::default();
+    let t = &spec.timeouts;
+    for (field, text, slot) in [
+        ("connect", &t.connect, &mut timeouts.connect),
+        ("firstByte", &t.first_byte, &mut timeouts.first_byte),
+        ("idle", &t.idle, &mut timeouts.idle),
+        ("total", &t.total, &mut timeouts.total),
+    ] {
+        if let Some(text) = text {
+            match parse_duration(text) {
+                Ok(d) if !d.is_zero() => *slot = d,
+                Ok(_) => cx.err(K, name, &format!("spec.timeouts.{field}"), "must be > 0"),
+                Err(e) => cx.err(K, name, &format!("spec.timeouts.{field}"), e),
+            }
+        }
+    }
+
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(Route {
+        name: name.clone(),
+        namespace: cx.namespace.to_string(),
+        models: spec.models.clone(),
+        backends,
+        total_weight,
+        timeouts,
+    })
+}

@@ -1,0 +1,19 @@
+//! Compiles llmesh resources into one immutable routing snapshot.
+//!
+//! `compile(resources, secrets) -> (Snapshot, Vec<CompileError>)` is pure
+//! apart from the secret lookups it delegates: every reference is resolved
+//! and every value parsed here, once, so the request path only reads. The
+//! file mode and the Kubernetes mode share this one path.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod compile;
+mod duration;
+mod dump;
+mod snapshot;
+
+pub use compile::{compile, CompileError, EnvFileSecrets, SecretSource};
+pub use duration::parse_duration;
+pub use snapshot::{
+    BaseUrl, Backend, ModelInfo, Price, Provider, Route, Secret, Snapshot, Timeouts,
+};
