@@ -126,8 +126,8 @@ pub fn parse_documents(text: &str) -> Result<Vec<AnyResource>, ParseError> {
     let mut out = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
-        let value =
-            serde_yaml::Value::deserialize(doc).map_err(|source| ParseError::Yaml { index, source })?;
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|source| ParseError::Yaml { index, source })?;
         if value.is_null() {
             continue;
         }
@@ -155,9 +155,15 @@ pub fn parse_documents(text: &str) -> Result<Vec<AnyResource>, ParseError> {
             message: format!("{}: {}", e.path(), e.inner()),
         };
         let res = match head.kind.as_str() {
-            "LLMProvider" => AnyResource::Provider(serde_path_to_error::deserialize(value).map_err(shape)?),
-            "LLMRoute" => AnyResource::Route(serde_path_to_error::deserialize(value).map_err(shape)?),
-            "LLMQuota" => AnyResource::Quota(serde_path_to_error::deserialize(value).map_err(shape)?),
+            "LLMProvider" => {
+                AnyResource::Provider(serde_path_to_error::deserialize(value).map_err(shape)?)
+            }
+            "LLMRoute" => {
+                AnyResource::Route(serde_path_to_error::deserialize(value).map_err(shape)?)
+            }
+            "LLMQuota" => {
+                AnyResource::Quota(serde_path_to_error::deserialize(value).map_err(shape)?)
+            }
             "LLMDataPolicy" => {
                 AnyResource::DataPolicy(serde_path_to_error::deserialize(value).map_err(shape)?)
             }

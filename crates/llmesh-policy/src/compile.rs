@@ -6,14 +6,10 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
-use llmesh_api::{
-    AnyResource, ApiSchema, CredentialRef, LLMProviderSpec, LLMRouteSpec, Resource,
-};
+use llmesh_api::{AnyResource, ApiSchema, CredentialRef, LLMProviderSpec, LLMRouteSpec, Resource};
 
 use crate::duration::parse_duration;
-use crate::snapshot::{
-    Backend, BaseUrl, ModelInfo, Price, Provider, Route, Snapshot, Timeouts,
-};
+use crate::snapshot::{Backend, BaseUrl, ModelInfo, Price, Provider, Route, Snapshot, Timeouts};
 
 /// One problem with one field of one resource. The resource is left out of
 /// the snapshot; the message never contains a secret.
@@ -46,8 +42,9 @@ pub struct EnvFileSecrets {
 impl SecretSource for EnvFileSecrets {
     fn resolve(&self, r: &CredentialRef) -> Result<String, String> {
         match (&r.env, &r.file) {
-            (Some(var), None) => std::env::var(var)
-                .map_err(|_| format!("environment variable {var} is not set")),
+            (Some(var), None) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
             (None, Some(file)) => {
                 let path = match &self.base_dir {
                     Some(dir) if Path::new(file).is_relative() => dir.join(file),
@@ -101,10 +98,12 @@ pub fn compile(
             AnyResource::Route(rt) => route_specs.push(rt),
             AnyResource::Quota(q) => {
                 snap.inert.push(format!("LLMQuota/{}", q.metadata.name));
-                snap.dump_resources.push(kind_dump("LLMQuota", &q.metadata.name, &q.spec));
+                snap.dump_resources
+                    .push(kind_dump("LLMQuota", &q.metadata.name, &q.spec));
             }
             AnyResource::DataPolicy(d) => {
-                snap.inert.push(format!("LLMDataPolicy/{}", d.metadata.name));
+                snap.inert
+                    .push(format!("LLMDataPolicy/{}", d.metadata.name));
                 snap.dump_resources
                     .push(kind_dump("LLMDataPolicy", &d.metadata.name, &d.spec));
             }
@@ -116,7 +115,12 @@ pub fn compile(
     for p in provider_specs {
         let name = &p.metadata.name;
         if snap.providers.contains_key(name) {
-            cx.err("LLMProvider", name, "metadata.name", "duplicate provider name");
+            cx.err(
+                "LLMProvider",
+                name,
+                "metadata.name",
+                "duplicate provider name",
+            );
             continue;
         }
         if let Some(compiled) = compile_provider(&mut cx, p, secrets) {
@@ -172,7 +176,8 @@ pub fn compile(
         }
         snap.routes.push(Arc::new(route));
     }
-    snap.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    snap.prefixes
+        .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
     snap.model_names.sort();
     (snap, cx.errors)
 }
@@ -201,8 +206,13 @@ fn default_provider_name(schema: ApiSchema) -> &'static str {
 }
 
 fn parse_base_url(text: &str) -> Result<BaseUrl, String> {
-    let uri: http::Uri = text.parse().map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-    let scheme = uri.scheme().cloned().ok_or("missing scheme (http:// or https://)")?;
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or("missing scheme (http:// or https://)")?;
     if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
         return Err(format!("scheme {scheme} is not http or https"));
     }
@@ -231,7 +241,12 @@ fn compile_provider(
     let base_text = spec.base_url.as_deref().or(default_base_url(spec.schema));
     let base_url = match base_text {
         None => {
-            cx.err(K, name, "spec.baseUrl", "required for schema openai-compatible");
+            cx.err(
+                K,
+                name,
+                "spec.baseUrl",
+                "required for schema openai-compatible",
+            );
             None
         }
         Some(t) => parse_base_url(t)
@@ -282,13 +297,18 @@ fn compile_provider(
     let mut headers = Vec::new();
     for (k, v) in &spec.headers {
         let field = format!("spec.headers.{k}");
-        match (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+        match (
+            HeaderName::try_from(k.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) {
             (Ok(hn), Ok(hv)) => headers.push((hn, hv)),
             _ => cx.err(K, name, &field, "not a valid header"),
         }
     }
     if spec.schema == ApiSchema::Anthropic
-        && !headers.iter().any(|(h, _)| h.as_str() == "anthropic-version")
+        && !headers
+            .iter()
+            .any(|(h, _)| h.as_str() == "anthropic-version")
     {
         headers.push((
             HeaderName::from_static("anthropic-version"),
@@ -322,7 +342,12 @@ fn compile_provider(
             price,
         };
         if models.insert(m.name.clone(), info).is_some() {
-            cx.err(K, name, &format!("{field}.name"), format!("model {:?} listed twice", m.name));
+            cx.err(
+                K,
+                name,
+                &format!("{field}.name"),
+                format!("model {:?} listed twice", m.name),
+            );
         }
     }
 
@@ -391,7 +416,12 @@ fn compile_route(
     }
     let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
     if !backends.is_empty() && total_weight == 0 {
-        cx.err(K, name, "spec.backends", "weights must add up to more than 0");
+        cx.err(
+            K,
+            name,
+            "spec.backends",
+            "weights must add up to more than 0",
+        );
     }
 
     let mut timeouts = Timeouts::default();

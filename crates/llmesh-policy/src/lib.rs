@@ -8,12 +8,12 @@
 #![deny(missing_docs)]
 
 mod compile;
-mod duration;
 mod dump;
+mod duration;
 mod snapshot;
 
 pub use compile::{compile, CompileError, EnvFileSecrets, SecretSource};
 pub use duration::parse_duration;
 pub use snapshot::{
-    BaseUrl, Backend, ModelInfo, Price, Provider, Route, Secret, Snapshot, Timeouts,
+    Backend, BaseUrl, ModelInfo, Price, Provider, Route, RouteMatch, Secret, Snapshot, Timeouts,
 };

@@ -198,6 +198,17 @@ impl Route {
     }
 }
 
+/// A model name resolved to its route.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteMatch<'a> {
+    /// Position of the route in [`Snapshot::routes`].
+    pub index: usize,
+    /// The route.
+    pub route: &'a Arc<Route>,
+    /// The entry of `spec.models` that matched.
+    pub pattern: &'a str,
+}
+
 /// The whole compiled policy. Published with one atomic swap; a request
 /// loads it once and uses that one table to the end.
 #[derive(Debug, Default)]
@@ -220,15 +231,34 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The route serving `model`, if any.
-    pub fn route_for(&self, model: &str) -> Option<&Arc<Route>> {
-        if let Some(&i) = self.exact.get(model) {
-            return self.routes.get(i);
+    /// The route serving `model`, if any, with its index in `routes` and
+    /// the pattern that matched (the name itself, or `prefix*`). The pattern
+    /// is what metrics use, so a client inventing model names under a prefix
+    /// cannot grow the label set.
+    pub fn route_for(&self, model: &str) -> Option<RouteMatch<'_>> {
+        if let Some(&index) = self.exact.get(model) {
+            let route = self.routes.get(index)?;
+            let pattern = route.models.iter().find(|m| *m == model)?;
+            return Some(RouteMatch {
+                index,
+                route,
+                pattern,
+            });
         }
-        self.prefixes
+        let (prefix, index) = self
+            .prefixes
             .iter()
-            .find(|(p, _)| model.starts_with(p.as_str()))
-            .and_then(|&(_, i)| self.routes.get(i))
+            .find(|(p, _)| model.starts_with(p.as_str()))?;
+        let route = self.routes.get(*index)?;
+        let pattern = route
+            .models
+            .iter()
+            .find(|m| m.strip_suffix('*') == Some(prefix.as_str()))?;
+        Some(RouteMatch {
+            index: *index,
+            route,
+            pattern,
+        })
     }
 
     /// Model names and patterns clients may ask for, for error messages.

@@ -53,14 +53,22 @@ fn compiles_providers_routes_and_lookups() {
     let (snap, errors) = build(BASE);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(snap.model_names, vec!["gpt-4o-mini"]);
-    let route = snap.route_for("gpt-4o-mini").unwrap();
+    let m = snap.route_for("gpt-4o-mini").unwrap();
+    assert_eq!((m.index, m.pattern), (0, "gpt-4o-mini"));
+    let route = m.route;
     assert_eq!(route.name, "chat");
-    assert!(snap.route_for("gpt-4.1").is_some(), "prefix match");
+    assert_eq!(
+        snap.route_for("gpt-4.1").unwrap().pattern,
+        "gpt-4*",
+        "prefix match"
+    );
     assert!(snap.route_for("claude-x").is_none());
     assert_eq!(route.timeouts.connect.as_secs(), 2);
     assert_eq!(route.timeouts.total.as_secs(), 60);
     // weights 3:1
-    let picks: Vec<_> = (0..4).map(|i| route.pick(i).provider.name.as_str()).collect();
+    let picks: Vec<_> = (0..4)
+        .map(|i| route.pick(i).provider.name.as_str())
+        .collect();
     assert_eq!(picks, ["openai", "openai", "openai", "claude"]);
     let openai = &snap.providers["openai"];
     let (h, v) = openai.auth.as_ref().unwrap();
@@ -117,10 +125,22 @@ spec:
     let (snap, errors) = build(&text);
     let msgs: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     let has = |needle: &str| msgs.iter().any(|m| m.contains(needle));
-    assert!(has("LLMProvider/team-a/nokey: spec.credential: environment variable MISSING is not set"), "{msgs:#?}");
-    assert!(has("LLMProvider/team-a/compat: spec.baseUrl: required"), "{msgs:#?}");
-    assert!(has("LLMRoute/team-a/broken: spec.backends[0].provider"), "{msgs:#?}");
-    assert!(has("LLMRoute/team-a/broken: spec.timeouts.connect"), "{msgs:#?}");
+    assert!(
+        has("LLMProvider/team-a/nokey: spec.credential: environment variable MISSING is not set"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("LLMProvider/team-a/compat: spec.baseUrl: required"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("LLMRoute/team-a/broken: spec.backends[0].provider"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("LLMRoute/team-a/broken: spec.timeouts.connect"),
+        "{msgs:#?}"
+    );
     assert!(has("LLMRoute/team-a/thief: spec.models[0]: model \"gpt-4o-mini\" is already served by route chat"), "{msgs:#?}");
     // the good ones still compile
     assert_eq!(snap.routes.len(), 1);

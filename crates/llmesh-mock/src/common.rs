@@ -1,0 +1,225 @@
+//! Dialect-independent pieces: the deterministic accounting rules and the
+//! generated answer ("plan") that each dialect renders in its own format.
+
+use serde_json::Value;
+
+/// Fixed vocabulary for generated text. Plain ASCII words without JSON
+/// special characters, so they can be written into templates unescaped.
+pub(crate) const LOREM: [&str; 32] = [
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
+    "enim",
+    "ad",
+    "minim",
+    "veniam",
+    "quis",
+    "nostrud",
+    "exercitation",
+    "ullamco",
+    "laboris",
+    "nisi",
+    "aliquip",
+    "ex",
+    "ea",
+];
+
+/// Arguments of a generated tool call when the behavior sets none.
+pub(crate) const DEFAULT_TOOL_ARGS: &str = r#"{"city":"Paris"}"#;
+
+/// Word `i` of the generated text, with the separating space that goes in
+/// front of every word but the first (so streamed pieces concatenate to the
+/// full text).
+pub(crate) fn word_piece(i: usize) -> (&'static str, &'static str) {
+    (if i == 0 { "" } else { " " }, LOREM[i % LOREM.len()])
+}
+
+/// Append the generated text of `n` words (no quotes, no escaping needed).
+pub(crate) fn push_text(out: &mut String, n: u32) {
+    for i in 0..n as usize {
+        let (sep, w) = word_piece(i);
+        out.push_str(sep);
+        out.push_str(w);
+    }
+}
+
+/// Generated text of `n` words, for callers (and tests) that want it whole.
+pub fn generated_text(n: u32) -> String {
+    let mut s = String::new();
+    push_text(&mut s, n);
+    s
+}
+
+/// Whitespace-separated words in a message `content` of any dialect: a
+/// string, or an array of parts/blocks whose `text` counts, recursing into
+/// nested `content` (Anthropic tool_result blocks) and `parts` (Gemini).
+pub(crate) fn count_words(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.split_whitespace().count() as u64,
+        Value::Array(items) => items.iter().map(count_words).sum(),
+        Value::Object(o) => {
+            let mut n = 0;
+            if let Some(Value::String(t)) = o.get("text") {
+                n += t.split_whitespace().count() as u64;
+            }
+            if let Some(c) = o.get("content") {
+                n += count_words(c);
+            }
+            if let Some(p) = o.get("parts") {
+                n += count_words(p);
+            }
+            n
+        }
+        _ => 0,
+    }
+}
+
+/// What the request asked for, in dialect-independent terms.
+pub(crate) struct ChatReq<'a> {
+    pub model: &'a str,
+    pub stream: bool,
+    /// OpenAI `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// Gemini streaming framing: SSE (`alt=sse`) or a streamed JSON array.
+    pub sse: bool,
+    /// Input tokens by the word-count rule (min 1).
+    pub input_tokens: u64,
+    /// First declared tool, unless the conversation already ends with a
+    /// tool result (then a text answer ends the tool loop).
+    pub tool: Option<&'a str>,
+}
+
+/// The answer to render.
+pub(crate) struct Plan<'a> {
+    /// Per-server sequence number, used in ids.
+    pub id: u64,
+    pub created: u64,
+    pub model: &'a str,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub output_tokens: u32,
+    pub tool: Option<ToolCall<'a>>,
+    pub content_filter: bool,
+    pub include_usage: bool,
+    pub sse: bool,
+}
+
+pub(crate) struct ToolCall<'a> {
+    pub name: &'a str,
+    /// Arguments as compact JSON text.
+    pub args: String,
+}
+
+impl ToolCall<'_> {
+    /// The argument JSON split in two non-empty pieces (when possible), to
+    /// exercise clients that must reassemble streamed arguments.
+    pub fn arg_pieces(&self) -> [&str; 2] {
+        let s = self.args.as_str();
+        let mut mid = s.len() / 2;
+        while mid > 0 && !s.is_char_boundary(mid) {
+            mid -= 1;
+        }
+        if mid == 0 && s.len() > 1 {
+            mid = s.char_indices().nth(1).map_or(s.len(), |(i, _)| i);
+        }
+        [&s[..mid], &s[mid..]]
+    }
+}
+
+/// Deterministic 8-dimensional unit vector derived from `text`
+/// (FNV-1a hash seeding splitmix64).
+pub(crate) fn embedding(text: &[u8]) -> [f32; 8] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut out = [0f32; 8];
+    let mut norm = 0f32;
+    for o in &mut out {
+        h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = h;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // Top 24 bits -> [-1, 1).
+        *o = ((z >> 40) as f32 / (1u64 << 23) as f32) - 1.0;
+        norm += *o * *o;
+    }
+    let norm = norm.sqrt();
+    if norm > 0.0 {
+        for o in &mut out {
+            *o /= norm;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn counts_words_in_all_shapes() {
+        assert_eq!(count_words(&json!("a b  c")), 3);
+        assert_eq!(
+            count_words(&json!([{"type":"text","text":"one two"},{"type":"image_url"}])),
+            2
+        );
+        assert_eq!(
+            count_words(
+                &json!([{"type":"tool_result","content":[{"type":"text","text":"x y z"}]}])
+            ),
+            3
+        );
+        assert_eq!(count_words(&json!({"parts":[{"text":"hi there"}]})), 2);
+    }
+
+    #[test]
+    fn arg_pieces_split() {
+        let t = ToolCall {
+            name: "f",
+            args: DEFAULT_TOOL_ARGS.into(),
+        };
+        let [a, b] = t.arg_pieces();
+        assert!(!a.is_empty() && !b.is_empty());
+        assert_eq!(format!("{a}{b}"), DEFAULT_TOOL_ARGS);
+        let t = ToolCall {
+            name: "f",
+            args: "{}".into(),
+        };
+        assert_eq!(t.arg_pieces(), ["{", "}"]);
+    }
+
+    #[test]
+    fn embedding_is_deterministic_unit() {
+        let a = embedding(b"hello");
+        assert_eq!(a, embedding(b"hello"));
+        assert_ne!(a, embedding(b"world"));
+        let n: f32 = a.iter().map(|x| x * x).sum();
+        assert!((n - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn text_has_n_words() {
+        assert_eq!(generated_text(0), "");
+        assert_eq!(generated_text(40).split_whitespace().count(), 40);
+    }
+}

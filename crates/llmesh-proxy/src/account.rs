@@ -1,0 +1,273 @@
+//! Accounting at the end of every call: metrics, cost and the one JSON log
+//! line per request. Never prompt or completion text.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use llmesh_policy::{Provider, Route};
+use llmesh_wire::{Dialect, Usage};
+
+use crate::upstream::Operation;
+use crate::Shared;
+
+/// How to estimate output tokens when the upstream reported no usage.
+#[derive(Debug)]
+pub enum OutputEstimate {
+    /// Nothing to estimate from.
+    None,
+    /// The completion text.
+    Text(String),
+    /// Streamed content chunks (about one token each).
+    Chunks(u64),
+}
+
+/// How a call ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// HTTP status returned to the client (499 when the client went away).
+    pub status: u16,
+    /// Error class, empty on success.
+    pub error_type: &'static str,
+    /// Usage reported by the upstream.
+    pub usage: Option<Usage>,
+    /// Model named in the upstream's response.
+    pub response_model: Option<String>,
+    /// Time to first streamed chunk.
+    pub ttfc: Option<Duration>,
+    /// Fallback for missing usage.
+    pub output_estimate: OutputEstimate,
+}
+
+impl Outcome {
+    /// A failed call: no usage.
+    pub fn error(status: u16, error_type: &'static str) -> Outcome {
+        Outcome {
+            status,
+            error_type,
+            usage: None,
+            response_model: None,
+            ttfc: None,
+            output_estimate: OutputEstimate::None,
+        }
+    }
+}
+
+/// Everything known about a routed call, carried to its end.
+pub struct Call {
+    pub(crate) shared: Arc<Shared>,
+    /// Request id (also sent as `x-request-id`).
+    pub request_id: HeaderValue,
+    /// When the request arrived.
+    pub start: Instant,
+    /// Chat or embeddings.
+    pub op: Operation,
+    /// The API the client speaks.
+    pub client: Dialect,
+    /// Streaming requested.
+    pub stream: bool,
+    /// The route.
+    pub route: Arc<Route>,
+    /// The provider.
+    pub provider: Arc<Provider>,
+    /// Model label: the route pattern that matched (bounded by policy).
+    pub request_model: String,
+    /// Model name the client asked for (log only).
+    pub requested: String,
+    /// Model sent upstream.
+    pub upstream_model: String,
+    /// Model label for per-backend series: the backend's fixed model, or
+    /// the route pattern.
+    pub model_label: String,
+    /// The client's body, kept (by reference count) only to estimate
+    /// prompt tokens if the upstream reports none.
+    pub raw_request: Bytes,
+}
+
+fn op_name(op: Operation) -> &'static str {
+    match op {
+        Operation::Chat => "chat",
+        Operation::Embeddings => "embeddings",
+    }
+}
+
+impl Call {
+    /// Records the call. When usage is missing on a successful call the
+    /// tokenizer runs on a blocking thread first, never on the runtime.
+    pub fn finish(self, outcome: Outcome) {
+        let needs_estimate = outcome.usage.is_none() && (200..300).contains(&outcome.status);
+        if !needs_estimate {
+            self.record(outcome, false);
+            return;
+        }
+        let elapsed_at_end = self.start.elapsed();
+        let task = move || {
+            let input = crate::tokens::estimate_prompt(self.client, &self.raw_request);
+            let output = match &outcome.output_estimate {
+                OutputEstimate::None => 0,
+                OutputEstimate::Text(t) => crate::tokens::count(t),
+                OutputEstimate::Chunks(n) => *n,
+            };
+            let mut outcome = outcome;
+            outcome.usage = Some(Usage {
+                input_tokens: input,
+                output_tokens: output,
+                cached_input_tokens: 0,
+            });
+            self.record_at(outcome, true, elapsed_at_end);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(task);
+            }
+            Err(_) => task(),
+        }
+    }
+
+    fn record(self, outcome: Outcome, estimated: bool) {
+        let elapsed = self.start.elapsed();
+        self.record_at(outcome, estimated, elapsed);
+    }
+
+    fn record_at(self, outcome: Outcome, estimated: bool, elapsed: Duration) {
+        let m = &self.shared.metrics;
+        let op = op_name(self.op);
+        let route = self.route.name.as_str();
+        let provider = self.provider.name.as_str();
+        let gen_provider = self.provider.provider_name.as_str();
+        let model = self.model_label.as_str();
+        let response_model = outcome
+            .response_model
+            .as_deref()
+            .map(|r| truncate(r, 64))
+            .unwrap_or(model);
+        let code = status_label(outcome.status);
+
+        m.requests
+            .with_label_values(&[route, provider, model, code, outcome.error_type])
+            .inc();
+        m.duration
+            .with_label_values(&[
+                op,
+                gen_provider,
+                &self.request_model,
+                response_model,
+                outcome.error_type,
+                route,
+            ])
+            .observe(elapsed.as_secs_f64());
+        if !outcome.error_type.is_empty() {
+            m.upstream_errors
+                .with_label_values(&[route, provider, outcome.error_type])
+                .inc();
+        }
+        if let Some(t) = outcome.ttfc {
+            m.time_to_first_chunk
+                .with_label_values(&[op, gen_provider, &self.request_model, response_model, route])
+                .observe(t.as_secs_f64());
+        }
+
+        let usage = outcome.usage.unwrap_or_default();
+        let mut cost = 0.0;
+        if outcome.usage.is_some() {
+            for (kind, n) in [
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cached_input", usage.cached_input_tokens),
+            ] {
+                m.tokens
+                    .with_label_values(&[route, provider, model, kind])
+                    .inc_by(n);
+                if kind != "cached_input" || n > 0 {
+                    m.token_usage
+                        .with_label_values(&[
+                            op,
+                            gen_provider,
+                            &self.request_model,
+                            response_model,
+                            kind,
+                            route,
+                        ])
+                        .observe(n as f64);
+                }
+            }
+            if let Some(price) = self
+                .provider
+                .model(&self.upstream_model)
+                .and_then(|info| info.price)
+            {
+                cost = price.cost(
+                    usage.input_tokens,
+                    usage.cached_input_tokens,
+                    usage.output_tokens,
+                );
+                m.cost
+                    .with_label_values(&[route, provider, model])
+                    .inc_by(cost);
+            }
+        }
+
+        let id = self.shared.identity();
+        tracing::info!(
+            target: "llmesh::access",
+            request_id = self.request_id.to_str().unwrap_or(""),
+            namespace = id.namespace.as_str(),
+            workload = id.workload.as_str(),
+            pod = id.pod.as_str(),
+            route,
+            model_requested = self.requested.as_str(),
+            provider,
+            model_used = self.upstream_model.as_str(),
+            response_model,
+            api = self.client.as_str(),
+            stream = self.stream,
+            status = outcome.status,
+            error_type = outcome.error_type,
+            input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            cached_input_tokens = usage.cached_input_tokens,
+            tokens_estimated = estimated,
+            cost_usd = cost,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            ttft_ms = outcome.ttfc.map(|t| t.as_secs_f64() * 1000.0),
+            "request"
+        );
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Status codes as static strings, so labels do not allocate.
+pub fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        499 => "499",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        529 => "529",
+        s if s < 300 => "2xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}

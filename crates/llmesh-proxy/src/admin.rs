@@ -1,0 +1,112 @@
+//! The two side ports: 15501 (`/metrics`, `/healthz`, `/readyz`, read-only,
+//! reachable from the pod network) and 15502 (`/config_dump`, loopback).
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{full, ProxyBody};
+use crate::Shared;
+
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<ProxyBody> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// Handler of the metrics/health port.
+pub async fn metrics_port(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "read-only port\n",
+        ));
+    }
+    Ok(match req.uri().path() {
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            shared.metrics.render(),
+        ),
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => {
+            if shared.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "no policy loaded yet\n",
+                )
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /healthz or /readyz\n",
+        ),
+    })
+}
+
+/// Handler of the admin port.
+pub async fn admin_port(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    if req.method() != Method::GET {
+        return Ok(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n",
+        ));
+    }
+    Ok(match req.uri().path() {
+        "/config_dump" => {
+            let table = shared.table.load();
+            let mut dump = table.snap.dump();
+            if let Some(o) = dump.as_object_mut() {
+                o.insert(
+                    "source".into(),
+                    shared.cfg.policy_file.display().to_string().into(),
+                );
+                o.insert("lastReloadError".into(), shared.last_error().into());
+            }
+            let json = req.uri().query().is_some_and(|q| q.contains("format=json"));
+            if json {
+                text(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_vec_pretty(&dump).unwrap_or_default(),
+                )
+            } else {
+                match serde_yaml::to_string(&dump) {
+                    Ok(y) => text(StatusCode::OK, "application/yaml", y),
+                    Err(e) => text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        format!("{e}\n"),
+                    ),
+                }
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /config_dump\n",
+        ),
+    })
+}

@@ -1,0 +1,81 @@
+//! Start-up settings of the sidecar: addresses, limits and the pod's identity.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Who this sidecar runs for. Every metric series carries these, set by the
+/// injector through the downward API (or by hand outside Kubernetes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Kubernetes namespace (`POD_NAMESPACE`).
+    pub namespace: String,
+    /// Owning workload, e.g. the Deployment name (`LLMESH_WORKLOAD`).
+    pub workload: String,
+    /// Pod name (`POD_NAME`).
+    pub pod: String,
+}
+
+impl Identity {
+    /// Reads the identity from the environment the injector sets, falling
+    /// back to `default` / the host name outside Kubernetes.
+    pub fn from_env() -> Identity {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let pod = var("POD_NAME")
+            .or_else(|| var("HOSTNAME"))
+            .unwrap_or_else(|| "local".to_string());
+        Identity {
+            namespace: var("POD_NAMESPACE").unwrap_or_else(|| "default".to_string()),
+            workload: var("LLMESH_WORKLOAD").unwrap_or_else(|| "local".to_string()),
+            pod,
+        }
+    }
+}
+
+/// Everything the proxy needs to start.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The app-facing LLM API (loopback only in a pod).
+    pub listen: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_listen: SocketAddr,
+    /// `/config_dump` (loopback only).
+    pub admin_listen: SocketAddr,
+    /// The policy file (multi-document YAML).
+    pub policy_file: PathBuf,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Largest non-streamed upstream response body read.
+    pub max_response_bytes: usize,
+    /// Time allowed for a client to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Extra CA certificates trusted for every upstream.
+    pub ca_file: Option<PathBuf>,
+    /// How long in-flight requests may finish after a shutdown signal.
+    pub drain_timeout: Duration,
+    /// Pod identity for metrics and logs.
+    pub identity: Identity,
+}
+
+impl ProxyConfig {
+    /// Defaults for tests: every port ephemeral on loopback.
+    pub fn for_test(policy_file: PathBuf) -> ProxyConfig {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        ProxyConfig {
+            listen: any,
+            metrics_listen: any,
+            admin_listen: any,
+            policy_file,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_response_bytes: 64 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            ca_file: None,
+            drain_timeout: Duration::from_secs(5),
+            identity: Identity {
+                namespace: "test-ns".into(),
+                workload: "test-app".into(),
+                pod: "test-app-0".into(),
+            },
+        }
+    }
+}

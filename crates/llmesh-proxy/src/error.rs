@@ -1,0 +1,159 @@
+//! The one error type of the request path. Each variant knows its HTTP
+//! status, its error type in the client's API format, and its metric label.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use llmesh_wire::Dialect;
+
+use crate::body::{full, ProxyBody};
+
+/// Why a request did not get an upstream answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Request body over `--max-body-bytes`.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The client went away or sent a broken body.
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    /// Not JSON.
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// JSON but not a valid request.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No route serves the model.
+    #[error("{message}")]
+    UnknownModel {
+        /// The full message, listing known models.
+        message: String,
+    },
+    /// Path or method the proxy does not serve.
+    #[error("{method} {path} is not supported by llmesh; supported: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models, POST /v1/messages")]
+    UnsupportedEndpoint {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
+    /// The provider's API cannot do what was asked (e.g. embeddings).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Connecting to the upstream failed.
+    #[error("upstream {provider} is unreachable: {detail}")]
+    UpstreamConnect {
+        /// Provider name.
+        provider: String,
+        /// The connection error.
+        detail: String,
+    },
+    /// The upstream did not answer in time.
+    #[error("upstream {provider} did not answer within the {phase} timeout of {after_ms} ms")]
+    UpstreamTimeout {
+        /// Provider name.
+        provider: String,
+        /// `first byte`, `total`, `idle`.
+        phase: &'static str,
+        /// The timeout.
+        after_ms: u128,
+    },
+    /// The upstream sent something that is not a valid response.
+    #[error("upstream {provider} sent an invalid response: {detail}")]
+    UpstreamProtocol {
+        /// Provider name.
+        provider: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The policy has no usable table (should not happen after start).
+    #[error("no routing policy is loaded")]
+    NoPolicy,
+    /// An error of a call that was already routed and accounted; only the
+    /// response is left to send.
+    #[error("{0}")]
+    Routed(Box<ProxyError>),
+}
+
+impl ProxyError {
+    /// HTTP status sent to the client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Routed(inner) => inner.status(),
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyRead(_)
+            | ProxyError::InvalidJson(_)
+            | ProxyError::InvalidRequest(_)
+            | ProxyError::Unsupported(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UnknownModel { .. } | ProxyError::UnsupportedEndpoint { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamProtocol { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::NoPolicy => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Error type in the API format (mapped per dialect by llmesh-wire).
+    fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Routed(inner) => inner.kind(),
+            ProxyError::BodyTooLarge { .. } => "request_too_large",
+            ProxyError::UnknownModel { .. } | ProxyError::UnsupportedEndpoint { .. } => {
+                "not_found_error"
+            }
+            ProxyError::UpstreamTimeout { .. } => "timeout_error",
+            ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamProtocol { .. }
+            | ProxyError::NoPolicy => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// Low-cardinality label for metrics and the `code` field of errors.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ProxyError::Routed(inner) => inner.metric_label(),
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::BodyRead(_) => "body_read",
+            ProxyError::InvalidJson(_) => "invalid_json",
+            ProxyError::InvalidRequest(_) => "invalid_request",
+            ProxyError::UnknownModel { .. } => "model_not_found",
+            ProxyError::UnsupportedEndpoint { .. } => "unsupported_endpoint",
+            ProxyError::Unsupported(_) => "unsupported",
+            ProxyError::UpstreamConnect { .. } => "upstream_connect",
+            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::UpstreamProtocol { .. } => "upstream_protocol",
+            ProxyError::NoPolicy => "no_policy",
+        }
+    }
+
+    /// The error as a response in the client's API format.
+    pub fn into_response(&self, dialect: Dialect, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let body =
+            llmesh_wire::error_body(dialect, self.kind(), self.metric_label(), &self.to_string());
+        json_response(self.status(), &body, request_id)
+    }
+}
+
+/// A JSON response with the request id header.
+pub fn json_response(
+    status: StatusCode,
+    body: &serde_json::Value,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut resp = Response::new(full(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert("x-request-id", request_id.clone());
+    resp
+}

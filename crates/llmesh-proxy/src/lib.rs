@@ -1,0 +1,233 @@
+//! The llmesh sidecar: a localhost LLM API proxy.
+//!
+//! [`Proxy::start`] binds the three ports, loads the policy file, and
+//! serves until [`Proxy::shutdown`]. The binary in `main.rs` is a thin
+//! wrapper; tests start the same thing in-process on ephemeral ports.
+#![forbid(unsafe_code)]
+
+pub mod account;
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+pub mod reload;
+pub mod server;
+pub mod stream;
+pub mod table;
+pub mod tokens;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{Identity, ProxyConfig};
+
+use crate::metrics::Metrics;
+use crate::table::Table;
+use crate::upstream::ClientCache;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The initial policy is invalid: refuse to start rather than serve
+    /// with no routes.
+    #[error(transparent)]
+    Policy(#[from] table::LoadError),
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The file watcher could not start.
+    #[error("watching the policy file: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    /// The active table; swapped whole.
+    pub table: ArcSwap<Table>,
+    /// Metric families.
+    pub metrics: Metrics,
+    /// Start-up settings.
+    pub cfg: ProxyConfig,
+    /// Upstream clients kept across reloads.
+    pub clients: ClientCache,
+    /// Set once a policy is loaded.
+    pub ready: AtomicBool,
+    generation: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// The pod identity.
+    pub fn identity(&self) -> &Identity {
+        &self.cfg.identity
+    }
+
+    /// Publishes a new table with the next generation number.
+    pub fn publish(&self, mut table: Table) {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        table.snap.generation = generation;
+        let routes = table.snap.routes.len();
+        let providers = table.snap.providers.len();
+        let inert = table.snap.inert.join(", ");
+        self.table.store(Arc::new(table));
+        self.ready.store(true, Ordering::Release);
+        let m = &self.metrics;
+        m.reloads.with_label_values(&["success"]).inc();
+        m.generation.set(generation as i64);
+        m.last_reload_ok.set(1);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        m.last_reload_time.set(now);
+        self.set_last_error(None);
+        tracing::info!(generation, routes, providers, "policy loaded");
+        if !inert.is_empty() {
+            tracing::warn!(
+                resources = inert.as_str(),
+                "resources accepted but not enforced by this version"
+            );
+        }
+    }
+
+    /// The reason of the last failed reload, if the last reload failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn set_last_error(&self, e: Option<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = e;
+        }
+    }
+}
+
+/// A running proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    llm_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+impl Proxy {
+    /// Loads the policy, binds the ports and starts serving.
+    pub async fn start(cfg: ProxyConfig) -> Result<Proxy, StartError> {
+        let metrics = Metrics::new(&cfg.identity)?;
+        let clients = ClientCache::new(cfg.ca_file.clone());
+        let first = table::load_file(&cfg.policy_file, &cfg.identity.namespace, &clients)?;
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(Table {
+                snap: Default::default(),
+                clients: Vec::new(),
+            }),
+            metrics,
+            cfg,
+            clients,
+            ready: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        });
+        shared.publish(first);
+
+        let llm = bind(shared.cfg.listen).await?;
+        let met = bind(shared.cfg.metrics_listen).await?;
+        let adm = bind(shared.cfg.admin_listen).await?;
+        let local = |l: &TcpListener, a: SocketAddr| l.local_addr().unwrap_or(a);
+        let llm_addr = local(&llm, shared.cfg.listen);
+        let metrics_addr = local(&met, shared.cfg.metrics_listen);
+        let admin_addr = local(&adm, shared.cfg.admin_listen);
+
+        let (tx, rx) = watch::channel(false);
+        reload::spawn(shared.clone(), rx.clone())?;
+        let hdr = shared.cfg.header_read_timeout;
+        let drain = shared.cfg.drain_timeout;
+        let mut tasks = Vec::new();
+        let s = shared.clone();
+        tasks.push(tokio::spawn(server::serve(
+            llm,
+            move |req| pipeline::handle(s.clone(), req),
+            rx.clone(),
+            hdr,
+            drain,
+        )));
+        let s = shared.clone();
+        tasks.push(tokio::spawn(server::serve(
+            met,
+            move |req| admin::metrics_port(s.clone(), req),
+            rx.clone(),
+            hdr,
+            drain,
+        )));
+        let s = shared.clone();
+        tasks.push(tokio::spawn(server::serve(
+            adm,
+            move |req| admin::admin_port(s.clone(), req),
+            rx,
+            hdr,
+            drain,
+        )));
+        tracing::info!(%llm_addr, %metrics_addr, %admin_addr, "llmesh-proxy started");
+        Ok(Proxy {
+            shared,
+            llm_addr,
+            metrics_addr,
+            admin_addr,
+            shutdown: tx,
+            tasks,
+        })
+    }
+
+    /// Address of the LLM API port.
+    pub fn llm_addr(&self) -> SocketAddr {
+        self.llm_addr
+    }
+    /// Address of the metrics port.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+    /// Address of the admin port.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+    /// The shared state (tests read generation and metrics from it).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain
+    /// timeout), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

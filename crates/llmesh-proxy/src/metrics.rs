@@ -1,0 +1,220 @@
+//! The sidecar's Prometheus metrics.
+//!
+//! Names follow the OpenTelemetry GenAI client conventions where they name a
+//! metric, and `llmesh_` otherwise. The pod's namespace, workload and pod
+//! are registry-wide constant labels, so they cost nothing per request.
+
+use std::collections::HashMap;
+
+use prometheus::{
+    CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::config::Identity;
+
+/// Seconds, from tens of milliseconds to ten minutes: LLM calls are slow and
+/// long-tailed.
+const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92, 163.84,
+    327.68, 655.36,
+];
+/// Time to first chunk: finer at the low end where streaming lives.
+const TTFC_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Tokens per request, powers of four (the conventions' advice).
+const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+];
+
+/// All metric families of the proxy.
+pub struct Metrics {
+    registry: Registry,
+    /// gen_ai_client_operation_duration_seconds
+    pub duration: HistogramVec,
+    /// gen_ai_client_token_usage
+    pub token_usage: HistogramVec,
+    /// gen_ai_client_operation_time_to_first_chunk_seconds
+    pub time_to_first_chunk: HistogramVec,
+    /// llmesh_requests_total
+    pub requests: IntCounterVec,
+    /// llmesh_tokens_total
+    pub tokens: IntCounterVec,
+    /// llmesh_cost_usd_total
+    pub cost: CounterVec,
+    /// llmesh_upstream_errors_total
+    pub upstream_errors: IntCounterVec,
+    /// llmesh_requests_in_flight
+    pub in_flight: IntGauge,
+    /// llmesh_config_reloads_total
+    pub reloads: IntCounterVec,
+    /// llmesh_config_generation
+    pub generation: IntGauge,
+    /// llmesh_config_last_reload_successful
+    pub last_reload_ok: IntGauge,
+    /// llmesh_config_last_reload_success_timestamp_seconds
+    pub last_reload_time: Gauge,
+}
+
+/// Labels of the duration histogram.
+pub const OP_LABELS: &[&str] = &[
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "gen_ai_response_model",
+    "error_type",
+    "route",
+];
+
+impl Metrics {
+    /// Registers every family with the pod's identity as constant labels.
+    pub fn new(identity: &Identity) -> Result<Metrics, prometheus::Error> {
+        let consts: HashMap<String, String> = [
+            ("namespace".to_string(), identity.namespace.clone()),
+            ("workload".to_string(), identity.workload.clone()),
+            ("pod".to_string(), identity.pod.clone()),
+        ]
+        .into_iter()
+        .collect();
+        let registry = Registry::new_custom(None, Some(consts))?;
+
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gen_ai_client_operation_duration_seconds",
+                "Duration of GenAI operations through the sidecar, until the last byte.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            OP_LABELS,
+        )?;
+        let token_usage = HistogramVec::new(
+            HistogramOpts::new(
+                "gen_ai_client_token_usage",
+                "Tokens used per GenAI operation, by token type.",
+            )
+            .buckets(TOKEN_BUCKETS.to_vec()),
+            &[
+                "gen_ai_operation_name",
+                "gen_ai_provider_name",
+                "gen_ai_request_model",
+                "gen_ai_response_model",
+                "gen_ai_token_type",
+                "route",
+            ],
+        )?;
+        let time_to_first_chunk = HistogramVec::new(
+            HistogramOpts::new(
+                "gen_ai_client_operation_time_to_first_chunk_seconds",
+                "Time from request to the first streamed chunk of the response.",
+            )
+            .buckets(TTFC_BUCKETS.to_vec()),
+            &[
+                "gen_ai_operation_name",
+                "gen_ai_provider_name",
+                "gen_ai_request_model",
+                "gen_ai_response_model",
+                "route",
+            ],
+        )?;
+        let requests = IntCounterVec::new(
+            Opts::new("llmesh_requests_total", "Requests answered by the sidecar."),
+            &["route", "provider", "model", "code", "error_type"],
+        )?;
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "llmesh_tokens_total",
+                "Tokens accounted, by type (input, output, cached_input).",
+            ),
+            &["route", "provider", "model", "type"],
+        )?;
+        let cost = CounterVec::new(
+            Opts::new(
+                "llmesh_cost_usd_total",
+                "Cost in USD from the provider's price table in the policy.",
+            ),
+            &["route", "provider", "model"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "llmesh_upstream_errors_total",
+                "Failed upstream calls by error class.",
+            ),
+            &["route", "provider", "error_type"],
+        )?;
+        let in_flight = IntGauge::new(
+            "llmesh_requests_in_flight",
+            "Requests being served right now.",
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "llmesh_config_reloads_total",
+                "Policy reloads by result (success, failure).",
+            ),
+            &["result"],
+        )?;
+        let generation = IntGauge::new(
+            "llmesh_config_generation",
+            "Generation of the active policy snapshot; increases on every swap.",
+        )?;
+        let last_reload_ok = IntGauge::new(
+            "llmesh_config_last_reload_successful",
+            "1 if the last policy load succeeded, 0 if the last good snapshot is still in use after a failure.",
+        )?;
+        let last_reload_time = Gauge::new(
+            "llmesh_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful policy load.",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "llmesh_build_info",
+                "Build of the running sidecar; always 1.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(token_usage.clone()))?;
+        registry.register(Box::new(time_to_first_chunk.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(cost.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(generation.clone()))?;
+        registry.register(Box::new(last_reload_ok.clone()))?;
+        registry.register(Box::new(last_reload_time.clone()))?;
+        registry.register(Box::new(build_info))?;
+        // Make the reload families visible before the first reload happens.
+        reloads.with_label_values(&["success"]);
+        reloads.with_label_values(&["failure"]);
+
+        Ok(Metrics {
+            registry,
+            duration,
+            token_usage,
+            time_to_first_chunk,
+            requests,
+            tokens,
+            cost,
+            upstream_errors,
+            in_flight,
+            reloads,
+            generation,
+            last_reload_ok,
+            last_reload_time,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&families, &mut out);
+        out
+    }
+}

@@ -1,0 +1,198 @@
+//! The streamed response body: upstream SSE in, client SSE out, chunk by
+//! chunk, with idle and total deadlines and accounting when it ends or the
+//! client goes away.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+use llmesh_wire::{Dialect, StreamTranslator};
+use tokio::time::Sleep;
+
+use crate::account::{Call, Outcome, OutputEstimate};
+use crate::body::BodyError;
+
+/// Body of a streamed response. Polling it polls the upstream, so a slow
+/// client slows the upstream read (backpressure) instead of buffering.
+pub struct StreamingBody {
+    upstream: Incoming,
+    translator: StreamTranslator,
+    call: Option<Call>,
+    client: Dialect,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    deadline: Pin<Box<Sleep>>,
+    ttfc: Option<Duration>,
+    done: bool,
+}
+
+impl StreamingBody {
+    /// Wraps an upstream body. `deadline` is the route's total deadline.
+    pub fn new(
+        upstream: Incoming,
+        translator: StreamTranslator,
+        call: Call,
+        idle: Duration,
+        deadline: tokio::time::Instant,
+    ) -> Self {
+        StreamingBody {
+            upstream,
+            translator,
+            client: call.client,
+            call: Some(call),
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            ttfc: None,
+            done: false,
+        }
+    }
+
+    fn end(&mut self, status: u16, error_type: &'static str) {
+        self.done = true;
+        if let Some(call) = self.call.take() {
+            call.finish(Outcome {
+                status,
+                error_type,
+                usage: self.translator.usage(),
+                response_model: self.translator.response_model().map(str::to_string),
+                ttfc: self.ttfc,
+                output_estimate: OutputEstimate::Chunks(self.translator.content_chunks()),
+            });
+        }
+    }
+
+    /// Ends the stream with an error event the client's SDK understands.
+    fn fail(&mut self, error_type: &'static str, kind: &str, message: &str) -> Bytes {
+        let mut out = Vec::new();
+        sse_error(self.client, kind, error_type, message, &mut out);
+        let status = if error_type == "upstream_timeout" {
+            504
+        } else {
+            502
+        };
+        self.end(status, error_type);
+        Bytes::from(out)
+    }
+
+    fn note_first_chunk(&mut self) {
+        if self.ttfc.is_none() {
+            if let Some(call) = &self.call {
+                self.ttfc = Some(call.start.elapsed());
+            }
+        }
+    }
+}
+
+/// An SSE error event in the client's format (OpenAI SDKs raise on a
+/// `data:` object with `error`; Anthropic SDKs on `event: error`).
+pub fn sse_error(client: Dialect, kind: &str, code: &str, message: &str, out: &mut Vec<u8>) {
+    let body = llmesh_wire::error_body(client, kind, code, message);
+    if client == Dialect::Anthropic {
+        out.extend_from_slice(b"event: error\n");
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(body.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+impl Body for StreamingBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers carry nothing the client needs
+                    };
+                    let mut out = Vec::with_capacity(data.len() + 64);
+                    if let Err(e) = this.translator.push(&data, &mut out) {
+                        let msg = format!("upstream stream could not be translated: {e}");
+                        out.extend_from_slice(&this.fail("upstream_protocol", "api_error", &msg));
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                    }
+                    let next = tokio::time::Instant::now() + this.idle;
+                    this.idle_timer.as_mut().reset(next);
+                    if !out.is_empty() {
+                        this.note_first_chunk();
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "upstream stream broke");
+                    let msg = "upstream connection broke in the middle of the stream";
+                    let bytes = this.fail("upstream_stream_broken", "api_error", msg);
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                Poll::Ready(None) => {
+                    let mut out = Vec::new();
+                    this.translator.finish(&mut out);
+                    if this.translator.completed() {
+                        this.end(200, "");
+                    } else {
+                        // The upstream closed cleanly but without its end
+                        // marker: the answer is truncated; say so.
+                        let msg = "upstream ended the stream before it was complete";
+                        out.extend_from_slice(&this.fail(
+                            "upstream_stream_incomplete",
+                            "api_error",
+                            msg,
+                        ));
+                    }
+                    this.done = true;
+                    if out.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                }
+                Poll::Pending => {
+                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                        let msg = format!(
+                            "upstream sent nothing for {} ms (idle timeout)",
+                            this.idle.as_millis()
+                        );
+                        let bytes = this.fail("upstream_timeout", "timeout_error", &msg);
+                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    }
+                    if this.deadline.as_mut().poll(cx).is_ready() {
+                        let msg = "upstream stream exceeded the route's total timeout";
+                        let bytes = this.fail("upstream_timeout", "timeout_error", msg);
+                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+impl Drop for StreamingBody {
+    fn drop(&mut self) {
+        // The client went away before the end: account what was used so far.
+        if self.call.is_some() {
+            self.end(499, "client_cancelled");
+        }
+    }
+}
+
+/// `Instant` of a deadline `d` from `start`.
+pub fn deadline_from(start: Instant, d: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(start + d)
+}

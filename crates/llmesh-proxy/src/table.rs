@@ -1,0 +1,93 @@
+//! The published routing table: the compiled snapshot plus, for each route
+//! backend, the upstream client it uses. Built off the request path and
+//! swapped in whole.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use llmesh_policy::{compile, EnvFileSecrets, Snapshot};
+
+use crate::upstream::{ClientCache, UpstreamClient};
+
+/// One immutable table. A request loads it once and keeps that `Arc` to the
+/// end, so it never sees half of one policy and half of another.
+pub struct Table {
+    /// The compiled policy.
+    pub snap: Snapshot,
+    /// `clients[route][backend]`, parallel to `snap.routes`.
+    pub clients: Vec<Vec<UpstreamClient>>,
+}
+
+/// Why a policy file was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML is invalid.
+    #[error("policy file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parse error.
+        source: llmesh_api::ParseError,
+    },
+    /// Resources failed to compile; file mode takes a file whole or not at all.
+    #[error("policy file {path} has {} invalid field(s): {}", .errors.len(), .errors.join("; "))]
+    Compile {
+        /// The file.
+        path: String,
+        /// One message per error.
+        errors: Vec<String>,
+    },
+}
+
+/// Reads, parses and compiles a policy file into a table.
+pub fn load_file(path: &Path, namespace: &str, clients: &ClientCache) -> Result<Table, LoadError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let docs = llmesh_api::parse_documents(&text).map_err(|source| LoadError::Parse {
+        path: shown.clone(),
+        source,
+    })?;
+    let secrets = EnvFileSecrets {
+        base_dir: path.parent().map(Path::to_path_buf),
+    };
+    let (snap, errors) = compile(&docs, namespace, &secrets);
+    let mut errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let mut table_clients = Vec::with_capacity(snap.routes.len());
+    for route in &snap.routes {
+        let mut per_backend = Vec::with_capacity(route.backends.len());
+        for b in &route.backends {
+            match clients.get(b.provider.ca_file.as_deref(), route.timeouts.connect) {
+                Ok(c) => per_backend.push(c),
+                Err(e) => errors.push(format!("LLMProvider/{}: spec.caFile: {e}", b.provider.name)),
+            }
+        }
+        table_clients.push(per_backend);
+    }
+    if !errors.is_empty() {
+        return Err(LoadError::Compile {
+            path: shown,
+            errors,
+        });
+    }
+    Ok(Table {
+        snap,
+        clients: table_clients,
+    })
+}
+
+/// Shared handle to the active table.
+pub type SharedTable = arc_swap::ArcSwap<Table>;
+
+/// Convenience for places holding an `Arc<Table>`.
+pub type TableRef = Arc<Table>;

@@ -1,0 +1,279 @@
+//! Pooled upstream HTTP clients and the request sent to a provider.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request};
+use http_body_util::Full;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use llmesh_api::ApiSchema;
+use llmesh_policy::Provider;
+use llmesh_wire::Dialect;
+
+/// The HTTP client used for one class of upstreams.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Clients keyed by (extra CA file, connect timeout), kept across reloads so
+/// a policy change does not throw away warm connection pools.
+#[derive(Default)]
+pub struct ClientCache {
+    global_ca: Option<PathBuf>,
+    clients: Mutex<HashMap<(Option<PathBuf>, Duration), UpstreamClient>>,
+}
+
+impl ClientCache {
+    /// A cache whose clients all trust `global_ca` besides the web roots.
+    pub fn new(global_ca: Option<PathBuf>) -> Self {
+        ClientCache {
+            global_ca,
+            clients: Mutex::default(),
+        }
+    }
+
+    /// The client for a provider's CA file and a route's connect timeout.
+    /// Only called while building a table, never per request.
+    pub fn get(&self, ca: Option<&Path>, connect: Duration) -> Result<UpstreamClient, String> {
+        let key = (ca.map(Path::to_path_buf), connect);
+        let mut map = self.clients.lock().map_err(|_| "client cache poisoned")?;
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        let mut cas: Vec<&Path> = Vec::new();
+        if let Some(g) = &self.global_ca {
+            cas.push(g);
+        }
+        if let Some(c) = ca {
+            cas.push(c);
+        }
+        let client = build_client(&cas, connect)?;
+        map.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+fn build_client(ca_files: &[&Path], connect: Duration) -> Result<UpstreamClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for path in ca_files {
+        let file = File::open(path).map_err(|e| format!("CA file {}: {e}", path.display()))?;
+        let mut n = 0;
+        for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
+            let cert = cert.map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!(
+                "CA file {} holds no PEM certificate",
+                path.display()
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    // Small JSON requests and SSE chunks: Nagle would only add latency.
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
+}
+
+/// The wire dialect a provider speaks.
+pub fn dialect_of(schema: ApiSchema) -> Dialect {
+    match schema {
+        ApiSchema::Openai | ApiSchema::OpenaiCompatible => Dialect::OpenAi,
+        ApiSchema::Anthropic => Dialect::Anthropic,
+        ApiSchema::Gemini => Dialect::Gemini,
+    }
+}
+
+/// What kind of call is being made upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Chat completion / message.
+    Chat,
+    /// Embeddings.
+    Embeddings,
+}
+
+/// Path under the provider's base URL for a call.
+pub fn upstream_path(
+    dialect: Dialect,
+    op: Operation,
+    model: &str,
+    stream: bool,
+) -> Result<String, String> {
+    Ok(match (dialect, op) {
+        (Dialect::OpenAi, Operation::Chat) => "/chat/completions".into(),
+        (Dialect::OpenAi, Operation::Embeddings) => "/embeddings".into(),
+        (Dialect::Anthropic, Operation::Chat) => "/messages".into(),
+        (Dialect::Gemini, Operation::Chat) => {
+            // The model is part of the path for Gemini; keep it to the
+            // characters model ids use so it cannot change the path.
+            if model.is_empty()
+                || !model
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            {
+                return Err(format!(
+                    "model name {model:?} cannot be sent to a Gemini upstream"
+                ));
+            }
+            if stream {
+                format!("/models/{model}:streamGenerateContent?alt=sse")
+            } else {
+                format!("/models/{model}:generateContent")
+            }
+        }
+        (d, Operation::Embeddings) => {
+            return Err(format!(
+                "embeddings are only supported on OpenAI-compatible providers, not {}",
+                d.as_str()
+            ))
+        }
+    })
+}
+
+/// Whether an app header may be forwarded to the provider. Credentials,
+/// llmesh's own headers and hop-by-hop headers never are; neither are the
+/// other dialect's version headers when the call is translated.
+fn forwardable(name: &HeaderName, client: Dialect, upstream: Dialect) -> bool {
+    let n = name.as_str();
+    if matches!(
+        n,
+        "host"
+            | "content-length"
+            | "content-type"
+            | "accept-encoding"
+            | "accept"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "authorization"
+            | "x-api-key"
+            | "x-goog-api-key"
+            | "api-key"
+            | "cookie"
+            | "x-request-id"
+    ) || n.starts_with("x-llmesh-")
+    {
+        return false;
+    }
+    if client != upstream && (n.starts_with("anthropic-") || n.starts_with("openai-")) {
+        return false;
+    }
+    true
+}
+
+/// Builds the upstream request: the app's safe headers, then the provider's
+/// static headers and its key (which override anything the app sent).
+pub fn build_request(
+    provider: &Provider,
+    path: &str,
+    body: Bytes,
+    app_headers: &HeaderMap,
+    client: Dialect,
+    upstream: Dialect,
+    request_id: &HeaderValue,
+) -> Result<Request<Full<Bytes>>, String> {
+    let uri = provider
+        .base_url
+        .join(path)
+        .map_err(|e| format!("building upstream URL: {e}"))?;
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri;
+    let h = req.headers_mut();
+    for (name, value) in app_headers {
+        if forwardable(name, client, upstream) {
+            h.append(name.clone(), value.clone());
+        }
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // The proxy parses every response, so ask for it uncompressed.
+    h.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    h.insert("x-request-id", request_id.clone());
+    for (name, value) in &provider.headers {
+        h.insert(name.clone(), value.clone());
+    }
+    if let Some((name, value)) = &provider.auth {
+        h.insert(name.clone(), value.clone());
+    }
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_forwards_credentials_or_internal_headers() {
+        for h in [
+            "authorization",
+            "x-api-key",
+            "x-llmesh-user",
+            "cookie",
+            "host",
+        ] {
+            let n = HeaderName::from_static(h);
+            assert!(!forwardable(&n, Dialect::OpenAi, Dialect::OpenAi), "{h}");
+        }
+        let beta = HeaderName::from_static("anthropic-beta");
+        assert!(forwardable(&beta, Dialect::Anthropic, Dialect::Anthropic));
+        assert!(!forwardable(&beta, Dialect::Anthropic, Dialect::OpenAi));
+        assert!(forwardable(
+            &HeaderName::from_static("user-agent"),
+            Dialect::OpenAi,
+            Dialect::Gemini
+        ));
+    }
+
+    #[test]
+    fn gemini_paths_reject_path_tricks() {
+        assert_eq!(
+            upstream_path(Dialect::Gemini, Operation::Chat, "gemini-2.0-flash", true).unwrap(),
+            "/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+        );
+        assert!(upstream_path(Dialect::Gemini, Operation::Chat, "../x", false).is_err());
+        assert!(upstream_path(Dialect::Anthropic, Operation::Embeddings, "m", false).is_err());
+    }
+}

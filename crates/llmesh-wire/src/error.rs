@@ -1,0 +1,370 @@
+//! Translation failures, and error bodies in each dialect.
+
+use serde_json::{json, Value};
+
+use crate::Dialect;
+
+/// Why a body could not be translated.
+///
+/// Messages name fields and never quote their values, so they are safe to
+/// show to the client and to log (values may be prompt text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    /// The client request is malformed (wrong types, missing fields).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The request is well-formed but uses something the target dialect
+    /// cannot express (e.g. `n > 1` for Anthropic).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The upstream sent something that is not a valid body of its dialect.
+    #[error("invalid upstream response: {0}")]
+    InvalidUpstream(String),
+}
+
+impl TranslateError {
+    /// The error kind to pass to [`error_body`] for this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TranslateError::InvalidRequest(_) | TranslateError::Unsupported(_) => {
+                "invalid_request_error"
+            }
+            TranslateError::InvalidUpstream(_) => "api_error",
+        }
+    }
+
+    /// The HTTP status the proxy should answer with for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            TranslateError::InvalidRequest(_) | TranslateError::Unsupported(_) => 400,
+            TranslateError::InvalidUpstream(_) => 502,
+        }
+    }
+
+    /// The bare message, without the variant prefix `Display` adds.
+    pub fn message(&self) -> &str {
+        match self {
+            TranslateError::InvalidRequest(m)
+            | TranslateError::Unsupported(m)
+            | TranslateError::InvalidUpstream(m) => m,
+        }
+    }
+}
+
+/// An error body in the client's dialect, for errors llmesh itself generates.
+///
+/// `kind` is one of `invalid_request_error`, `not_found_error`,
+/// `authentication_error`, `permission_error`, `rate_limit_error`,
+/// `api_error`, `overloaded_error`, `timeout_error`, `request_too_large`
+/// (Anthropic's vocabulary; other dialects get their closest type). `code`
+/// is an llmesh error code; only OpenAI bodies have a place for it.
+pub fn error_body(client: Dialect, kind: &str, code: &str, message: &str) -> Value {
+    match client {
+        Dialect::OpenAi => json!({
+            "error": {
+                "message": message,
+                "type": openai_type(kind),
+                "param": null,
+                "code": code,
+            }
+        }),
+        Dialect::Anthropic => json!({
+            "type": "error",
+            "error": {"type": kind, "message": message},
+        }),
+        Dialect::Gemini => {
+            let (status, name) = gemini_status(kind);
+            json!({"error": {"code": status, "message": message, "status": name}})
+        }
+    }
+}
+
+/// Convert an upstream error response into the client's dialect.
+///
+/// Same dialect: the body is returned as parsed JSON when it is JSON. In every
+/// other case the upstream message is extracted (or the raw text, truncated,
+/// when the body is not JSON) and re-wrapped; the error kind follows the HTTP
+/// status. Never panics, whatever the bytes.
+pub fn translate_error(client: Dialect, upstream: Dialect, status: u16, body: &[u8]) -> Value {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    if client == upstream {
+        if let Some(v) = parsed {
+            return v;
+        }
+    }
+    let extracted = parsed.as_ref().and_then(|v| extract(upstream, v));
+    let kind = kind_for_status(status)
+        .or_else(|| extracted.as_ref().map(|e| e.kind))
+        .unwrap_or("api_error");
+    let (message, code) = match extracted {
+        Some(e) => (e.message, e.code.unwrap_or_else(|| "upstream_error".into())),
+        None => {
+            let text = String::from_utf8_lossy(body);
+            let text = truncate(text.trim(), MAX_MESSAGE);
+            let message = if text.is_empty() {
+                format!("upstream returned HTTP {status}")
+            } else {
+                text.to_owned()
+            };
+            (message, "upstream_error".into())
+        }
+    };
+    error_body(client, kind, &code, &message)
+}
+
+const MAX_MESSAGE: usize = 2000;
+
+/// An error reported by an upstream, in neutral form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UpstreamError {
+    pub kind: &'static str,
+    pub message: String,
+    /// The upstream's own type/status/code string, as OpenAI `code`.
+    pub code: Option<String>,
+}
+
+/// Pull the error out of an upstream error body or stream error event.
+pub(crate) fn extract(upstream: Dialect, v: &Value) -> Option<UpstreamError> {
+    // Gemini sometimes wraps the error object in a one-element array.
+    let v = match v {
+        Value::Array(items) => items.first()?,
+        other => other,
+    };
+    let err = v.get("error")?;
+    if let Some(text) = err.as_str() {
+        return Some(UpstreamError {
+            kind: "api_error",
+            message: truncate(text, MAX_MESSAGE).to_owned(),
+            code: None,
+        });
+    }
+    let message = err
+        .get("message")
+        .and_then(Value::as_str)
+        .map(|m| truncate(m, MAX_MESSAGE).to_owned())
+        .unwrap_or_else(|| "upstream error".into());
+    let str_at = |k: &str| err.get(k).and_then(Value::as_str).map(str::to_owned);
+    let (kind, code) = match upstream {
+        Dialect::OpenAi => {
+            let ty = str_at("type");
+            let code = str_at("code").or_else(|| ty.clone());
+            (kind_for_openai_type(ty.as_deref().unwrap_or("")), code)
+        }
+        Dialect::Anthropic => {
+            let ty = str_at("type");
+            (kind_for_anthropic_type(ty.as_deref().unwrap_or("")), ty)
+        }
+        Dialect::Gemini => {
+            let st = str_at("status");
+            let kind = match st.as_deref() {
+                Some(s) => kind_for_gemini_status(s),
+                None => err
+                    .get("code")
+                    .and_then(Value::as_u64)
+                    .and_then(|c| u16::try_from(c).ok())
+                    .and_then(kind_for_status)
+                    .unwrap_or("api_error"),
+            };
+            (kind, st)
+        }
+    };
+    Some(UpstreamError {
+        kind,
+        message,
+        code,
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn kind_for_status(status: u16) -> Option<&'static str> {
+    Some(match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        408 | 504 => "timeout_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        500..=599 => "api_error",
+        402..=499 => "invalid_request_error",
+        _ => return None,
+    })
+}
+
+fn kind_for_openai_type(ty: &str) -> &'static str {
+    match ty {
+        "invalid_request_error" => "invalid_request_error",
+        "authentication_error" => "authentication_error",
+        "permission_error" => "permission_error",
+        "not_found_error" => "not_found_error",
+        "rate_limit_error" | "requests" | "tokens" | "insufficient_quota" => "rate_limit_error",
+        _ => "api_error",
+    }
+}
+
+fn kind_for_anthropic_type(ty: &str) -> &'static str {
+    match ty {
+        "invalid_request_error" => "invalid_request_error",
+        "authentication_error" => "authentication_error",
+        "permission_error" => "permission_error",
+        "not_found_error" => "not_found_error",
+        "request_too_large" => "request_too_large",
+        "rate_limit_error" => "rate_limit_error",
+        "overloaded_error" => "overloaded_error",
+        "timeout_error" => "timeout_error",
+        _ => "api_error",
+    }
+}
+
+fn kind_for_gemini_status(status: &str) -> &'static str {
+    match status {
+        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" => "invalid_request_error",
+        "UNAUTHENTICATED" => "authentication_error",
+        "PERMISSION_DENIED" => "permission_error",
+        "NOT_FOUND" => "not_found_error",
+        "RESOURCE_EXHAUSTED" => "rate_limit_error",
+        "UNAVAILABLE" => "overloaded_error",
+        "DEADLINE_EXCEEDED" => "timeout_error",
+        _ => "api_error",
+    }
+}
+
+/// OpenAI has fewer error types; several kinds share one.
+fn openai_type(kind: &str) -> &str {
+    match kind {
+        "invalid_request_error" | "not_found_error" | "request_too_large" => {
+            "invalid_request_error"
+        }
+        "api_error" | "overloaded_error" | "timeout_error" => "server_error",
+        other => other,
+    }
+}
+
+fn gemini_status(kind: &str) -> (u16, &'static str) {
+    match kind {
+        "authentication_error" => (401, "UNAUTHENTICATED"),
+        "permission_error" => (403, "PERMISSION_DENIED"),
+        "not_found_error" => (404, "NOT_FOUND"),
+        "rate_limit_error" => (429, "RESOURCE_EXHAUSTED"),
+        "overloaded_error" => (503, "UNAVAILABLE"),
+        "timeout_error" => (504, "DEADLINE_EXCEEDED"),
+        "api_error" => (500, "INTERNAL"),
+        _ => (400, "INVALID_ARGUMENT"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_per_dialect() {
+        assert_eq!(
+            error_body(
+                Dialect::OpenAi,
+                "rate_limit_error",
+                "quota_exceeded",
+                "slow down"
+            ),
+            json!({"error": {"message": "slow down", "type": "rate_limit_error",
+                "param": null, "code": "quota_exceeded"}})
+        );
+        assert_eq!(
+            error_body(Dialect::OpenAi, "overloaded_error", "c", "m")["error"]["type"],
+            "server_error"
+        );
+        assert_eq!(
+            error_body(Dialect::Anthropic, "not_found_error", "no_route", "nope"),
+            json!({"type": "error", "error": {"type": "not_found_error", "message": "nope"}})
+        );
+        assert_eq!(
+            error_body(Dialect::Gemini, "rate_limit_error", "c", "m"),
+            json!({"error": {"code": 429, "message": "m", "status": "RESOURCE_EXHAUSTED"}})
+        );
+    }
+
+    #[test]
+    fn same_dialect_json_passes_through() {
+        let body = br#"{"error":{"message":"bad","type":"invalid_request_error","code":"x"}}"#;
+        let out = translate_error(Dialect::OpenAi, Dialect::OpenAi, 400, body);
+        assert_eq!(out["error"]["code"], "x");
+    }
+
+    #[test]
+    fn same_dialect_garbage_is_wrapped() {
+        let out = translate_error(
+            Dialect::Anthropic,
+            Dialect::Anthropic,
+            502,
+            b"<html>bad gateway",
+        );
+        assert_eq!(
+            out,
+            json!({"type": "error", "error": {"type": "api_error", "message": "<html>bad gateway"}})
+        );
+        let out = translate_error(Dialect::OpenAi, Dialect::Anthropic, 503, b"");
+        assert_eq!(out["error"]["message"], "upstream returned HTTP 503");
+        assert_eq!(out["error"]["type"], "server_error");
+    }
+
+    #[test]
+    fn anthropic_to_openai() {
+        let body =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let out = translate_error(Dialect::OpenAi, Dialect::Anthropic, 529, body);
+        assert_eq!(
+            out,
+            json!({"error": {"message": "Overloaded", "type": "server_error", "param": null,
+                "code": "overloaded_error"}})
+        );
+    }
+
+    #[test]
+    fn gemini_to_anthropic_including_array_wrapper() {
+        let body = br#"[{"error":{"code":429,"message":"Quota","status":"RESOURCE_EXHAUSTED"}}]"#;
+        let out = translate_error(Dialect::Anthropic, Dialect::Gemini, 429, body);
+        assert_eq!(
+            out,
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Quota"}})
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let samples: [&[u8]; 6] = [
+            b"",
+            b"\xff\xfe",
+            b"[]",
+            b"{\"error\":5}",
+            b"null",
+            b"{\"error\":{}}",
+        ];
+        for s in samples {
+            for c in [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini] {
+                for u in [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini] {
+                    let out = translate_error(c, u, 500, s);
+                    assert!(out.is_object() || c == u, "{out}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_messages_are_truncated_on_char_boundary() {
+        let body = "é".repeat(5000);
+        let out = translate_error(Dialect::OpenAi, Dialect::Gemini, 500, body.as_bytes());
+        let msg = out["error"]["message"].as_str().unwrap();
+        assert!(msg.len() <= MAX_MESSAGE);
+    }
+}

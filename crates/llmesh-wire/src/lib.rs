@@ -1,0 +1,240 @@
+//! Pure translation between the LLM wire dialects llmesh speaks: OpenAI Chat
+//! Completions, Anthropic Messages and Gemini `generateContent`, plus an SSE
+//! parser and a streaming translator.
+//!
+//! Nothing here does I/O: the proxy hands in parsed request bodies, raw
+//! response bytes and SSE chunks, and gets back JSON values and bytes to send.
+//!
+//! OpenAI Chat Completions is the pivot: an Anthropic client talking to a
+//! Gemini upstream is translated Anthropic → OpenAI → Gemini (and back), so
+//! every dialect only needs a mapping to and from OpenAI.
+//!
+//! Gemini is an upstream-only dialect: no translation from a Gemini client to
+//! another upstream exists, and such calls fail with
+//! [`TranslateError::Unsupported`].
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod anthropic;
+mod error;
+mod gemini;
+mod json;
+mod openai;
+mod reasons;
+pub mod sse;
+mod stream;
+mod usage;
+
+use serde_json::Value;
+
+pub use error::{error_body, translate_error, TranslateError};
+pub use stream::{StreamOptions, StreamTranslator};
+pub use usage::{response_model_of, usage_of, Usage};
+
+/// One of the wire dialects llmesh understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// OpenAI Chat Completions (`POST {base}/chat/completions`).
+    OpenAi,
+    /// Anthropic Messages (`POST {base}/messages`).
+    Anthropic,
+    /// Gemini `generateContent` / `streamGenerateContent?alt=sse`.
+    Gemini,
+}
+
+impl Dialect {
+    /// Stable lower-case name, for metrics labels and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+            Dialect::Gemini => "gemini",
+        }
+    }
+}
+
+impl std::fmt::Display for Dialect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Translate a client request body (already parsed JSON) into the upstream
+/// dialect.
+///
+/// `upstream_model` replaces the model. Per upstream:
+/// - OpenAI: with `stream: true`, `stream_options.include_usage` is always set
+///   to `true` so usage can be metered; [`StreamTranslator`] drops the extra
+///   chunk again when the client did not ask for it.
+/// - Anthropic: `max_tokens` is mandatory upstream, so it defaults to 4096
+///   when an OpenAI client did not send one.
+/// - Gemini: the model belongs in the URL, so the body carries none; `stream`
+///   is removed as well (streaming is chosen by the URL too).
+///
+/// Same dialect on both sides changes only `model` (and, for OpenAI,
+/// `stream_options`); every other field, known or not, passes through.
+///
+/// OpenAI `response_format` has no Anthropic equivalent: for an Anthropic
+/// upstream it becomes an extra system instruction asking for JSON only
+/// (quoting the schema for `json_schema`). The model usually complies but this
+/// is not enforced the way OpenAI's structured outputs are.
+pub fn translate_request(
+    client: Dialect,
+    upstream: Dialect,
+    body: Value,
+    upstream_model: &str,
+) -> Result<Value, TranslateError> {
+    let mut body = json::into_object(body)?;
+    match (client, upstream) {
+        (Dialect::OpenAi, Dialect::OpenAi) => {
+            body.insert("model".into(), Value::String(upstream_model.into()));
+            openai::force_include_usage(&mut body);
+            Ok(Value::Object(body))
+        }
+        (Dialect::Anthropic, Dialect::Anthropic) => {
+            body.insert("model".into(), Value::String(upstream_model.into()));
+            Ok(Value::Object(body))
+        }
+        (Dialect::Gemini, Dialect::Gemini) => {
+            body.remove("model");
+            Ok(Value::Object(body))
+        }
+        (Dialect::OpenAi, Dialect::Anthropic) => {
+            let req = openai::ChatRequest::parse(&body)?;
+            anthropic::request_from_openai(req, upstream_model)
+        }
+        (Dialect::OpenAi, Dialect::Gemini) => {
+            let req = openai::ChatRequest::parse(&body)?;
+            gemini::request_from_openai(req, upstream_model)
+        }
+        (Dialect::Anthropic, Dialect::OpenAi) => {
+            anthropic::request_to_openai(&body, upstream_model).map(Value::Object)
+        }
+        (Dialect::Anthropic, Dialect::Gemini) => {
+            let pivot = anthropic::request_to_openai(&body, upstream_model)?;
+            let req = openai::ChatRequest::parse(&pivot)?;
+            gemini::request_from_openai(req, upstream_model)
+        }
+        (Dialect::Gemini, _) => Err(gemini_client_unsupported()),
+    }
+}
+
+/// Translate a non-streaming upstream response into the client dialect and
+/// extract its usage (read from the upstream body, so it is exact even when
+/// the client dialect cannot express every detail).
+pub fn translate_response(
+    client: Dialect,
+    upstream: Dialect,
+    body: Value,
+) -> Result<(Value, Option<Usage>), TranslateError> {
+    let usage = usage_of(upstream, &body);
+    let translated = match (upstream, client) {
+        (u, c) if u == c => body,
+        (Dialect::Anthropic, Dialect::OpenAi) => anthropic::response_to_openai(&body)?,
+        (Dialect::OpenAi, Dialect::Anthropic) => anthropic::response_from_openai(&body)?,
+        (Dialect::Gemini, Dialect::OpenAi) => gemini::response_to_openai(&body)?,
+        (Dialect::Gemini, Dialect::Anthropic) => {
+            anthropic::response_from_openai(&gemini::response_to_openai(&body)?)?
+        }
+        (_, Dialect::Gemini) => return Err(gemini_client_unsupported()),
+        // Every pairing is listed above; this arm only satisfies the compiler.
+        _ => return Err(gemini_client_unsupported()),
+    };
+    Ok((translated, usage))
+}
+
+/// Read whether a client request asks for streaming, in the client's dialect.
+///
+/// Gemini clients select streaming through the URL, so this returns `false`
+/// for them.
+pub fn is_stream_request(client: Dialect, body: &Value) -> bool {
+    match client {
+        Dialect::OpenAi | Dialect::Anthropic => {
+            body.get("stream").and_then(Value::as_bool).unwrap_or(false)
+        }
+        Dialect::Gemini => false,
+    }
+}
+
+fn gemini_client_unsupported() -> TranslateError {
+    TranslateError::Unsupported(
+        "the gemini dialect is only supported for upstreams, not for clients".into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dialect_names() {
+        assert_eq!(Dialect::OpenAi.as_str(), "openai");
+        assert_eq!(Dialect::Anthropic.as_str(), "anthropic");
+        assert_eq!(Dialect::Gemini.as_str(), "gemini");
+    }
+
+    #[test]
+    fn same_dialect_openai_only_touches_model_and_stream_options() {
+        let body = json!({
+            "model": "client-model",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": true,
+            "stream_options": {"include_usage": false, "other": 1},
+            "x_unknown": {"kept": true}
+        });
+        let out = translate_request(Dialect::OpenAi, Dialect::OpenAi, body, "up").unwrap();
+        assert_eq!(
+            out,
+            json!({
+                "model": "up",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream": true,
+                "stream_options": {"include_usage": true, "other": 1},
+                "x_unknown": {"kept": true}
+            })
+        );
+    }
+
+    #[test]
+    fn same_dialect_openai_non_stream_leaves_stream_options_alone() {
+        let body = json!({"model": "m", "messages": []});
+        let out = translate_request(Dialect::OpenAi, Dialect::OpenAi, body, "up").unwrap();
+        assert_eq!(out, json!({"model": "up", "messages": []}));
+    }
+
+    #[test]
+    fn same_dialect_gemini_drops_model() {
+        let body = json!({"model": "m", "contents": []});
+        let out = translate_request(Dialect::Gemini, Dialect::Gemini, body, "up").unwrap();
+        assert_eq!(out, json!({"contents": []}));
+    }
+
+    #[test]
+    fn gemini_client_is_unsupported() {
+        let err = translate_request(Dialect::Gemini, Dialect::OpenAi, json!({}), "m").unwrap_err();
+        assert!(matches!(err, TranslateError::Unsupported(_)));
+        let err = translate_response(Dialect::Gemini, Dialect::OpenAi, json!({})).unwrap_err();
+        assert!(matches!(err, TranslateError::Unsupported(_)));
+    }
+
+    #[test]
+    fn non_object_body_is_invalid() {
+        let err = translate_request(Dialect::OpenAi, Dialect::OpenAi, json!([1]), "m").unwrap_err();
+        assert!(matches!(err, TranslateError::InvalidRequest(_)));
+    }
+
+    #[test]
+    fn stream_flag() {
+        assert!(is_stream_request(Dialect::OpenAi, &json!({"stream": true})));
+        assert!(!is_stream_request(
+            Dialect::Anthropic,
+            &json!({"stream": "yes"})
+        ));
+        assert!(!is_stream_request(
+            Dialect::Gemini,
+            &json!({"stream": true})
+        ));
+    }
+}

@@ -1,0 +1,310 @@
+//! Streaming translation: upstream SSE bytes in, client SSE bytes out.
+//!
+//! Same dialect on both sides takes the pass-through path
+//! ([`passthrough`]): event bytes are forwarded untouched and only events
+//! that can carry usage or the model name are decoded.
+//!
+//! Across dialects, each upstream event is decoded ([`decode`]) into
+//! [`Ev`]s — the content of an OpenAI chunk, split into its parts — and
+//! encoded for the client ([`encode_openai`], [`encode_anthropic`]). Gemini
+//! streams therefore reach Anthropic clients through the same pivot.
+
+mod decode;
+mod encode_anthropic;
+mod encode_openai;
+mod passthrough;
+
+use serde_json::Value;
+
+use crate::error::UpstreamError;
+use crate::sse::{SseEvent, SseParser};
+use crate::{Dialect, TranslateError, Usage};
+
+use decode::Decoder;
+use encode_anthropic::AnthropicEncoder;
+use encode_openai::OpenAiEncoder;
+use passthrough::Passthrough;
+
+/// What the client asked for about the stream, beyond the dialect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// The client sent `stream_options.include_usage: true` (OpenAI clients
+    /// only; upstream OpenAI requests always ask for usage).
+    pub include_usage: bool,
+}
+
+impl StreamOptions {
+    /// Read the options from the client's request body.
+    pub fn from_request(client: Dialect, body: &Value) -> Self {
+        let include_usage = client == Dialect::OpenAi
+            && body
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        StreamOptions { include_usage }
+    }
+}
+
+/// One piece of a canonical (OpenAI-shaped) chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Ev {
+    /// The response began. `id` is bare: no `chatcmpl-`/`msg_` prefix.
+    Start {
+        id: String,
+        model: String,
+    },
+    Text(String),
+    /// A tool call began; `args` may already hold (part of) its arguments.
+    ToolStart {
+        index: usize,
+        id: String,
+        name: String,
+        args: String,
+        signature: Option<String>,
+    },
+    ToolArgs {
+        index: usize,
+        args: String,
+    },
+    /// An OpenAI `finish_reason`.
+    Finish(&'static str),
+    /// Usage so far (a full snapshot, not an increment).
+    Usage(Usage),
+    Error(UpstreamError),
+    /// The upstream's end marker.
+    Done,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    usage: Option<Usage>,
+    model: Option<String>,
+    completed: bool,
+    content_chunks: u64,
+}
+
+#[derive(Debug)]
+enum Encoder {
+    OpenAi(OpenAiEncoder),
+    Anthropic(AnthropicEncoder),
+}
+
+#[derive(Debug)]
+enum Mode {
+    Pass(Passthrough),
+    Translate {
+        decoder: Decoder,
+        encoder: Encoder,
+        events: Vec<Ev>,
+    },
+    Unsupported,
+}
+
+/// Converts an upstream SSE byte stream into the client's SSE byte stream,
+/// chunk by chunk, recording usage and the response model on the way.
+///
+/// Output depends only on the bytes fed, not on how they were split.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    parser: SseParser,
+    mode: Mode,
+    stats: Stats,
+}
+
+impl StreamTranslator {
+    /// A translator for one response stream. A Gemini client with another
+    /// upstream is unsupported: [`push`](Self::push) then fails.
+    pub fn new(client: Dialect, upstream: Dialect, opts: StreamOptions) -> Self {
+        let mode = if client == upstream {
+            Mode::Pass(Passthrough::new(client, opts.include_usage))
+        } else {
+            let encoder = match client {
+                Dialect::OpenAi => Some(Encoder::OpenAi(OpenAiEncoder::new(opts.include_usage))),
+                Dialect::Anthropic => Some(Encoder::Anthropic(AnthropicEncoder::default())),
+                Dialect::Gemini => None,
+            };
+            match encoder {
+                Some(encoder) => Mode::Translate {
+                    decoder: Decoder::new(upstream),
+                    encoder,
+                    events: Vec::new(),
+                },
+                None => Mode::Unsupported,
+            }
+        };
+        StreamTranslator {
+            parser: SseParser::new(),
+            mode,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Use this `created` timestamp in synthesized OpenAI chunks instead of
+    /// the current time (for reproducible output in tests).
+    pub fn with_created(mut self, unix_secs: u64) -> Self {
+        if let Mode::Translate {
+            encoder: Encoder::OpenAi(e),
+            ..
+        } = &mut self.mode
+        {
+            e.set_created(unix_secs);
+        }
+        self
+    }
+
+    /// Feed raw upstream bytes; bytes for the client are appended to `out`
+    /// (nothing when no event is complete yet).
+    ///
+    /// On `Err` every complete event was still processed; the error reports
+    /// the first undecodable one (e.g. invalid JSON). The proxy may keep
+    /// feeding, or end the stream, e.g. after [`write_error`](Self::write_error).
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        let stats = &mut self.stats;
+        match &mut self.mode {
+            Mode::Pass(p) => {
+                self.parser
+                    .push_raw(input, |raw| p.on_event(raw, out, stats));
+                Ok(())
+            }
+            Mode::Translate {
+                decoder,
+                encoder,
+                events,
+            } => {
+                let mut first_err = None;
+                self.parser.push_raw(input, |raw| {
+                    if let Some(ev) = SseEvent::parse(raw) {
+                        if let Err(e) = decoder.decode(&ev, events) {
+                            first_err.get_or_insert(e);
+                        }
+                        emit(events, encoder, stats, out);
+                    }
+                });
+                first_err.map_or(Ok(()), Err)
+            }
+            Mode::Unsupported => Err(TranslateError::Unsupported(
+                "the gemini dialect is only supported for upstreams, not for clients".into(),
+            )),
+        }
+    }
+
+    /// The upstream body ended: flush what is pending, and close the client
+    /// stream properly (`data: [DONE]`, or Anthropic's `message_delta` +
+    /// `message_stop`) if the upstream did not. Check
+    /// [`completed`](Self::completed) to tell a clean end from a truncated
+    /// one.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let stats = &mut self.stats;
+        match &mut self.mode {
+            Mode::Pass(p) => {
+                let rest = self.parser.take_pending();
+                if !rest.is_empty() {
+                    p.on_event(&rest, out, stats);
+                }
+            }
+            Mode::Translate {
+                decoder,
+                encoder,
+                events,
+            } => {
+                if let Some(ev) = self.parser.finish() {
+                    // A broken trailing event changes nothing at this point.
+                    let _ = decoder.decode(&ev, events);
+                    emit(events, encoder, stats, out);
+                }
+                match encoder {
+                    Encoder::OpenAi(e) => e.close(out),
+                    Encoder::Anthropic(e) => e.close(out),
+                }
+            }
+            Mode::Unsupported => {}
+        }
+    }
+
+    /// Append an error event in the client's dialect (for failures the proxy
+    /// detects mid-stream, such as an upstream read error). `kind` and
+    /// `code` are as for [`error_body`](crate::error_body).
+    pub fn write_error(&mut self, kind: &str, code: &str, message: &str, out: &mut Vec<u8>) {
+        let client = match &self.mode {
+            Mode::Pass(p) => p.dialect(),
+            Mode::Translate {
+                encoder: Encoder::OpenAi(_),
+                ..
+            } => Dialect::OpenAi,
+            Mode::Translate {
+                encoder: Encoder::Anthropic(_),
+                ..
+            } => Dialect::Anthropic,
+            Mode::Unsupported => Dialect::Gemini,
+        };
+        write_error_event(client, kind, code, message, out);
+    }
+
+    /// Usage seen so far (final once [`completed`](Self::completed)).
+    pub fn usage(&self) -> Option<Usage> {
+        self.stats.usage
+    }
+
+    /// The model the upstream reported, once seen.
+    pub fn response_model(&self) -> Option<&str> {
+        self.stats.model.as_deref()
+    }
+
+    /// True once the upstream sent its end marker (`[DONE]`, `message_stop`,
+    /// or a Gemini chunk with a `finishReason`).
+    pub fn completed(&self) -> bool {
+        self.stats.completed
+    }
+
+    /// Content-bearing chunks (text or tool-call deltas) sent so far. On the
+    /// OpenAI pass-through path this is a byte-level heuristic: the opening
+    /// role chunk may be counted when its `content` is not empty/null.
+    pub fn content_chunks(&self) -> u64 {
+        self.stats.content_chunks
+    }
+}
+
+fn emit(events: &mut Vec<Ev>, encoder: &mut Encoder, stats: &mut Stats, out: &mut Vec<u8>) {
+    for ev in events.drain(..) {
+        match &ev {
+            Ev::Start { model, .. } if !model.is_empty() => stats.model = Some(model.clone()),
+            Ev::Usage(u) => stats.usage = Some(*u),
+            Ev::Done => stats.completed = true,
+            _ => {}
+        }
+        let written = match encoder {
+            Encoder::OpenAi(e) => e.encode(&ev, out),
+            Encoder::Anthropic(e) => e.encode(&ev, out),
+        };
+        if written && matches!(ev, Ev::Text(_) | Ev::ToolStart { .. } | Ev::ToolArgs { .. }) {
+            stats.content_chunks += 1;
+        }
+    }
+}
+
+/// Serialize into `out`. The types written here (derived `Serialize`
+/// structs, `Value`s) cannot fail to serialize.
+pub(crate) fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+pub(crate) fn write_error_event(
+    client: Dialect,
+    kind: &str,
+    code: &str,
+    message: &str,
+    out: &mut Vec<u8>,
+) {
+    let body = crate::error_body(client, kind, code, message);
+    let event = match client {
+        Dialect::Anthropic => Some("error"),
+        Dialect::OpenAi | Dialect::Gemini => None,
+    };
+    let mut data = Vec::new();
+    write_json(&mut data, &body);
+    crate::sse::write_event(out, event, &data);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! Token usage in a dialect-neutral form, and its encodings per dialect.
+
+use serde_json::{json, Value};
+
+use crate::json::u64_at;
+use crate::Dialect;
+
+/// Token counts of one request.
+///
+/// `input_tokens` counts every prompt token, cached ones included (OpenAI's
+/// and Gemini's convention); `cached_input_tokens` is the part of it served
+/// from a prompt cache. Anthropic reports cached tokens separately from
+/// `input_tokens`, so for Anthropic bodies `input_tokens` here is the sum of
+/// `input_tokens`, `cache_read_input_tokens` and `cache_creation_input_tokens`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// All prompt tokens, cached ones included.
+    pub input_tokens: u64,
+    /// Generated tokens (reasoning/thinking tokens included).
+    pub output_tokens: u64,
+    /// Prompt tokens read from a cache (a subset of `input_tokens`).
+    pub cached_input_tokens: u64,
+}
+
+/// Usage of a non-streaming response body in its own dialect.
+///
+/// Also understands OpenAI embeddings responses (`usage.prompt_tokens` only).
+/// `None` when the body carries no usage object.
+pub fn usage_of(dialect: Dialect, body: &Value) -> Option<Usage> {
+    match dialect {
+        Dialect::OpenAi => body.get("usage").and_then(openai_usage),
+        Dialect::Anthropic => body.get("usage").and_then(anthropic_usage),
+        Dialect::Gemini => body.get("usageMetadata").and_then(gemini_usage),
+    }
+}
+
+/// The model name a response body reports (`model`, or Gemini's
+/// `modelVersion`).
+pub fn response_model_of(dialect: Dialect, body: &Value) -> Option<&str> {
+    let key = match dialect {
+        Dialect::OpenAi | Dialect::Anthropic => "model",
+        Dialect::Gemini => "modelVersion",
+    };
+    body.get(key).and_then(Value::as_str)
+}
+
+/// Parse an OpenAI `usage` object (chat or embeddings).
+pub(crate) fn openai_usage(u: &Value) -> Option<Usage> {
+    if !u.is_object() {
+        return None;
+    }
+    Some(Usage {
+        input_tokens: u64_at(u, "prompt_tokens"),
+        output_tokens: u64_at(u, "completion_tokens"),
+        cached_input_tokens: u
+            .get("prompt_tokens_details")
+            .map(|d| u64_at(d, "cached_tokens"))
+            .unwrap_or(0),
+    })
+}
+
+/// Parse an Anthropic `usage` object (response, `message_start` or
+/// `message_delta`).
+pub(crate) fn anthropic_usage(u: &Value) -> Option<Usage> {
+    if !u.is_object() {
+        return None;
+    }
+    let read = u64_at(u, "cache_read_input_tokens");
+    Some(Usage {
+        input_tokens: u64_at(u, "input_tokens") + read + u64_at(u, "cache_creation_input_tokens"),
+        output_tokens: u64_at(u, "output_tokens"),
+        cached_input_tokens: read,
+    })
+}
+
+/// Parse a Gemini `usageMetadata` object.
+pub(crate) fn gemini_usage(u: &Value) -> Option<Usage> {
+    if !u.is_object() {
+        return None;
+    }
+    Some(Usage {
+        input_tokens: u64_at(u, "promptTokenCount") + u64_at(u, "toolUsePromptTokenCount"),
+        // Thinking tokens are billed as output but reported apart from the
+        // candidates' tokens.
+        output_tokens: u64_at(u, "candidatesTokenCount") + u64_at(u, "thoughtsTokenCount"),
+        cached_input_tokens: u64_at(u, "cachedContentTokenCount"),
+    })
+}
+
+pub(crate) fn openai_usage_json(u: Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens + u.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+    })
+}
+
+pub(crate) fn anthropic_usage_json(u: Usage) -> Value {
+    json!({
+        "input_tokens": u.input_tokens.saturating_sub(u.cached_input_tokens),
+        "output_tokens": u.output_tokens,
+        "cache_read_input_tokens": u.cached_input_tokens,
+        "cache_creation_input_tokens": 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_chat_and_embeddings() {
+        let body = json!({"usage": {"prompt_tokens": 10, "completion_tokens": 5,
+            "prompt_tokens_details": {"cached_tokens": 4}}});
+        assert_eq!(
+            usage_of(Dialect::OpenAi, &body),
+            Some(Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                cached_input_tokens: 4
+            })
+        );
+        let emb = json!({"usage": {"prompt_tokens": 7, "total_tokens": 7}});
+        assert_eq!(
+            usage_of(Dialect::OpenAi, &emb),
+            Some(Usage {
+                input_tokens: 7,
+                output_tokens: 0,
+                cached_input_tokens: 0
+            })
+        );
+        assert_eq!(usage_of(Dialect::OpenAi, &json!({"usage": null})), None);
+    }
+
+    #[test]
+    fn anthropic_counts_cache_as_input() {
+        let body = json!({"usage": {"input_tokens": 3, "output_tokens": 9,
+            "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20}});
+        assert_eq!(
+            usage_of(Dialect::Anthropic, &body),
+            Some(Usage {
+                input_tokens: 123,
+                output_tokens: 9,
+                cached_input_tokens: 100
+            })
+        );
+    }
+
+    #[test]
+    fn gemini_counts_thoughts_as_output() {
+        let body = json!({"usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 2,
+            "thoughtsTokenCount": 5, "cachedContentTokenCount": 1, "totalTokenCount": 15},
+            "modelVersion": "gemini-x"});
+        assert_eq!(
+            usage_of(Dialect::Gemini, &body),
+            Some(Usage {
+                input_tokens: 8,
+                output_tokens: 7,
+                cached_input_tokens: 1
+            })
+        );
+        assert_eq!(response_model_of(Dialect::Gemini, &body), Some("gemini-x"));
+    }
+
+    #[test]
+    fn round_trip_through_anthropic_json() {
+        let u = Usage {
+            input_tokens: 50,
+            output_tokens: 3,
+            cached_input_tokens: 20,
+        };
+        assert_eq!(anthropic_usage(&anthropic_usage_json(u)), Some(u));
+        assert_eq!(openai_usage(&openai_usage_json(u)), Some(u));
+    }
+}

@@ -1,0 +1,168 @@
+//! Golden tests: every directory under `tests/golden/` is one case.
+//!
+//! `case.json` says what to run:
+//! `{"kind": "request"|"response"|"stream", "client": "openai", "upstream":
+//! "anthropic", "model": "...", "include_usage": false, "identical": false}`.
+//! Inputs are `input.json` (request/response) or `input.sse` (stream);
+//! outputs `expected.json` or `expected.sse` plus `expected_stats.json`.
+//! Run with `LLMESH_BLESS=1` to rewrite the expected files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use llmesh_wire::{
+    translate_request, translate_response, Dialect, StreamOptions, StreamTranslator, Usage,
+};
+use serde_json::{json, Value};
+
+const CREATED: u64 = 1_700_000_000;
+
+fn dialect(name: &str) -> Dialect {
+    match name {
+        "openai" => Dialect::OpenAi,
+        "anthropic" => Dialect::Anthropic,
+        "gemini" => Dialect::Gemini,
+        other => panic!("unknown dialect {other}"),
+    }
+}
+
+fn usage_json(u: Option<Usage>) -> Value {
+    match u {
+        Some(u) => json!({"input": u.input_tokens, "output": u.output_tokens,
+            "cached": u.cached_input_tokens}),
+        None => Value::Null,
+    }
+}
+
+fn bless() -> bool {
+    std::env::var("LLMESH_BLESS").is_ok_and(|v| v == "1")
+}
+
+fn check_text(path: &Path, actual: &str, failures: &mut Vec<String>) {
+    if bless() {
+        fs::write(path, actual).unwrap();
+        return;
+    }
+    let expected = fs::read_to_string(path).unwrap_or_default();
+    if expected != actual {
+        failures.push(format!(
+            "{}:\n--- expected\n{expected}\n--- actual\n{actual}",
+            path.display()
+        ));
+    }
+}
+
+fn check_json(path: &Path, actual: &Value, failures: &mut Vec<String>) {
+    let mut text = serde_json::to_string_pretty(actual).unwrap();
+    text.push('\n');
+    check_text(path, &text, failures);
+}
+
+fn run_stream(
+    client: Dialect,
+    upstream: Dialect,
+    opts: StreamOptions,
+    input: &[u8],
+    chunk: usize,
+) -> (Vec<u8>, StreamTranslator) {
+    let mut t = StreamTranslator::new(client, upstream, opts).with_created(CREATED);
+    let mut out = Vec::new();
+    for piece in input.chunks(chunk.max(1)) {
+        t.push(piece, &mut out).unwrap();
+    }
+    t.finish(&mut out);
+    (out, t)
+}
+
+fn run_case(dir: &Path, failures: &mut Vec<String>) {
+    let case: Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let client = dialect(case["client"].as_str().unwrap());
+    let upstream = dialect(case["upstream"].as_str().unwrap());
+    let read_json = || -> Value {
+        serde_json::from_str(&fs::read_to_string(dir.join("input.json")).unwrap()).unwrap()
+    };
+    match case["kind"].as_str().unwrap() {
+        "request" => {
+            let model = case["model"].as_str().unwrap_or("upstream-model");
+            let actual = match translate_request(client, upstream, read_json(), model) {
+                Ok(v) => v,
+                Err(e) => json!({"error": e.to_string()}),
+            };
+            check_json(&dir.join("expected.json"), &actual, failures);
+        }
+        "response" => {
+            let actual = match translate_response(client, upstream, read_json()) {
+                Ok((mut body, usage)) => {
+                    if body.get("created").is_some() {
+                        body["created"] = json!(CREATED);
+                    }
+                    json!({"body": body, "usage": usage_json(usage)})
+                }
+                Err(e) => json!({"error": e.to_string()}),
+            };
+            check_json(&dir.join("expected.json"), &actual, failures);
+        }
+        "stream" => {
+            let input = fs::read(dir.join("input.sse")).unwrap();
+            let opts = StreamOptions {
+                include_usage: case["include_usage"].as_bool().unwrap_or(false),
+            };
+            let (whole, t) = run_stream(client, upstream, opts, &input, input.len());
+            for size in [1, 7] {
+                let (split, _) = run_stream(client, upstream, opts, &input, size);
+                if split != whole {
+                    failures.push(format!(
+                        "{}: output differs when fed {size} bytes at a time",
+                        dir.display()
+                    ));
+                }
+            }
+            if case["identical"].as_bool() == Some(true) && whole != input {
+                failures.push(format!(
+                    "{}: pass-through output is not byte-identical",
+                    dir.display()
+                ));
+            }
+            check_text(
+                &dir.join("expected.sse"),
+                &String::from_utf8(whole).unwrap(),
+                failures,
+            );
+            let stats = json!({
+                "usage": usage_json(t.usage()),
+                "model": t.response_model(),
+                "completed": t.completed(),
+                "content_chunks": t.content_chunks(),
+            });
+            check_json(&dir.join("expected_stats.json"), &stats, failures);
+        }
+        other => panic!("unknown kind {other}"),
+    }
+}
+
+#[test]
+fn golden_cases() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("case.json").exists())
+        .collect();
+    dirs.sort();
+    assert!(
+        dirs.len() >= 14,
+        "expected the golden cases, found {}",
+        dirs.len()
+    );
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        run_case(dir, &mut failures);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} golden mismatches:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}

@@ -1,0 +1,441 @@
+//! The proxy end to end over real sockets: both client APIs, streaming and
+//! not, every translation pair, usage and cost checked against what the
+//! mock provider reported.
+
+use llmesh_mock::generated_text;
+use llmesh_tests::*;
+use serde_json::{json, Value};
+
+const PROMPT: &str = "hello there friend";
+/// The mock counts words: "be brief" + "hello there friend".
+const IN: u64 = 5;
+const OUT: u64 = 8;
+
+fn openai_stream_text(text: &str) -> (String, Vec<Value>) {
+    let mut content = String::new();
+    let mut chunks = Vec::new();
+    for d in sse_data(text) {
+        if d == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&d).unwrap();
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(c);
+        }
+        chunks.push(v);
+    }
+    (content, chunks)
+}
+
+#[tokio::test]
+async fn openai_chat_is_forwarded_with_the_provider_key_and_accounted() {
+    let env = Env::start().await;
+    let (status, headers, body) = env
+        .post_with(
+            "/v1/chat/completions",
+            &openai_chat("gpt-4o-mini", PROMPT),
+            &[
+                ("authorization", "Bearer app-own-secret"),
+                ("x-request-id", "req-abc-1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-request-id"], "req-abc-1");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["usage"]["prompt_tokens"], IN);
+    assert_eq!(body["usage"]["completion_tokens"], OUT);
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        generated_text(OUT as u32)
+    );
+
+    let reqs = env.mock.requests();
+    assert_eq!(reqs.len(), 1);
+    let up = &reqs[0];
+    assert_eq!(up.path, "/v1/chat/completions");
+    assert_eq!(
+        up.header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert!(
+        up.headers
+            .iter()
+            .all(|(_, v)| !v.contains("app-own-secret")),
+        "the app's key leaked upstream: {:?}",
+        up.headers
+    );
+    assert_eq!(up.header("x-request-id"), Some("req-abc-1"));
+
+    let m = env.metrics().await;
+    let labels = [
+        ("route", "openai"),
+        ("provider", "oai"),
+        ("model", "gpt-4o-mini"),
+    ];
+    let tok = |t: &str| {
+        let mut l = labels.to_vec();
+        l.push(("type", t));
+        metric_value(&m, "llmesh_tokens_total", &l)
+    };
+    assert_eq!(tok("input"), Some(IN as f64));
+    assert_eq!(tok("output"), Some(OUT as f64));
+    let cost = metric_value(&m, "llmesh_cost_usd_total", &labels).unwrap();
+    let want = IN as f64 * 1.0e-6 + OUT as f64 * 2.0e-6;
+    assert!((cost - want).abs() < 1e-12, "cost {cost} want {want}");
+    let mut l = labels.to_vec();
+    l.push(("code", "200"));
+    assert_eq!(metric_value(&m, "llmesh_requests_total", &l), Some(1.0));
+    // Every series carries the pod identity.
+    assert!(m.contains("namespace=\"test-ns\""), "{m}");
+    assert!(m.contains("pod=\"test-app-0\""));
+    assert!(m.contains("workload=\"test-app\""));
+    assert!(m.contains("gen_ai_client_operation_duration_seconds_count{"));
+    assert!(metric_value(
+        &m,
+        "gen_ai_client_token_usage_sum",
+        &[
+            ("gen_ai_token_type", "input"),
+            ("gen_ai_provider_name", "openai")
+        ]
+    )
+    .is_some());
+}
+
+#[tokio::test]
+async fn a_fresh_request_id_is_returned_when_the_client_sends_none() {
+    let env = Env::start().await;
+    let (status, headers, _) = env
+        .post("/v1/chat/completions", &openai_chat("gpt-4o-mini", PROMPT))
+        .await;
+    assert_eq!(status, 200);
+    let id = headers["x-request-id"].to_str().unwrap();
+    assert_eq!(id.len(), 32, "{id}");
+    let up = &env.mock.requests()[0];
+    assert_eq!(up.header("x-request-id"), Some(id));
+}
+
+#[tokio::test]
+async fn openai_stream_hides_the_usage_chunk_it_asked_for() {
+    let env = Env::start().await;
+    let mut req = openai_chat("gpt-4o-mini", PROMPT);
+    req["stream"] = json!(true);
+    let (status, headers, text) = env.post_stream("/v1/chat/completions", &req, &[]).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(headers["content-type"], "text/event-stream");
+    let (content, chunks) = openai_stream_text(&text);
+    assert_eq!(content, generated_text(OUT as u32));
+    assert_eq!(sse_data(&text).last().map(String::as_str), Some("[DONE]"));
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.get("usage").is_none_or(Value::is_null)),
+        "usage chunk leaked to a client that did not ask: {text}"
+    );
+    // ...but the proxy asked upstream, and accounted it.
+    let up = &env.mock.requests()[0];
+    assert_eq!(up.body["stream_options"]["include_usage"], true);
+    let m = env.wait_metric("llmesh_tokens_total{").await;
+    let v = metric_value(
+        &m,
+        "llmesh_tokens_total",
+        &[("route", "openai"), ("type", "output")],
+    );
+    assert_eq!(v, Some(OUT as f64));
+    assert!(m.contains("gen_ai_client_operation_time_to_first_chunk_seconds_count{"));
+}
+
+#[tokio::test]
+async fn openai_stream_keeps_the_usage_chunk_when_asked() {
+    let env = Env::start().await;
+    let mut req = openai_chat("gpt-4o-mini", PROMPT);
+    req["stream"] = json!(true);
+    req["stream_options"] = json!({"include_usage": true});
+    let (status, _, text) = env.post_stream("/v1/chat/completions", &req, &[]).await;
+    assert_eq!(status, 200);
+    let (_, chunks) = openai_stream_text(&text);
+    let usage = chunks
+        .iter()
+        .rev()
+        .find_map(|c| c.get("usage").filter(|u| !u.is_null()))
+        .unwrap();
+    assert_eq!(usage["prompt_tokens"], IN);
+    assert_eq!(usage["completion_tokens"], OUT);
+}
+
+#[tokio::test]
+async fn anthropic_messages_pass_through_with_the_anthropic_key() {
+    let env = Env::start().await;
+    let (status, _, body) = env
+        .post_with(
+            "/v1/messages",
+            &anthropic_msg("claude-sonnet-4-5", PROMPT),
+            &[
+                ("x-api-key", "app-own-secret"),
+                ("anthropic-version", "2023-06-01"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["usage"]["input_tokens"], IN);
+    assert_eq!(body["usage"]["output_tokens"], OUT);
+    let up = &env.mock.requests()[0];
+    assert_eq!(up.path, "/v1/messages");
+    assert_eq!(up.header("x-api-key"), Some(KEY));
+    assert!(up.header("anthropic-version").is_some());
+
+    let mut req = anthropic_msg("claude-sonnet-4-5", PROMPT);
+    req["stream"] = json!(true);
+    let (status, _, text) = env.post_stream("/v1/messages", &req, &[]).await;
+    assert_eq!(status, 200);
+    let events = sse_events(&text);
+    assert_eq!(events.first().map(String::as_str), Some("message_start"));
+    assert_eq!(events.last().map(String::as_str), Some("message_stop"));
+    let m = env.wait_metric("route=\"claude\"").await;
+    let out = metric_value(
+        &m,
+        "llmesh_tokens_total",
+        &[("route", "claude"), ("type", "output")],
+    );
+    assert_eq!(out, Some(2.0 * OUT as f64));
+}
+
+#[tokio::test]
+async fn openai_client_to_anthropic_upstream() {
+    let env = Env::start().await;
+    let (status, _, body) = env
+        .post(
+            "/v1/chat/completions",
+            &openai_chat("gpt-as-claude", PROMPT),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        generated_text(OUT as u32)
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"]["prompt_tokens"], IN);
+    assert_eq!(body["usage"]["completion_tokens"], OUT);
+    let up = &env.mock.requests()[0];
+    assert_eq!(up.path, "/v1/messages");
+    assert_eq!(up.body["model"], "claude-sonnet-4-5");
+    assert!(
+        up.body["max_tokens"].as_u64().is_some(),
+        "Anthropic needs max_tokens"
+    );
+    assert_eq!(up.header("x-api-key"), Some(KEY));
+
+    // Streamed, with a tool call.
+    let mut req = openai_chat("gpt-as-claude", PROMPT);
+    req["stream"] = json!(true);
+    req["tools"] = json!([{"type": "function", "function": {
+        "name": "get_weather", "description": "weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let (status, _, text) = env.post_stream("/v1/chat/completions", &req, &[]).await;
+    assert_eq!(status, 200, "{text}");
+    let (_, chunks) = openai_stream_text(&text);
+    let mut name = String::new();
+    let mut args = String::new();
+    let mut finish = None;
+    for c in &chunks {
+        if let Some(calls) = c["choices"][0]["delta"]["tool_calls"].as_array() {
+            for call in calls {
+                name.push_str(call["function"]["name"].as_str().unwrap_or(""));
+                args.push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+            }
+        }
+        if let Some(f) = c["choices"][0]["finish_reason"].as_str() {
+            finish = Some(f.to_string());
+        }
+    }
+    assert_eq!(name, "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"city": "Paris"})
+    );
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+    assert_eq!(sse_data(&text).last().map(String::as_str), Some("[DONE]"));
+}
+
+#[tokio::test]
+async fn openai_client_tool_call_non_streaming_through_anthropic() {
+    let env = Env::start().await;
+    let mut req = openai_chat("gpt-as-claude", PROMPT);
+    req["tools"] = json!([{"type": "function", "function": {
+        "name": "lookup", "parameters": {"type": "object", "properties": {}}}}]);
+    let (status, _, body) = env.post("/v1/chat/completions", &req).await;
+    assert_eq!(status, 200, "{body}");
+    let call = &body["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "lookup");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city": "Paris"}));
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    let up = &env.mock.requests()[0];
+    assert_eq!(up.body["tools"][0]["name"], "lookup");
+}
+
+#[tokio::test]
+async fn anthropic_client_to_openai_upstream() {
+    let env = Env::start().await;
+    let (status, _, body) = env
+        .post("/v1/messages", &anthropic_msg("claude-as-gpt", PROMPT))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["content"][0]["type"], "text");
+    assert_eq!(body["content"][0]["text"], generated_text(OUT as u32));
+    assert_eq!(body["stop_reason"], "end_turn");
+    assert_eq!(body["usage"]["input_tokens"], IN);
+    assert_eq!(body["usage"]["output_tokens"], OUT);
+    let up = &env.mock.requests()[0];
+    assert_eq!(up.path, "/v1/chat/completions");
+    assert_eq!(up.body["messages"][0]["role"], "system");
+    assert_eq!(
+        up.header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+
+    let mut req = anthropic_msg("claude-as-gpt", PROMPT);
+    req["stream"] = json!(true);
+    let (status, _, text) = env.post_stream("/v1/messages", &req, &[]).await;
+    assert_eq!(status, 200, "{text}");
+    let events = sse_events(&text);
+    assert_eq!(events.first().map(String::as_str), Some("message_start"));
+    assert!(events.contains(&"content_block_delta".to_string()));
+    assert_eq!(events.last().map(String::as_str), Some("message_stop"));
+    let mut content = String::new();
+    for d in sse_data(&text) {
+        let v: Value = serde_json::from_str(&d).unwrap();
+        if let Some(t) = v["delta"]["text"].as_str() {
+            content.push_str(t);
+        }
+    }
+    assert_eq!(content, generated_text(OUT as u32));
+}
+
+#[tokio::test]
+async fn openai_client_to_gemini_upstream() {
+    let env = Env::start().await;
+    let mut req = openai_chat("gpt-as-gemini", PROMPT);
+    req["response_format"] = json!({"type": "json_object"});
+    let (status, _, body) = env.post("/v1/chat/completions", &req).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        generated_text(OUT as u32)
+    );
+    assert_eq!(body["usage"]["prompt_tokens"], IN);
+    let up = &env.mock.requests()[0];
+    assert_eq!(up.path, "/v1beta/models/gemini-2.0-flash:generateContent");
+    assert_eq!(up.header("x-goog-api-key"), Some(KEY));
+    assert_eq!(
+        up.body["generationConfig"]["responseMimeType"],
+        "application/json"
+    );
+
+    let mut req = openai_chat("gpt-as-gemini", PROMPT);
+    req["stream"] = json!(true);
+    let (status, _, text) = env.post_stream("/v1/chat/completions", &req, &[]).await;
+    assert_eq!(status, 200, "{text}");
+    let (content, _) = openai_stream_text(&text);
+    assert_eq!(content, generated_text(OUT as u32));
+    assert_eq!(sse_data(&text).last().map(String::as_str), Some("[DONE]"));
+    let up = &env.mock.requests()[1];
+    assert_eq!(
+        up.path,
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+    );
+    let m = env.wait_metric("route=\"gpt-via-gemini\"").await;
+    let out = metric_value(
+        &m,
+        "llmesh_tokens_total",
+        &[("route", "gpt-via-gemini"), ("type", "output")],
+    );
+    assert_eq!(out, Some(2.0 * OUT as f64), "{m}");
+}
+
+#[tokio::test]
+async fn embeddings_are_forwarded_and_priced() {
+    let env = Env::start().await;
+    let req = json!({"model": "text-embedding-3-small", "input": ["one two three", "four"]});
+    let (status, _, body) = env.post("/v1/embeddings", &req).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    let tokens = body["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(tokens > 0);
+    let m = env.metrics().await;
+    let cost = metric_value(
+        &m,
+        "llmesh_cost_usd_total",
+        &[("model", "text-embedding-3-small")],
+    )
+    .unwrap();
+    assert!((cost - tokens as f64 * 0.5e-6).abs() < 1e-12, "{cost}");
+    assert!(m.contains("gen_ai_operation_name=\"embeddings\""));
+}
+
+#[tokio::test]
+async fn models_lists_what_the_routes_expose_in_both_formats() {
+    let env = Env::start().await;
+    let (status, _, body) = env.http.get(&env.url("/v1/models")).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"gpt-4o-mini") && ids.contains(&"claude-sonnet-4-5"),
+        "{ids:?}"
+    );
+    assert_eq!(v["object"], "list");
+
+    let (_, _, body) = env
+        .http
+        .send(
+            http::Method::GET,
+            &env.url("/v1/models"),
+            bytes::Bytes::new(),
+            &[("anthropic-version", "2023-06-01")],
+        )
+        .await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["data"][0]["type"], "model");
+    assert_eq!(v["has_more"], false);
+}
+
+#[tokio::test]
+async fn config_dump_shows_the_policy_but_never_the_key() {
+    let env = Env::start().await;
+    let url = format!("http://{}/config_dump", env.proxy.admin_addr());
+    let (status, headers, body) = env.http.get(&url).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/yaml");
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.contains("gpt-4o-mini"), "{text}");
+    assert!(text.contains("file:key.txt"), "{text}");
+    assert!(!text.contains(KEY), "secret in config_dump:\n{text}");
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let env = Env::start().await;
+    for path in ["/healthz", "/readyz"] {
+        let url = format!("http://{}{path}", env.proxy.metrics_addr());
+        let (status, _, _) = env.http.get(&url).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    let url = format!("http://{}/config_dump", env.proxy.metrics_addr());
+    let (status, _, _) = env.http.get(&url).await;
+    assert_eq!(
+        status, 404,
+        "config_dump must not be on the pod-network port"
+    );
+}

@@ -1,0 +1,344 @@
+//! Shared helpers for the end-to-end tests: a mock provider and a proxy
+//! started in-process on ephemeral loopback ports, a policy file in a
+//! temporary folder, and a small HTTP client.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use llmesh_mock::{MockConfig, MockServer};
+use llmesh_proxy::{Proxy, ProxyConfig};
+use serde_json::Value;
+
+pub const KEY: &str = "test-provider-key-0001";
+
+/// The policy used by most tests; `MOCK` is replaced by the mock's URL.
+pub fn default_policy(mock_url: &str) -> String {
+    POLICY.replace("MOCK", mock_url)
+}
+
+const POLICY: &str = r#"
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {name: oai}
+spec:
+  schema: openai
+  baseUrl: MOCK/v1
+  credential: {file: key.txt}
+  models:
+    - name: gpt-4o-mini
+      pricing: {input: 1.0, output: 2.0, cachedInput: 0.5}
+    - name: text-embedding-3-small
+      pricing: {input: 0.5, output: 0}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {name: ant}
+spec:
+  schema: anthropic
+  baseUrl: MOCK/v1
+  credential: {file: key.txt}
+  models:
+    - name: claude-sonnet-4-5
+      pricing: {input: 3.0, output: 15.0}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {name: gem}
+spec:
+  schema: gemini
+  baseUrl: MOCK/v1beta
+  credential: {file: key.txt}
+  models:
+    - name: gemini-2.0-flash
+      pricing: {input: 0.1, output: 0.4}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: openai}
+spec:
+  models: [gpt-4o-mini, text-embedding-3-small]
+  backends: [{provider: oai}]
+  timeouts: {firstByte: 2s, idle: 2s, total: 10s}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: claude}
+spec:
+  models: [claude-sonnet-4-5]
+  backends: [{provider: ant}]
+  timeouts: {firstByte: 2s, idle: 2s, total: 10s}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: gemini}
+spec:
+  models: [gemini-2.0-flash]
+  backends: [{provider: gem}]
+  timeouts: {firstByte: 2s, idle: 2s, total: 10s}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: gpt-via-claude}
+spec:
+  models: [gpt-as-claude]
+  backends: [{provider: ant, model: claude-sonnet-4-5}]
+  timeouts: {firstByte: 2s, idle: 2s, total: 10s}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: gpt-via-gemini}
+spec:
+  models: [gpt-as-gemini]
+  backends: [{provider: gem, model: gemini-2.0-flash}]
+  timeouts: {firstByte: 2s, idle: 2s, total: 10s}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: claude-via-openai}
+spec:
+  models: [claude-as-gpt]
+  backends: [{provider: oai, model: gpt-4o-mini}]
+  timeouts: {firstByte: 2s, idle: 2s, total: 10s}
+"#;
+
+/// A mock and a proxy wired together.
+pub struct Env {
+    pub mock: MockServer,
+    pub proxy: Proxy,
+    pub dir: tempfile::TempDir,
+    pub http: Http,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Env::start_with(default_policy).await
+    }
+
+    /// `policy` gets the mock URL and returns the policy file text.
+    pub async fn start_with(policy: impl Fn(&str) -> String) -> Env {
+        let mock = MockServer::start(MockConfig {
+            api_key: Some(KEY.to_string()),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key.txt"), format!("{KEY}\n")).unwrap();
+        let file = dir.path().join("policy.yaml");
+        std::fs::write(&file, policy(&mock.url())).unwrap();
+        let proxy = Proxy::start(ProxyConfig::for_test(file)).await.unwrap();
+        Env {
+            mock,
+            proxy,
+            dir,
+            http: Http::new(),
+        }
+    }
+
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.path().join("policy.yaml")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy.llm_addr(), path)
+    }
+
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.proxy.metrics_addr());
+        let (status, _, body) = self.http.get(&url).await;
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    /// Posts JSON to the proxy and returns status, headers and parsed JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, HeaderMap, Value) {
+        self.post_with(path, body, &[]).await
+    }
+
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Value) {
+        let (s, h, b) = self
+            .http
+            .send(
+                Method::POST,
+                &self.url(path),
+                Bytes::from(body.to_string()),
+                headers,
+            )
+            .await;
+        let v = serde_json::from_slice(&b)
+            .unwrap_or_else(|_| panic!("not JSON ({s}): {}", String::from_utf8_lossy(&b)));
+        (s, h, v)
+    }
+
+    /// Posts and returns the raw streamed body as text.
+    pub async fn post_stream(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        let (s, h, b) = self
+            .http
+            .send(
+                Method::POST,
+                &self.url(path),
+                Bytes::from(body.to_string()),
+                headers,
+            )
+            .await;
+        (s, h, String::from_utf8(b.to_vec()).unwrap())
+    }
+
+    /// Waits until `metric_line_prefix` appears in /metrics (accounting of a
+    /// finished stream can land just after the body ends).
+    pub async fn wait_metric(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            let m = self.metrics().await;
+            if m.contains(needle) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("metric {needle} never appeared:\n{}", self.metrics().await);
+    }
+}
+
+/// A plain HTTP/1.1 client.
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http {
+    pub fn new() -> Http {
+        Http {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> (StatusCode, HeaderMap, Bytes) {
+        self.send(Method::GET, url, Bytes::new(), &[]).await
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let resp = self.open(method, url, body, headers).await;
+        let (parts, body) = resp.into_parts();
+        let bytes = tokio::time::timeout(Duration::from_secs(20), body.collect())
+            .await
+            .expect("body timed out")
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        (parts.status, parts.headers, bytes)
+    }
+
+    /// Sends and returns the response with its body unread.
+    pub async fn open(
+        &self,
+        method: Method,
+        url: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> http::Response<Incoming> {
+        let mut req = Request::builder().method(method).uri(url);
+        if !body.is_empty() {
+            req = req.header("content-type", "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body)).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .expect("request timed out")
+            .expect("request failed")
+    }
+}
+
+/// Value of a series in Prometheus text output whose line starts with
+/// `name{` and contains every `label="value"` pair in `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `data:` payloads of an SSE text, in order.
+pub fn sse_data(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.trim().to_string())
+        .collect()
+}
+
+/// `event:` names of an SSE text, in order.
+pub fn sse_events(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("event:"))
+        .map(|d| d.trim().to_string())
+        .collect()
+}
+
+/// Path of a workspace binary built next to the test executables.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir: &Path = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built; run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
+/// A chat request body in OpenAI format.
+pub fn openai_chat(model: &str, text: &str) -> Value {
+    serde_json::json!({
+        "model": model,
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": text}
+        ]
+    })
+}
+
+/// A messages request body in Anthropic format.
+pub fn anthropic_msg(model: &str, text: &str) -> Value {
+    serde_json::json!({
+        "model": model,
+        "max_tokens": 100,
+        "system": "be brief",
+        "messages": [{"role": "user", "content": text}]
+    })
+}
