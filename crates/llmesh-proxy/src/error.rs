@@ -146,8 +146,16 @@ pub fn json_response(
     body: &serde_json::Value,
     request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut resp = Response::new(full(Bytes::from(bytes)));
+    json_bytes_response(status, Bytes::from(serde_json::to_vec(body).unwrap_or_default()), request_id)
+}
+
+/// A response whose body is already-serialized JSON.
+pub fn json_bytes_response(
+    status: StatusCode,
+    bytes: Bytes,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(

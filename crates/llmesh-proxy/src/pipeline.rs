@@ -24,10 +24,19 @@ use serde_json::Value;
 
 use crate::account::{status_label, Call, Outcome, OutputEstimate};
 use crate::body::ProxyBody;
-use crate::error::{json_response, ProxyError};
+use crate::error::{json_bytes_response, json_response, ProxyError};
 use crate::stream::{deadline_from, StreamingBody};
 use crate::upstream::{build_request, dialect_of, upstream_path, Operation};
 use crate::Shared;
+
+/// The two fields the proxy reads from a same-API response.
+#[derive(serde::Deserialize)]
+struct Peek {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<Value>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
@@ -349,36 +358,63 @@ async fn proxy_call(
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
-    let parsed: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            let err = ProxyError::UpstreamProtocol {
-                provider: provider.name.clone(),
-                detail: format!("response is not JSON: {e}"),
-            };
-            return Err(finish_err(call, err));
+    let (resp, usage, response_model, client_body) = if client == upstream {
+        // Same API on both sides: the client gets the upstream's bytes as
+        // they are; only the usage and model fields are read.
+        match serde_json::from_slice::<Peek>(&bytes) {
+            Ok(p) => {
+                let usage = p
+                    .usage
+                    .and_then(|u| llmesh_wire::usage_of(upstream, &serde_json::json!({ "usage": u })));
+                let resp = json_bytes_response(StatusCode::OK, bytes.clone(), &request_id);
+                (resp, usage, p.model, None)
+            }
+            Err(e) => {
+                let err = ProxyError::UpstreamProtocol {
+                    provider: provider.name.clone(),
+                    detail: format!("response is not a JSON object: {e}"),
+                };
+                return Err(finish_err(call, err));
+            }
         }
-    };
-    let response_model = llmesh_wire::response_model_of(upstream, &parsed).map(str::to_string);
-    let (client_body, usage) = match llmesh_wire::translate_response(client, upstream, parsed) {
-        Ok(x) => x,
-        Err(e) => {
-            let err = ProxyError::UpstreamProtocol {
-                provider: provider.name.clone(),
-                detail: e.to_string(),
-            };
-            return Err(finish_err(call, err));
+    } else {
+        let parsed: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                let err = ProxyError::UpstreamProtocol {
+                    provider: provider.name.clone(),
+                    detail: format!("response is not JSON: {e}"),
+                };
+                return Err(finish_err(call, err));
+            }
+        };
+        let response_model = llmesh_wire::response_model_of(upstream, &parsed).map(str::to_string);
+        match llmesh_wire::translate_response(client, upstream, parsed) {
+            Ok((body, usage)) => {
+                let resp = json_response(StatusCode::OK, &body, &request_id);
+                (resp, usage, response_model, Some(body))
+            }
+            Err(e) => {
+                let err = ProxyError::UpstreamProtocol {
+                    provider: provider.name.clone(),
+                    detail: e.to_string(),
+                };
+                return Err(finish_err(call, err));
+            }
         }
     };
     let output_estimate = if usage.is_none() {
+        // Rare: only upstreams that report no usage pay for this parse.
+        let body = client_body.or_else(|| serde_json::from_slice(&bytes).ok());
         let mut text = String::new();
-        crate::tokens::collect_text(client_body.get("choices"), &mut text);
-        crate::tokens::collect_text(client_body.get("content"), &mut text);
+        if let Some(b) = &body {
+            crate::tokens::collect_text(b.get("choices"), &mut text);
+            crate::tokens::collect_text(b.get("content"), &mut text);
+        }
         OutputEstimate::Text(text)
     } else {
         OutputEstimate::None
     };
-    let resp = json_response(StatusCode::OK, &client_body, &request_id);
     call.finish(Outcome {
         status: 200,
         error_type: "",
