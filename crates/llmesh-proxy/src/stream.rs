@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
-use llmesh_wire::{Dialect, StreamTranslator};
+use llmesh_wire::StreamTranslator;
 use tokio::time::Sleep;
 
 use crate::account::{Call, Outcome, OutputEstimate};
@@ -22,7 +22,6 @@ pub struct StreamingBody {
     upstream: Incoming,
     translator: StreamTranslator,
     call: Option<Call>,
-    client: Dialect,
     idle: Duration,
     idle_timer: Pin<Box<Sleep>>,
     deadline: Pin<Box<Sleep>>,
@@ -42,7 +41,6 @@ impl StreamingBody {
         StreamingBody {
             upstream,
             translator,
-            client: call.client,
             call: Some(call),
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
@@ -66,10 +64,12 @@ impl StreamingBody {
         }
     }
 
-    /// Ends the stream with an error event the client's SDK understands.
+    /// Ends the stream with an error event the client's SDK understands
+    /// (OpenAI SDKs raise on a `data:` object with `error`, Anthropic SDKs
+    /// on `event: error`).
     fn fail(&mut self, error_type: &'static str, kind: &str, message: &str) -> Bytes {
         let mut out = Vec::new();
-        sse_error(self.client, kind, error_type, message, &mut out);
+        self.translator.write_error(kind, error_type, message, &mut out);
         let status = if error_type == "upstream_timeout" {
             504
         } else {
@@ -86,18 +86,6 @@ impl StreamingBody {
             }
         }
     }
-}
-
-/// An SSE error event in the client's format (OpenAI SDKs raise on a
-/// `data:` object with `error`; Anthropic SDKs on `event: error`).
-pub fn sse_error(client: Dialect, kind: &str, code: &str, message: &str, out: &mut Vec<u8>) {
-    let body = llmesh_wire::error_body(client, kind, code, message);
-    if client == Dialect::Anthropic {
-        out.extend_from_slice(b"event: error\n");
-    }
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(body.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
 }
 
 impl Body for StreamingBody {

@@ -52,6 +52,16 @@ impl Dialect {
             Dialect::Gemini => "gemini",
         }
     }
+
+    /// The dialect named by [`as_str`](Self::as_str)'s output.
+    pub fn from_name(name: &str) -> Option<Dialect> {
+        match name {
+            "openai" => Some(Dialect::OpenAi),
+            "anthropic" => Some(Dialect::Anthropic),
+            "gemini" => Some(Dialect::Gemini),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Dialect {
@@ -173,6 +183,10 @@ mod tests {
         assert_eq!(Dialect::OpenAi.as_str(), "openai");
         assert_eq!(Dialect::Anthropic.as_str(), "anthropic");
         assert_eq!(Dialect::Gemini.as_str(), "gemini");
+        for d in [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini] {
+            assert_eq!(Dialect::from_name(d.as_str()), Some(d));
+        }
+        assert_eq!(Dialect::from_name("OpenAI"), None);
     }
 
     #[test]

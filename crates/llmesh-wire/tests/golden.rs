@@ -7,6 +7,10 @@
 //! outputs `expected.json` or `expected.sse` plus `expected_stats.json`.
 //! Run with `LLMESH_BLESS=1` to rewrite the expected files.
 
+// Test helpers outside #[test] fns are not covered by clippy's
+// allow-unwrap-in-tests.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

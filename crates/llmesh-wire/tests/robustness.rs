@@ -1,6 +1,10 @@
 //! Property tests: garbage in never panics, and chunk boundaries never
 //! change results.
 
+// Test helpers outside #[test] fns are not covered by clippy's
+// allow-unwrap-in-tests.
+#![allow(clippy::unwrap_used)]
+
 use llmesh_wire::sse::{SseEvent, SseParser};
 use llmesh_wire::{
     translate_error, translate_request, translate_response, usage_of, Dialect, StreamOptions,

@@ -102,7 +102,7 @@ fn system_text(body: &Object) -> Result<Option<String>, TranslateError> {
     }
 }
 
-fn blocks_of<'a>(content: &'a Value, i: usize) -> Result<&'a [Value], TranslateError> {
+fn blocks_of(content: &Value, i: usize) -> Result<&[Value], TranslateError> {
     match content {
         Value::Array(b) => Ok(b),
         _ => Err(invalid(format!(

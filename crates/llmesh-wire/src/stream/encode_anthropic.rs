@@ -199,6 +199,10 @@ impl AnthropicEncoder {
         true
     }
 
+    pub(crate) fn fail(&mut self) {
+        self.closed = true;
+    }
+
     /// Write the end of the message unless already written.
     pub(crate) fn close(&mut self, out: &mut Vec<u8>) {
         if self.closed {

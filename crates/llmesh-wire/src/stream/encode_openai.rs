@@ -171,6 +171,10 @@ impl OpenAiEncoder {
         true
     }
 
+    pub(crate) fn fail(&mut self) {
+        self.closed = true;
+    }
+
     /// Write the end of the stream unless already written.
     pub(crate) fn close(&mut self, out: &mut Vec<u8>) {
         if self.closed {

@@ -93,12 +93,47 @@ enum Encoder {
 #[derive(Debug)]
 enum Mode {
     Pass(Passthrough),
-    Translate {
-        decoder: Decoder,
-        encoder: Encoder,
-        events: Vec<Ev>,
-    },
+    Translate(Box<Translating>),
     Unsupported,
+}
+
+#[derive(Debug)]
+struct Translating {
+    decoder: Decoder,
+    encoder: Encoder,
+    /// Scratch buffer, kept to reuse its allocation.
+    events: Vec<Ev>,
+}
+
+impl Encoder {
+    fn encode(&mut self, ev: &Ev, out: &mut Vec<u8>) -> bool {
+        match self {
+            Encoder::OpenAi(e) => e.encode(ev, out),
+            Encoder::Anthropic(e) => e.encode(ev, out),
+        }
+    }
+
+    fn close(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Encoder::OpenAi(e) => e.close(out),
+            Encoder::Anthropic(e) => e.close(out),
+        }
+    }
+
+    /// Stop writing: an error event ended the client stream.
+    fn fail(&mut self) {
+        match self {
+            Encoder::OpenAi(e) => e.fail(),
+            Encoder::Anthropic(e) => e.fail(),
+        }
+    }
+
+    fn dialect(&self) -> Dialect {
+        match self {
+            Encoder::OpenAi(_) => Dialect::OpenAi,
+            Encoder::Anthropic(_) => Dialect::Anthropic,
+        }
+    }
 }
 
 /// Converts an upstream SSE byte stream into the client's SSE byte stream,
@@ -125,11 +160,11 @@ impl StreamTranslator {
                 Dialect::Gemini => None,
             };
             match encoder {
-                Some(encoder) => Mode::Translate {
+                Some(encoder) => Mode::Translate(Box::new(Translating {
                     decoder: Decoder::new(upstream),
                     encoder,
                     events: Vec::new(),
-                },
+                })),
                 None => Mode::Unsupported,
             }
         };
@@ -143,12 +178,10 @@ impl StreamTranslator {
     /// Use this `created` timestamp in synthesized OpenAI chunks instead of
     /// the current time (for reproducible output in tests).
     pub fn with_created(mut self, unix_secs: u64) -> Self {
-        if let Mode::Translate {
-            encoder: Encoder::OpenAi(e),
-            ..
-        } = &mut self.mode
-        {
-            e.set_created(unix_secs);
+        if let Mode::Translate(t) = &mut self.mode {
+            if let Encoder::OpenAi(e) = &mut t.encoder {
+                e.set_created(unix_secs);
+            }
         }
         self
     }
@@ -167,11 +200,12 @@ impl StreamTranslator {
                     .push_raw(input, |raw| p.on_event(raw, out, stats));
                 Ok(())
             }
-            Mode::Translate {
-                decoder,
-                encoder,
-                events,
-            } => {
+            Mode::Translate(t) => {
+                let Translating {
+                    decoder,
+                    encoder,
+                    events,
+                } = &mut **t;
                 let mut first_err = None;
                 self.parser.push_raw(input, |raw| {
                     if let Some(ev) = SseEvent::parse(raw) {
@@ -203,20 +237,18 @@ impl StreamTranslator {
                     p.on_event(&rest, out, stats);
                 }
             }
-            Mode::Translate {
-                decoder,
-                encoder,
-                events,
-            } => {
+            Mode::Translate(t) => {
+                let Translating {
+                    decoder,
+                    encoder,
+                    events,
+                } = &mut **t;
                 if let Some(ev) = self.parser.finish() {
                     // A broken trailing event changes nothing at this point.
                     let _ = decoder.decode(&ev, events);
                     emit(events, encoder, stats, out);
                 }
-                match encoder {
-                    Encoder::OpenAi(e) => e.close(out),
-                    Encoder::Anthropic(e) => e.close(out),
-                }
+                encoder.close(out);
             }
             Mode::Unsupported => {}
         }
@@ -224,18 +256,17 @@ impl StreamTranslator {
 
     /// Append an error event in the client's dialect (for failures the proxy
     /// detects mid-stream, such as an upstream read error). `kind` and
-    /// `code` are as for [`error_body`](crate::error_body).
+    /// `code` are as for [`error_body`](crate::error_body). On translated
+    /// streams nothing more is written afterwards, not even by
+    /// [`finish`](Self::finish); on pass-through streams bytes keep flowing
+    /// if the proxy keeps feeding them.
     pub fn write_error(&mut self, kind: &str, code: &str, message: &str, out: &mut Vec<u8>) {
-        let client = match &self.mode {
+        let client = match &mut self.mode {
             Mode::Pass(p) => p.dialect(),
-            Mode::Translate {
-                encoder: Encoder::OpenAi(_),
-                ..
-            } => Dialect::OpenAi,
-            Mode::Translate {
-                encoder: Encoder::Anthropic(_),
-                ..
-            } => Dialect::Anthropic,
+            Mode::Translate(t) => {
+                t.encoder.fail();
+                t.encoder.dialect()
+            }
             Mode::Unsupported => Dialect::Gemini,
         };
         write_error_event(client, kind, code, message, out);
@@ -273,10 +304,7 @@ fn emit(events: &mut Vec<Ev>, encoder: &mut Encoder, stats: &mut Stats, out: &mu
             Ev::Done => stats.completed = true,
             _ => {}
         }
-        let written = match encoder {
-            Encoder::OpenAi(e) => e.encode(&ev, out),
-            Encoder::Anthropic(e) => e.encode(&ev, out),
-        };
+        let written = encoder.encode(&ev, out);
         if written && matches!(ev, Ev::Text(_) | Ev::ToolStart { .. } | Ev::ToolArgs { .. }) {
             stats.content_chunks += 1;
         }

@@ -6,6 +6,8 @@
 //! usage chunk the client did not ask for (upstream requests always ask) is
 //! dropped, or re-serialized without `usage` if it also carries choices.
 
+use std::sync::LazyLock;
+
 use memchr::memmem;
 use serde_json::Value;
 
@@ -20,11 +22,69 @@ pub(crate) struct Passthrough {
     dialect: Dialect,
     include_usage: bool,
     model_seen: bool,
+    /// Chunks parsed looking for the model; bounded so a server that never
+    /// names it does not cost a parse per chunk.
+    model_tries: u8,
     anthropic_usage: AnthropicUsage,
 }
 
-fn has(raw: &[u8], needle: &[u8]) -> bool {
-    memmem::find(raw, needle).is_some()
+/// Needles searched on forwarded events. Building a searcher costs more
+/// than running it on a short event, so each is built once per process.
+#[derive(Clone, Copy)]
+enum Needle {
+    Data,
+    Done,
+    Usage,
+    ToolCalls,
+    Content,
+    ContentBlockDelta,
+    MessageStart,
+    MessageDelta,
+    MessageStop,
+    Parts,
+    UsageMetadata,
+    FinishReason,
+}
+
+const NEEDLES: [&[u8]; 12] = [
+    b"data",
+    b"[DONE]",
+    b"\"usage\"",
+    b"\"tool_calls\"",
+    b"\"content\"",
+    b"content_block_delta",
+    b"message_start",
+    b"message_delta",
+    b"message_stop",
+    b"\"parts\"",
+    b"usageMetadata",
+    b"finishReason",
+];
+
+static FINDERS: LazyLock<Vec<memmem::Finder<'static>>> =
+    LazyLock::new(|| NEEDLES.iter().map(memmem::Finder::new).collect());
+
+fn find(raw: &[u8], needle: Needle) -> Option<usize> {
+    FINDERS.get(needle as usize)?.find(raw)
+}
+
+fn has(raw: &[u8], needle: Needle) -> bool {
+    find(raw, needle).is_some()
+}
+
+/// The first byte of the JSON value of the first `needle` key in `raw`
+/// (skipping the colon and whitespace), e.g. `n` for null, `[` for an array.
+fn value_start(raw: &[u8], needle: Needle) -> Option<(u8, &[u8])> {
+    let key_end = find(raw, needle)? + NEEDLES.get(needle as usize)?.len();
+    let mut rest = raw.get(key_end..)?;
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b':' || b.is_ascii_whitespace() {
+            rest = tail;
+        } else {
+            return Some((b, tail));
+        }
+    }
+    None
 }
 
 fn parse_json(raw: &[u8]) -> Option<Value> {
@@ -38,6 +98,7 @@ impl Passthrough {
             dialect,
             include_usage,
             model_seen: false,
+            model_tries: 0,
             anthropic_usage: AnthropicUsage::default(),
         }
     }
@@ -65,22 +126,28 @@ impl Passthrough {
 
     /// Returns whether `raw` should be forwarded as is.
     fn openai(&mut self, raw: &[u8], out: &mut Vec<u8>, stats: &mut Stats) -> bool {
-        if !has(raw, b"data") {
+        if !has(raw, Needle::Data) {
             return true;
         }
-        if raw.len() < 64 && has(raw, b"[DONE]") {
+        if raw.len() < 64 && has(raw, Needle::Done) {
             if SseEvent::parse(raw).is_some_and(|e| e.data.trim() == "[DONE]") {
                 stats.completed = true;
             }
             return true;
         }
         // Several servers send `"usage":null` on every chunk.
-        let usage =
-            has(raw, b"\"usage\"") && !has(raw, b"\"usage\":null") && !has(raw, b"\"usage\": null");
-        if usage || !self.model_seen {
+        let usage = value_start(raw, Needle::Usage).is_some_and(|(b, _)| b == b'{');
+        let want_model = !self.model_seen && self.model_tries < 3;
+        if usage || want_model {
             if let Some(mut v) = parse_json(raw) {
-                if !self.model_seen {
-                    if let Some(m) = v.get("model").and_then(Value::as_str) {
+                if want_model {
+                    self.model_tries += 1;
+                    // Azure opens with a filter-results chunk whose model is "".
+                    if let Some(m) = v
+                        .get("model")
+                        .and_then(Value::as_str)
+                        .filter(|m| !m.is_empty())
+                    {
                         stats.model = Some(m.to_owned());
                         self.model_seen = true;
                     }
@@ -120,12 +187,13 @@ impl Passthrough {
     }
 
     fn anthropic(&mut self, raw: &[u8], stats: &mut Stats) {
-        if has(raw, b"content_block_delta") {
+        if has(raw, Needle::ContentBlockDelta) {
             stats.content_chunks += 1;
             return;
         }
-        let interesting =
-            has(raw, b"message_start") || has(raw, b"message_delta") || has(raw, b"message_stop");
+        let interesting = has(raw, Needle::MessageStart)
+            || has(raw, Needle::MessageDelta)
+            || has(raw, Needle::MessageStop);
         if !interesting {
             return;
         }
@@ -153,10 +221,10 @@ impl Passthrough {
     }
 
     fn gemini(&mut self, raw: &[u8], stats: &mut Stats) {
-        if has(raw, b"\"parts\"") {
+        if has(raw, Needle::Parts) {
             stats.content_chunks += 1;
         }
-        if !has(raw, b"usageMetadata") && !has(raw, b"finishReason") && self.model_seen {
+        if !has(raw, Needle::UsageMetadata) && !has(raw, Needle::FinishReason) && self.model_seen {
             return;
         }
         let Some(v) = parse_json(raw) else { return };
@@ -178,15 +246,15 @@ impl Passthrough {
 }
 
 /// Whether an OpenAI chunk carries text or tool-call data, judged from its
-/// bytes. JSON string escaping keeps these needles from matching inside
+/// bytes. JSON string escaping keeps the key needles from matching inside
 /// generated text.
 fn openai_content_bearing(raw: &[u8]) -> bool {
-    if has(raw, b"\"tool_calls\":[") || has(raw, b"\"tool_calls\": [") {
+    if value_start(raw, Needle::ToolCalls).is_some_and(|(b, _)| b == b'[') {
         return true;
     }
-    has(raw, b"\"content\"")
-        && !has(raw, b"\"content\":\"\"")
-        && !has(raw, b"\"content\": \"\"")
-        && !has(raw, b"\"content\":null")
-        && !has(raw, b"\"content\": null")
+    match value_start(raw, Needle::Content) {
+        Some((b'"', rest)) => rest.first() != Some(&b'"'),
+        Some((b'n', _)) | None => false,
+        Some(_) => true,
+    }
 }

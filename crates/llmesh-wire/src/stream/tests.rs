@@ -179,3 +179,9 @@ fn stream_options_from_request() {
     assert!(!StreamOptions::from_request(Dialect::Anthropic, &body).include_usage);
     assert!(!StreamOptions::from_request(Dialect::OpenAi, &serde_json::json!({})).include_usage);
 }
+
+#[test]
+fn translator_can_move_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<StreamTranslator>();
+}
