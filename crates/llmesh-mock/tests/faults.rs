@@ -101,7 +101,7 @@ async fn latency_ttft_and_chunk_delay() {
             Method::POST,
             &chat_url(&m),
             &[
-                ("x-mock-ttft-ms", "150"),
+                ("x-mock-ttft-ms", "300"),
                 ("x-mock-chunk-delay-ms", "30"),
                 ("x-mock-output-tokens", "3"),
             ],
@@ -118,11 +118,11 @@ async fn latency_ttft_and_chunk_delay() {
         use http_body_util::BodyExt;
         let first = b.frame().await.unwrap().unwrap();
         assert!(first.is_data());
-        assert!(t.elapsed() >= Duration::from_millis(150));
+        assert!(t.elapsed() >= Duration::from_millis(300));
         let rest = b.collect().await.unwrap().to_bytes();
         // role, 3 words, finish, [DONE] = 6 events: 5 gaps of 30 ms.
         assert!(
-            t.elapsed() >= Duration::from_millis(150 + 5 * 30),
+            t.elapsed() >= Duration::from_millis(300 + 5 * 30),
             "{:?}",
             t.elapsed()
         );
