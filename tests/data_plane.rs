@@ -439,3 +439,63 @@ async fn health_and_readiness() {
         "config_dump must not be on the pod-network port"
     );
 }
+
+#[tokio::test]
+async fn missing_upstream_usage_is_estimated_with_the_tokenizer() {
+    let env = Env::start().await;
+    let (status, _, body) = env
+        .post_with(
+            "/v1/chat/completions",
+            &openai_chat("gpt-4o-mini", PROMPT),
+            &[("x-mock-omit-usage", "true")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["usage"].is_null());
+    let m = env.wait_metric("type=\"output\"").await;
+    let input = metric_value(
+        &m,
+        "llmesh_tokens_total",
+        &[("route", "openai"), ("type", "input")],
+    )
+    .unwrap();
+    let output = metric_value(
+        &m,
+        "llmesh_tokens_total",
+        &[("route", "openai"), ("type", "output")],
+    )
+    .unwrap();
+    // "be brief" + "hello there friend" and eight generated words, in o200k tokens.
+    assert!((4.0..=12.0).contains(&input), "input estimate {input}");
+    assert!((8.0..=24.0).contains(&output), "output estimate {output}");
+    assert!(metric_value(&m, "llmesh_cost_usd_total", &[("route", "openai")]).unwrap() > 0.0);
+
+    // Streamed with no usage chunk: output is counted from the content chunks.
+    let mut req = openai_chat("gpt-4o-mini", PROMPT);
+    req["stream"] = json!(true);
+    let (status, _, text) = env
+        .post_stream(
+            "/v1/chat/completions",
+            &req,
+            &[("x-mock-omit-usage", "true")],
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let want = output + OUT as f64;
+    for _ in 0..750 {
+        let m = env.metrics().await;
+        if metric_value(
+            &m,
+            "llmesh_tokens_total",
+            &[("route", "openai"), ("type", "output")],
+        ) == Some(want)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!(
+        "streamed output was not estimated as {want}:\n{}",
+        env.metrics().await
+    );
+}

@@ -204,7 +204,8 @@ impl Env {
     /// Waits until `metric_line_prefix` appears in /metrics (accounting of a
     /// finished stream can land just after the body ends).
     pub async fn wait_metric(&self, needle: &str) -> String {
-        for _ in 0..100 {
+        // Up to 15 s: an estimate may first load the tokenizer (slow in debug builds).
+        for _ in 0..750 {
             let m = self.metrics().await;
             if m.contains(needle) {
                 return m;

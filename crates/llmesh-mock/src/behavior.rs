@@ -71,6 +71,10 @@ pub struct Behavior {
     /// Finish with content_filter / refusal / SAFETY.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_filter: Option<bool>,
+    /// OpenAI answers without usage (`"usage": null`, no usage chunk), as
+    /// some OpenAI-compatible servers do; the proxy must then estimate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub omit_usage: Option<bool>,
 }
 
 /// Why a control value was rejected (answered with 400).
@@ -112,6 +116,7 @@ impl Behavior {
         set(&mut self.error_type, &over.error_type);
         set(&mut self.error_message, &over.error_message);
         set(&mut self.content_filter, &over.content_filter);
+        set(&mut self.omit_usage, &over.omit_usage);
     }
 
     /// Reject values that cannot be honoured, so a bad control is a clear
@@ -189,6 +194,9 @@ impl Behavior {
                 "error-message" => b.error_message = Some(v.to_owned()),
                 "content-filter" => {
                     b.content_filter = Some(parse_bool(v).ok_or_else(|| bad("expected a boolean"))?)
+                }
+                "omit-usage" => {
+                    b.omit_usage = Some(parse_bool(v).ok_or_else(|| bad("expected a boolean"))?)
                 }
                 _ => return Err(BehaviorError::UnknownHeader(name.as_str().to_owned())),
             }
@@ -278,6 +286,10 @@ impl Layers {
     }
     pub fn content_filter(&self) -> bool {
         self.pick(|b| b.content_filter).unwrap_or(false)
+    }
+
+    pub fn omit_usage(&self) -> bool {
+        self.pick(|b| b.omit_usage).unwrap_or(false)
     }
 }
 

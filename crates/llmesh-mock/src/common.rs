@@ -117,6 +117,8 @@ pub(crate) struct Plan<'a> {
     pub tool: Option<ToolCall<'a>>,
     pub content_filter: bool,
     pub include_usage: bool,
+    /// OpenAI only: report no usage at all.
+    pub omit_usage: bool,
     pub sse: bool,
 }
 

@@ -110,7 +110,11 @@ pub(crate) fn render(p: &Plan) -> String {
     out.push_str("},\"logprobs\":null,\"finish_reason\":\"");
     out.push_str(finish_reason(p));
     out.push_str("\"}],\"usage\":");
-    push_usage(&mut out, p);
+    if p.omit_usage {
+        out.push_str("null");
+    } else {
+        push_usage(&mut out, p);
+    }
     out.push('}');
     out
 }
@@ -179,7 +183,7 @@ pub(crate) fn render_stream(p: &Plan) -> Events {
             "\"}]}"
         });
     });
-    if p.include_usage {
+    if p.include_usage && !p.omit_usage {
         ev.sse(|o| {
             push_head(o, p, "chat.completion.chunk");
             o.push_str(",\"choices\":[],\"usage\":");

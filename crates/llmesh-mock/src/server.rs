@@ -437,6 +437,7 @@ fn answer(
         tool,
         content_filter,
         include_usage: chat.include_usage,
+        omit_usage: layers.omit_usage(),
         sse: chat.sse,
     };
     let reset_after = layers.reset_after_chunks().map(|n| n as usize);
