@@ -1,5 +1,6 @@
 //! The real binaries: `llmesh-mock` and `llmesh-proxy` started as processes,
 //! driven over HTTP, their logs read, and stopped with SIGTERM.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

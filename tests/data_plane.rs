@@ -1,6 +1,7 @@
 //! The proxy end to end over real sockets: both client APIs, streaming and
 //! not, every translation pair, usage and cost checked against what the
 //! mock provider reported.
+#![allow(clippy::unwrap_used)]
 
 use llmesh_mock::generated_text;
 use llmesh_tests::*;

@@ -1,6 +1,7 @@
 //! Hot reload of the policy file: a good edit is live within about a
 //! second; a bad edit keeps the last good policy and says why; in-flight
 //! requests finish on the snapshot they started with.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -8,10 +9,10 @@ use llmesh_tests::*;
 use serde_json::json;
 
 async fn wait_for_generation(env: &Env, want: f64) -> String {
-    let needle = format!("llmesh_config_generation{{");
+    let needle = "llmesh_config_generation{";
     for _ in 0..150 {
         let m = env.metrics().await;
-        if m.contains(&needle) && metric_value(&m, "llmesh_config_generation", &[]) == Some(want) {
+        if m.contains(needle) && metric_value(&m, "llmesh_config_generation", &[]) == Some(want) {
             return m;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

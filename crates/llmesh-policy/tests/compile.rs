@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 use llmesh_api::{parse_documents, CredentialRef};
 use llmesh_policy::{compile, SecretSource};
 

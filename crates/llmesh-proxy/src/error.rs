@@ -146,7 +146,11 @@ pub fn json_response(
     body: &serde_json::Value,
     request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
-    json_bytes_response(status, Bytes::from(serde_json::to_vec(body).unwrap_or_default()), request_id)
+    json_bytes_response(
+        status,
+        Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+        request_id,
+    )
 }
 
 /// A response whose body is already-serialized JSON.

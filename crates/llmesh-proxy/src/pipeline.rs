@@ -363,9 +363,9 @@ async fn proxy_call(
         // they are; only the usage and model fields are read.
         match serde_json::from_slice::<Peek>(&bytes) {
             Ok(p) => {
-                let usage = p
-                    .usage
-                    .and_then(|u| llmesh_wire::usage_of(upstream, &serde_json::json!({ "usage": u })));
+                let usage = p.usage.and_then(|u| {
+                    llmesh_wire::usage_of(upstream, &serde_json::json!({ "usage": u }))
+                });
                 let resp = json_bytes_response(StatusCode::OK, bytes.clone(), &request_id);
                 (resp, usage, p.model, None)
             }

@@ -49,9 +49,8 @@ pub async fn serve<F, Fut>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let h = handler.clone();
                 let conn = builder
-                    .serve_connection(TokioIo::new(stream), service_fn(move |req| h(req)))
+                    .serve_connection(TokioIo::new(stream), service_fn(handler.clone()))
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

@@ -69,7 +69,8 @@ impl StreamingBody {
     /// on `event: error`).
     fn fail(&mut self, error_type: &'static str, kind: &str, message: &str) -> Bytes {
         let mut out = Vec::new();
-        self.translator.write_error(kind, error_type, message, &mut out);
+        self.translator
+            .write_error(kind, error_type, message, &mut out);
         let status = if error_type == "upstream_timeout" {
             504
         } else {

@@ -41,11 +41,9 @@ pub fn estimate_prompt(dialect: Dialect, raw: &[u8]) -> u64 {
 /// tokens and would inflate the estimate wildly.
 pub fn collect_text(v: Option<&Value>, out: &mut String) {
     match v {
-        Some(Value::String(s)) => {
-            if !s.starts_with("data:") {
-                out.push_str(s);
-                out.push('\n');
-            }
+        Some(Value::String(s)) if !s.starts_with("data:") => {
+            out.push_str(s);
+            out.push('\n');
         }
         Some(Value::Array(items)) => items.iter().for_each(|i| collect_text(Some(i), out)),
         Some(Value::Object(map)) => {
