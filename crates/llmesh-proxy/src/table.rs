@@ -58,8 +58,9 @@ pub fn load_file(path: &Path, namespace: &str, clients: &ClientCache) -> Result<
         path: shown.clone(),
         source,
     })?;
+    let base_dir = path.parent().map(Path::to_path_buf);
     let secrets = EnvFileSecrets {
-        base_dir: path.parent().map(Path::to_path_buf),
+        base_dir: base_dir.clone(),
     };
     let (snap, errors) = compile(&docs, namespace, &secrets);
     let mut errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -67,7 +68,12 @@ pub fn load_file(path: &Path, namespace: &str, clients: &ClientCache) -> Result<
     for route in &snap.routes {
         let mut per_backend = Vec::with_capacity(route.backends.len());
         for b in &route.backends {
-            match clients.get(b.provider.ca_file.as_deref(), route.timeouts.connect) {
+            // Relative CA paths, like credential files, start at the policy file.
+            let ca = b.provider.ca_file.as_deref().map(|f| match &base_dir {
+                Some(dir) if f.is_relative() => dir.join(f),
+                _ => f.to_path_buf(),
+            });
+            match clients.get(ca.as_deref(), route.timeouts.connect) {
                 Ok(c) => per_backend.push(c),
                 Err(e) => errors.push(format!("LLMProvider/{}: spec.caFile: {e}", b.provider.name)),
             }
