@@ -46,8 +46,9 @@ struct Args {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     drain_timeout_secs: u64,
-    /// Worker threads of the runtime.
-    #[arg(long, env = "LLMESH_THREADS", default_value_t = 2)]
+    /// Worker threads. 1 (the default) runs everything on one thread, the
+    /// cheapest choice for a sidecar; more use a multi-threaded runtime.
+    #[arg(long, env = "LLMESH_THREADS", default_value_t = 1)]
     threads: usize,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `llmesh=debug`.
     #[arg(long, env = "LLMESH_LOG", default_value = "info")]
@@ -57,8 +58,16 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     llmesh_proxy::logging::init(&args.log)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
+    // One thread avoids cross-thread wake-ups, which cost more than the
+    // proxy's own work per request on a small pod.
+    let mut builder = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.threads);
+        b
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;

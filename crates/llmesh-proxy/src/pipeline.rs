@@ -29,6 +29,18 @@ use crate::stream::{deadline_from, StreamingBody};
 use crate::upstream::{build_request, dialect_of, upstream_path, Operation};
 use crate::Shared;
 
+/// The request fields routing needs; everything else is skipped unparsed
+/// (but still validated as JSON).
+#[derive(serde::Deserialize)]
+struct RequestPeek {
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    stream: Option<Value>,
+    #[serde(default)]
+    stream_options: Option<Value>,
+}
+
 /// The two fields the proxy reads from a same-API response.
 #[derive(serde::Deserialize)]
 struct Peek {
@@ -176,15 +188,17 @@ async fn proxy_call(
     let client = endpoint.dialect();
     let (parts, body) = req.into_parts();
     let raw = read_body(body, &parts.headers, shared.cfg.max_body_bytes).await?;
-    let body: Value =
-        serde_json::from_slice(&raw).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
-    if !body.is_object() {
-        return Err(ProxyError::InvalidRequest(
-            "request body must be a JSON object".into(),
-        ));
-    }
-    let requested = match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+    // Only the fields routing needs are read here; the full document is
+    // parsed again only when it has to be rewritten for another API.
+    let peek: RequestPeek = serde_json::from_slice(&raw).map_err(|e| {
+        if e.is_data() {
+            ProxyError::InvalidRequest(format!("request body must be a JSON object: {e}"))
+        } else {
+            ProxyError::InvalidJson(e.to_string())
+        }
+    })?;
+    let requested = match peek.model {
+        Some(Value::String(m)) if !m.is_empty() => m,
         Some(_) => {
             return Err(ProxyError::InvalidRequest(
                 "`model` must be a non-empty string".into(),
@@ -192,14 +206,15 @@ async fn proxy_call(
         }
         None => return Err(ProxyError::InvalidRequest("`model` is required".into())),
     };
-    let stream = matches!(body.get("stream"), Some(Value::Bool(true)));
+    let stream = matches!(peek.stream, Some(Value::Bool(true)));
     if stream && endpoint == Endpoint::Embeddings {
         return Err(ProxyError::InvalidRequest(
             "embeddings cannot be streamed".into(),
         ));
     }
-    let include_usage = body
-        .get("stream_options")
+    let include_usage = peek
+        .stream_options
+        .as_ref()
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
@@ -265,12 +280,25 @@ async fn proxy_call(
         Ok(p) => p,
         Err(e) => return Err(finish_err(call, ProxyError::Unsupported(e))),
     };
-    let up_body = match llmesh_wire::translate_request(client, upstream, body, &call.upstream_model)
-    {
-        Ok(v) => v,
-        Err(e) => return Err(finish_err(call, ProxyError::InvalidRequest(e.to_string()))),
-    };
-    let up_bytes = Bytes::from(serde_json::to_vec(&up_body).unwrap_or_default());
+    // Same API, same model, nothing to add: the client's bytes go upstream
+    // as they are (key order and unknown fields included). OpenAI streams
+    // need `stream_options.include_usage` added unless the client set it.
+    let needs_usage_option = stream && upstream == Dialect::OpenAi && !include_usage;
+    let up_bytes =
+        if client == upstream && call.upstream_model == call.requested && !needs_usage_option {
+            call.raw_request.clone()
+        } else {
+            let translated = serde_json::from_slice::<Value>(&call.raw_request)
+                .map_err(|e| ProxyError::InvalidJson(e.to_string()))
+                .and_then(|body| {
+                    llmesh_wire::translate_request(client, upstream, body, &call.upstream_model)
+                        .map_err(|e| ProxyError::InvalidRequest(e.to_string()))
+                });
+            match translated {
+                Ok(v) => Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                Err(e) => return Err(finish_err(call, e)),
+            }
+        };
     let up_req = match build_request(
         &provider,
         &path,
