@@ -43,7 +43,6 @@ deps:
 test: deps lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
-	$(CARGO) test --workspace --doc
 
 lint:
 	$(CARGO) fmt --all -- --check
