@@ -51,9 +51,11 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## bench: the mock and the proxy under load, direct and proxied in one run
+## bench: the mock and the proxy under load, direct and proxied in one run.
+## BENCH_PIN=1 runs all three processes on CPU 0 (steadier figures on a VM);
+## BENCH_ARGS passes flags (e.g. --quick, --json out.json).
 bench: release
-	./target/release/llmesh-bench $(BENCH_ARGS)
+	$(if $(BENCH_PIN),taskset -c 0 )./target/release/llmesh-bench $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -168,15 +168,7 @@ impl Env {
         body: &Value,
         headers: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, Value) {
-        let (s, h, b) = self
-            .http
-            .send(
-                Method::POST,
-                &self.url(path),
-                Bytes::from(body.to_string()),
-                headers,
-            )
-            .await;
+        let (s, h, b) = self.post_bytes(path, body, headers).await;
         let v = serde_json::from_slice(&b)
             .unwrap_or_else(|_| panic!("not JSON ({s}): {}", String::from_utf8_lossy(&b)));
         (s, h, v)
@@ -189,16 +181,20 @@ impl Env {
         body: &Value,
         headers: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, String) {
-        let (s, h, b) = self
-            .http
-            .send(
-                Method::POST,
-                &self.url(path),
-                Bytes::from(body.to_string()),
-                headers,
-            )
-            .await;
+        let (s, h, b) = self.post_bytes(path, body, headers).await;
         (s, h, String::from_utf8(b.to_vec()).unwrap())
+    }
+
+    async fn post_bytes(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let body = Bytes::from(body.to_string());
+        self.http
+            .send(Method::POST, &self.url(path), body, headers)
+            .await
     }
 
     /// Waits until `metric_line_prefix` appears in /metrics (accounting of a

@@ -176,14 +176,7 @@ pub(crate) fn extract(upstream: Dialect, v: &Value) -> Option<UpstreamError> {
 }
 
 fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    &s[..s.floor_char_boundary(max)]
 }
 
 fn kind_for_status(status: u16) -> Option<&'static str> {
