@@ -8,7 +8,8 @@ export LLMESH_MOCK_KEY ?= mock-key-local-only
 .PHONY: run test lint fmt build release bench deps nextest clean
 
 ## run: build, start the mock provider and the proxy on the embedded policy, print a curl line
-run: release
+run:
+	$(CARGO) build --release -p llmesh-proxy -p llmesh-mock
 	@set -euo pipefail; \
 	trap 'kill $$(jobs -p) 2>/dev/null || true' EXIT INT TERM; \
 	./target/release/llmesh-mock --listen 127.0.0.1:$(MOCK_PORT) --api-key "$$LLMESH_MOCK_KEY" \
@@ -16,6 +17,7 @@ run: release
 	sleep 0.3; \
 	POD_NAMESPACE=local LLMESH_WORKLOAD=demo ./target/release/llmesh-proxy --policy-file $(POLICY) & \
 	sleep 0.5; \
+	if ! kill -0 $$! 2>/dev/null; then echo "llmesh-proxy did not start (see its error above)"; exit 1; fi; \
 	echo; \
 	echo "llmesh is up: LLM API on 127.0.0.1:15500, metrics on :15501, admin on 127.0.0.1:15502"; \
 	echo "Try:"; \
@@ -26,7 +28,7 @@ run: release
 	echo "  curl -s http://127.0.0.1:15501/metrics | grep llmesh_cost"; \
 	echo "  curl -s http://127.0.0.1:15502/config_dump"; \
 	echo "Edit $(POLICY) to change routing live. Ctrl-C stops both."; \
-	wait
+	wait -n
 
 release:
 	$(CARGO) build --release -p llmesh-proxy -p llmesh-mock -p llmesh-bench
