@@ -432,6 +432,21 @@ fn parse_response_format(body: &Object) -> Result<ResponseFormat, TranslateError
     }
 }
 
+/// An OpenAI assistant message from translated text and tool calls. OpenAI
+/// sends `content: null` when the turn is only tool calls.
+pub(crate) fn assistant_message(text: String, calls: Vec<Value>) -> Value {
+    let mut message = serde_json::json!({"role": "assistant"});
+    message["content"] = if text.is_empty() && !calls.is_empty() {
+        Value::Null
+    } else {
+        Value::String(text)
+    };
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

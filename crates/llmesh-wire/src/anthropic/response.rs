@@ -33,15 +33,7 @@ pub(crate) fn response_to_openai(body: &Value) -> Result<Value, crate::Translate
             _ => {}
         }
     }
-    let mut message = json!({"role": "assistant"});
-    message["content"] = if text.is_empty() && !calls.is_empty() {
-        Value::Null
-    } else {
-        Value::String(text)
-    };
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
+    let message = crate::openai::assistant_message(text, calls);
     let finish = body
         .get("stop_reason")
         .and_then(Value::as_str)

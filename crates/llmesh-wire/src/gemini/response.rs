@@ -76,15 +76,7 @@ fn choice(candidate: &Value, position: usize) -> Value {
     } else {
         "tool_calls"
     };
-    let mut message = json!({"role": "assistant"});
-    message["content"] = if text.is_empty() && !calls.is_empty() {
-        Value::Null
-    } else {
-        Value::String(text)
-    };
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
+    let message = crate::openai::assistant_message(text, calls);
     let index = candidate
         .get("index")
         .and_then(Value::as_u64)
