@@ -96,6 +96,20 @@ impl Drop for Proc {
     }
 }
 
+/// The proxy binary on `policy`, every port ephemeral on loopback.
+fn proxy_command(policy: &std::path::Path) -> Command {
+    let mut cmd = Command::new(bin_path("llmesh-proxy"));
+    cmd.arg("--policy-file").arg(policy).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    cmd
+}
+
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
     let start = line
         .find(&format!("{key}="))
@@ -123,17 +137,7 @@ async fn mock_and_proxy_binaries_serve_log_and_stop_cleanly() {
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, default_policy(&mock_url)).unwrap();
     let mut proxy = Proc::spawn(
-        Command::new(bin_path("llmesh-proxy"))
-            .arg("--policy-file")
-            .arg(&policy)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+        proxy_command(&policy)
             .env("POD_NAMESPACE", "shop")
             .env("POD_NAME", "checkout-7d9f-abcde")
             .env("LLMESH_WORKLOAD", "checkout"),
@@ -223,19 +227,7 @@ fn an_invalid_policy_at_start_is_refused_with_the_reason() {
         "apiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {name: r}\nspec:\n  models: [m]\n  backends: [{provider: ghost}]\n",
     )
     .unwrap();
-    let out = Command::new(bin_path("llmesh-proxy"))
-        .arg("--policy-file")
-        .arg(&policy)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let out = proxy_command(&policy).output().unwrap();
     assert!(!out.status.success());
     let text =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
