@@ -41,6 +41,9 @@ pub struct Resource<S> {
 }
 
 /// Any of the four kinds.
+// Resources are parsed once per policy load, never on the request path, so
+// the size difference between variants costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AnyResource {
     /// An upstream provider.

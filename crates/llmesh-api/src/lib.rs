@@ -14,7 +14,10 @@ mod route;
 
 pub use document::{parse_documents, AnyResource, ObjectMeta, ParseError, Resource};
 pub use provider::{ApiSchema, CredentialRef, LLMProviderSpec, ModelSpec, Pricing};
-pub use route::{BackendRef, LLMRouteSpec, Timeouts};
+pub use route::{
+    BackendRef, CircuitBreakerSpec, ErrorClass, FallbackChain, LLMRouteSpec, RetryPolicy, Strategy,
+    Timeouts,
+};
 
 /// API group of every llmesh kind.
 pub const GROUP: &str = "llmesh.io";

@@ -1,4 +1,7 @@
-//! `LLMRoute`: which model names an app may ask for, and where they go.
+//! `LLMRoute`: which model names an app may ask for, where they go, and
+//! what happens when an upstream fails.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -7,17 +10,69 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LLMRouteSpec {
     /// Model names clients may request through this route. An entry ending in
-    /// `*` matches every name with that prefix (`gpt-4o*`). Exact names win
-    /// over prefixes; among prefixes the longest wins.
+    /// `*` matches every name with that prefix (`gpt-4o*`).
     pub models: Vec<String>,
-    /// Where requests go, in order of preference.
+    /// Extra match conditions: request headers that must be present with
+    /// exactly these values (names are case-insensitive), e.g.
+    /// `x-llmesh-task: coding`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Evaluation order: routes are tried by ascending `order`, then by
+    /// name; the first whose models and headers match serves the request.
+    #[serde(default)]
+    pub order: i32,
+    /// How a backend is chosen among the available ones of the best
+    /// priority group.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Where requests go.
     pub backends: Vec<BackendRef>,
+    /// Retries of failed attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
+    /// Fallback chains by error class, tried in order once the route's own
+    /// backends and retries are used up for that class.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<FallbackChain>,
+    /// Per-backend circuit breaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
     /// Deadlines for upstream calls.
     #[serde(default)]
     pub timeouts: Timeouts,
 }
 
-/// One upstream target of a route.
+/// Backend selection strategy.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase",
+    tag = "type",
+    deny_unknown_fields
+)]
+pub enum Strategy {
+    /// Weighted random by `weight` (the default).
+    #[default]
+    Weighted,
+    /// In turn.
+    RoundRobin,
+    /// Power of two choices on outstanding requests.
+    LeastRequest,
+    /// Lowest moving average of time to first byte, exploring the others
+    /// `explorationPercent` of the time so recovering backends are seen.
+    Latency {
+        /// Share of requests sent to a random backend (default 5).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exploration_percent: Option<f64>,
+    },
+    /// The cheapest backend whose recent p90 latency is within budget.
+    Cost {
+        /// Latency budget, e.g. `2s`.
+        latency_budget: String,
+    },
+}
+
+/// One upstream target of a route or a fallback chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendRef {
@@ -26,13 +81,123 @@ pub struct BackendRef {
     /// Model name sent upstream; the requested name when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// Relative share of traffic among backends.
+    /// Relative share of traffic among backends of the same priority.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Priority group: 0 first; a higher group is used only while no
+    /// backend of a lower group is available (breaker open).
+    #[serde(default)]
+    pub priority: u32,
 }
 
 fn default_weight() -> u32 {
     1
+}
+
+/// Classes of failed attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorClass {
+    /// TCP/TLS connection failed.
+    Connect,
+    /// No answer within a deadline, or a stalled stream.
+    Timeout,
+    /// 5xx from the upstream (or a broken stream).
+    ServerError,
+    /// 429.
+    RateLimited,
+    /// The prompt does not fit the model's context window.
+    ContextLength,
+    /// The provider's content filter refused.
+    ContentFilter,
+    /// 401/403: the provider refused the key.
+    Auth,
+    /// Any other 4xx: never retried or failed over.
+    InvalidRequest,
+}
+
+impl ErrorClass {
+    /// The kebab-case name, as in YAML and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Connect => "connect",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::ServerError => "server-error",
+            ErrorClass::RateLimited => "rate-limited",
+            ErrorClass::ContextLength => "context-length",
+            ErrorClass::ContentFilter => "content-filter",
+            ErrorClass::Auth => "auth",
+            ErrorClass::InvalidRequest => "invalid-request",
+        }
+    }
+}
+
+/// Retries of failed attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first (default 2).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Classes that are retried (default connect, timeout, server-error,
+    /// rate-limited). `invalid-request` is never retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<ErrorClass>,
+    /// First backoff step (default `100ms`); each retry waits a random time
+    /// up to base × 2^retry (full jitter), or the upstream's Retry-After.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_base: Option<String>,
+    /// Largest backoff (default `2s`). A Retry-After longer than this skips
+    /// the retry on that backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_max: Option<String>,
+    /// Retries and failovers may add at most this percentage of the
+    /// route's request rate (default 20), over a 10 s window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_percent: Option<f64>,
+    /// Retries per second always allowed, whatever the rate (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_min_per_second: Option<u32>,
+}
+
+fn default_attempts() -> u32 {
+    2
+}
+
+/// A fallback chain for some error classes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FallbackChain {
+    /// The classes this chain handles.
+    pub on: Vec<ErrorClass>,
+    /// Tried in order.
+    pub backends: Vec<BackendRef>,
+}
+
+/// Circuit breaker settings, per backend of the route.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreakerSpec {
+    /// Open after this many failures in a row (default 5; 0 disables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    /// Open when this percentage of calls in `window` failed (default 50;
+    /// 0 disables)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_percent: Option<f64>,
+    /// ...once the window holds at least this many calls (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
+    /// Failure-rate window (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// How long an open breaker stays open before probing (default `30s`,
+    /// doubling on repeated trips up to `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_for: Option<String>,
+    /// Probe requests let through while half-open (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_open_probes: Option<u32>,
 }
 
 /// Upstream deadlines, as durations such as `500ms`, `10s`, `5m`.
@@ -42,13 +207,14 @@ pub struct Timeouts {
     /// TCP and TLS connect (default 5s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<String>,
-    /// Until the upstream's response headers arrive (default 60s).
+    /// Until the upstream's response headers (and, for streams, its first
+    /// event) arrive (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_byte: Option<String>,
     /// Longest gap between two body chunks of a response (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<String>,
-    /// The whole call, body included (default 600s).
+    /// The whole call, retries and body included (default 600s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<String>,
 }

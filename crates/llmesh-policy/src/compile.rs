@@ -3,13 +3,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
-use llmesh_api::{AnyResource, ApiSchema, CredentialRef, LLMProviderSpec, LLMRouteSpec, Resource};
+use llmesh_api::{
+    AnyResource, ApiSchema, BackendRef, CredentialRef, ErrorClass, LLMProviderSpec, LLMRouteSpec,
+    Resource, Strategy,
+};
 
 use crate::duration::parse_duration;
-use crate::snapshot::{Backend, BaseUrl, ModelInfo, Price, Provider, Route, Snapshot, Timeouts};
+use crate::route::{
+    Backend, BreakerSettings, ClassSet, Fallback, RetrySettings, Route, StrategyKind, Timeouts,
+};
+use crate::snapshot::{BaseUrl, ModelInfo, Price, Provider, Snapshot};
 
 /// One problem with one field of one resource. The resource is left out of
 /// the snapshot; the message never contains a secret.
@@ -128,6 +135,7 @@ pub fn compile(
         }
     }
 
+    let mut compiled = Vec::new();
     let mut names_seen = BTreeMap::new();
     for r in route_specs {
         let name = &r.metadata.name;
@@ -135,28 +143,45 @@ pub fn compile(
             cx.err("LLMRoute", name, "metadata.name", "duplicate route name");
             continue;
         }
-        let Some(route) = compile_route(&mut cx, r, &snap.providers) else {
-            continue;
-        };
-        // Claims are checked before anything is inserted so a route that
-        // conflicts is left out whole, not half-registered.
+        if let Some(route) = compile_route(&mut cx, r, &snap.providers) {
+            compiled.push(route);
+        }
+    }
+    // Evaluation order: ascending `order`, more header conditions first,
+    // then name. A route that claims a name or prefix an earlier route
+    // already claims with the very same order and header conditions could
+    // never be reached for it: that is an error on the later route.
+    compiled.sort_by(|a, b| {
+        a.order
+            .cmp(&b.order)
+            .then(b.headers.len().cmp(&a.headers.len()))
+            .then(a.name.cmp(&b.name))
+    });
+    for route in compiled {
         let mut conflict = false;
         for (i, m) in route.models.iter().enumerate() {
-            let owner = match m.strip_suffix('*') {
+            let earlier: Vec<usize> = match m.strip_suffix('*') {
                 Some(prefix) => snap
                     .prefixes
                     .iter()
-                    .find(|(p, _)| p == prefix)
-                    .map(|&(_, idx)| idx),
-                None => snap.exact.get(m).copied(),
+                    .filter(|(p, _)| p == prefix)
+                    .map(|&(_, idx)| idx)
+                    .collect(),
+                None => snap.exact.get(m).cloned().unwrap_or_default(),
             };
-            if let Some(idx) = owner {
-                let other = &snap.routes[idx].name;
+            if let Some(other) = earlier
+                .iter()
+                .map(|&idx| &snap.routes[idx])
+                .find(|o| o.headers == route.headers && o.order == route.order)
+            {
                 cx.err(
                     "LLMRoute",
-                    name,
+                    &route.name,
                     &format!("spec.models[{i}]"),
-                    format!("model {m:?} is already served by route {other}"),
+                    format!(
+                        "model {m:?} is already served by route {} with the same order and headers",
+                        other.name
+                    ),
                 );
                 conflict = true;
             }
@@ -169,15 +194,18 @@ pub fn compile(
             match m.strip_suffix('*') {
                 Some(prefix) => snap.prefixes.push((prefix.to_string(), idx)),
                 None => {
-                    snap.exact.insert(m.clone(), idx);
-                    snap.model_names.push(m.clone());
+                    snap.exact.entry(m.clone()).or_default().push(idx);
+                    if !snap.model_names.contains(m) {
+                        snap.model_names.push(m.clone());
+                    }
                 }
             }
         }
         snap.routes.push(Arc::new(route));
     }
-    snap.prefixes
-        .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    // Longest prefix first; the sort is stable, so routes keep their
+    // evaluation order among equal prefixes.
+    snap.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     snap.model_names.sort();
     (snap, cx.errors)
 }
@@ -398,22 +426,7 @@ fn compile_route(
     if spec.backends.is_empty() {
         cx.err(K, name, "spec.backends", "must have at least one backend");
     }
-    let mut backends = Vec::new();
-    for (i, b) in spec.backends.iter().enumerate() {
-        match providers.get(&b.provider) {
-            None => cx.err(
-                K,
-                name,
-                &format!("spec.backends[{i}].provider"),
-                format!("no valid LLMProvider named {:?}", b.provider),
-            ),
-            Some(p) => backends.push(Backend {
-                provider: p.clone(),
-                model: b.model.clone(),
-                weight: b.weight,
-            }),
-        }
-    }
+    let backends = compile_backends(cx, name, "spec.backends", &spec.backends, providers);
     let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
     if !backends.is_empty() && total_weight == 0 {
         cx.err(
@@ -441,6 +454,123 @@ fn compile_route(
         }
     }
 
+    let headers = compile_match_headers(cx, name, &spec.headers);
+    let strategy = compile_strategy(cx, name, &spec.strategy);
+    let retry = spec.retries.as_ref().map(|r| {
+        let on = if r.on.is_empty() {
+            ClassSet::of(&[
+                ErrorClass::Connect,
+                ErrorClass::Timeout,
+                ErrorClass::ServerError,
+                ErrorClass::RateLimited,
+            ])
+        } else {
+            if r.on.contains(&ErrorClass::InvalidRequest) {
+                cx.err(
+                    K,
+                    name,
+                    "spec.retries.on",
+                    "invalid-request is never retried",
+                );
+            }
+            ClassSet::of(&r.on)
+        };
+        let percent = r.budget_percent.unwrap_or(20.0);
+        if !(0.0..=1000.0).contains(&percent) {
+            cx.err(
+                K,
+                name,
+                "spec.retries.budgetPercent",
+                "must be between 0 and 1000",
+            );
+        }
+        RetrySettings {
+            attempts: r.attempts,
+            on,
+            backoff_base: duration_or(
+                cx,
+                name,
+                "spec.retries.backoffBase",
+                &r.backoff_base,
+                Duration::from_millis(100),
+            ),
+            backoff_max: duration_or(
+                cx,
+                name,
+                "spec.retries.backoffMax",
+                &r.backoff_max,
+                Duration::from_secs(2),
+            ),
+            budget_ratio: percent / 100.0,
+            budget_min_per_second: r.budget_min_per_second.unwrap_or(5),
+        }
+    });
+    let mut fallbacks = Vec::new();
+    for (i, f) in spec.fallbacks.iter().enumerate() {
+        let field = format!("spec.fallbacks[{i}]");
+        if f.on.is_empty() {
+            cx.err(
+                K,
+                name,
+                &format!("{field}.on"),
+                "must name at least one error class",
+            );
+        }
+        if f.on.contains(&ErrorClass::InvalidRequest) {
+            cx.err(
+                K,
+                name,
+                &format!("{field}.on"),
+                "invalid-request never fails over",
+            );
+        }
+        if f.backends.is_empty() {
+            cx.err(
+                K,
+                name,
+                &format!("{field}.backends"),
+                "must have at least one backend",
+            );
+        }
+        let field = format!("{field}.backends");
+        let backends = compile_backends(cx, name, &field, &f.backends, providers);
+        fallbacks.push(Fallback {
+            on: ClassSet::of(&f.on),
+            backends,
+        });
+    }
+    let breaker = spec.circuit_breaker.as_ref().map(|b| {
+        let rate = b.failure_percent.unwrap_or(50.0);
+        if !(0.0..=100.0).contains(&rate) {
+            cx.err(
+                K,
+                name,
+                "spec.circuitBreaker.failurePercent",
+                "must be between 0 and 100",
+            );
+        }
+        BreakerSettings {
+            consecutive_failures: b.consecutive_failures.unwrap_or(5),
+            failure_rate: rate / 100.0,
+            min_requests: b.min_requests.unwrap_or(20),
+            window: duration_or(
+                cx,
+                name,
+                "spec.circuitBreaker.window",
+                &b.window,
+                Duration::from_secs(30),
+            ),
+            open_for: duration_or(
+                cx,
+                name,
+                "spec.circuitBreaker.openFor",
+                &b.open_for,
+                Duration::from_secs(30),
+            ),
+            half_open_probes: b.half_open_probes.unwrap_or(1).max(1),
+        }
+    });
+
     if cx.errors.len() > before {
         return None;
     }
@@ -448,8 +578,121 @@ fn compile_route(
         name: name.clone(),
         namespace: cx.namespace.to_string(),
         models: spec.models.clone(),
+        headers,
+        order: spec.order,
+        strategy,
         backends,
         total_weight,
+        retry,
+        fallbacks,
+        breaker,
         timeouts,
     })
+}
+
+fn duration_or(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    field: &str,
+    text: &Option<String>,
+    default: Duration,
+) -> Duration {
+    match text.as_deref().map(parse_duration) {
+        None => default,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            cx.err("LLMRoute", name, field, "must be > 0");
+            default
+        }
+        Some(Err(e)) => {
+            cx.err("LLMRoute", name, field, e);
+            default
+        }
+    }
+}
+
+fn compile_backends(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    field: &str,
+    refs: &[BackendRef],
+    providers: &BTreeMap<String, Arc<Provider>>,
+) -> Vec<Backend> {
+    let mut out = Vec::with_capacity(refs.len());
+    for (i, b) in refs.iter().enumerate() {
+        match providers.get(&b.provider) {
+            None => cx.err(
+                "LLMRoute",
+                name,
+                &format!("{field}[{i}].provider"),
+                format!("no valid LLMProvider named {:?}", b.provider),
+            ),
+            Some(p) => out.push(Backend {
+                provider: p.clone(),
+                model: b.model.clone(),
+                weight: b.weight,
+                priority: b.priority,
+            }),
+        }
+    }
+    out
+}
+
+fn compile_match_headers(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    headers: &BTreeMap<String, String>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    for (k, v) in headers {
+        let field = format!("spec.headers.{k}");
+        match (
+            HeaderName::try_from(k.to_ascii_lowercase()),
+            HeaderValue::try_from(v.as_str()),
+        ) {
+            (Ok(hn), Ok(hv)) => out.push((hn, hv)),
+            _ => cx.err(
+                "LLMRoute",
+                name,
+                &field,
+                "not a valid header name and value",
+            ),
+        }
+    }
+    out
+}
+
+fn compile_strategy(cx: &mut Ctx<'_>, name: &str, s: &Strategy) -> StrategyKind {
+    const F: &str = "spec.strategy";
+    match s {
+        Strategy::Weighted => StrategyKind::Weighted,
+        Strategy::RoundRobin => StrategyKind::RoundRobin,
+        Strategy::LeastRequest => StrategyKind::LeastRequest,
+        Strategy::Latency {
+            exploration_percent,
+        } => {
+            let p = exploration_percent.unwrap_or(5.0);
+            if !(0.0..=100.0).contains(&p) {
+                let field = format!("{F}.explorationPercent");
+                cx.err("LLMRoute", name, &field, "must be between 0 and 100");
+            }
+            StrategyKind::Latency {
+                exploration: p / 100.0,
+            }
+        }
+        Strategy::Cost { latency_budget } => {
+            let field = format!("{F}.latencyBudget");
+            match parse_duration(latency_budget) {
+                Ok(d) if !d.is_zero() => StrategyKind::Cost { latency_budget: d },
+                Ok(_) => {
+                    cx.err("LLMRoute", name, &field, "must be > 0");
+                    StrategyKind::Weighted
+                }
+                Err(e) => {
+                    cx.err("LLMRoute", name, &field, e);
+                    StrategyKind::Weighted
+                }
+            }
+        }
+    }
 }

@@ -2,7 +2,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::snapshot::{Provider, Route, Snapshot};
+use crate::route::Route;
+use crate::snapshot::{Provider, Snapshot};
 
 impl Snapshot {
     /// The active policy as JSON (the admin port renders it as YAML).

@@ -10,10 +10,13 @@
 mod compile;
 mod dump;
 mod duration;
+mod route;
 mod snapshot;
 
 pub use compile::{compile, CompileError, EnvFileSecrets, SecretSource};
 pub use duration::parse_duration;
-pub use snapshot::{
-    Backend, BaseUrl, ModelInfo, Price, Provider, Route, RouteMatch, Secret, Snapshot, Timeouts,
+pub use route::{
+    Backend, BreakerSettings, ClassSet, Fallback, RetrySettings, Route, RouteMatch, StrategyKind,
+    Timeouts,
 };
+pub use snapshot::{BaseUrl, ModelInfo, Price, Provider, Secret, Snapshot};

@@ -4,11 +4,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use llmesh_api::ApiSchema;
+
+use crate::route::{Route, RouteMatch};
 
 /// A credential value. Its `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -121,94 +122,6 @@ impl Provider {
     }
 }
 
-/// Upstream deadlines of a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// TCP and TLS connect.
-    pub connect: Duration,
-    /// Until response headers.
-    pub first_byte: Duration,
-    /// Largest gap between body chunks.
-    pub idle: Duration,
-    /// Whole call.
-    pub total: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(5),
-            first_byte: Duration::from_secs(60),
-            idle: Duration::from_secs(60),
-            total: Duration::from_secs(600),
-        }
-    }
-}
-
-/// One compiled backend of a route.
-#[derive(Debug, Clone)]
-pub struct Backend {
-    /// The provider.
-    pub provider: Arc<Provider>,
-    /// Upstream model, or `None` to send the requested name.
-    pub model: Option<String>,
-    /// Share of traffic.
-    pub weight: u32,
-}
-
-impl Backend {
-    /// The model name to send upstream for a request that asked for `requested`.
-    pub fn upstream_model<'a>(&'a self, requested: &'a str) -> &'a str {
-        self.model.as_deref().unwrap_or(requested)
-    }
-}
-
-/// A compiled `LLMRoute`.
-#[derive(Debug)]
-pub struct Route {
-    /// `metadata.name`.
-    pub name: String,
-    /// Namespace the resource came from.
-    pub namespace: String,
-    /// Model patterns as written.
-    pub models: Vec<String>,
-    /// Backends (at least one).
-    pub backends: Vec<Backend>,
-    /// Sum of backend weights (positive).
-    pub total_weight: u64,
-    /// Deadlines.
-    pub timeouts: Timeouts,
-}
-
-impl Route {
-    /// Picks a backend by weight. `roll` is a uniform random number; taking
-    /// it as an argument keeps the table free of RNG state and testable.
-    pub fn pick(&self, roll: u64) -> &Backend {
-        let mut point = roll % self.total_weight.max(1);
-        for b in &self.backends {
-            let w = u64::from(b.weight);
-            if point < w {
-                return b;
-            }
-            point -= w;
-        }
-        // Unreachable while total_weight is the sum of the weights; the
-        // first backend is a safe answer either way.
-        &self.backends[0]
-    }
-}
-
-/// A model name resolved to its route.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteMatch<'a> {
-    /// Position of the route in [`Snapshot::routes`].
-    pub index: usize,
-    /// The route.
-    pub route: &'a Arc<Route>,
-    /// The entry of `spec.models` that matched.
-    pub pattern: &'a str,
-}
-
 /// The whole compiled policy. Published with one atomic swap; a request
 /// loads it once and uses that one table to the end.
 #[derive(Debug, Default)]
@@ -219,8 +132,9 @@ pub struct Snapshot {
     pub providers: BTreeMap<String, Arc<Provider>>,
     /// Routes by name order.
     pub routes: Vec<Arc<Route>>,
-    pub(crate) exact: HashMap<String, usize>,
-    /// (prefix, route index), longest prefix first.
+    /// Exact model name -> route indexes in evaluation order.
+    pub(crate) exact: HashMap<String, Vec<usize>>,
+    /// (prefix, route index), longest prefix first, then evaluation order.
     pub(crate) prefixes: Vec<(String, usize)>,
     /// Names for `GET /v1/models`: exact route models, sorted.
     pub model_names: Vec<String>,
@@ -231,34 +145,42 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The route serving `model`, if any, with its index in `routes` and
-    /// the pattern that matched (the name itself, or `prefix*`). The pattern
-    /// is what metrics use, so a client inventing model names under a prefix
-    /// cannot grow the label set.
-    pub fn route_for(&self, model: &str) -> Option<RouteMatch<'_>> {
-        if let Some(&index) = self.exact.get(model) {
-            let route = self.routes.get(index)?;
-            let pattern = route.models.iter().find(|m| *m == model)?;
-            return Some(RouteMatch {
-                index,
-                route,
-                pattern,
-            });
+    /// The route serving `model` for a request with `headers`: exact names
+    /// first, then prefixes (longest first); among routes claiming the same
+    /// name or prefix, ascending `order`, then more header conditions, then
+    /// name; a route whose header conditions fail is skipped.
+    pub fn route_for(&self, model: &str, headers: &HeaderMap) -> Option<RouteMatch<'_>> {
+        if let Some(list) = self.exact.get(model) {
+            for &index in list {
+                let route = &self.routes[index];
+                if route.headers_match(headers) {
+                    let pattern = route.models.iter().find(|m| *m == model)?;
+                    return Some(RouteMatch {
+                        index,
+                        route,
+                        pattern,
+                    });
+                }
+            }
         }
-        let (prefix, index) = self
-            .prefixes
-            .iter()
-            .find(|(p, _)| model.starts_with(p.as_str()))?;
-        let route = self.routes.get(*index)?;
-        let pattern = route
-            .models
-            .iter()
-            .find(|m| m.strip_suffix('*') == Some(prefix.as_str()))?;
-        Some(RouteMatch {
-            index: *index,
-            route,
-            pattern,
-        })
+        for (prefix, index) in &self.prefixes {
+            if !model.starts_with(prefix.as_str()) {
+                continue;
+            }
+            let route = &self.routes[*index];
+            if route.headers_match(headers) {
+                let pattern = route
+                    .models
+                    .iter()
+                    .find(|m| m.strip_suffix('*') == Some(prefix.as_str()))?;
+                return Some(RouteMatch {
+                    index: *index,
+                    route,
+                    pattern,
+                });
+            }
+        }
+        None
     }
 
     /// Model names and patterns clients may ask for, for error messages.

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 
+use http::HeaderMap;
 use llmesh_api::{parse_documents, CredentialRef};
 use llmesh_policy::{compile, SecretSource};
 
@@ -55,16 +56,18 @@ fn compiles_providers_routes_and_lookups() {
     let (snap, errors) = build(BASE);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(snap.model_names, vec!["gpt-4o-mini"]);
-    let m = snap.route_for("gpt-4o-mini").unwrap();
+    let m = snap.route_for("gpt-4o-mini", &HeaderMap::new()).unwrap();
     assert_eq!((m.index, m.pattern), (0, "gpt-4o-mini"));
     let route = m.route;
     assert_eq!(route.name, "chat");
     assert_eq!(
-        snap.route_for("gpt-4.1").unwrap().pattern,
+        snap.route_for("gpt-4.1", &HeaderMap::new())
+            .unwrap()
+            .pattern,
         "gpt-4*",
         "prefix match"
     );
-    assert!(snap.route_for("claude-x").is_none());
+    assert!(snap.route_for("claude-x", &HeaderMap::new()).is_none());
     assert_eq!(route.timeouts.connect.as_secs(), 2);
     assert_eq!(route.timeouts.total.as_secs(), 60);
     // weights 3:1
@@ -143,8 +146,109 @@ spec:
         has("LLMRoute/team-a/broken: spec.timeouts.connect"),
         "{msgs:#?}"
     );
-    assert!(has("LLMRoute/team-a/thief: spec.models[0]: model \"gpt-4o-mini\" is already served by route chat"), "{msgs:#?}");
+    assert!(has("LLMRoute/team-a/thief: spec.models[0]: model \"gpt-4o-mini\" is already served by route chat with the same order and headers"), "{msgs:#?}");
     // the good ones still compile
     assert_eq!(snap.routes.len(), 1);
     assert_eq!(snap.providers.len(), 2);
+}
+
+const ROUTING: &str = r#"
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {name: a}
+spec: {schema: openai, credential: {env: GOOD}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {name: b}
+spec: {schema: anthropic, credential: {env: GOOD}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: general}
+spec:
+  models: [chat, "gpt-*"]
+  strategy: {type: least-request}
+  backends:
+    - {provider: a, model: gpt-4o-mini}
+    - {provider: b, model: claude-haiku, priority: 1}
+  retries: {attempts: 3, on: [server-error, rate-limited], backoffBase: 50ms, budgetPercent: 10}
+  fallbacks:
+    - on: [context-length]
+      backends: [{provider: b, model: claude-sonnet-4-5}]
+  circuitBreaker: {consecutiveFailures: 3, openFor: 10s}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: coding}
+spec:
+  models: [chat]
+  headers: {X-LLMesh-Task: coding}
+  strategy: {type: latency, explorationPercent: 10}
+  backends: [{provider: b, model: claude-sonnet-4-5}]
+"#;
+
+#[test]
+fn header_conditions_and_order_pick_the_route() {
+    let (snap, errors) = build(ROUTING);
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut h = HeaderMap::new();
+    assert_eq!(snap.route_for("chat", &h).unwrap().route.name, "general");
+    h.insert("x-llmesh-task", "coding".parse().unwrap());
+    assert_eq!(
+        snap.route_for("chat", &h).unwrap().route.name,
+        "coding",
+        "more headers first"
+    );
+    h.insert("x-llmesh-task", "writing".parse().unwrap());
+    assert_eq!(snap.route_for("chat", &h).unwrap().route.name, "general");
+    assert_eq!(snap.model_names, vec!["chat"]);
+}
+
+#[test]
+fn resilience_settings_compile() {
+    use llmesh_api::ErrorClass;
+    use llmesh_policy::StrategyKind;
+    let (snap, _) = build(ROUTING);
+    let general = snap.route_for("gpt-4.1", &HeaderMap::new()).unwrap().route;
+    assert_eq!(general.strategy, StrategyKind::LeastRequest);
+    assert_eq!(general.backends[1].priority, 1);
+    let retry = general.retry.unwrap();
+    assert_eq!(retry.attempts, 3);
+    assert!(retry.on.contains(ErrorClass::RateLimited));
+    assert!(!retry.on.contains(ErrorClass::Timeout));
+    assert_eq!(retry.backoff_base.as_millis(), 50);
+    assert!((retry.budget_ratio - 0.1).abs() < 1e-9);
+    let fb = general.fallback_for(ErrorClass::ContextLength).unwrap();
+    assert_eq!(fb.backends[0].model.as_deref(), Some("claude-sonnet-4-5"));
+    assert!(general.fallback_for(ErrorClass::RateLimited).is_none());
+    let br = general.breaker.unwrap();
+    assert_eq!((br.consecutive_failures, br.open_for.as_secs()), (3, 10));
+    let mut h = HeaderMap::new();
+    h.insert("x-llmesh-task", "coding".parse().unwrap());
+    let coding = snap.route_for("chat", &h).unwrap().route;
+    assert_eq!(coding.strategy, StrategyKind::Latency { exploration: 0.1 });
+    assert!(coding.retry.is_none() && coding.breaker.is_none());
+}
+
+#[test]
+fn bad_resilience_fields_are_named() {
+    let text = ROUTING
+        .replace("on: [server-error, rate-limited]", "on: [invalid-request]")
+        .replace("backoffBase: 50ms", "backoffBase: soon")
+        .replace(
+            "[{provider: b, model: claude-sonnet-4-5}]\n  circuit",
+            "[{provider: ghost}]\n  circuit",
+        );
+    let (_, errors) = build(&text);
+    let msgs: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    let has = |needle: &str| msgs.iter().any(|m| m.contains(needle));
+    assert!(
+        has("spec.retries.on: invalid-request is never retried"),
+        "{msgs:#?}"
+    );
+    assert!(has("spec.retries.backoffBase"), "{msgs:#?}");
+    assert!(has("spec.fallbacks[0].backends[0].provider"), "{msgs:#?}");
+    let bad = parse_documents(&ROUTING.replace("{type: least-request}", "{type: fastest}"));
+    assert!(bad.unwrap_err().to_string().contains("strategy"));
 }

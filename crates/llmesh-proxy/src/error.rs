@@ -71,6 +71,13 @@ pub enum ProxyError {
     /// The policy has no usable table (should not happen after start).
     #[error("no routing policy is loaded")]
     NoPolicy,
+    /// Every backend of the route is out (circuit breakers open) and no
+    /// fallback could take the request.
+    #[error("no healthy backend for route {route}: every backend's circuit breaker is open")]
+    NoHealthyBackend {
+        /// The route.
+        route: String,
+    },
     /// An error of a call that was already routed and accounted; only the
     /// response is left to send.
     #[error("{0}")]
@@ -94,7 +101,9 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::NoPolicy => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoPolicy | ProxyError::NoHealthyBackend { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -110,6 +119,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamProtocol { .. }
             | ProxyError::NoPolicy => "api_error",
+            ProxyError::NoHealthyBackend { .. } => "overloaded_error",
             _ => "invalid_request_error",
         }
     }
@@ -129,6 +139,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::UpstreamProtocol { .. } => "upstream_protocol",
             ProxyError::NoPolicy => "no_policy",
+            ProxyError::NoHealthyBackend { .. } => "no_healthy_backend",
         }
     }
 

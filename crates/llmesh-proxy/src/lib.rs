@@ -7,13 +7,16 @@
 
 pub mod account;
 pub mod admin;
+pub mod attempt;
 pub mod body;
+pub mod classify;
 pub mod config;
 pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod reload;
+pub mod runtime;
 pub mod server;
 pub mod stream;
 pub mod table;
@@ -69,6 +72,8 @@ pub struct Shared {
     pub cfg: ProxyConfig,
     /// Upstream clients kept across reloads.
     pub clients: ClientCache,
+    /// Breakers, budgets and latencies kept across reloads.
+    pub registry: runtime::Registry,
     /// Set once a policy is loaded.
     pub ready: AtomicBool,
     generation: AtomicU64,
@@ -141,20 +146,26 @@ impl Proxy {
     /// Loads the policy, binds the ports and starts serving.
     pub async fn start(cfg: ProxyConfig) -> Result<Proxy, StartError> {
         let metrics = Metrics::new(&cfg.identity)?;
-        let clients = ClientCache::new(cfg.ca_file.clone());
-        let first = table::load_file(&cfg.policy_file, &cfg.identity.namespace, &clients)?;
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(Table {
                 snap: Default::default(),
-                clients: Vec::new(),
+                routes: Vec::new(),
             }),
             metrics,
+            clients: ClientCache::new(cfg.ca_file.clone()),
             cfg,
-            clients,
+            registry: runtime::Registry::default(),
             ready: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             last_error: Mutex::new(None),
         });
+        let (first, state) = table::load_file(
+            &shared.cfg.policy_file,
+            &shared.cfg.identity.namespace,
+            &shared.clients,
+            &shared.registry,
+        )?;
+        state.commit();
         shared.publish(first);
 
         let llm = bind(shared.cfg.listen).await?;

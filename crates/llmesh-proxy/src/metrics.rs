@@ -45,6 +45,16 @@ pub struct Metrics {
     pub cost: CounterVec,
     /// llmesh_upstream_errors_total
     pub upstream_errors: IntCounterVec,
+    /// llmesh_attempts_total
+    pub attempts: IntCounterVec,
+    /// llmesh_retries_total
+    pub retries: IntCounterVec,
+    /// llmesh_failovers_total
+    pub failovers: IntCounterVec,
+    /// llmesh_retry_budget_exhausted_total
+    pub budget_exhausted: IntCounterVec,
+    /// llmesh_circuit_breaker_state
+    pub breaker_state: IntGaugeVec,
     /// llmesh_requests_in_flight
     pub in_flight: IntGauge,
     /// llmesh_config_reloads_total
@@ -141,6 +151,41 @@ impl Metrics {
             ),
             &["route", "provider", "error_type"],
         )?;
+        let attempts = IntCounterVec::new(
+            Opts::new(
+                "llmesh_attempts_total",
+                "Upstream attempts by outcome (ok or the error class).",
+            ),
+            &["route", "provider", "model", "outcome"],
+        )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "llmesh_retries_total",
+                "Retries, by the class of the failure retried.",
+            ),
+            &["route", "reason"],
+        )?;
+        let failovers = IntCounterVec::new(
+            Opts::new(
+                "llmesh_failovers_total",
+                "Moves to a fallback chain, by the provider failed away from and the class.",
+            ),
+            &["route", "from", "reason"],
+        )?;
+        let budget_exhausted = IntCounterVec::new(
+            Opts::new(
+                "llmesh_retry_budget_exhausted_total",
+                "Retries or failovers refused because the route's retry budget was spent.",
+            ),
+            &["route"],
+        )?;
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "llmesh_circuit_breaker_state",
+                "Circuit breaker per backend: 0 closed, 1 open, 2 half-open.",
+            ),
+            &["route", "provider", "model"],
+        )?;
         let in_flight = IntGauge::new(
             "llmesh_requests_in_flight",
             "Requests being served right now.",
@@ -183,6 +228,11 @@ impl Metrics {
         registry.register(Box::new(cost.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(attempts.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(failovers.clone()))?;
+        registry.register(Box::new(budget_exhausted.clone()))?;
+        registry.register(Box::new(breaker_state.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(generation.clone()))?;
         registry.register(Box::new(last_reload_ok.clone()))?;
@@ -201,6 +251,11 @@ impl Metrics {
             tokens,
             cost,
             upstream_errors,
+            attempts,
+            retries,
+            failovers,
+            budget_exhausted,
+            breaker_state,
             in_flight,
             reloads,
             generation,

@@ -12,21 +12,26 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use llmesh_wire::{Dialect, StreamOptions, StreamTranslator};
+use llmesh_api::ErrorClass;
+use llmesh_policy::{Route, StrategyKind};
+use llmesh_resilience::{balance, Backoff, Candidate, Strategy};
+use llmesh_wire::Dialect;
 use serde_json::Value;
 
-use crate::account::{status_label, Call, Outcome, OutputEstimate};
+use crate::account::{status_label, Call, Outcome};
+use crate::attempt::{self, attempt, Failure, FailureKind, Req, Success};
 use crate::body::ProxyBody;
 use crate::error::{json_bytes_response, json_response, ProxyError};
+use crate::runtime::{BackendRuntime, RouteRuntime};
 use crate::stream::{deadline_from, StreamingBody};
-use crate::upstream::{build_request, dialect_of, upstream_path, Operation};
+use crate::upstream::Operation;
 use crate::Shared;
 
 /// The request fields routing needs; everything else is skipped unparsed
@@ -39,15 +44,6 @@ struct RequestPeek {
     stream: Option<Value>,
     #[serde(default)]
     stream_options: Option<Value>,
-}
-
-/// The two fields the proxy reads from a same-API response.
-#[derive(serde::Deserialize)]
-struct Peek {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    usage: Option<Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,7 +217,7 @@ async fn proxy_call(
 
     // One snapshot for the whole request.
     let table = shared.table.load_full();
-    let Some(m) = table.snap.route_for(&requested) else {
+    let Some(m) = table.snap.route_for(&requested, &parts.headers) else {
         let known = table.snap.known_models();
         return Err(ProxyError::UnknownModel {
             message: format!(
@@ -236,266 +232,415 @@ async fn proxy_call(
         });
     };
     let route = m.route.clone();
-    let roll = rand::random::<u64>();
-    let backend_index = {
-        let picked = route.pick(roll);
-        route
-            .backends
-            .iter()
-            .position(|b| std::ptr::eq(b, picked))
-            .unwrap_or(0)
+    let pattern = m.pattern.to_string();
+    let Some(rt) = table.routes.get(m.index) else {
+        return Err(ProxyError::NoPolicy);
     };
-    let backend = &route.backends[backend_index];
-    let http_client = table
-        .clients
-        .get(m.index)
-        .and_then(|c| c.get(backend_index))
-        .ok_or(ProxyError::NoPolicy)?
-        .clone();
-    let provider = backend.provider.clone();
-    let upstream = dialect_of(provider.schema);
-    let upstream_model = backend.upstream_model(&requested).to_string();
-    let model_label = backend
-        .model
-        .clone()
-        .unwrap_or_else(|| m.pattern.to_string());
-    let call = Call {
-        shared: shared.clone(),
-        request_id: request_id.clone(),
-        start,
+    let req = Req {
+        shared,
+        client,
         op: endpoint.operation(),
-        client,
         stream,
-        request_model: m.pattern.to_string(),
-        requested,
-        upstream_model,
-        model_label,
-        route: route.clone(),
-        provider: provider.clone(),
-        raw_request: raw,
+        include_usage,
+        requested: &requested,
+        raw: &raw,
+        headers: &parts.headers,
+        request_id: &request_id,
+        route: &route,
+        deadline: deadline_from(start, route.timeouts.total),
     };
-    drop(table);
-
-    let path = match upstream_path(upstream, call.op, &call.upstream_model, stream) {
-        Ok(p) => p,
-        Err(e) => return Err(finish_err(call, ProxyError::Unsupported(e))),
+    let labels = Labels {
+        pattern: &pattern,
+        start,
     };
-    // Same API, same model, nothing to add: the client's bytes go upstream
-    // as they are (key order and unknown fields included). OpenAI streams
-    // need `stream_options.include_usage` added unless the client set it.
-    let needs_usage_option = stream && upstream == Dialect::OpenAi && !include_usage;
-    let up_bytes =
-        if client == upstream && call.upstream_model == call.requested && !needs_usage_option {
-            call.raw_request.clone()
-        } else {
-            let translated = serde_json::from_slice::<Value>(&call.raw_request)
-                .map_err(|e| ProxyError::InvalidJson(e.to_string()))
-                .and_then(|body| {
-                    llmesh_wire::translate_request(client, upstream, body, &call.upstream_model)
-                        .map_err(|e| ProxyError::InvalidRequest(e.to_string()))
-                });
-            match translated {
-                Ok(v) => Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
-                Err(e) => return Err(finish_err(call, e)),
-            }
-        };
-    let up_req = match build_request(
-        &provider,
-        &path,
-        up_bytes,
-        &parts.headers,
-        client,
-        upstream,
-        &request_id,
-    ) {
-        Ok(r) => r,
-        Err(e) => return Err(finish_err(call, ProxyError::Unsupported(e))),
-    };
-
-    let timeouts = route.timeouts;
-    let deadline = deadline_from(start, timeouts.total);
-    let first_byte = tokio::time::Instant::now() + timeouts.first_byte;
-    let send = tokio::time::timeout_at(first_byte.min(deadline), http_client.request(up_req));
-    let resp = match send.await {
-        Err(_) => {
-            let err = ProxyError::UpstreamTimeout {
-                provider: provider.name.clone(),
-                phase: if first_byte <= deadline {
-                    "first byte"
-                } else {
-                    "total"
-                },
-                after_ms: timeouts.first_byte.min(timeouts.total).as_millis(),
-            };
-            return Err(finish_err(call, err));
-        }
-        Ok(Err(e)) => {
-            let err = if e.is_connect() {
-                ProxyError::UpstreamConnect {
-                    provider: provider.name.clone(),
-                    detail: error_chain(&e),
-                }
-            } else {
-                ProxyError::UpstreamProtocol {
-                    provider: provider.name.clone(),
-                    detail: error_chain(&e),
-                }
-            };
-            return Err(finish_err(call, err));
-        }
-        Ok(Ok(r)) => r,
-    };
-
-    let status = resp.status();
-    if !status.is_success() {
-        return upstream_error(call, resp, upstream, deadline).await;
+    if let Some(b) = &rt.budget {
+        b.deposit(clock());
     }
-    if stream {
-        let translator = StreamTranslator::new(client, upstream, StreamOptions { include_usage });
-        let idle = timeouts.idle;
-        let body = StreamingBody::new(resp.into_body(), translator, call, idle, deadline);
-        let mut out = Response::new(BodyExt::boxed_unsync(body));
-        let h = out.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        h.insert("x-request-id", request_id);
-        return Ok(out);
-    }
-
-    let max = shared.cfg.max_response_bytes;
-    let collected =
-        tokio::time::timeout_at(deadline, Limited::new(resp.into_body(), max).collect()).await;
-    let bytes = match collected {
-        Err(_) => {
-            let err = ProxyError::UpstreamTimeout {
-                provider: provider.name.clone(),
-                phase: "total",
-                after_ms: timeouts.total.as_millis(),
-            };
-            return Err(finish_err(call, err));
-        }
-        Ok(Err(e)) => {
-            let err = ProxyError::UpstreamProtocol {
-                provider: provider.name.clone(),
-                detail: format!("reading the response body: {e}"),
-            };
-            return Err(finish_err(call, err));
-        }
-        Ok(Ok(c)) => c.to_bytes(),
-    };
-    let (resp, usage, response_model, client_body) = if client == upstream {
-        // Same API on both sides: the client gets the upstream's bytes as
-        // they are; only the usage and model fields are read.
-        match serde_json::from_slice::<Peek>(&bytes) {
-            Ok(p) => {
-                let usage = p.usage.and_then(|u| {
-                    llmesh_wire::usage_of(upstream, &serde_json::json!({ "usage": u }))
-                });
-                let resp = json_bytes_response(StatusCode::OK, bytes.clone(), &request_id);
-                (resp, usage, p.model, None)
-            }
-            Err(e) => {
-                let err = ProxyError::UpstreamProtocol {
-                    provider: provider.name.clone(),
-                    detail: format!("response is not a JSON object: {e}"),
-                };
-                return Err(finish_err(call, err));
-            }
-        }
-    } else {
-        let parsed: Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                let err = ProxyError::UpstreamProtocol {
-                    provider: provider.name.clone(),
-                    detail: format!("response is not JSON: {e}"),
-                };
-                return Err(finish_err(call, err));
-            }
+    // Every path through the loop makes an attempt or moves along a
+    // finite list, and attempts are capped, so it always ends.
+    let max_attempts = 1
+        + route.retry.map_or(0, |r| r.attempts)
+        + route
+            .fallbacks
+            .iter()
+            .map(|f| f.backends.len() as u32)
+            .sum::<u32>();
+    let mut chain: Option<usize> = None;
+    let mut chain_pos = 0usize;
+    let mut tried: u64 = 0;
+    let mut retries = 0u32;
+    let mut attempts = 0u32;
+    let mut last: Option<(Failure, &BackendRuntime)> = None;
+    loop {
+        let now = clock();
+        let picked = match chain {
+            None => select_own(&route, rt, tried, now).map(|(i, _)| {
+                tried |= bit(i);
+                &rt.backends[i]
+            }),
+            Some(ci) => next_in_chain(&rt.fallbacks[ci], &mut chain_pos, now),
         };
-        let response_model = llmesh_wire::response_model_of(upstream, &parsed).map(str::to_string);
-        match llmesh_wire::translate_response(client, upstream, parsed) {
-            Ok((body, usage)) => {
-                let resp = json_response(StatusCode::OK, &body, &request_id);
-                (resp, usage, response_model, Some(body))
+        let Some(b) = picked else {
+            // Nothing available here. If the route's own backends are all
+            // out, a chain for connect failures takes over, once.
+            if chain.is_none() {
+                if let Some(ci) = route
+                    .fallbacks
+                    .iter()
+                    .position(|f| f.on.contains(ErrorClass::Connect))
+                {
+                    chain = Some(ci);
+                    chain_pos = 0;
+                    continue;
+                }
             }
-            Err(e) => {
-                let err = ProxyError::UpstreamProtocol {
-                    provider: provider.name.clone(),
-                    detail: e.to_string(),
+            break;
+        };
+        if !b.state.breaker.try_acquire(now) {
+            // Another request took the last probe slot; pick again.
+            continue;
+        }
+        attempts += 1;
+        let in_flight = b.state.start_owned();
+        let t0 = clock();
+        match attempt(&req, b).await {
+            Ok(success) => {
+                let now = clock();
+                let ttfb = now.saturating_duration_since(t0);
+                b.state.breaker.on_success(now);
+                b.state.ttft.observe(ttfb, now);
+                b.state.latency.observe(ttfb);
+                note_attempt(&req, b, "ok", now);
+                return Ok(respond(&req, &labels, b, success, in_flight, attempts));
+            }
+            Err(f) => {
+                let now = clock();
+                let class = f.class;
+                match class {
+                    // The backend answered; the request was the problem.
+                    ErrorClass::InvalidRequest
+                    | ErrorClass::ContextLength
+                    | ErrorClass::ContentFilter => b.state.breaker.on_success(now),
+                    _ => b.state.breaker.on_failure(now),
+                }
+                note_attempt(&req, b, crate::classify::label(class), now);
+                drop(in_flight);
+                if class == ErrorClass::InvalidRequest || attempts >= max_attempts {
+                    last = Some((f, b));
+                    break;
+                }
+                let m = &shared.metrics;
+                // 1. Retry on the route's own backends.
+                if let Some(r) = route
+                    .retry
+                    .filter(|r| chain.is_none() && r.on.contains(class) && retries < r.attempts)
+                {
+                    // Retry-After speaks for the backend that sent it: another
+                    // backend is tried at once; the same one only after it,
+                    // and not at all if it is longer than we would wait.
+                    let fresh = select_own(&route, rt, tried, now).is_some_and(|(_, fresh)| fresh);
+                    let wait = match f.retry_after {
+                        Some(_) if fresh => Some(Duration::ZERO),
+                        Some(ra) if ra > r.backoff_max => None,
+                        Some(ra) => Some(ra),
+                        None => Some(
+                            Backoff {
+                                base: r.backoff_base,
+                                max: r.backoff_max,
+                            }
+                            .delay(retries, rand::random()),
+                        ),
+                    };
+                    if let Some(wait) = wait {
+                        if !budget_allows(rt, now) {
+                            m.budget_exhausted.with_label_values(&[&route.name]).inc();
+                            last = Some((f, b));
+                            break;
+                        }
+                        if tokio::time::Instant::now() + wait >= req.deadline {
+                            last = Some((f, b));
+                            break;
+                        }
+                        retries += 1;
+                        m.retries
+                            .with_label_values(&[&route.name, crate::classify::label(class)])
+                            .inc();
+                        // Each retry prefers a backend not tried yet; once
+                        // all were, any may be tried again.
+                        if !fresh {
+                            tried = 0;
+                        }
+                        tokio::time::sleep(wait).await;
+                        last = Some((f, b));
+                        continue;
+                    }
+                }
+                // 2. A fallback chain for this class.
+                let target = match chain {
+                    Some(ci) if route.fallbacks[ci].on.contains(class) => Some(ci),
+                    _ => route.fallbacks.iter().position(|fb| fb.on.contains(class)),
                 };
-                return Err(finish_err(call, err));
+                if let Some(ci) = target {
+                    if !budget_allows(rt, now) {
+                        m.budget_exhausted.with_label_values(&[&route.name]).inc();
+                        last = Some((f, b));
+                        break;
+                    }
+                    if chain != Some(ci) {
+                        chain = Some(ci);
+                        chain_pos = 0;
+                    }
+                    m.failovers
+                        .with_label_values(&[
+                            &route.name,
+                            &b.backend.provider.name,
+                            crate::classify::label(class),
+                        ])
+                        .inc();
+                    last = Some((f, b));
+                    continue;
+                }
+                last = Some((f, b));
+                break;
             }
         }
-    };
-    let output_estimate = if usage.is_none() {
-        // Rare: only upstreams that report no usage pay for this parse.
-        let body = client_body.or_else(|| serde_json::from_slice(&bytes).ok());
-        let mut text = String::new();
-        if let Some(b) = &body {
-            crate::tokens::collect_text(b.get("choices"), &mut text);
-            crate::tokens::collect_text(b.get("content"), &mut text);
-        }
-        OutputEstimate::Text(text)
-    } else {
-        OutputEstimate::None
-    };
-    call.finish(Outcome {
-        status: 200,
-        error_type: "",
-        usage,
-        response_model,
-        ttfc: None,
-        output_estimate,
-    });
-    Ok(resp)
+    }
+    match last {
+        Some((f, b)) => Ok(fail(&req, &labels, b, f, attempts)),
+        None => Err(ProxyError::NoHealthyBackend {
+            route: route.name.clone(),
+        }),
+    }
 }
 
-/// Accounts a failed routed call (with its route labels) and hands the
-/// error back, wrapped so the caller renders it without counting it again.
-fn finish_err(call: Call, err: ProxyError) -> ProxyError {
-    call.finish(Outcome::error(err.status().as_u16(), err.metric_label()));
-    ProxyError::Routed(Box::new(err))
+/// What accounting needs besides the request.
+struct Labels<'a> {
+    pattern: &'a str,
+    start: Instant,
 }
 
-/// The upstream answered with an error status: pass it on in the client's
-/// format with the same status and the rate-limit hints.
-async fn upstream_error(
-    call: Call,
-    resp: Response<Incoming>,
-    upstream: Dialect,
-    deadline: tokio::time::Instant,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let status = resp.status();
-    let mut keep = HeaderMap::new();
-    for (name, value) in resp.headers() {
-        let n = name.as_str();
-        if n == "retry-after" || n.starts_with("x-ratelimit-") {
-            keep.append(name.clone(), value.clone());
+fn clock() -> std::time::Instant {
+    // tokio's clock, so tests with paused time drive breakers and budgets.
+    tokio::time::Instant::now().into_std()
+}
+
+fn bit(i: usize) -> u64 {
+    1u64 << (i.min(63))
+}
+
+fn budget_allows(rt: &RouteRuntime, now: std::time::Instant) -> bool {
+    rt.budget.as_ref().is_none_or(|b| b.try_withdraw(now))
+}
+
+/// A backend of the route's own, by its strategy, from the best priority
+/// group that has an available backend. Backends in `tried` are avoided
+/// while others are available; the flag says whether the pick is untried.
+fn select_own(
+    route: &Route,
+    rt: &RouteRuntime,
+    tried: u64,
+    now: std::time::Instant,
+) -> Option<(usize, bool)> {
+    let strategy = match route.strategy {
+        StrategyKind::Weighted => Strategy::Weighted,
+        StrategyKind::RoundRobin => Strategy::RoundRobin,
+        StrategyKind::LeastRequest => Strategy::LeastRequest,
+        StrategyKind::Latency { exploration } => Strategy::Latency { exploration },
+        StrategyKind::Cost { latency_budget } => Strategy::Cost { latency_budget },
+    };
+    let mut groups: Vec<u32> = rt.backends.iter().map(|b| b.backend.priority).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for avoid_tried in [true, false] {
+        for &group in &groups {
+            let cands: Vec<Candidate> = rt
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let mut c =
+                        b.state
+                            .candidate(b.backend.weight, price_per_mtok(&b.backend), now);
+                    c.available &=
+                        b.backend.priority == group && !(avoid_tried && tried & bit(i) != 0);
+                    c
+                })
+                .collect();
+            if let Some(i) =
+                balance::pick(&strategy, &cands, &rt.rr, rand::random(), rand::random())
+            {
+                return Some((i, tried & bit(i) == 0));
+            }
         }
     }
-    let bytes = tokio::time::timeout_at(
-        deadline,
-        Limited::new(resp.into_body(), 1024 * 1024).collect(),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok)
-    .map(|c| c.to_bytes())
-    .unwrap_or_default();
-    let body = llmesh_wire::translate_error(call.client, upstream, status.as_u16(), &bytes);
-    let mut out = json_response(status, &body, &call.request_id);
-    out.headers_mut().extend(keep);
-    let error_type = match status.as_u16() {
-        429 => "rate_limited",
-        s if s >= 500 => "upstream_5xx",
-        _ => "upstream_4xx",
+    None
+}
+
+fn price_per_mtok(b: &llmesh_policy::Backend) -> f64 {
+    b.model
+        .as_deref()
+        .and_then(|m| b.provider.model(m))
+        .and_then(|info| info.price)
+        .map_or(f64::NAN, |p| (p.input + p.output) * 1e6)
+}
+
+/// The next available backend of a fallback chain, moving past it.
+fn next_in_chain<'a>(
+    chain: &'a [BackendRuntime],
+    pos: &mut usize,
+    now: std::time::Instant,
+) -> Option<&'a BackendRuntime> {
+    while let Some(b) = chain.get(*pos) {
+        *pos += 1;
+        if b.state.breaker.would_admit(now) {
+            return Some(b);
+        }
+    }
+    None
+}
+
+fn note_attempt(req: &Req<'_>, b: &BackendRuntime, outcome: &str, now: std::time::Instant) {
+    let m = &req.shared.metrics;
+    let model = b.backend.model.as_deref().unwrap_or("");
+    m.attempts
+        .with_label_values(&[&req.route.name, &b.backend.provider.name, model, outcome])
+        .inc();
+    m.breaker_state
+        .with_label_values(&[&req.route.name, &b.backend.provider.name, model])
+        .set(b.state.breaker.state(now).as_gauge());
+}
+
+fn call_for(req: &Req<'_>, labels: &Labels<'_>, b: &BackendRuntime) -> Call {
+    let model = attempt::upstream_model(req, b).to_string();
+    Call {
+        shared: req.shared.clone(),
+        request_id: req.request_id.clone(),
+        start: labels.start,
+        op: req.op,
+        client: req.client,
+        stream: req.stream,
+        route: req.route.clone(),
+        provider: b.backend.provider.clone(),
+        request_model: labels.pattern.to_string(),
+        requested: req.requested.to_string(),
+        model_label: b
+            .backend
+            .model
+            .clone()
+            .unwrap_or_else(|| labels.pattern.to_string()),
+        upstream_model: model,
+        raw_request: req.raw.clone(),
+    }
+}
+
+fn add_route_headers(
+    resp: &mut Response<ProxyBody>,
+    req: &Req<'_>,
+    b: &BackendRuntime,
+    attempts: u32,
+) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&b.backend.provider.name) {
+        h.insert("x-llmesh-provider", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(attempt::upstream_model(req, b)) {
+        h.insert("x-llmesh-model", v);
+    }
+    h.insert("x-llmesh-attempts", HeaderValue::from(attempts));
+}
+
+/// The answer of a successful attempt, accounted.
+fn respond(
+    req: &Req<'_>,
+    labels: &Labels<'_>,
+    b: &BackendRuntime,
+    success: Success,
+    in_flight: llmesh_resilience::OwnedInFlight,
+    attempts: u32,
+) -> Response<ProxyBody> {
+    let call = call_for(req, labels, b);
+    let mut resp = match success {
+        Success::Whole {
+            body,
+            usage,
+            response_model,
+            output_estimate,
+        } => {
+            drop(in_flight);
+            let resp = json_bytes_response(StatusCode::OK, body, req.request_id);
+            call.finish(Outcome {
+                status: 200,
+                error_type: "",
+                usage,
+                response_model,
+                ttfc: None,
+                output_estimate,
+            });
+            resp
+        }
+        Success::Stream {
+            upstream,
+            first,
+            translator,
+        } => {
+            let idle = req.route.timeouts.idle;
+            let body = StreamingBody::new(
+                upstream,
+                first,
+                in_flight,
+                translator,
+                call,
+                idle,
+                req.deadline,
+            );
+            let mut out = Response::new(BodyExt::boxed_unsync(body));
+            let h = out.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-request-id", req.request_id.clone());
+            out
+        }
     };
-    call.finish(Outcome::error(status.as_u16(), error_type));
-    Ok(out)
+    add_route_headers(&mut resp, req, b, attempts);
+    resp
+}
+
+/// The last failure, in the client's format, accounted.
+fn fail(
+    req: &Req<'_>,
+    labels: &Labels<'_>,
+    b: &BackendRuntime,
+    f: Failure,
+    attempts: u32,
+) -> Response<ProxyBody> {
+    let call = call_for(req, labels, b);
+    let mut resp = match f.kind {
+        FailureKind::Proxy(err) => {
+            call.finish(Outcome::error(err.status().as_u16(), err.metric_label()));
+            err.into_response(req.client, req.request_id)
+        }
+        FailureKind::Upstream {
+            status,
+            keep,
+            body,
+            dialect,
+        } => {
+            let translated =
+                llmesh_wire::translate_error(req.client, dialect, status.as_u16(), &body);
+            let mut out = json_response(status, &translated, req.request_id);
+            out.headers_mut().extend(keep);
+            call.finish(Outcome::error(
+                status.as_u16(),
+                crate::classify::label(f.class),
+            ));
+            out
+        }
+    };
+    add_route_headers(&mut resp, req, b, attempts);
+    resp
 }
 
 fn list_models(shared: &Shared, anthropic: bool, request_id: &HeaderValue) -> Response<ProxyBody> {
@@ -518,7 +663,7 @@ fn list_models(shared: &Shared, anthropic: bool, request_id: &HeaderValue) -> Re
             .map(|n| {
                 let owner = table
                     .snap
-                    .route_for(n)
+                    .route_for(n, &HeaderMap::new())
                     .and_then(|m| m.route.backends.first())
                     .map(|b| b.provider.name.as_str())
                     .unwrap_or("llmesh");
@@ -545,15 +690,4 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 fn truncate_path(p: &str) -> String {
     p.chars().take(200).collect()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }

@@ -64,8 +64,16 @@ pub fn spawn(
 /// Loads the file and publishes it, or keeps the last good table.
 pub fn reload(shared: &Shared) {
     let ns = &shared.cfg.identity.namespace;
-    match crate::table::load_file(&shared.cfg.policy_file, ns, &shared.clients) {
-        Ok(table) => shared.publish(table),
+    match crate::table::load_file(
+        &shared.cfg.policy_file,
+        ns,
+        &shared.clients,
+        &shared.registry,
+    ) {
+        Ok((table, state)) => {
+            state.commit();
+            shared.publish(table);
+        }
         Err(e) => {
             let m = &shared.metrics;
             m.reloads.with_label_values(&["failure"]).inc();

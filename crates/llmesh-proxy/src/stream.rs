@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
+use llmesh_resilience::OwnedInFlight;
 use llmesh_wire::StreamTranslator;
 use tokio::time::Sleep;
 
@@ -20,6 +21,10 @@ use crate::body::BodyError;
 /// client slows the upstream read (backpressure) instead of buffering.
 pub struct StreamingBody {
     upstream: Incoming,
+    /// The first upstream bytes, read before the response was handed over.
+    first: Option<Bytes>,
+    /// Counts the stream as in flight on its backend until it ends.
+    in_flight: OwnedInFlight,
     translator: StreamTranslator,
     call: Option<Call>,
     idle: Duration,
@@ -30,9 +35,13 @@ pub struct StreamingBody {
 }
 
 impl StreamingBody {
-    /// Wraps an upstream body. `deadline` is the route's total deadline.
+    /// Wraps an upstream body whose first bytes were already read.
+    /// `deadline` is the route's total deadline.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         upstream: Incoming,
+        first: Bytes,
+        in_flight: OwnedInFlight,
         translator: StreamTranslator,
         call: Call,
         idle: Duration,
@@ -40,6 +49,8 @@ impl StreamingBody {
     ) -> Self {
         StreamingBody {
             upstream,
+            first: Some(first),
+            in_flight,
             translator,
             call: Some(call),
             idle,
@@ -52,6 +63,12 @@ impl StreamingBody {
 
     fn end(&mut self, status: u16, error_type: &'static str) {
         self.done = true;
+        // A stream the upstream broke or stalled counts against its breaker;
+        // one the client abandoned does not.
+        if status >= 500 {
+            let now = tokio::time::Instant::now().into_std();
+            self.in_flight.backend().breaker.on_failure(now);
+        }
         if let Some(call) = self.call.take() {
             call.finish(Outcome {
                 status,
@@ -102,7 +119,11 @@ impl Body for StreamingBody {
             return Poll::Ready(None);
         }
         loop {
-            match Pin::new(&mut this.upstream).poll_frame(cx) {
+            let polled = match this.first.take() {
+                Some(first) => Poll::Ready(Some(Ok(Frame::data(first)))),
+                None => Pin::new(&mut this.upstream).poll_frame(cx),
+            };
+            match polled {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers carry nothing the client needs

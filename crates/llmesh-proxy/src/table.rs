@@ -7,15 +7,16 @@ use std::sync::Arc;
 
 use llmesh_policy::{compile, EnvFileSecrets, Snapshot};
 
-use crate::upstream::{ClientCache, UpstreamClient};
+use crate::runtime::{self, BackendRuntime, Registry, RouteRuntime};
+use crate::upstream::ClientCache;
 
 /// One immutable table. A request loads it once and keeps that `Arc` to the
 /// end, so it never sees half of one policy and half of another.
 pub struct Table {
     /// The compiled policy.
     pub snap: Snapshot,
-    /// `clients[route][backend]`, parallel to `snap.routes`.
-    pub clients: Vec<Vec<UpstreamClient>>,
+    /// Live state of each route, parallel to `snap.routes`.
+    pub routes: Vec<RouteRuntime>,
 }
 
 /// Why a policy file was not taken.
@@ -47,8 +48,15 @@ pub enum LoadError {
     },
 }
 
-/// Reads, parses and compiles a policy file into a table.
-pub fn load_file(path: &Path, namespace: &str, clients: &ClientCache) -> Result<Table, LoadError> {
+/// Reads, parses and compiles a policy file into a table. The returned
+/// builder holds the live state the table uses; commit it when the table
+/// is published.
+pub fn load_file<'r>(
+    path: &Path,
+    namespace: &str,
+    clients: &ClientCache,
+    registry: &'r Registry,
+) -> Result<(Table, runtime::Builder<'r>), LoadError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: shown.clone(),
@@ -64,21 +72,50 @@ pub fn load_file(path: &Path, namespace: &str, clients: &ClientCache) -> Result<
     };
     let (snap, errors) = compile(&docs, namespace, &secrets);
     let mut errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    let mut table_clients = Vec::with_capacity(snap.routes.len());
+    let mut builder = registry.builder();
+    let mut routes = Vec::with_capacity(snap.routes.len());
     for route in &snap.routes {
-        let mut per_backend = Vec::with_capacity(route.backends.len());
-        for b in &route.backends {
+        let mut wire = |chain: &str, b: &llmesh_policy::Backend, errors: &mut Vec<String>| {
             // Relative CA paths, like credential files, start at the policy file.
             let ca = b.provider.ca_file.as_deref().map(|f| match &base_dir {
                 Some(dir) if f.is_relative() => dir.join(f),
                 _ => f.to_path_buf(),
             });
             match clients.get(ca.as_deref(), route.timeouts.connect) {
-                Ok(c) => per_backend.push(c),
-                Err(e) => errors.push(format!("LLMProvider/{}: spec.caFile: {e}", b.provider.name)),
+                Ok(client) => Some(BackendRuntime {
+                    backend: b.clone(),
+                    client,
+                    state: builder.backend_state(route, chain, b),
+                }),
+                Err(e) => {
+                    errors.push(format!("LLMProvider/{}: spec.caFile: {e}", b.provider.name));
+                    None
+                }
             }
-        }
-        table_clients.push(per_backend);
+        };
+        let backends = route
+            .backends
+            .iter()
+            .filter_map(|b| wire("", b, &mut errors))
+            .collect();
+        let fallbacks = route
+            .fallbacks
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let chain = format!("fallback-{i}");
+                f.backends
+                    .iter()
+                    .filter_map(|b| wire(&chain, b, &mut errors))
+                    .collect()
+            })
+            .collect();
+        routes.push(RouteRuntime {
+            backends,
+            fallbacks,
+            budget: builder.budget(route),
+            rr: builder.counter(route),
+        });
     }
     if !errors.is_empty() {
         return Err(LoadError::Compile {
@@ -86,10 +123,7 @@ pub fn load_file(path: &Path, namespace: &str, clients: &ClientCache) -> Result<
             errors,
         });
     }
-    Ok(Table {
-        snap,
-        clients: table_clients,
-    })
+    Ok((Table { snap, routes }, builder))
 }
 
 /// Shared handle to the active table.

@@ -1,0 +1,334 @@
+//! One upstream attempt: translate, send under the route's deadlines, and
+//! sort the outcome into a success the client can be given or a classified
+//! failure the attempt loop can retry or fail over. Nothing reaches the
+//! client from here, which is what makes transparent failover possible:
+//! a stream is only handed over once its first event has arrived.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue};
+use http::StatusCode;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use llmesh_api::ErrorClass;
+use llmesh_policy::Route;
+use llmesh_wire::{Dialect, StreamOptions, StreamTranslator, Usage};
+use serde_json::Value;
+
+use crate::account::OutputEstimate;
+use crate::classify::classify_status;
+use crate::error::ProxyError;
+use crate::runtime::BackendRuntime;
+use crate::upstream::{build_request, dialect_of, upstream_path, Operation};
+use crate::Shared;
+
+/// What every attempt of one request shares.
+pub struct Req<'a> {
+    /// Shared state.
+    pub shared: &'a Arc<Shared>,
+    /// The client's API.
+    pub client: Dialect,
+    /// Chat or embeddings.
+    pub op: Operation,
+    /// Streaming asked for.
+    pub stream: bool,
+    /// The client asked for the usage chunk.
+    pub include_usage: bool,
+    /// The model the client asked for.
+    pub requested: &'a str,
+    /// The client's body.
+    pub raw: &'a Bytes,
+    /// The client's headers.
+    pub headers: &'a HeaderMap,
+    /// Request id.
+    pub request_id: &'a HeaderValue,
+    /// The route.
+    pub route: &'a Arc<Route>,
+    /// The route's total deadline for the whole request.
+    pub deadline: tokio::time::Instant,
+}
+
+/// An attempt that produced an answer.
+pub enum Success {
+    /// A whole JSON answer, already in the client's format.
+    Whole {
+        /// Client-format body.
+        body: Bytes,
+        /// Reported usage.
+        usage: Option<Usage>,
+        /// Model named by the upstream.
+        response_model: Option<String>,
+        /// Fallback for missing usage.
+        output_estimate: OutputEstimate,
+    },
+    /// A stream whose first event has arrived.
+    Stream {
+        /// The rest of the upstream body.
+        upstream: Incoming,
+        /// The first upstream bytes.
+        first: Bytes,
+        /// Translator for the pair of APIs.
+        translator: StreamTranslator,
+    },
+}
+
+/// An attempt that failed, with its class.
+pub struct Failure {
+    /// Decides retry and fallback.
+    pub class: ErrorClass,
+    /// What to show the client if this is the last word.
+    pub kind: FailureKind,
+    /// The upstream's Retry-After, if any.
+    pub retry_after: Option<Duration>,
+}
+
+/// The two shapes of failure.
+pub enum FailureKind {
+    /// llmesh's own error (connect, timeout, garbage).
+    Proxy(ProxyError),
+    /// The upstream answered with an error status.
+    Upstream {
+        /// Its status.
+        status: StatusCode,
+        /// Headers worth passing on (Retry-After, rate limits).
+        keep: HeaderMap,
+        /// Its body.
+        body: Bytes,
+        /// Its API, to translate the body.
+        dialect: Dialect,
+    },
+}
+
+impl Failure {
+    fn proxy(class: ErrorClass, err: ProxyError) -> Failure {
+        Failure {
+            class,
+            kind: FailureKind::Proxy(err),
+            retry_after: None,
+        }
+    }
+}
+
+/// The `x-llmesh-*` / upstream model of an attempt on `b`.
+pub fn upstream_model<'a>(req: &'a Req<'_>, b: &'a BackendRuntime) -> &'a str {
+    b.backend.upstream_model(req.requested)
+}
+
+/// Runs one attempt on `b`.
+pub async fn attempt(req: &Req<'_>, b: &BackendRuntime) -> Result<Success, Failure> {
+    let provider = &b.backend.provider;
+    let upstream = dialect_of(provider.schema);
+    let model = upstream_model(req, b);
+    let timeouts = req.route.timeouts;
+    let invalid = |e: ProxyError| Failure::proxy(ErrorClass::InvalidRequest, e);
+
+    let path = upstream_path(upstream, req.op, model, req.stream)
+        .map_err(|e| invalid(ProxyError::Unsupported(e)))?;
+    // Same API, same model, nothing to add: the client's bytes go upstream
+    // as they are. OpenAI streams need `stream_options.include_usage` added
+    // unless the client set it.
+    let needs_usage_option = req.stream && upstream == Dialect::OpenAi && !req.include_usage;
+    let body = if req.client == upstream && model == req.requested && !needs_usage_option {
+        req.raw.clone()
+    } else {
+        let parsed = serde_json::from_slice::<Value>(req.raw)
+            .map_err(|e| invalid(ProxyError::InvalidJson(e.to_string())))?;
+        let v = llmesh_wire::translate_request(req.client, upstream, parsed, model)
+            .map_err(|e| invalid(ProxyError::InvalidRequest(e.to_string())))?;
+        Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    };
+    let up_req = build_request(
+        provider,
+        &path,
+        body,
+        req.headers,
+        req.client,
+        upstream,
+        req.request_id,
+    )
+    .map_err(|e| invalid(ProxyError::Unsupported(e)))?;
+
+    let first_byte = (tokio::time::Instant::now() + timeouts.first_byte).min(req.deadline);
+    let timeout_err = |phase: &'static str, after: Duration| {
+        Failure::proxy(
+            ErrorClass::Timeout,
+            ProxyError::UpstreamTimeout {
+                provider: provider.name.clone(),
+                phase,
+                after_ms: after.as_millis(),
+            },
+        )
+    };
+    let protocol_err = |detail: String| {
+        Failure::proxy(
+            ErrorClass::ServerError,
+            ProxyError::UpstreamProtocol {
+                provider: provider.name.clone(),
+                detail,
+            },
+        )
+    };
+    let resp = match tokio::time::timeout_at(first_byte, b.client.request(up_req)).await {
+        Err(_) => {
+            return Err(timeout_err(
+                "first byte",
+                timeouts.first_byte.min(timeouts.total),
+            ))
+        }
+        Ok(Err(e)) if e.is_connect() => {
+            return Err(Failure::proxy(
+                ErrorClass::Connect,
+                ProxyError::UpstreamConnect {
+                    provider: provider.name.clone(),
+                    detail: error_chain(&e),
+                },
+            ))
+        }
+        Ok(Err(e)) => return Err(protocol_err(error_chain(&e))),
+        Ok(Ok(r)) => r,
+    };
+
+    let status = resp.status();
+    if !status.is_success() {
+        let mut keep = HeaderMap::new();
+        for (name, value) in resp.headers() {
+            let n = name.as_str();
+            if n == "retry-after" || n.starts_with("x-ratelimit-") {
+                keep.append(name.clone(), value.clone());
+            }
+        }
+        let retry_after = keep
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| llmesh_resilience::parse_retry_after(v, std::time::SystemTime::now()));
+        let body = tokio::time::timeout_at(
+            req.deadline,
+            Limited::new(resp.into_body(), 1024 * 1024).collect(),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+        return Err(Failure {
+            class: classify_status(status.as_u16(), &body),
+            kind: FailureKind::Upstream {
+                status,
+                keep,
+                body,
+                dialect: upstream,
+            },
+            retry_after,
+        });
+    }
+
+    if req.stream {
+        let translator = StreamTranslator::new(
+            req.client,
+            upstream,
+            StreamOptions {
+                include_usage: req.include_usage,
+            },
+        );
+        let mut upstream_body = resp.into_body();
+        // Wait for the first event before answering the client, so a
+        // stream that dies before it can still be retried elsewhere.
+        loop {
+            match tokio::time::timeout_at(first_byte, upstream_body.frame()).await {
+                Err(_) => return Err(timeout_err("first byte", timeouts.first_byte)),
+                Ok(None) => return Err(protocol_err("stream ended before its first event".into())),
+                Ok(Some(Err(e))) => {
+                    return Err(protocol_err(format!(
+                        "stream broke before its first event: {e}"
+                    )))
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(first) = frame.into_data() {
+                        if first.is_empty() {
+                            continue;
+                        }
+                        return Ok(Success::Stream {
+                            upstream: upstream_body,
+                            first,
+                            translator,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    let max = req.shared.cfg.max_response_bytes;
+    let bytes =
+        match tokio::time::timeout_at(req.deadline, Limited::new(resp.into_body(), max).collect())
+            .await
+        {
+            Err(_) => return Err(timeout_err("total", timeouts.total)),
+            Ok(Err(e)) => return Err(protocol_err(format!("reading the response body: {e}"))),
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+    whole(req.client, upstream, bytes).map_err(protocol_err)
+}
+
+/// The two fields the proxy reads from a same-API response.
+#[derive(serde::Deserialize)]
+struct Peek {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+/// A whole upstream answer in the client's format, with its usage.
+fn whole(client: Dialect, upstream: Dialect, bytes: Bytes) -> Result<Success, String> {
+    let (body, usage, response_model, translated) = if client == upstream {
+        // Same API on both sides: the client gets the upstream's bytes as
+        // they are; only the usage and model fields are read.
+        let p: Peek = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("response is not a JSON object: {e}"))?;
+        let usage = p
+            .usage
+            .and_then(|u| llmesh_wire::usage_of(upstream, &serde_json::json!({ "usage": u })));
+        (bytes, usage, p.model, None)
+    } else {
+        let parsed: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("response is not JSON: {e}"))?;
+        let response_model = llmesh_wire::response_model_of(upstream, &parsed).map(str::to_string);
+        let (body, usage) =
+            llmesh_wire::translate_response(client, upstream, parsed).map_err(|e| e.to_string())?;
+        let out = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        (out, usage, response_model, Some(body))
+    };
+    let output_estimate = if usage.is_none() {
+        // Rare: only upstreams that report no usage pay for this parse.
+        let parsed = translated.or_else(|| serde_json::from_slice(&body).ok());
+        let mut text = String::new();
+        if let Some(b) = &parsed {
+            crate::tokens::collect_text(b.get("choices"), &mut text);
+            crate::tokens::collect_text(b.get("content"), &mut text);
+        }
+        OutputEstimate::Text(text)
+    } else {
+        OutputEstimate::None
+    };
+    Ok(Success::Whole {
+        body,
+        usage,
+        response_model,
+        output_estimate,
+    })
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

@@ -1,0 +1,184 @@
+//! Live state behind each route of a table: upstream clients, breakers,
+//! latency averages, retry budgets and round-robin positions.
+//!
+//! The table is rebuilt on every policy change, but this state must not be:
+//! a reload that only touched another route must not close an open breaker
+//! or forget latencies. So state lives in a registry keyed by what it
+//! describes, and each new table takes the existing entries it still uses.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use llmesh_policy::{Backend, BreakerSettings, Route};
+use llmesh_resilience::{BackendState, BreakerConfig, RetryBudget};
+
+use crate::upstream::UpstreamClient;
+
+/// One backend of a route, ready to call.
+pub struct BackendRuntime {
+    /// The compiled backend (provider, model, weight, priority).
+    pub backend: Backend,
+    /// Pooled client for its provider.
+    pub client: UpstreamClient,
+    /// Breaker, outstanding count, latency.
+    pub state: Arc<BackendState>,
+}
+
+/// Everything live for one route.
+pub struct RouteRuntime {
+    /// The route's own backends, parallel to `route.backends`.
+    pub backends: Vec<BackendRuntime>,
+    /// Fallback chains, parallel to `route.fallbacks`.
+    pub fallbacks: Vec<Vec<BackendRuntime>>,
+    /// Retry budget, when the route retries.
+    pub budget: Option<Arc<RetryBudget>>,
+    /// Round-robin position.
+    pub rr: Arc<AtomicU64>,
+}
+
+/// Long-lived state, carried from table to table.
+#[derive(Default)]
+pub struct Registry {
+    backends: Mutex<HashMap<String, Arc<BackendState>>>,
+    budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
+}
+
+/// Half-life of the time-to-first-byte average.
+const EWMA_HALF_LIFE: Duration = Duration::from_secs(10);
+/// Retry budget window (Linkerd's default).
+const BUDGET_TTL: Duration = Duration::from_secs(10);
+
+fn breaker_config(s: Option<&BreakerSettings>) -> BreakerConfig {
+    match s {
+        Some(b) => BreakerConfig {
+            consecutive_failures: b.consecutive_failures,
+            failure_rate: b.failure_rate,
+            min_requests: b.min_requests,
+            window: b.window,
+            open_for: b.open_for,
+            max_open_for: (b.open_for * 10).max(Duration::from_secs(300)),
+            half_open_probes: b.half_open_probes,
+        },
+        // No breaker configured: one that never opens.
+        None => BreakerConfig {
+            consecutive_failures: 0,
+            failure_rate: 0.0,
+            ..BreakerConfig::default()
+        },
+    }
+}
+
+/// Collects the entries a new table uses; entries no longer used are
+/// dropped when the table is committed.
+pub struct Builder<'a> {
+    registry: &'a Registry,
+    backends: HashMap<String, Arc<BackendState>>,
+    budgets: HashMap<String, Arc<RetryBudget>>,
+    counters: HashMap<String, Arc<AtomicU64>>,
+}
+
+impl Registry {
+    /// Starts building the state of a new table.
+    pub fn builder(&self) -> Builder<'_> {
+        Builder {
+            registry: self,
+            backends: HashMap::new(),
+            budgets: HashMap::new(),
+            counters: HashMap::new(),
+        }
+    }
+}
+
+impl Builder<'_> {
+    /// State of backend `b` in `route` (chain "" for the route's own
+    /// backends, "fallback-N" for chain N).
+    pub fn backend_state(&mut self, route: &Route, chain: &str, b: &Backend) -> Arc<BackendState> {
+        // Settings are part of the key: a changed breaker starts fresh.
+        let key = format!(
+            "{}/{}/{chain}/{}/{}/{:?}",
+            route.namespace,
+            route.name,
+            b.provider.name,
+            b.model.as_deref().unwrap_or("*"),
+            route.breaker
+        );
+        if let Some(s) = self.backends.get(&key) {
+            return s.clone();
+        }
+        let existing = self
+            .registry
+            .backends
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned());
+        let state = existing.unwrap_or_else(|| {
+            Arc::new(BackendState::new(
+                breaker_config(route.breaker.as_ref()),
+                EWMA_HALF_LIFE,
+            ))
+        });
+        self.backends.insert(key, state.clone());
+        state
+    }
+
+    /// The route's retry budget, if it retries.
+    pub fn budget(&mut self, route: &Route) -> Option<Arc<RetryBudget>> {
+        let r = route.retry?;
+        let key = format!(
+            "{}/{}/{}/{}",
+            route.namespace, route.name, r.budget_ratio, r.budget_min_per_second
+        );
+        let existing = self
+            .registry
+            .budgets
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned());
+        let budget = existing.unwrap_or_else(|| {
+            Arc::new(RetryBudget::new(
+                r.budget_ratio,
+                r.budget_min_per_second,
+                BUDGET_TTL,
+            ))
+        });
+        self.budgets.insert(key, budget.clone());
+        Some(budget)
+    }
+
+    /// The route's round-robin position.
+    pub fn counter(&mut self, route: &Route) -> Arc<AtomicU64> {
+        let key = format!("{}/{}", route.namespace, route.name);
+        let existing = self
+            .registry
+            .counters
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned());
+        let c = existing.unwrap_or_default();
+        self.counters.insert(key, c.clone());
+        c
+    }
+
+    /// Makes this table's entries the registry's (called when it is
+    /// published, so a refused policy changes nothing).
+    pub fn commit(self) {
+        let Builder {
+            registry,
+            backends,
+            budgets,
+            counters,
+        } = self;
+        if let Ok(mut m) = registry.backends.lock() {
+            *m = backends;
+        }
+        if let Ok(mut m) = registry.budgets.lock() {
+            *m = budgets;
+        }
+        if let Ok(mut m) = registry.counters.lock() {
+            *m = counters;
+        }
+    }
+}
