@@ -1,0 +1,335 @@
+//! Routing and resilience end to end: retries, Retry-After, fallback
+//! chains by error class, circuit breakers, retry budgets, header matching,
+//! strategies and transparent failover of streams, all driven through the
+//! mock provider's fault controls.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use llmesh_mock::Behavior;
+use llmesh_tests::*;
+use serde_json::{json, Value};
+
+fn policy(mock: &str) -> String {
+    let providers = format!(
+        "apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {{name: p1}}
+spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {{name: p2}}
+spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}}}
+"
+    );
+    let routes = [
+        ("retry", "backends: [{provider: p1, model: bad}, {provider: p2, model: good, priority: 1}]\n  retries: {attempts: 2, backoffBase: 10ms}"),
+        ("r400", "backends: [{provider: p1, model: bad400}, {provider: p2, model: good, priority: 1}]\n  retries: {attempts: 3}"),
+        ("rl", "backends: [{provider: p1, model: limited}]\n  retries: {attempts: 1, backoffMax: 3s}"),
+        ("ctx", "backends: [{provider: p1, model: small}]\n  fallbacks: [{on: [context-length], backends: [{provider: p2, model: large}]}]"),
+        ("brk", "backends: [{provider: p1, model: flaky}, {provider: p2, model: good, priority: 1}]\n  circuitBreaker: {consecutiveFailures: 2, openFor: 1s}"),
+        ("down", "backends: [{provider: p1, model: dead}]\n  circuitBreaker: {consecutiveFailures: 1, openFor: 30s}"),
+        ("sf", "backends: [{provider: p1, model: resets}, {provider: p2, model: good, priority: 1}]\n  retries: {attempts: 1, backoffBase: 1ms}"),
+        ("bud", "backends: [{provider: p1, model: bad}, {provider: p2, model: good, priority: 1}]\n  retries: {attempts: 1, budgetPercent: 10, budgetMinPerSecond: 0, backoffBase: 1ms}"),
+        ("rr", "strategy: {type: round-robin}\n  backends: [{provider: p1, model: good}, {provider: p2, model: good}]"),
+        ("general", "backends: [{provider: p1, model: general}]"),
+    ];
+    let mut out = providers;
+    for (name, body) in routes {
+        let model = if name == "general" { "chat" } else { name };
+        out.push_str(&format!(
+            "---\napiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {{name: {name}}}\nspec:\n  models: [{model}]\n  {body}\n  timeouts: {{firstByte: 3s, idle: 3s, total: 20s}}\n"
+        ));
+    }
+    out.push_str(
+        "---\napiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {name: coding}\nspec:\n  models: [chat]\n  headers: {x-llmesh-task: coding}\n  backends: [{provider: p2, model: coder}]\n",
+    );
+    out
+}
+
+fn behavior(v: Value) -> Behavior {
+    serde_json::from_value(v).unwrap()
+}
+
+async fn env() -> Env {
+    let env = Env::start_with(policy).await;
+    env.mock
+        .set_model_behavior("bad", behavior(json!({"status": 503})));
+    env.mock
+        .set_model_behavior("dead", behavior(json!({"status": 503})));
+    env.mock
+        .set_model_behavior("flaky", behavior(json!({"status": 500})));
+    env.mock
+        .set_model_behavior("bad400", behavior(json!({"status": 400})));
+    env.mock.set_model_behavior(
+        "limited",
+        behavior(json!({"status": 429, "retry_after_s": 1})),
+    );
+    env.mock.set_model_behavior(
+        "small",
+        behavior(json!({"status": 400, "error_type": "context_length_exceeded", "error_message": "This model's maximum context length is 8192 tokens"})),
+    );
+    env.mock
+        .set_model_behavior("resets", behavior(json!({"reset_after_chunks": 0})));
+    env
+}
+
+fn models_sent(env: &Env) -> Vec<String> {
+    env.mock
+        .requests()
+        .iter()
+        .map(|r| r.body["model"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_on_another_backend() {
+    let env = env().await;
+    let (s, h, b) = env
+        .post("/v1/chat/completions", &openai_chat("retry", "hi"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h["x-llmesh-attempts"], "2");
+    assert_eq!(h["x-llmesh-provider"], "p2");
+    assert_eq!(h["x-llmesh-model"], "good");
+    assert_eq!(models_sent(&env), ["bad", "good"]);
+    let m = env.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "llmesh_retries_total",
+            &[("route", "retry"), ("reason", "upstream_5xx")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "llmesh_attempts_total",
+            &[
+                ("route", "retry"),
+                ("model", "bad"),
+                ("outcome", "upstream_5xx")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "llmesh_attempts_total",
+            &[("route", "retry"), ("model", "good"), ("outcome", "ok")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_request_is_never_retried() {
+    let env = env().await;
+    let (s, h, b) = env
+        .post("/v1/chat/completions", &openai_chat("r400", "hi"))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(h["x-llmesh-attempts"], "1");
+    assert_eq!(env.mock.request_count(), 1);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_on_the_same_backend() {
+    let env = env().await;
+    let t0 = Instant::now();
+    let (s, h, _) = env
+        .post("/v1/chat/completions", &openai_chat("rl", "hi"))
+        .await;
+    assert_eq!(s, 429, "the only backend stays rate limited");
+    assert_eq!(h["x-llmesh-attempts"], "2");
+    assert_eq!(h["retry-after"], "1");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(950),
+        "waited only {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(env.mock.request_count(), 2);
+}
+
+#[tokio::test]
+async fn context_length_goes_to_the_larger_model_chain() {
+    let env = env().await;
+    let (s, h, b) = env
+        .post("/v1/chat/completions", &openai_chat("ctx", "hi"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h["x-llmesh-model"], "large");
+    assert_eq!(models_sent(&env), ["small", "large"]);
+    let m = env.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "llmesh_failovers_total",
+            &[
+                ("route", "ctx"),
+                ("from", "p1"),
+                ("reason", "context_length")
+            ]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_breaker_opens_sends_traffic_to_the_next_priority_and_recovers() {
+    let env = env().await;
+    for _ in 0..2 {
+        let (s, _, _) = env
+            .post("/v1/chat/completions", &openai_chat("brk", "hi"))
+            .await;
+        assert_eq!(s, 500, "no retries: the client sees the failure");
+    }
+    // Open now: the primary is skipped, the priority-1 backend serves.
+    let (s, h, _) = env
+        .post("/v1/chat/completions", &openai_chat("brk", "hi"))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-llmesh-model"], "good");
+    let m = env.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "llmesh_circuit_breaker_state",
+            &[("route", "brk"), ("model", "flaky")]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(models_sent(&env), ["flaky", "flaky", "good"]);
+
+    // The primary heals; after openFor a probe goes to it and closes the breaker.
+    env.mock.set_model_behavior("flaky", behavior(json!({})));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, h, _) = env
+        .post("/v1/chat/completions", &openai_chat("brk", "hi"))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-llmesh-model"], "flaky", "half-open probe");
+    let m = env.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "llmesh_circuit_breaker_state",
+            &[("route", "brk"), ("model", "flaky")]
+        ),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn with_every_backend_down_the_client_gets_a_fast_503_naming_the_route() {
+    let env = env().await;
+    let (s, _, _) = env
+        .post("/v1/chat/completions", &openai_chat("down", "hi"))
+        .await;
+    assert_eq!(s, 503);
+    let t0 = Instant::now();
+    let (s, _, b) = env
+        .post("/v1/chat/completions", &openai_chat("down", "hi"))
+        .await;
+    assert_eq!(s, 503);
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("route down") && msg.contains("circuit breaker"),
+        "{msg}"
+    );
+    assert_eq!(b["error"]["code"], "no_healthy_backend");
+    assert_eq!(
+        env.mock.request_count(),
+        1,
+        "the open breaker spared the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_dies_before_its_first_event_fails_over_transparently() {
+    let env = env().await;
+    let mut req = openai_chat("sf", "hi");
+    req["stream"] = json!(true);
+    let (s, h, text) = env.post_stream("/v1/chat/completions", &req, &[]).await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(h["x-llmesh-model"], "good");
+    assert_eq!(
+        sse_data(&text).last().map(String::as_str),
+        Some("[DONE]"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("error"),
+        "the client saw the failed attempt: {text}"
+    );
+    assert_eq!(models_sent(&env), ["resets", "good"]);
+}
+
+#[tokio::test]
+async fn the_retry_budget_caps_extra_load() {
+    let env = env().await;
+    let mut ok = 0;
+    for _ in 0..20 {
+        let (s, _, _) = env
+            .post("/v1/chat/completions", &openai_chat("bud", "hi"))
+            .await;
+        if s == 200 {
+            ok += 1;
+        }
+    }
+    // 10% of 20 requests: at most 2 retries, so at most 2 successes.
+    assert!(ok <= 2, "{ok} requests were retried");
+    assert!(
+        env.mock.request_count() <= 22,
+        "{} upstream calls",
+        env.mock.request_count()
+    );
+    let m = env.metrics().await;
+    let exhausted = metric_value(
+        &m,
+        "llmesh_retry_budget_exhausted_total",
+        &[("route", "bud")],
+    )
+    .unwrap();
+    assert!(exhausted >= 18.0, "{exhausted}");
+}
+
+#[tokio::test]
+async fn header_conditions_pick_the_route_and_never_go_upstream() {
+    let env = env().await;
+    let (s, h, _) = env
+        .post_with(
+            "/v1/chat/completions",
+            &openai_chat("chat", "hi"),
+            &[("x-llmesh-task", "coding")],
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-llmesh-model"], "coder");
+    let (_, h, _) = env
+        .post("/v1/chat/completions", &openai_chat("chat", "hi"))
+        .await;
+    assert_eq!(h["x-llmesh-model"], "general");
+    assert!(env.mock.requests()[0].header("x-llmesh-task").is_none());
+}
+
+#[tokio::test]
+async fn round_robin_alternates_backends() {
+    let env = env().await;
+    let mut providers = Vec::new();
+    for _ in 0..4 {
+        let (s, h, _) = env
+            .post("/v1/chat/completions", &openai_chat("rr", "hi"))
+            .await;
+        assert_eq!(s, 200);
+        providers.push(h["x-llmesh-provider"].to_str().unwrap().to_string());
+    }
+    assert_ne!(providers[0], providers[1]);
+    assert_eq!(providers[0], providers[2]);
+    assert_eq!(providers[1], providers[3]);
+}
