@@ -15,12 +15,12 @@ fn policy(mock: &str) -> String {
         "apiVersion: llmesh.io/v1alpha1
 kind: LLMProvider
 metadata: {{name: p1}}
-spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}}}
+spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}, models: [{{name: tiny, contextWindow: 60}}]}}
 ---
 apiVersion: llmesh.io/v1alpha1
 kind: LLMProvider
 metadata: {{name: p2}}
-spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}}}
+spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}, models: [{{name: huge, contextWindow: 100000}}]}}
 "
     );
     let routes = [
@@ -34,6 +34,8 @@ spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}}}
         ("bud", "backends: [{provider: p1, model: bad}, {provider: p2, model: good, priority: 1}]\n  retries: {attempts: 1, budgetPercent: 10, budgetMinPerSecond: 0, backoffBase: 1ms}"),
         ("rr", "strategy: {type: round-robin}\n  backends: [{provider: p1, model: good}, {provider: p2, model: good}]"),
         ("general", "backends: [{provider: p1, model: general}]"),
+        ("pre", "backends: [{provider: p1, model: tiny}]\n  fallbacks: [{on: [context-length], backends: [{provider: p2, model: huge}]}]"),
+        ("pre2", "backends: [{provider: p1, model: tiny}]"),
     ];
     let mut out = providers;
     for (name, body) in routes {
@@ -332,4 +334,46 @@ async fn round_robin_alternates_backends() {
     assert_ne!(providers[0], providers[1]);
     assert_eq!(providers[0], providers[2]);
     assert_eq!(providers[1], providers[3]);
+}
+
+#[tokio::test]
+async fn a_prompt_too_big_for_the_window_skips_straight_to_the_larger_model() {
+    let env = env().await;
+    let long = "lorem ipsum ".repeat(100);
+    let (s, h, b) = env
+        .post("/v1/chat/completions", &openai_chat("pre", &long))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h["x-llmesh-model"], "huge");
+    assert_eq!(
+        models_sent(&env),
+        ["huge"],
+        "no doomed call to the small model"
+    );
+    // A short prompt fits and stays on the small model.
+    let (s, h, _) = env
+        .post("/v1/chat/completions", &openai_chat("pre", "hi"))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-llmesh-model"], "tiny");
+
+    // No larger model to go to: a clear 400, nothing sent.
+    env.mock.clear_requests();
+    let (s, _, b) = env
+        .post("/v1/chat/completions", &openai_chat("pre2", &long))
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(b["error"]["code"], "context_length_exceeded");
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("60-token context window of tiny"), "{msg}");
+    assert_eq!(env.mock.request_count(), 0);
+    let m = env.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "llmesh_context_preflight_skips_total",
+            &[("route", "pre"), ("model", "tiny")]
+        ),
+        Some(1.0)
+    );
 }

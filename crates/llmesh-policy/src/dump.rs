@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::route::Route;
+use crate::route::{Backend, Route};
 use crate::snapshot::{Provider, Snapshot};
 
 impl Snapshot {
@@ -52,16 +52,35 @@ fn provider(p: &Provider) -> Value {
     })
 }
 
+fn backend(b: &Backend) -> Value {
+    json!({
+        "provider": b.provider.name,
+        "model": b.model,
+        "weight": b.weight,
+        "priority": b.priority,
+    })
+}
+
 fn route(r: &Route) -> Value {
     json!({
         "name": r.name,
         "namespace": r.namespace,
         "models": r.models,
-        "backends": r.backends.iter().map(|b| json!({
-            "provider": b.provider.name,
-            "model": b.model,
-            "weight": b.weight,
+        "headers": r.headers.iter().map(|(k, v)| json!({"name": k.as_str(), "value": v.to_str().unwrap_or("?")})).collect::<Vec<_>>(),
+        "order": r.order,
+        "strategy": format!("{:?}", r.strategy),
+        "backends": r.backends.iter().map(backend).collect::<Vec<_>>(),
+        "retries": r.retry.map(|t| json!({
+            "attempts": t.attempts,
+            "backoffBase": format!("{:?}", t.backoff_base),
+            "backoffMax": format!("{:?}", t.backoff_max),
+            "budgetPercent": t.budget_ratio * 100.0,
+            "budgetMinPerSecond": t.budget_min_per_second,
+        })),
+        "fallbacks": r.fallbacks.iter().map(|f| json!({
+            "backends": f.backends.iter().map(backend).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "circuitBreaker": r.breaker.map(|b| format!("{b:?}")),
         "timeouts": {
             "connect": format!("{:?}", r.timeouts.connect),
             "firstByte": format!("{:?}", r.timeouts.first_byte),

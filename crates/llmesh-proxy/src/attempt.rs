@@ -48,6 +48,8 @@ pub struct Req<'a> {
     pub route: &'a Arc<Route>,
     /// The route's total deadline for the whole request.
     pub deadline: tokio::time::Instant,
+    /// `max_tokens` (or `max_completion_tokens`) asked for, 0 if none.
+    pub max_output: u64,
 }
 
 /// An attempt that produced an answer.
@@ -114,6 +116,50 @@ impl Failure {
 /// The `x-llmesh-*` / upstream model of an attempt on `b`.
 pub fn upstream_model<'a>(req: &'a Req<'_>, b: &'a BackendRuntime) -> &'a str {
     b.backend.upstream_model(req.requested)
+}
+
+/// Context-window preflight: `Some` failure (class context-length) when
+/// `b`'s model has a context window in the policy that cannot hold the
+/// prompt plus `max_tokens`. The prompt is counted with the tokenizer only
+/// when the body is too big to fit for sure (a token is at least one byte),
+/// once per request (`cache`), on a blocking thread.
+pub async fn preflight(
+    req: &Req<'_>,
+    b: &BackendRuntime,
+    cache: &mut Option<u64>,
+) -> Option<Failure> {
+    if req.op != Operation::Chat {
+        return None;
+    }
+    let model = upstream_model(req, b);
+    let window = b.backend.provider.model(model)?.context_window?;
+    if req.raw.len() as u64 + req.max_output <= window {
+        return None;
+    }
+    let prompt = match *cache {
+        Some(n) => n,
+        None => {
+            let (raw, client) = (req.raw.clone(), req.client);
+            let n =
+                tokio::task::spawn_blocking(move || crate::tokens::estimate_prompt(client, &raw))
+                    .await
+                    .unwrap_or(0);
+            *cache = Some(n);
+            n
+        }
+    };
+    if prompt + req.max_output <= window {
+        return None;
+    }
+    Some(Failure::proxy(
+        ErrorClass::ContextLength,
+        ProxyError::ContextWindow {
+            model: model.to_string(),
+            prompt,
+            max_output: req.max_output,
+            window,
+        },
+    ))
 }
 
 /// Runs one attempt on `b`.

@@ -71,6 +71,18 @@ pub enum ProxyError {
     /// The policy has no usable table (should not happen after start).
     #[error("no routing policy is loaded")]
     NoPolicy,
+    /// The prompt cannot fit the model's context window (preflight).
+    #[error("the prompt (about {prompt} tokens) plus max_tokens ({max_output}) exceeds the {window}-token context window of {model}")]
+    ContextWindow {
+        /// Upstream model.
+        model: String,
+        /// Prompt tokens counted.
+        prompt: u64,
+        /// Output tokens asked for.
+        max_output: u64,
+        /// The model's window.
+        window: u64,
+    },
     /// Every backend of the route is out (circuit breakers open) and no
     /// fallback could take the request.
     #[error("no healthy backend for route {route}: every backend's circuit breaker is open")]
@@ -91,6 +103,7 @@ impl ProxyError {
             ProxyError::Routed(inner) => inner.status(),
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyRead(_)
+            | ProxyError::ContextWindow { .. }
             | ProxyError::InvalidJson(_)
             | ProxyError::InvalidRequest(_)
             | ProxyError::Unsupported(_) => StatusCode::BAD_REQUEST,
@@ -140,6 +153,7 @@ impl ProxyError {
             ProxyError::UpstreamProtocol { .. } => "upstream_protocol",
             ProxyError::NoPolicy => "no_policy",
             ProxyError::NoHealthyBackend { .. } => "no_healthy_backend",
+            ProxyError::ContextWindow { .. } => "context_length_exceeded",
         }
     }
 

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub budget_exhausted: IntCounterVec,
     /// llmesh_circuit_breaker_state
     pub breaker_state: IntGaugeVec,
+    /// llmesh_context_preflight_skips_total
+    pub preflight_skips: IntCounterVec,
     /// llmesh_requests_in_flight
     pub in_flight: IntGauge,
     /// llmesh_config_reloads_total
@@ -186,6 +188,13 @@ impl Metrics {
             ),
             &["route", "provider", "model"],
         )?;
+        let preflight_skips = IntCounterVec::new(
+            Opts::new(
+                "llmesh_context_preflight_skips_total",
+                "Backends skipped because the prompt plus max_tokens cannot fit their context window.",
+            ),
+            &["route", "provider", "model"],
+        )?;
         let in_flight = IntGauge::new(
             "llmesh_requests_in_flight",
             "Requests being served right now.",
@@ -233,6 +242,7 @@ impl Metrics {
         registry.register(Box::new(failovers.clone()))?;
         registry.register(Box::new(budget_exhausted.clone()))?;
         registry.register(Box::new(breaker_state.clone()))?;
+        registry.register(Box::new(preflight_skips.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(generation.clone()))?;
         registry.register(Box::new(last_reload_ok.clone()))?;
@@ -256,6 +266,7 @@ impl Metrics {
             failovers,
             budget_exhausted,
             breaker_state,
+            preflight_skips,
             in_flight,
             reloads,
             generation,

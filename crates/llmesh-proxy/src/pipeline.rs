@@ -26,7 +26,7 @@ use llmesh_wire::Dialect;
 use serde_json::Value;
 
 use crate::account::{status_label, Call, Outcome};
-use crate::attempt::{self, attempt, Failure, FailureKind, Req, Success};
+use crate::attempt::{self, attempt, preflight, Failure, FailureKind, Req, Success};
 use crate::body::ProxyBody;
 use crate::error::{json_bytes_response, json_response, ProxyError};
 use crate::runtime::{BackendRuntime, RouteRuntime};
@@ -44,6 +44,10 @@ struct RequestPeek {
     stream: Option<Value>,
     #[serde(default)]
     stream_options: Option<Value>,
+    #[serde(default)]
+    max_tokens: Option<Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +219,11 @@ async fn proxy_call(
         .and_then(Value::as_bool)
         .unwrap_or(false);
 
+    let max_output = [&peek.max_completion_tokens, &peek.max_tokens]
+        .into_iter()
+        .find_map(|v| v.as_ref().and_then(Value::as_u64))
+        .unwrap_or(0);
+
     // One snapshot for the whole request.
     let table = shared.table.load_full();
     let Some(m) = table.snap.route_for(&requested, &parts.headers) else {
@@ -248,6 +257,7 @@ async fn proxy_call(
         request_id: &request_id,
         route: &route,
         deadline: deadline_from(start, route.timeouts.total),
+        max_output,
     };
     let labels = Labels {
         pattern: &pattern,
@@ -271,6 +281,8 @@ async fn proxy_call(
     let mut retries = 0u32;
     let mut attempts = 0u32;
     let mut last: Option<(Failure, &BackendRuntime)> = None;
+    let mut prompt_tokens: Option<u64> = None;
+    let mut iterations = 0u32;
     loop {
         let now = clock();
         let picked = match chain {
@@ -296,15 +308,42 @@ async fn proxy_call(
             }
             break;
         };
-        if !b.state.breaker.try_acquire(now) {
-            // Another request took the last probe slot; pick again.
-            continue;
-        }
-        attempts += 1;
-        let in_flight = b.state.start_owned();
-        let t0 = clock();
-        match attempt(&req, b).await {
-            Ok(success) => {
+        // Context-window preflight: a backend whose window cannot hold the
+        // prompt plus max_tokens is not paid for a doomed call; the request
+        // moves on as if it had answered context-length-exceeded.
+        let preflight = match preflight(&req, b, &mut prompt_tokens).await {
+            Some(f) => {
+                shared
+                    .metrics
+                    .preflight_skips
+                    .with_label_values(&[
+                        &route.name,
+                        &b.backend.provider.name,
+                        b.backend.model.as_deref().unwrap_or(""),
+                    ])
+                    .inc();
+                Some(f)
+            }
+            None => None,
+        };
+        let result = match preflight {
+            Some(f) => Err((f, None)),
+            None => {
+                if !b.state.breaker.try_acquire(now) {
+                    // Another request took the last probe slot; pick again.
+                    continue;
+                }
+                attempts += 1;
+                let in_flight = b.state.start_owned();
+                let t0 = clock();
+                match attempt(&req, b).await {
+                    Ok(success) => Ok((success, in_flight, t0)),
+                    Err(f) => Err((f, Some(in_flight))),
+                }
+            }
+        };
+        let f = match result {
+            Ok((success, in_flight, t0)) => {
                 let now = clock();
                 let ttfb = now.saturating_duration_since(t0);
                 b.state.breaker.on_success(now);
@@ -313,97 +352,101 @@ async fn proxy_call(
                 note_attempt(&req, b, "ok", now);
                 return Ok(respond(&req, &labels, b, success, in_flight, attempts));
             }
-            Err(f) => {
+            Err((f, Some(in_flight))) => {
                 let now = clock();
-                let class = f.class;
-                match class {
+                match f.class {
                     // The backend answered; the request was the problem.
                     ErrorClass::InvalidRequest
                     | ErrorClass::ContextLength
                     | ErrorClass::ContentFilter => b.state.breaker.on_success(now),
                     _ => b.state.breaker.on_failure(now),
                 }
-                note_attempt(&req, b, crate::classify::label(class), now);
+                note_attempt(&req, b, crate::classify::label(f.class), now);
                 drop(in_flight);
-                if class == ErrorClass::InvalidRequest || attempts >= max_attempts {
+                f
+            }
+            Err((f, None)) => f,
+        };
+        let now = clock();
+        let class = f.class;
+        iterations += 1;
+        if class == ErrorClass::InvalidRequest || attempts >= max_attempts || iterations > 64 {
+            last = Some((f, b));
+            break;
+        }
+        let m = &shared.metrics;
+        // 1. Retry on the route's own backends.
+        if let Some(r) = route
+            .retry
+            .filter(|r| chain.is_none() && r.on.contains(class) && retries < r.attempts)
+        {
+            // Retry-After speaks for the backend that sent it: another
+            // backend is tried at once; the same one only after it,
+            // and not at all if it is longer than we would wait.
+            let fresh = select_own(&route, rt, tried, now).is_some_and(|(_, fresh)| fresh);
+            let wait = match f.retry_after {
+                Some(_) if fresh => Some(Duration::ZERO),
+                Some(ra) if ra > r.backoff_max => None,
+                Some(ra) => Some(ra),
+                None => Some(
+                    Backoff {
+                        base: r.backoff_base,
+                        max: r.backoff_max,
+                    }
+                    .delay(retries, rand::random()),
+                ),
+            };
+            if let Some(wait) = wait {
+                if !budget_allows(rt, now) {
+                    m.budget_exhausted.with_label_values(&[&route.name]).inc();
                     last = Some((f, b));
                     break;
                 }
-                let m = &shared.metrics;
-                // 1. Retry on the route's own backends.
-                if let Some(r) = route
-                    .retry
-                    .filter(|r| chain.is_none() && r.on.contains(class) && retries < r.attempts)
-                {
-                    // Retry-After speaks for the backend that sent it: another
-                    // backend is tried at once; the same one only after it,
-                    // and not at all if it is longer than we would wait.
-                    let fresh = select_own(&route, rt, tried, now).is_some_and(|(_, fresh)| fresh);
-                    let wait = match f.retry_after {
-                        Some(_) if fresh => Some(Duration::ZERO),
-                        Some(ra) if ra > r.backoff_max => None,
-                        Some(ra) => Some(ra),
-                        None => Some(
-                            Backoff {
-                                base: r.backoff_base,
-                                max: r.backoff_max,
-                            }
-                            .delay(retries, rand::random()),
-                        ),
-                    };
-                    if let Some(wait) = wait {
-                        if !budget_allows(rt, now) {
-                            m.budget_exhausted.with_label_values(&[&route.name]).inc();
-                            last = Some((f, b));
-                            break;
-                        }
-                        if tokio::time::Instant::now() + wait >= req.deadline {
-                            last = Some((f, b));
-                            break;
-                        }
-                        retries += 1;
-                        m.retries
-                            .with_label_values(&[&route.name, crate::classify::label(class)])
-                            .inc();
-                        // Each retry prefers a backend not tried yet; once
-                        // all were, any may be tried again.
-                        if !fresh {
-                            tried = 0;
-                        }
-                        tokio::time::sleep(wait).await;
-                        last = Some((f, b));
-                        continue;
-                    }
-                }
-                // 2. A fallback chain for this class.
-                let target = match chain {
-                    Some(ci) if route.fallbacks[ci].on.contains(class) => Some(ci),
-                    _ => route.fallbacks.iter().position(|fb| fb.on.contains(class)),
-                };
-                if let Some(ci) = target {
-                    if !budget_allows(rt, now) {
-                        m.budget_exhausted.with_label_values(&[&route.name]).inc();
-                        last = Some((f, b));
-                        break;
-                    }
-                    if chain != Some(ci) {
-                        chain = Some(ci);
-                        chain_pos = 0;
-                    }
-                    m.failovers
-                        .with_label_values(&[
-                            &route.name,
-                            &b.backend.provider.name,
-                            crate::classify::label(class),
-                        ])
-                        .inc();
+                if tokio::time::Instant::now() + wait >= req.deadline {
                     last = Some((f, b));
-                    continue;
+                    break;
                 }
+                retries += 1;
+                m.retries
+                    .with_label_values(&[&route.name, crate::classify::label(class)])
+                    .inc();
+                // Each retry prefers a backend not tried yet; once
+                // all were, any may be tried again.
+                if !fresh {
+                    tried = 0;
+                }
+                tokio::time::sleep(wait).await;
+                last = Some((f, b));
+                continue;
+            }
+        }
+        // 2. A fallback chain for this class.
+        let target = match chain {
+            Some(ci) if route.fallbacks[ci].on.contains(class) => Some(ci),
+            _ => route.fallbacks.iter().position(|fb| fb.on.contains(class)),
+        };
+        if let Some(ci) = target {
+            if !budget_allows(rt, now) {
+                m.budget_exhausted.with_label_values(&[&route.name]).inc();
                 last = Some((f, b));
                 break;
             }
+            if chain != Some(ci) {
+                chain = Some(ci);
+                chain_pos = 0;
+            }
+            m.failovers
+                .with_label_values(&[
+                    &route.name,
+                    &b.backend.provider.name,
+                    crate::classify::label(class),
+                ])
+                .inc();
+            last = Some((f, b));
+            continue;
         }
+        last = Some((f, b));
+        break;
     }
     match last {
         Some((f, b)) => Ok(fail(&req, &labels, b, f, attempts)),
