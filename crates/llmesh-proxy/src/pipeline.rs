@@ -491,24 +491,42 @@ fn select_own(
         StrategyKind::Latency { exploration } => Strategy::Latency { exploration },
         StrategyKind::Cost { latency_budget } => Strategy::Cost { latency_budget },
     };
+    // The common case, one backend, needs no balancing.
+    if let [only] = rt.backends.as_slice() {
+        return only
+            .state
+            .breaker
+            .would_admit(now)
+            .then_some((0, tried & 1 == 0));
+    }
+    let needs_p90 = matches!(strategy, Strategy::Cost { .. });
     let mut groups: Vec<u32> = rt.backends.iter().map(|b| b.backend.priority).collect();
     groups.sort_unstable();
     groups.dedup();
+    let mut cands: Vec<Candidate> = Vec::with_capacity(rt.backends.len());
     for avoid_tried in [true, false] {
         for &group in &groups {
-            let cands: Vec<Candidate> = rt
-                .backends
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    let mut c =
-                        b.state
-                            .candidate(b.backend.weight, price_per_mtok(&b.backend), now);
-                    c.available &=
-                        b.backend.priority == group && !(avoid_tried && tried & bit(i) != 0);
-                    c
-                })
-                .collect();
+            cands.clear();
+            cands.extend(rt.backends.iter().enumerate().map(|(i, b)| {
+                Candidate {
+                    weight: b.backend.weight,
+                    outstanding: b
+                        .state
+                        .outstanding
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    ewma: b.state.ttft.get(),
+                    // p90 sorts a sample window: only the cost strategy pays for it.
+                    p90: if needs_p90 {
+                        b.state.latency.p90()
+                    } else {
+                        None
+                    },
+                    cost_per_mtok: price_per_mtok(&b.backend),
+                    available: b.backend.priority == group
+                        && !(avoid_tried && tried & bit(i) != 0)
+                        && b.state.breaker.would_admit(now),
+                }
+            }));
             if let Some(i) =
                 balance::pick(&strategy, &cands, &rt.rr, rand::random(), rand::random())
             {
