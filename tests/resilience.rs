@@ -36,6 +36,8 @@ spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}, model
         ("general", "backends: [{provider: p1, model: general}]"),
         ("pre", "backends: [{provider: p1, model: tiny}]\n  fallbacks: [{on: [context-length], backends: [{provider: p2, model: huge}]}]"),
         ("pre2", "backends: [{provider: p1, model: tiny}]"),
+        ("hedge", "backends: [{provider: p1, model: slow}, {provider: p2, model: good, priority: 1}]\n  hedge: {delay: 100ms}"),
+        ("hedge2", "backends: [{provider: p1, model: good}, {provider: p2, model: good, priority: 1}]\n  hedge: {delay: 1s}"),
     ];
     let mut out = providers;
     for (name, body) in routes {
@@ -74,6 +76,8 @@ async fn env() -> Env {
     );
     env.mock
         .set_model_behavior("resets", behavior(json!({"reset_after_chunks": 0})));
+    env.mock
+        .set_model_behavior("slow", behavior(json!({"latency_ms": 3000})));
     env
 }
 
@@ -376,4 +380,57 @@ async fn a_prompt_too_big_for_the_window_skips_straight_to_the_larger_model() {
         ),
         Some(1.0)
     );
+}
+
+#[tokio::test]
+async fn hedging_races_a_second_backend_and_cancels_the_loser() {
+    let env = env().await;
+    let t0 = Instant::now();
+    let (s, h, b) = env
+        .post("/v1/chat/completions", &openai_chat("hedge", "hi"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "hedge did not cut the wait: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(h["x-llmesh-model"], "good");
+    assert_eq!(h["x-llmesh-attempts"], "2");
+    let m = env.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "llmesh_hedges_total",
+            &[("route", "hedge"), ("result", "won")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "llmesh_attempts_total",
+            &[
+                ("route", "hedge"),
+                ("model", "slow"),
+                ("outcome", "hedge_cancelled")
+            ]
+        ),
+        Some(1.0)
+    );
+    // The slow call upstream was cancelled, not left running.
+    for _ in 0..100 {
+        if env.mock.active_requests() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.mock.active_requests(), 0);
+
+    // A fast first backend never triggers the hedge.
+    let (s, h, _) = env
+        .post("/v1/chat/completions", &openai_chat("hedge2", "hi"))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-llmesh-attempts"], "1");
 }

@@ -15,8 +15,8 @@ mod route;
 pub use document::{parse_documents, AnyResource, ObjectMeta, ParseError, Resource};
 pub use provider::{ApiSchema, CredentialRef, LLMProviderSpec, ModelSpec, Pricing};
 pub use route::{
-    BackendRef, CircuitBreakerSpec, ErrorClass, FallbackChain, LLMRouteSpec, RetryPolicy, Strategy,
-    Timeouts,
+    BackendRef, CircuitBreakerSpec, ErrorClass, FallbackChain, HedgeSpec, LLMRouteSpec,
+    RetryPolicy, Strategy, Timeouts,
 };
 
 /// API group of every llmesh kind.

@@ -37,6 +37,9 @@ pub struct LLMRouteSpec {
     /// Per-backend circuit breaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreakerSpec>,
+    /// Race a second backend when the first is slow to answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<HedgeSpec>,
     /// Deadlines for upstream calls.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -172,6 +175,16 @@ pub struct FallbackChain {
     pub on: Vec<ErrorClass>,
     /// Tried in order.
     pub backends: Vec<BackendRef>,
+}
+
+/// Hedging: if the first attempt has produced nothing after `delay`, the
+/// same request goes to a second backend too; the first to answer (for a
+/// stream: to send its first event) wins and the other is cancelled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HedgeSpec {
+    /// Wait before hedging, e.g. `800ms`; `0s` races both at once.
+    pub delay: String,
 }
 
 /// Circuit breaker settings, per backend of the route.

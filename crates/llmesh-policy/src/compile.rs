@@ -571,6 +571,17 @@ fn compile_route(
         }
     });
 
+    let hedge = spec
+        .hedge
+        .as_ref()
+        .and_then(|h| match parse_duration(&h.delay) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                cx.err(K, name, "spec.hedge.delay", e);
+                None
+            }
+        });
+
     if cx.errors.len() > before {
         return None;
     }
@@ -586,6 +597,7 @@ fn compile_route(
         retry,
         fallbacks,
         breaker,
+        hedge,
         timeouts,
     })
 }

@@ -160,6 +160,8 @@ pub struct Route {
     pub fallbacks: Vec<Fallback>,
     /// Breaker settings; `None` = no breaker.
     pub breaker: Option<BreakerSettings>,
+    /// Hedge delay; `None` = no hedging.
+    pub hedge: Option<Duration>,
     /// Deadlines.
     pub timeouts: Timeouts,
 }

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub breaker_state: IntGaugeVec,
     /// llmesh_context_preflight_skips_total
     pub preflight_skips: IntCounterVec,
+    /// llmesh_hedges_total
+    pub hedges: IntCounterVec,
     /// llmesh_requests_in_flight
     pub in_flight: IntGauge,
     /// llmesh_config_reloads_total
@@ -195,6 +197,13 @@ impl Metrics {
             ),
             &["route", "provider", "model"],
         )?;
+        let hedges = IntCounterVec::new(
+            Opts::new(
+                "llmesh_hedges_total",
+                "Hedged second attempts, by whether the hedge won the race or lost it.",
+            ),
+            &["route", "result"],
+        )?;
         let in_flight = IntGauge::new(
             "llmesh_requests_in_flight",
             "Requests being served right now.",
@@ -243,6 +252,7 @@ impl Metrics {
         registry.register(Box::new(budget_exhausted.clone()))?;
         registry.register(Box::new(breaker_state.clone()))?;
         registry.register(Box::new(preflight_skips.clone()))?;
+        registry.register(Box::new(hedges.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(generation.clone()))?;
         registry.register(Box::new(last_reload_ok.clone()))?;
@@ -267,6 +277,7 @@ impl Metrics {
             budget_exhausted,
             breaker_state,
             preflight_skips,
+            hedges,
             in_flight,
             reloads,
             generation,

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use llmesh_api::ErrorClass;
 use llmesh_policy::{Route, StrategyKind};
-use llmesh_resilience::{balance, Backoff, Candidate, Strategy};
+use llmesh_resilience::{balance, Backoff, Candidate, OwnedInFlight, Strategy};
 use llmesh_wire::Dialect;
 use serde_json::Value;
 
@@ -283,6 +283,7 @@ async fn proxy_call(
     let mut last: Option<(Failure, &BackendRuntime)> = None;
     let mut prompt_tokens: Option<u64> = None;
     let mut iterations = 0u32;
+    let mut hedged = false;
     loop {
         let now = clock();
         let picked = match chain {
@@ -326,8 +327,8 @@ async fn proxy_call(
             }
             None => None,
         };
-        let result = match preflight {
-            Some(f) => Err((f, None)),
+        let (b, result) = match preflight {
+            Some(f) => (b, Err((f, None))),
             None => {
                 if !b.state.breaker.try_acquire(now) {
                     // Another request took the last probe slot; pick again.
@@ -336,9 +337,15 @@ async fn proxy_call(
                 attempts += 1;
                 let in_flight = b.state.start_owned();
                 let t0 = clock();
-                match attempt(&req, b).await {
-                    Ok(success) => Ok((success, in_flight, t0)),
-                    Err(f) => Err((f, Some(in_flight))),
+                match route.hedge.filter(|_| chain.is_none() && !hedged) {
+                    Some(delay) => {
+                        hedged = true;
+                        race(&req, rt, b, in_flight, t0, tried, delay, &mut attempts).await
+                    }
+                    None => match attempt(&req, b).await {
+                        Ok(success) => (b, Ok((success, in_flight, t0))),
+                        Err(f) => (b, Err((f, Some(in_flight)))),
+                    },
                 }
             }
         };
@@ -353,15 +360,7 @@ async fn proxy_call(
                 return Ok(respond(&req, &labels, b, success, in_flight, attempts));
             }
             Err((f, Some(in_flight))) => {
-                let now = clock();
-                match f.class {
-                    // The backend answered; the request was the problem.
-                    ErrorClass::InvalidRequest
-                    | ErrorClass::ContextLength
-                    | ErrorClass::ContentFilter => b.state.breaker.on_success(now),
-                    _ => b.state.breaker.on_failure(now),
-                }
-                note_attempt(&req, b, crate::classify::label(f.class), now);
+                record_failure(&req, b, &f);
                 drop(in_flight);
                 f
             }
@@ -453,6 +452,102 @@ async fn proxy_call(
         None => Err(ProxyError::NoHealthyBackend {
             route: route.name.clone(),
         }),
+    }
+}
+
+/// How one attempt (or a hedged pair) ended: the answer with its in-flight
+/// guard and start time, or the failure with the guard if a call was made.
+type AttemptResult =
+    Result<(Success, OwnedInFlight, std::time::Instant), (Failure, Option<OwnedInFlight>)>;
+
+/// A failed attempt's effect on its backend: the breaker hears of it unless
+/// the request itself was the problem (the backend answered properly).
+fn record_failure(req: &Req<'_>, b: &BackendRuntime, f: &Failure) {
+    let now = clock();
+    match f.class {
+        ErrorClass::InvalidRequest | ErrorClass::ContextLength | ErrorClass::ContentFilter => {
+            b.state.breaker.on_success(now)
+        }
+        _ => b.state.breaker.on_failure(now),
+    }
+    note_attempt(req, b, crate::classify::label(f.class), now);
+}
+
+/// The first attempt, hedged: if `a` has produced nothing after `delay`, a
+/// second backend of the route (one not tried yet, budget permitting) is
+/// raced against it. The first success wins and the other attempt is
+/// dropped, which cancels its upstream call; if one fails, the other is
+/// awaited.
+// Failures are the rare path and are moved once; boxing them would cost
+// every one an allocation for nothing.
+#[allow(clippy::too_many_arguments, clippy::result_large_err)]
+async fn race<'a>(
+    req: &Req<'_>,
+    rt: &'a RouteRuntime,
+    a: &'a BackendRuntime,
+    a_flight: OwnedInFlight,
+    a_t0: std::time::Instant,
+    tried: u64,
+    delay: Duration,
+    attempts: &mut u32,
+) -> (&'a BackendRuntime, AttemptResult) {
+    let wrap = |r: Result<Success, Failure>, flight: OwnedInFlight, t0| match r {
+        Ok(s) => Ok((s, flight, t0)),
+        Err(f) => Err((f, Some(flight))),
+    };
+    let fa = attempt(req, a);
+    tokio::pin!(fa);
+    if let Ok(r) = tokio::time::timeout(delay, &mut fa).await {
+        return (a, wrap(r, a_flight, a_t0));
+    }
+    let now = clock();
+    let second = select_own(req.route, rt, tried, now)
+        .filter(|&(_, fresh)| fresh)
+        .map(|(i, _)| &rt.backends[i])
+        .filter(|b| budget_allows(rt, now) && b.state.breaker.try_acquire(now));
+    let Some(b) = second else {
+        return (a, wrap(fa.await, a_flight, a_t0));
+    };
+    *attempts += 1;
+    let hedges = &req.shared.metrics.hedges;
+    let b_flight = b.state.start_owned();
+    let b_t0 = clock();
+    let fb = attempt(req, b);
+    tokio::pin!(fb);
+    // A cancelled attempt did not fail: its breaker permit is returned as a
+    // success so a half-open probe slot is never lost.
+    let cancelled = |loser: &BackendRuntime| {
+        let now = clock();
+        loser.state.breaker.on_success(now);
+        note_attempt(req, loser, "hedge_cancelled", now);
+    };
+    tokio::select! {
+        ra = &mut fa => match ra {
+            Ok(s) => {
+                cancelled(b);
+                hedges.with_label_values(&[&req.route.name, "lost"]).inc();
+                (a, Ok((s, a_flight, a_t0)))
+            }
+            Err(f) => {
+                record_failure(req, a, &f);
+                drop(a_flight);
+                hedges.with_label_values(&[&req.route.name, "won"]).inc();
+                (b, wrap(fb.await, b_flight, b_t0))
+            }
+        },
+        rb = &mut fb => match rb {
+            Ok(s) => {
+                cancelled(a);
+                hedges.with_label_values(&[&req.route.name, "won"]).inc();
+                (b, Ok((s, b_flight, b_t0)))
+            }
+            Err(f) => {
+                record_failure(req, b, &f);
+                drop(b_flight);
+                hedges.with_label_values(&[&req.route.name, "lost"]).inc();
+                (a, wrap(fa.await, a_flight, a_t0))
+            }
+        },
     }
 }
 
@@ -616,7 +711,7 @@ fn respond(
     labels: &Labels<'_>,
     b: &BackendRuntime,
     success: Success,
-    in_flight: llmesh_resilience::OwnedInFlight,
+    in_flight: OwnedInFlight,
     attempts: u32,
 ) -> Response<ProxyBody> {
     let call = call_for(req, labels, b);
