@@ -37,6 +37,7 @@ spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}, model
         ("pre", "backends: [{provider: p1, model: tiny}]\n  fallbacks: [{on: [context-length], backends: [{provider: p2, model: huge}]}]"),
         ("pre2", "backends: [{provider: p1, model: tiny}]"),
         ("hedge", "backends: [{provider: p1, model: slow}, {provider: p2, model: good, priority: 1}]\n  hedge: {delay: 100ms}"),
+        ("outl", "strategy: {type: round-robin}\n  backends: [{provider: p1, model: sluggish}, {provider: p2, model: good}, {provider: p2, model: good2}]\n  circuitBreaker: {slowOutlierFactor: 3, openFor: 30s}"),
         ("hedge2", "backends: [{provider: p1, model: good}, {provider: p2, model: good, priority: 1}]\n  hedge: {delay: 1s}"),
     ];
     let mut out = providers;
@@ -78,6 +79,8 @@ async fn env() -> Env {
         .set_model_behavior("resets", behavior(json!({"reset_after_chunks": 0})));
     env.mock
         .set_model_behavior("slow", behavior(json!({"latency_ms": 3000})));
+    env.mock
+        .set_model_behavior("sluggish", behavior(json!({"latency_ms": 150})));
     env
 }
 
@@ -433,4 +436,44 @@ async fn hedging_races_a_second_backend_and_cancels_the_loser() {
         .await;
     assert_eq!(s, 200);
     assert_eq!(h["x-llmesh-attempts"], "1");
+}
+
+#[tokio::test]
+async fn a_backend_much_slower_than_its_peers_is_ejected() {
+    let env = env().await;
+    for _ in 0..6 {
+        let (s, _, _) = env
+            .post("/v1/chat/completions", &openai_chat("outl", "hi"))
+            .await;
+        assert_eq!(s, 200);
+    }
+    assert_eq!(
+        models_sent(&env)
+            .iter()
+            .filter(|m| *m == "sluggish")
+            .count(),
+        2
+    );
+    // The ejection pass runs every second.
+    let m = env.wait_metric("llmesh_outlier_ejections_total{").await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "llmesh_outlier_ejections_total",
+            &[("route", "outl"), ("model", "sluggish")]
+        ),
+        Some(1.0)
+    );
+    env.mock.clear_requests();
+    for _ in 0..6 {
+        let (s, _, _) = env
+            .post("/v1/chat/completions", &openai_chat("outl", "hi"))
+            .await;
+        assert_eq!(s, 200);
+    }
+    assert!(
+        !models_sent(&env).contains(&"sluggish".to_string()),
+        "{:?}",
+        models_sent(&env)
+    );
 }

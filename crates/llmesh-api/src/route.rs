@@ -211,6 +211,12 @@ pub struct CircuitBreakerSpec {
     /// Probe requests let through while half-open (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub half_open_probes: Option<u32>,
+    /// Outlier ejection: a backend whose time-to-first-byte average exceeds
+    /// this many times the median of its peers' (at least two measured
+    /// peers) is ejected for `openFor`, at most half of a route's backends
+    /// at a time. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_outlier_factor: Option<f64>,
 }
 
 /// Upstream deadlines, as durations such as `500ms`, `10s`, `5m`.

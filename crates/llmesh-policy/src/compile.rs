@@ -568,6 +568,19 @@ fn compile_route(
                 Duration::from_secs(30),
             ),
             half_open_probes: b.half_open_probes.unwrap_or(1).max(1),
+            slow_outlier_factor: match b.slow_outlier_factor {
+                Some(f) if !(f > 1.0 && f.is_finite()) => {
+                    cx.err(
+                        K,
+                        name,
+                        "spec.circuitBreaker.slowOutlierFactor",
+                        "must be a number above 1",
+                    );
+                    0.0
+                }
+                Some(f) => f,
+                None => 0.0,
+            },
         }
     });
 

@@ -104,6 +104,9 @@ pub struct BreakerSettings {
     pub open_for: Duration,
     /// Probes while half-open.
     pub half_open_probes: u32,
+    /// Eject backends slower than this many times their peers' median
+    /// (0 = off).
+    pub slow_outlier_factor: f64,
 }
 
 /// One compiled backend of a route or a fallback chain.

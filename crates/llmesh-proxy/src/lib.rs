@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod logging;
 pub mod metrics;
+pub mod outlier;
 pub mod pipeline;
 pub mod reload;
 pub mod runtime;
@@ -178,6 +179,7 @@ impl Proxy {
 
         let (tx, rx) = watch::channel(false);
         reload::spawn(shared.clone(), rx.clone())?;
+        tokio::spawn(outlier::run(shared.clone(), rx.clone()));
         let hdr = shared.cfg.header_read_timeout;
         let drain = shared.cfg.drain_timeout;
         let mut tasks = Vec::new();

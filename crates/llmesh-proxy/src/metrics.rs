@@ -59,6 +59,8 @@ pub struct Metrics {
     pub preflight_skips: IntCounterVec,
     /// llmesh_hedges_total
     pub hedges: IntCounterVec,
+    /// llmesh_outlier_ejections_total
+    pub outlier_ejections: IntCounterVec,
     /// llmesh_requests_in_flight
     pub in_flight: IntGauge,
     /// llmesh_config_reloads_total
@@ -204,6 +206,13 @@ impl Metrics {
             ),
             &["route", "result"],
         )?;
+        let outlier_ejections = IntCounterVec::new(
+            Opts::new(
+                "llmesh_outlier_ejections_total",
+                "Backends ejected for being much slower than their peers.",
+            ),
+            &["route", "provider", "model"],
+        )?;
         let in_flight = IntGauge::new(
             "llmesh_requests_in_flight",
             "Requests being served right now.",
@@ -253,6 +262,7 @@ impl Metrics {
         registry.register(Box::new(breaker_state.clone()))?;
         registry.register(Box::new(preflight_skips.clone()))?;
         registry.register(Box::new(hedges.clone()))?;
+        registry.register(Box::new(outlier_ejections.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(generation.clone()))?;
         registry.register(Box::new(last_reload_ok.clone()))?;
@@ -278,6 +288,7 @@ impl Metrics {
             breaker_state,
             preflight_skips,
             hedges,
+            outlier_ejections,
             in_flight,
             reloads,
             generation,
