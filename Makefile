@@ -5,7 +5,7 @@ MOCK_PORT ?= 18080
 POLICY ?= examples/local/policy.yaml
 export LLMESH_MOCK_KEY ?= mock-key-local-only
 
-.PHONY: run test lint fmt build release bench deps nextest clean
+.PHONY: run test lint fmt build release bench bench-faults deps nextest clean
 
 ## run: build, start the mock provider and the proxy on the embedded policy, print a curl line
 run:
@@ -58,6 +58,12 @@ fmt:
 ## BENCH_ARGS passes flags (e.g. --quick, --json out.json).
 bench: release
 	$(if $(BENCH_PIN),taskset -c 0 )./target/release/llmesh-bench $(BENCH_ARGS)
+
+## bench-faults: reliability when an upstream fails (50% or all 503s): success
+## rate, latency and upstream calls through the proxy and directly (~30 s).
+## BENCH_ARGS passes flags (e.g. --quick, --fault-requests N).
+bench-faults: release
+	./target/release/llmesh-bench --faults $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

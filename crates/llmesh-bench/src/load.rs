@@ -47,6 +47,19 @@ impl Target {
             auth,
         })
     }
+
+    /// A JSON POST to `path` on this target, with its credentials.
+    pub fn post_json(&self, path: &str, body: Bytes) -> anyhow::Result<Request<Full<Bytes>>> {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(auth) = &self.auth {
+            b = b.header(AUTHORIZATION, auth.clone());
+        }
+        b.body(Full::new(body)).context("building a request")
+    }
 }
 
 /// What each request of a block looks like and how its answer is checked.
@@ -158,6 +171,68 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Sends `req` and reads the whole answer into `buf` (cleared first).
+    /// Returns the status, whatever it is, or why no complete answer came
+    /// (the connection is then unusable).
+    pub async fn exchange(
+        &mut self,
+        req: Request<Full<Bytes>>,
+        buf: &mut Vec<u8>,
+    ) -> Result<StatusCode, String> {
+        buf.clear();
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection not ready: {e}"))?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("reading the body: {e}"))?;
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(status)
+    }
+}
+
+/// One request on a fresh connection (control and metrics calls), bounded
+/// by `REQUEST_TIMEOUT`; returns the status and the body.
+pub async fn one_shot(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    let call = async {
+        let mut conn = Conn::open(addr).await?;
+        let mut b = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(HOST, HeaderValue::from_str(&addr.to_string())?);
+        if body.is_some() {
+            b = b.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let req = b.body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))?;
+        let mut buf = Vec::new();
+        let status = conn
+            .exchange(req, &mut buf)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Ok::<_, anyhow::Error>((status, Bytes::from(buf)))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, call)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}"))?
+        .with_context(|| format!("{method} http://{addr}{path}"))
+}
+
 impl Drop for Conn {
     fn drop(&mut self) {
         self.task.abort();
@@ -223,7 +298,7 @@ async fn one(
     })
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 

@@ -3,14 +3,19 @@
 //! the same run (blocks of each interleaved, so both see the same machine),
 //! and prints markdown tables of latency, throughput, the proxy's CPU time
 //! per request and its memory.
+//!
+//! `llmesh-bench --faults` (`make bench-faults`) is a separate run: success
+//! rate and latency when an upstream fails, through llmesh and directly
+//! (see `faults.rs`).
 #![forbid(unsafe_code)]
 
+mod faults;
 mod load;
 mod procs;
 mod report;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -18,7 +23,8 @@ use clap::Parser;
 
 use crate::load::{open_conns, run_block, BlockResult, RequestSpec, Target};
 use crate::procs::{
-    cpu_time, loopback_addr, rss_kib, sibling_binary, ChildGuard, CpuTime, RssSampler,
+    cpu_time, rss_kib, run_key, sibling_binary, spawn_mock, spawn_proxy, ChildGuard, CpuTime,
+    RssSampler,
 };
 use crate::report::{PathResult, PhaseResult, Report, StreamsResult};
 
@@ -68,8 +74,18 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Also write the results as JSON to this file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "faults")]
     json: Option<PathBuf>,
+    /// Run the reliability benchmark instead: failing upstreams, through
+    /// the proxy (retries, breaker, second backend) and directly.
+    #[arg(long)]
+    faults: bool,
+    /// --faults: requests per scenario [default: 2000, --quick 400].
+    #[arg(long, requires = "faults")]
+    fault_requests: Option<u64>,
+    /// --faults: clients in flight.
+    #[arg(long, default_value_t = 8, requires = "faults")]
+    fault_clients: usize,
 }
 
 /// Counts and durations after `--quick` and the defaults are applied.
@@ -159,6 +175,9 @@ impl Plan {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.faults {
+        return main_faults(&args);
+    }
     let plan = match Plan::from_args(&args) {
         Ok(p) => p,
         Err(e) => {
@@ -195,6 +214,79 @@ fn main() -> ExitCode {
         Ok(0) => ExitCode::SUCCESS,
         Ok(errors) => {
             eprintln!("llmesh-bench: {errors} request(s) failed (see the errors columns)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("llmesh-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fault_plan(a: &Args) -> anyhow::Result<faults::FaultPlan> {
+    let plan = faults::FaultPlan {
+        requests: a.fault_requests.unwrap_or(if a.quick { 400 } else { 2000 }),
+        clients: a.fault_clients,
+        proxy_threads: a.proxy_threads,
+        proxy_log: a.proxy_log.clone(),
+    };
+    anyhow::ensure!(
+        (1..=100_000).contains(&plan.requests),
+        "--fault-requests must be in 1..=100000"
+    );
+    anyhow::ensure!(
+        (1..=256).contains(&plan.clients),
+        "--fault-clients must be in 1..=256"
+    );
+    anyhow::ensure!(
+        (1..=64).contains(&plan.proxy_threads),
+        "--proxy-threads must be in 1..=64"
+    );
+    Ok(plan)
+}
+
+/// `--faults`: the reliability run. Fails when the run could not be
+/// completed or when scenario a. (no failures injected) saw any error.
+fn main_faults(args: &Args) -> ExitCode {
+    let plan = match fault_plan(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("llmesh-bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("llmesh-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = rt.block_on(async {
+        let bins = async {
+            let mock_bin = match &args.mock_bin {
+                Some(p) => p.clone(),
+                None => sibling_binary("llmesh-mock")?,
+            };
+            let proxy_bin = match &args.proxy_bin {
+                Some(p) => p.clone(),
+                None => sibling_binary("llmesh-proxy")?,
+            };
+            faults::run(&mock_bin, &proxy_bin, &plan).await
+        };
+        // Ctrl-C or SIGTERM drops the run, whose guards kill the children.
+        tokio::select! {
+            r = bins => r,
+            e = interrupted() => Err(e),
+        }
+    });
+    match outcome {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(n) => {
+            eprintln!("llmesh-bench: {n} request(s) failed in scenario a. (no failures injected)");
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -250,61 +342,18 @@ async fn run(args: &Args, plan: &Plan) -> anyhow::Result<u64> {
     };
     // Declared before the children: dropped after them.
     let dir = tempfile::tempdir().context("creating a temp dir")?;
-    let key = format!(
-        "llmesh-bench-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    );
-
-    let mut cmd = Command::new(&mock_bin);
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--threads",
-        "1",
-        "--api-key",
-        &key,
-    ])
-    .env("RUST_LOG", "warn");
-    let mock = ChildGuard::spawn("llmesh-mock", cmd, "llmesh-mock listening on ")?;
-    let mock_url = mock
-        .announce
-        .strip_prefix("llmesh-mock listening on ")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let mock_addr = loopback_addr(&mock_url)?;
-
+    let key = run_key();
+    let (mock, mock_addr) = spawn_mock(&mock_bin, &key)?;
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, policy_yaml(mock_addr.port())).context("writing the policy file")?;
-    let mut cmd = Command::new(&proxy_bin);
-    cmd.arg("--policy-file")
-        .arg(&policy)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--threads",
-            &plan.proxy_threads.to_string(),
-            "--log",
-            &plan.proxy_log,
-        ])
-        .env("LLMESH_BENCH_KEY", &key)
-        .env_remove("LLMESH_LOG")
-        .env_remove("LLMESH_THREADS");
-    let proxy = ChildGuard::spawn("llmesh-proxy", cmd, "llmesh-proxy listening ")?;
-    let llm_url = proxy
-        .announce
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("llm="))
-        .ok_or_else(|| anyhow!("no llm= address in {:?}", proxy.announce))?
-        .to_string();
-    let proxy_addr = loopback_addr(&llm_url)?;
+    let (proxy, proxy_addrs) = spawn_proxy(
+        &proxy_bin,
+        &policy,
+        plan.proxy_threads,
+        &plan.proxy_log,
+        &key,
+    )?;
+    let proxy_addr = proxy_addrs.llm;
 
     let mut rig = Rig {
         direct: Target::new("direct", mock_addr, Some(&key))?,

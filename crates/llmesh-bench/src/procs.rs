@@ -404,3 +404,89 @@ pub fn wakeup_cost(n: u32, every: Duration) -> Option<(f64, f64)> {
         .ok()?;
     handle.join().ok().flatten()
 }
+
+/// An API key only this run knows, for the mock (and the proxy's policy).
+pub fn run_key() -> String {
+    format!(
+        "llmesh-bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    )
+}
+
+/// Starts `llmesh-mock` on a free loopback port, one worker thread,
+/// requiring `key`; returns it and its address.
+pub fn spawn_mock(bin: &Path, key: &str) -> anyhow::Result<(ChildGuard, SocketAddr)> {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--api-key",
+        key,
+    ])
+    .env("RUST_LOG", "warn");
+    let mock = ChildGuard::spawn("llmesh-mock", cmd, "llmesh-mock listening on ")?;
+    let url = mock
+        .announce
+        .strip_prefix("llmesh-mock listening on ")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let addr = loopback_addr(&url)?;
+    Ok((mock, addr))
+}
+
+/// Where a started proxy listens.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyAddrs {
+    pub llm: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// Starts `llmesh-proxy` on `policy` with every port on a free loopback
+/// port; `key` is exported as `LLMESH_BENCH_KEY` for the policy's
+/// credentials.
+pub fn spawn_proxy(
+    bin: &Path,
+    policy: &Path,
+    threads: usize,
+    log: &str,
+    key: &str,
+) -> anyhow::Result<(ChildGuard, ProxyAddrs)> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--policy-file")
+        .arg(policy)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--threads",
+            &threads.to_string(),
+            "--log",
+            log,
+        ])
+        .env("LLMESH_BENCH_KEY", key)
+        .env_remove("LLMESH_LOG")
+        .env_remove("LLMESH_THREADS");
+    let proxy = ChildGuard::spawn("llmesh-proxy", cmd, "llmesh-proxy listening ")?;
+    let field = |name: &str| -> anyhow::Result<SocketAddr> {
+        let url = proxy
+            .announce
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .ok_or_else(|| anyhow!("no {name} address in {:?}", proxy.announce))?;
+        loopback_addr(url)
+    };
+    let addrs = ProxyAddrs {
+        llm: field("llm=")?,
+        metrics: field("metrics=")?,
+    };
+    Ok((proxy, addrs))
+}

@@ -42,9 +42,15 @@ pub struct Behavior {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u32>,
     /// Answer with this HTTP status and an error body in the endpoint's
-    /// dialect. 200 (or unset) means a normal answer.
+    /// dialect. 200 (or unset) means a normal answer. With `fail_percent`
+    /// set, only the failing share of requests gets it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// Each request independently fails with this probability in percent
+    /// (0..=100), answering `status` (503 when unset or 200) in the
+    /// endpoint's dialect; the others are answered normally.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_percent: Option<f64>,
     /// With an error `status`, sets the `Retry-After` header (seconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
@@ -86,7 +92,7 @@ pub enum BehaviorError {
         value: String,
         reason: String,
     },
-    #[error("unknown mock control header {0} (known: x-mock-behavior, x-mock-latency-ms, x-mock-ttft-ms, x-mock-chunk-delay-ms, x-mock-output-tokens, x-mock-cached-tokens, x-mock-status, x-mock-retry-after-s, x-mock-hang, x-mock-reset-after-chunks, x-mock-tool-call, x-mock-tool-args, x-mock-error-type, x-mock-error-message, x-mock-content-filter)")]
+    #[error("unknown mock control header {0} (known: x-mock-behavior, x-mock-latency-ms, x-mock-ttft-ms, x-mock-chunk-delay-ms, x-mock-output-tokens, x-mock-cached-tokens, x-mock-status, x-mock-fail-percent, x-mock-retry-after-s, x-mock-hang, x-mock-reset-after-chunks, x-mock-tool-call, x-mock-tool-args, x-mock-error-type, x-mock-error-message, x-mock-content-filter, x-mock-omit-usage)")]
     UnknownHeader(String),
     #[error("invalid behavior JSON: {0}")]
     BadJson(#[from] serde_json::Error),
@@ -108,6 +114,7 @@ impl Behavior {
         set(&mut self.output_tokens, &over.output_tokens);
         set(&mut self.cached_tokens, &over.cached_tokens);
         set(&mut self.status, &over.status);
+        set(&mut self.fail_percent, &over.fail_percent);
         set(&mut self.retry_after_s, &over.retry_after_s);
         set(&mut self.hang, &over.hang);
         set(&mut self.reset_after_chunks, &over.reset_after_chunks);
@@ -126,6 +133,13 @@ impl Behavior {
             if !(200..=599).contains(&s) {
                 return Err(BehaviorError::Invalid(format!(
                     "status {s} is outside 200..=599"
+                )));
+            }
+        }
+        if let Some(p) = self.fail_percent {
+            if !(0.0..=100.0).contains(&p) {
+                return Err(BehaviorError::Invalid(format!(
+                    "fail_percent {p} is outside 0..=100"
                 )));
             }
         }
@@ -181,6 +195,9 @@ impl Behavior {
                 "output-tokens" => b.output_tokens = Some(small(v)?),
                 "cached-tokens" => b.cached_tokens = Some(small(v)?),
                 "status" => b.status = Some(v.parse::<u16>().map_err(|e| bad(&e.to_string()))?),
+                "fail-percent" => {
+                    b.fail_percent = Some(v.parse::<f64>().map_err(|e| bad(&e.to_string()))?)
+                }
                 "retry-after-s" => b.retry_after_s = Some(num(v)?),
                 "hang" => b.hang = Some(parse_bool(v).ok_or_else(|| bad("expected a boolean"))?),
                 "reset-after-chunks" => b.reset_after_chunks = Some(small(v)?),
@@ -263,6 +280,23 @@ impl Layers {
     pub fn status(&self) -> Option<u16> {
         self.pick(|b| b.status).filter(|s| *s != 200)
     }
+    /// The failure probability in percent, when set (validated 0..=100).
+    pub fn fail_percent(&self) -> Option<f64> {
+        self.pick(|b| b.fail_percent)
+    }
+    /// The error status this request is to be answered with, if any:
+    /// without `fail_percent`, `status`; with it, `status` or 503 for the
+    /// failing share of requests (one independent draw per call) and none
+    /// for the rest.
+    pub fn injected_status(&self) -> Option<u16> {
+        match self.fail_percent() {
+            None => self.status(),
+            Some(p) if p > 0.0 && (p >= 100.0 || rand::random::<f64>() * 100.0 < p) => {
+                Some(self.status().unwrap_or(503))
+            }
+            Some(_) => None,
+        }
+    }
     pub fn retry_after_s(&self) -> Option<u64> {
         self.pick(|b| b.retry_after_s)
     }
@@ -321,6 +355,8 @@ mod tests {
             ("x-mock-latency-ms", "soon"),
             ("x-mock-status", "99"),
             ("x-mock-hang", "maybe"),
+            ("x-mock-fail-percent", "100.1"),
+            ("x-mock-fail-percent", "NaN"),
             ("x-mock-frobnicate", "1"),
             ("x-mock-behavior", "{not json"),
             ("x-mock-behavior", r#"{"latency":1}"#),

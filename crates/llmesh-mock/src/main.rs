@@ -39,6 +39,10 @@ struct Args {
     /// Default reported cached input tokens.
     #[arg(long)]
     cached_tokens: Option<u32>,
+    /// Default share of requests, in percent (0..=100), answered with an
+    /// error (`status` of the behavior, else 503), each drawn independently.
+    #[arg(long)]
+    fail_percent: Option<f64>,
     /// Default behavior as JSON (fields given by their own flags win).
     #[arg(long)]
     behavior: Option<String>,
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         chunk_delay_ms: args.chunk_delay_ms,
         output_tokens: args.output_tokens,
         cached_tokens: args.cached_tokens,
+        fail_percent: args.fail_percent,
         ..Behavior::default()
     });
     if let Err(e) = default.validate() {

@@ -326,7 +326,7 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
         // Dropped by hyper when the client disconnects.
         std::future::pending::<()>().await;
     }
-    if let Some(status) = layers.status() {
+    if let Some(status) = layers.injected_status() {
         let msg = match layers.error_message() {
             Some(m) => m.to_owned(),
             None => format!("llmesh-mock injected error (status {status})"),

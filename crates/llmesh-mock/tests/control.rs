@@ -164,3 +164,15 @@ fn binary_rejects_bad_flags() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("status"));
 }
+
+#[test]
+fn binary_rejects_out_of_range_fail_percent() {
+    let out = Command::new(env!("CARGO_BIN_EXE_llmesh-mock"))
+        .args(["--listen", "127.0.0.1:0", "--fail-percent", "150"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fail_percent"));
+}

@@ -482,3 +482,147 @@ async fn recording_and_counting() {
     })
     .await;
 }
+
+/// Sends `n` chat requests on one keep-alive client, `in_flight` at a
+/// time; returns how many got each status.
+async fn fail_counts(
+    m: &MockServer,
+    model: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> std::collections::BTreeMap<u16, usize> {
+    let c = client();
+    let body = Bytes::from(openai_chat(model, "hello there").to_string());
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let r = send_with(&c, Method::POST, &chat_url(m), headers, body.clone()).await;
+        if r.status == 200 {
+            assert_eq!(r.json()["choices"][0]["finish_reason"], "stop");
+        } else {
+            // An error in the dialect's format, not a bare status.
+            assert!(r.json()["error"]["message"].is_string(), "{}", r.text());
+        }
+        *counts.entry(r.status).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn fail_percent_zero_never_fails_and_hundred_always_does() {
+    bounded(async {
+        let m = start().await;
+        // 0 never fails, even with an error status beside it.
+        let got = fail_counts(
+            &m,
+            "a",
+            &[("x-mock-fail-percent", "0"), ("x-mock-status", "500")],
+            100,
+        )
+        .await;
+        assert_eq!(got.get(&200), Some(&100), "{got:?}");
+
+        // 100 always fails, with 503 when no status is given...
+        let got = fail_counts(&m, "a", &[("x-mock-fail-percent", "100")], 100).await;
+        assert_eq!(got.get(&503), Some(&100), "{got:?}");
+
+        // ...and with the given status otherwise (here from a model rule,
+        // the percentage from the JSON header), Retry-After included.
+        m.set_model_behavior(
+            "b",
+            Behavior {
+                status: Some(429),
+                retry_after_s: Some(2),
+                ..Behavior::default()
+            },
+        );
+        let r = post(
+            &chat_url(&m),
+            &[("x-mock-behavior", r#"{"fail_percent":100}"#)],
+            &openai_chat("b", "x"),
+        )
+        .await;
+        assert_eq!(r.status, 429);
+        assert_eq!(r.header("retry-after"), Some("2"));
+        assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+
+        // Other dialects answer in their own error format.
+        let r = post(
+            &format!("{}/v1/messages", m.url()),
+            &[("x-mock-fail-percent", "100")],
+            &json!({"model": "c", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+        assert_eq!(r.status, 503);
+        assert_eq!(r.json()["type"], "error");
+        let r = post(
+            &format!("{}/v1beta/models/g:generateContent", m.url()),
+            &[("x-mock-fail-percent", "100")],
+            &json!({"contents": [{"parts": [{"text": "x"}]}]}),
+        )
+        .await;
+        assert_eq!(r.status, 503);
+        assert_eq!(r.json()["error"]["status"], "UNAVAILABLE");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fail_percent_fifty_fails_about_half() {
+    bounded(async {
+        let m = start().await;
+        // Set per model over the control API, as the bench does.
+        let r = send(
+            Method::PUT,
+            &format!("{}/_mock/models/flaky", m.url()),
+            r#"{"fail_percent":50,"status":503}"#,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["fail_percent"], 50.0);
+
+        let n = 400;
+        let got = fail_counts(&m, "flaky", &[], n).await;
+        let failed = got.get(&503).copied().unwrap_or(0);
+        let ok = got.get(&200).copied().unwrap_or(0);
+        assert_eq!(failed + ok, n, "{got:?}");
+        // Binomial(400, 0.5): sd 10, so 35%..65% is 7.5 sd either way.
+        assert!(
+            (n * 35 / 100..=n * 65 / 100).contains(&failed),
+            "{failed} of {n} failed: {got:?}"
+        );
+
+        // Other models are untouched by the rule.
+        let got = fail_counts(&m, "steady", &[], 50).await;
+        assert_eq!(got.get(&200), Some(&50), "{got:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fail_percent_bad_values_are_refused() {
+    bounded(async {
+        let m = start().await;
+        let url = chat_url(&m);
+        for v in ["101", "-1", "half", "NaN", "inf", ""] {
+            let r = post(&url, &[("x-mock-fail-percent", v)], &openai_chat("a", "b")).await;
+            assert_eq!(r.status, 400, "x-mock-fail-percent: {v:?}");
+            let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+            assert!(msg.contains("fail"), "{msg}");
+        }
+        for body in [
+            r#"{"fail_percent":100.5}"#,
+            r#"{"fail_percent":-0.1}"#,
+            r#"{"fail_percent":"50"}"#,
+        ] {
+            let r = post(&url, &[("x-mock-behavior", body)], &openai_chat("a", "b")).await;
+            assert_eq!(r.status, 400, "x-mock-behavior: {body}");
+            for path in ["behavior", "models/a"] {
+                let r = send(Method::PUT, &format!("{}/_mock/{path}", m.url()), body).await;
+                assert_eq!(r.status, 400, "PUT /_mock/{path} {body}");
+            }
+        }
+        // Nothing above stuck: requests still succeed.
+        assert_eq!(post(&url, &[], &openai_chat("a", "b")).await.status, 200);
+    })
+    .await;
+}
