@@ -108,7 +108,7 @@ async fn a_5xx_is_retried_on_another_backend() {
         metric_value(
             &m,
             "llmesh_retries_total",
-            &[("route", "retry"), ("reason", "upstream_5xx")]
+            &[("route", "retry"), ("reason", "server-error")]
         ),
         Some(1.0)
     );
@@ -119,7 +119,7 @@ async fn a_5xx_is_retried_on_another_backend() {
             &[
                 ("route", "retry"),
                 ("model", "bad"),
-                ("outcome", "upstream_5xx")
+                ("outcome", "server-error")
             ]
         ),
         Some(1.0)
@@ -180,7 +180,7 @@ async fn context_length_goes_to_the_larger_model_chain() {
             &[
                 ("route", "ctx"),
                 ("from", "p1"),
-                ("reason", "context_length")
+                ("reason", "context-length")
             ]
         ),
         Some(1.0)

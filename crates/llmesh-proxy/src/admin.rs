@@ -37,11 +37,14 @@ pub async fn metrics_port(
         ));
     }
     Ok(match req.uri().path() {
-        "/metrics" => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render(),
-        ),
+        "/metrics" => {
+            crate::runtime::refresh_breaker_gauges(&shared);
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                shared.metrics.render(),
+            )
+        }
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => {
             if shared.ready.load(Ordering::Acquire) {

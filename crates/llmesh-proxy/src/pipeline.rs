@@ -407,7 +407,7 @@ async fn proxy_call(
                 }
                 retries += 1;
                 m.retries
-                    .with_label_values(&[&route.name, crate::classify::label(class)])
+                    .with_label_values(&[&route.name, class.as_str()])
                     .inc();
                 // Each retry prefers a backend not tried yet; once
                 // all were, any may be tried again.
@@ -438,7 +438,7 @@ async fn proxy_call(
                 .with_label_values(&[
                     &route.name,
                     &b.backend.provider.name,
-                    crate::classify::label(class),
+                    class.as_str(),
                 ])
                 .inc();
             last = Some((f, b));
@@ -470,7 +470,7 @@ fn record_failure(req: &Req<'_>, b: &BackendRuntime, f: &Failure) {
         }
         _ => b.state.breaker.on_failure(now),
     }
-    note_attempt(req, b, crate::classify::label(f.class), now);
+    note_attempt(req, b, f.class.as_str(), now);
 }
 
 /// The first attempt, hedged: if `a` has produced nothing after `delay`, a

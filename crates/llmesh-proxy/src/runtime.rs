@@ -182,3 +182,23 @@ impl Builder<'_> {
         }
     }
 }
+
+/// Sets `llmesh_circuit_breaker_state` for every backend of the active
+/// table from the breakers themselves, so a scrape sees an open breaker turn
+/// half-open when its time is up, not only when traffic next touches it.
+pub fn refresh_breaker_gauges(shared: &crate::Shared) {
+    let table = shared.table.load();
+    let now = tokio::time::Instant::now().into_std();
+    let gauge = &shared.metrics.breaker_state;
+    for (route, rt) in table.snap.routes.iter().zip(&table.routes) {
+        if route.breaker.is_none() {
+            continue;
+        }
+        for b in rt.backends.iter().chain(rt.fallbacks.iter().flatten()) {
+            let model = b.backend.model.as_deref().unwrap_or("");
+            gauge
+                .with_label_values(&[&route.name, &b.backend.provider.name, model])
+                .set(b.state.breaker.state(now).as_gauge());
+        }
+    }
+}
