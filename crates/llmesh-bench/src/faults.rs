@@ -718,8 +718,8 @@ fn markdown(plan: &FaultPlan, outcomes: &[Outcome], wall: Duration) -> String {
     }
     let _ = writeln!(
         s,
-        "\nBreaker state: 0 closed, 1 open, 2 half-open; the gauge is set when an attempt ends, \
-         so it shows the state at the backend's last attempt.\n\nWhole run: {:.1} s.",
+        "\nBreaker state: 0 closed, 1 open, 2 half-open, read from the breakers at each scrape; \
+         under steady traffic half-open lasts only until the next request probes.\n\nWhole run: {:.1} s.",
         wall.as_secs_f64()
     );
     s

@@ -356,7 +356,7 @@ async fn proxy_call(
                 b.state.breaker.on_success(now);
                 b.state.ttft.observe(ttfb, now);
                 b.state.latency.observe(ttfb);
-                note_attempt(&req, b, "ok", now);
+                note_attempt(&req, b, "ok");
                 return Ok(respond(&req, &labels, b, success, in_flight, attempts));
             }
             Err((f, Some(in_flight))) => {
@@ -435,11 +435,7 @@ async fn proxy_call(
                 chain_pos = 0;
             }
             m.failovers
-                .with_label_values(&[
-                    &route.name,
-                    &b.backend.provider.name,
-                    class.as_str(),
-                ])
+                .with_label_values(&[&route.name, &b.backend.provider.name, class.as_str()])
                 .inc();
             last = Some((f, b));
             continue;
@@ -470,7 +466,7 @@ fn record_failure(req: &Req<'_>, b: &BackendRuntime, f: &Failure) {
         }
         _ => b.state.breaker.on_failure(now),
     }
-    note_attempt(req, b, f.class.as_str(), now);
+    note_attempt(req, b, f.class.as_str());
 }
 
 /// The first attempt, hedged: if `a` has produced nothing after `delay`, a
@@ -519,7 +515,7 @@ async fn race<'a>(
     let cancelled = |loser: &BackendRuntime| {
         let now = clock();
         loser.state.breaker.on_success(now);
-        note_attempt(req, loser, "hedge_cancelled", now);
+        note_attempt(req, loser, "hedge_cancelled");
     };
     tokio::select! {
         ra = &mut fa => match ra {
@@ -655,15 +651,15 @@ fn next_in_chain<'a>(
     None
 }
 
-fn note_attempt(req: &Req<'_>, b: &BackendRuntime, outcome: &str, now: std::time::Instant) {
-    let m = &req.shared.metrics;
+fn note_attempt(req: &Req<'_>, b: &BackendRuntime, outcome: &str) {
+    // The breaker gauge is read from the breakers at scrape time
+    // (runtime::refresh_breaker_gauges), so only the counter is touched here.
     let model = b.backend.model.as_deref().unwrap_or("");
-    m.attempts
+    req.shared
+        .metrics
+        .attempts
         .with_label_values(&[&req.route.name, &b.backend.provider.name, model, outcome])
         .inc();
-    m.breaker_state
-        .with_label_values(&[&req.route.name, &b.backend.provider.name, model])
-        .set(b.state.breaker.state(now).as_gauge());
 }
 
 fn call_for(req: &Req<'_>, labels: &Labels<'_>, b: &BackendRuntime) -> Call {
