@@ -15,12 +15,12 @@ fn policy(mock: &str) -> String {
         "apiVersion: llmesh.io/v1alpha1
 kind: LLMProvider
 metadata: {{name: p1}}
-spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}, models: [{{name: tiny, contextWindow: 60}}]}}
+spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}, models: [{{name: tiny, contextWindow: 60}}, {{name: pricey, pricing: {{input: 10, output: 30}}}}]}}
 ---
 apiVersion: llmesh.io/v1alpha1
 kind: LLMProvider
 metadata: {{name: p2}}
-spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}, models: [{{name: huge, contextWindow: 100000}}]}}
+spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}, models: [{{name: huge, contextWindow: 100000}}, {{name: cheap, pricing: {{input: 0.1, output: 0.4}}}}]}}
 "
     );
     let routes = [
@@ -38,6 +38,8 @@ spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}, model
         ("pre2", "backends: [{provider: p1, model: tiny}]"),
         ("hedge", "backends: [{provider: p1, model: slow}, {provider: p2, model: good, priority: 1}]\n  hedge: {delay: 100ms}"),
         ("outl", "strategy: {type: round-robin}\n  backends: [{provider: p1, model: sluggish}, {provider: p2, model: good}, {provider: p2, model: good2}]\n  circuitBreaker: {slowOutlierFactor: 3, openFor: 30s}"),
+        ("lat", "strategy: {type: latency, explorationPercent: 5}\n  backends: [{provider: p1, model: sluggish}, {provider: p2, model: good}]"),
+        ("cost", "strategy: {type: cost, latencyBudget: 2s}\n  backends: [{provider: p1, model: pricey}, {provider: p2, model: cheap}]"),
         ("hedge2", "backends: [{provider: p1, model: good}, {provider: p2, model: good, priority: 1}]\n  hedge: {delay: 1s}"),
     ];
     let mut out = providers;
@@ -476,4 +478,33 @@ async fn a_backend_much_slower_than_its_peers_is_ejected() {
         "{:?}",
         models_sent(&env)
     );
+}
+
+#[tokio::test]
+async fn the_latency_strategy_prefers_the_faster_backend() {
+    let env = env().await;
+    for _ in 0..20 {
+        let (s, _, _) = env
+            .post("/v1/chat/completions", &openai_chat("lat", "hi"))
+            .await;
+        assert_eq!(s, 200);
+    }
+    let slow = models_sent(&env)
+        .iter()
+        .filter(|m| *m == "sluggish")
+        .count();
+    // One probe to learn its latency, then only exploration (5%).
+    assert!(slow <= 4, "{slow} of 20 went to the slow backend");
+}
+
+#[tokio::test]
+async fn the_cost_strategy_picks_the_cheapest_backend_within_budget() {
+    let env = env().await;
+    for _ in 0..5 {
+        let (s, h, _) = env
+            .post("/v1/chat/completions", &openai_chat("cost", "hi"))
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(h["x-llmesh-model"], "cheap");
+    }
 }
