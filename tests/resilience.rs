@@ -508,3 +508,32 @@ async fn the_cost_strategy_picks_the_cheapest_backend_within_budget() {
         assert_eq!(h["x-llmesh-model"], "cheap");
     }
 }
+
+#[tokio::test]
+async fn an_open_breaker_survives_a_reload_of_other_routes() {
+    let env = env().await;
+    let (s, _, _) = env
+        .post("/v1/chat/completions", &openai_chat("down", "hi"))
+        .await;
+    assert_eq!(s, 503);
+    // Add a route elsewhere in the file.
+    let mut text = policy(&env.mock.url());
+    text.push_str("---\napiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {name: extra}\nspec:\n  models: [extra]\n  backends: [{provider: p1, model: good}]\n");
+    std::fs::write(env.policy_path(), text).unwrap();
+    for _ in 0..250 {
+        let (s, _, _) = env
+            .post("/v1/chat/completions", &openai_chat("extra", "hi"))
+            .await;
+        if s == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.mock.clear_requests();
+    let (s, _, b) = env
+        .post("/v1/chat/completions", &openai_chat("down", "hi"))
+        .await;
+    assert_eq!(s, 503);
+    assert_eq!(b["error"]["code"], "no_healthy_backend", "{b}");
+    assert_eq!(env.mock.request_count(), 0, "the reload reset the breaker");
+}

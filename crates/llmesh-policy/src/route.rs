@@ -51,26 +51,9 @@ impl ClassSet {
     }
 }
 
-/// How a backend is chosen.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum StrategyKind {
-    /// Weighted random.
-    Weighted,
-    /// In turn.
-    RoundRobin,
-    /// Power of two choices on outstanding requests.
-    LeastRequest,
-    /// Lowest time-to-first-byte average, exploring `exploration` (0..1).
-    Latency {
-        /// Share of random picks.
-        exploration: f64,
-    },
-    /// Cheapest within a p90 latency budget.
-    Cost {
-        /// The budget.
-        latency_budget: Duration,
-    },
-}
+/// How a backend is chosen: the balancer's own strategy type, so the
+/// compiled route hands it over as is.
+pub use llmesh_resilience::Strategy as StrategyKind;
 
 /// Retry settings of a route.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -20,7 +20,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use llmesh_api::ErrorClass;
-use llmesh_policy::{Route, StrategyKind};
+use llmesh_policy::Route;
 use llmesh_resilience::{balance, Backoff, Candidate, OwnedInFlight, Strategy};
 use llmesh_wire::Dialect;
 use serde_json::Value;
@@ -575,13 +575,7 @@ fn select_own(
     tried: u64,
     now: std::time::Instant,
 ) -> Option<(usize, bool)> {
-    let strategy = match route.strategy {
-        StrategyKind::Weighted => Strategy::Weighted,
-        StrategyKind::RoundRobin => Strategy::RoundRobin,
-        StrategyKind::LeastRequest => Strategy::LeastRequest,
-        StrategyKind::Latency { exploration } => Strategy::Latency { exploration },
-        StrategyKind::Cost { latency_budget } => Strategy::Cost { latency_budget },
-    };
+    let strategy = &route.strategy;
     // The common case, one backend, needs no balancing.
     if let [only] = rt.backends.as_slice() {
         return only
@@ -618,8 +612,7 @@ fn select_own(
                         && b.state.breaker.would_admit(now),
                 }
             }));
-            if let Some(i) =
-                balance::pick(&strategy, &cands, &rt.rr, rand::random(), rand::random())
+            if let Some(i) = balance::pick(strategy, &cands, &rt.rr, rand::random(), rand::random())
             {
                 return Some((i, tried & bit(i) == 0));
             }

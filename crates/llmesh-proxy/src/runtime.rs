@@ -71,6 +71,23 @@ fn breaker_config(s: Option<&BreakerSettings>) -> BreakerConfig {
     }
 }
 
+/// The entry for `key`: already taken by this table, else the live one
+/// from the registry, else a new one.
+fn reuse<T>(
+    live: &Mutex<HashMap<String, Arc<T>>>,
+    taken: &mut HashMap<String, Arc<T>>,
+    key: String,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    if let Some(v) = taken.get(&key) {
+        return v.clone();
+    }
+    let existing = live.lock().ok().and_then(|m| m.get(&key).cloned());
+    let v = existing.unwrap_or_else(|| Arc::new(make()));
+    taken.insert(key, v.clone());
+    v
+}
+
 /// Collects the entries a new table uses; entries no longer used are
 /// dropped when the table is committed.
 pub struct Builder<'a> {
@@ -105,23 +122,9 @@ impl Builder<'_> {
             b.model.as_deref().unwrap_or("*"),
             route.breaker
         );
-        if let Some(s) = self.backends.get(&key) {
-            return s.clone();
-        }
-        let existing = self
-            .registry
-            .backends
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).cloned());
-        let state = existing.unwrap_or_else(|| {
-            Arc::new(BackendState::new(
-                breaker_config(route.breaker.as_ref()),
-                EWMA_HALF_LIFE,
-            ))
-        });
-        self.backends.insert(key, state.clone());
-        state
+        reuse(&self.registry.backends, &mut self.backends, key, || {
+            BackendState::new(breaker_config(route.breaker.as_ref()), EWMA_HALF_LIFE)
+        })
     }
 
     /// The route's retry budget, if it retries.
@@ -131,35 +134,23 @@ impl Builder<'_> {
             "{}/{}/{}/{}",
             route.namespace, route.name, r.budget_ratio, r.budget_min_per_second
         );
-        let existing = self
-            .registry
-            .budgets
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).cloned());
-        let budget = existing.unwrap_or_else(|| {
-            Arc::new(RetryBudget::new(
-                r.budget_ratio,
-                r.budget_min_per_second,
-                BUDGET_TTL,
-            ))
-        });
-        self.budgets.insert(key, budget.clone());
-        Some(budget)
+        Some(reuse(
+            &self.registry.budgets,
+            &mut self.budgets,
+            key,
+            || RetryBudget::new(r.budget_ratio, r.budget_min_per_second, BUDGET_TTL),
+        ))
     }
 
     /// The route's round-robin position.
     pub fn counter(&mut self, route: &Route) -> Arc<AtomicU64> {
         let key = format!("{}/{}", route.namespace, route.name);
-        let existing = self
-            .registry
-            .counters
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).cloned());
-        let c = existing.unwrap_or_default();
-        self.counters.insert(key, c.clone());
-        c
+        reuse(
+            &self.registry.counters,
+            &mut self.counters,
+            key,
+            AtomicU64::default,
+        )
     }
 
     /// Makes this table's entries the registry's (called when it is
