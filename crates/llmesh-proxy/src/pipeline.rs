@@ -3,11 +3,14 @@
 //! 1. classify the endpoint (it decides the error format of everything after),
 //! 2. read the body under the size limit and parse it,
 //! 3. load the policy snapshot once (the request keeps it to the end),
-//! 4. resolve the route and pick a backend,
-//! 5. translate the request to the provider's API and send it with the
-//!    route's deadlines,
-//! 6. answer: errors translated to the client's format, whole bodies
-//!    translated and accounted, streams translated chunk by chunk and
+//! 4. resolve the route (model name and header conditions),
+//! 5. the attempt loop: pick a backend (`select`), skip it if the prompt
+//!    cannot fit its window (preflight), make the attempt (`attempt`,
+//!    hedged on the first try when the route says so, `hedge`), and on a
+//!    failure decide by its class: retry within the route's budget, move to
+//!    a fallback chain, or stop,
+//! 6. answer (`respond`): errors translated to the client's format, whole
+//!    bodies translated and accounted, streams translated chunk by chunk and
 //!    accounted when they end.
 
 use std::convert::Infallible;
@@ -20,17 +23,19 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use llmesh_api::ErrorClass;
-use llmesh_policy::Route;
-use llmesh_resilience::{balance, Backoff, Candidate, OwnedInFlight, Strategy};
+use llmesh_resilience::Backoff;
 use llmesh_wire::Dialect;
 use serde_json::Value;
 
-use crate::account::{status_label, Call, Outcome};
-use crate::attempt::{self, attempt, preflight, Failure, FailureKind, Req, Success};
+use crate::account::status_label;
+use crate::attempt::{attempt, preflight, Failure, Req};
 use crate::body::ProxyBody;
-use crate::error::{json_bytes_response, json_response, ProxyError};
-use crate::runtime::{BackendRuntime, RouteRuntime};
-use crate::stream::{deadline_from, StreamingBody};
+use crate::error::{json_response, ProxyError};
+use crate::hedge::race;
+use crate::respond::{fail, note_attempt, record_failure, respond, Labels};
+use crate::runtime::BackendRuntime;
+use crate::select::{bit, budget_allows, clock, next_in_chain, select_own};
+use crate::stream::deadline_from;
 use crate::upstream::Operation;
 use crate::Shared;
 
@@ -449,343 +454,6 @@ async fn proxy_call(
             route: route.name.clone(),
         }),
     }
-}
-
-/// How one attempt (or a hedged pair) ended: the answer with its in-flight
-/// guard and start time, or the failure with the guard if a call was made.
-type AttemptResult =
-    Result<(Success, OwnedInFlight, std::time::Instant), (Failure, Option<OwnedInFlight>)>;
-
-/// A failed attempt's effect on its backend: the breaker hears of it unless
-/// the request itself was the problem (the backend answered properly).
-fn record_failure(req: &Req<'_>, b: &BackendRuntime, f: &Failure) {
-    let now = clock();
-    match f.class {
-        ErrorClass::InvalidRequest | ErrorClass::ContextLength | ErrorClass::ContentFilter => {
-            b.state.breaker.on_success(now)
-        }
-        _ => b.state.breaker.on_failure(now),
-    }
-    note_attempt(req, b, f.class.as_str());
-}
-
-/// The first attempt, hedged: if `a` has produced nothing after `delay`, a
-/// second backend of the route (one not tried yet, budget permitting) is
-/// raced against it. The first success wins and the other attempt is
-/// dropped, which cancels its upstream call; if one fails, the other is
-/// awaited.
-// Failures are the rare path and are moved once; boxing them would cost
-// every one an allocation for nothing.
-#[allow(clippy::too_many_arguments, clippy::result_large_err)]
-async fn race<'a>(
-    req: &Req<'_>,
-    rt: &'a RouteRuntime,
-    a: &'a BackendRuntime,
-    a_flight: OwnedInFlight,
-    a_t0: std::time::Instant,
-    tried: u64,
-    delay: Duration,
-    attempts: &mut u32,
-) -> (&'a BackendRuntime, AttemptResult) {
-    let wrap = |r: Result<Success, Failure>, flight: OwnedInFlight, t0| match r {
-        Ok(s) => Ok((s, flight, t0)),
-        Err(f) => Err((f, Some(flight))),
-    };
-    let fa = attempt(req, a);
-    tokio::pin!(fa);
-    if let Ok(r) = tokio::time::timeout(delay, &mut fa).await {
-        return (a, wrap(r, a_flight, a_t0));
-    }
-    let now = clock();
-    let second = select_own(req.route, rt, tried, now)
-        .filter(|&(_, fresh)| fresh)
-        .map(|(i, _)| &rt.backends[i])
-        .filter(|b| budget_allows(rt, now) && b.state.breaker.try_acquire(now));
-    let Some(b) = second else {
-        return (a, wrap(fa.await, a_flight, a_t0));
-    };
-    *attempts += 1;
-    let hedges = &req.shared.metrics.hedges;
-    let b_flight = b.state.start_owned();
-    let b_t0 = clock();
-    let fb = attempt(req, b);
-    tokio::pin!(fb);
-    // A cancelled attempt did not fail: its breaker permit is returned as a
-    // success so a half-open probe slot is never lost.
-    let cancelled = |loser: &BackendRuntime| {
-        let now = clock();
-        loser.state.breaker.on_success(now);
-        note_attempt(req, loser, "hedge_cancelled");
-    };
-    tokio::select! {
-        ra = &mut fa => match ra {
-            Ok(s) => {
-                cancelled(b);
-                hedges.with_label_values(&[&req.route.name, "lost"]).inc();
-                (a, Ok((s, a_flight, a_t0)))
-            }
-            Err(f) => {
-                record_failure(req, a, &f);
-                drop(a_flight);
-                hedges.with_label_values(&[&req.route.name, "won"]).inc();
-                (b, wrap(fb.await, b_flight, b_t0))
-            }
-        },
-        rb = &mut fb => match rb {
-            Ok(s) => {
-                cancelled(a);
-                hedges.with_label_values(&[&req.route.name, "won"]).inc();
-                (b, Ok((s, b_flight, b_t0)))
-            }
-            Err(f) => {
-                record_failure(req, b, &f);
-                drop(b_flight);
-                hedges.with_label_values(&[&req.route.name, "lost"]).inc();
-                (a, wrap(fa.await, a_flight, a_t0))
-            }
-        },
-    }
-}
-
-/// What accounting needs besides the request.
-struct Labels<'a> {
-    pattern: &'a str,
-    start: Instant,
-}
-
-fn clock() -> std::time::Instant {
-    // tokio's clock, so tests with paused time drive breakers and budgets.
-    tokio::time::Instant::now().into_std()
-}
-
-fn bit(i: usize) -> u64 {
-    1u64 << (i.min(63))
-}
-
-fn budget_allows(rt: &RouteRuntime, now: std::time::Instant) -> bool {
-    rt.budget.as_ref().is_none_or(|b| b.try_withdraw(now))
-}
-
-/// A backend of the route's own, by its strategy, from the best priority
-/// group that has an available backend. Backends in `tried` are avoided
-/// while others are available; the flag says whether the pick is untried.
-fn select_own(
-    route: &Route,
-    rt: &RouteRuntime,
-    tried: u64,
-    now: std::time::Instant,
-) -> Option<(usize, bool)> {
-    let strategy = &route.strategy;
-    // The common case, one backend, needs no balancing.
-    if let [only] = rt.backends.as_slice() {
-        return only
-            .state
-            .breaker
-            .would_admit(now)
-            .then_some((0, tried & 1 == 0));
-    }
-    let needs_p90 = matches!(strategy, Strategy::Cost { .. });
-    let mut groups: Vec<u32> = rt.backends.iter().map(|b| b.backend.priority).collect();
-    groups.sort_unstable();
-    groups.dedup();
-    let mut cands: Vec<Candidate> = Vec::with_capacity(rt.backends.len());
-    for avoid_tried in [true, false] {
-        for &group in &groups {
-            cands.clear();
-            cands.extend(rt.backends.iter().enumerate().map(|(i, b)| {
-                Candidate {
-                    weight: b.backend.weight,
-                    outstanding: b
-                        .state
-                        .outstanding
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                    ewma: b.state.ttft.get(),
-                    // p90 sorts a sample window: only the cost strategy pays for it.
-                    p90: if needs_p90 {
-                        b.state.latency.p90()
-                    } else {
-                        None
-                    },
-                    cost_per_mtok: price_per_mtok(&b.backend),
-                    available: b.backend.priority == group
-                        && !(avoid_tried && tried & bit(i) != 0)
-                        && b.state.breaker.would_admit(now),
-                }
-            }));
-            if let Some(i) = balance::pick(strategy, &cands, &rt.rr, rand::random(), rand::random())
-            {
-                return Some((i, tried & bit(i) == 0));
-            }
-        }
-    }
-    None
-}
-
-fn price_per_mtok(b: &llmesh_policy::Backend) -> f64 {
-    b.model
-        .as_deref()
-        .and_then(|m| b.provider.model(m))
-        .and_then(|info| info.price)
-        .map_or(f64::NAN, |p| (p.input + p.output) * 1e6)
-}
-
-/// The next available backend of a fallback chain, moving past it.
-fn next_in_chain<'a>(
-    chain: &'a [BackendRuntime],
-    pos: &mut usize,
-    now: std::time::Instant,
-) -> Option<&'a BackendRuntime> {
-    while let Some(b) = chain.get(*pos) {
-        *pos += 1;
-        if b.state.breaker.would_admit(now) {
-            return Some(b);
-        }
-    }
-    None
-}
-
-fn note_attempt(req: &Req<'_>, b: &BackendRuntime, outcome: &str) {
-    // The breaker gauge is read from the breakers at scrape time
-    // (runtime::refresh_breaker_gauges), so only the counter is touched here.
-    let model = b.backend.model.as_deref().unwrap_or("");
-    req.shared
-        .metrics
-        .attempts
-        .with_label_values(&[&req.route.name, &b.backend.provider.name, model, outcome])
-        .inc();
-}
-
-fn call_for(req: &Req<'_>, labels: &Labels<'_>, b: &BackendRuntime) -> Call {
-    let model = attempt::upstream_model(req, b).to_string();
-    Call {
-        shared: req.shared.clone(),
-        request_id: req.request_id.clone(),
-        start: labels.start,
-        op: req.op,
-        client: req.client,
-        stream: req.stream,
-        route: req.route.clone(),
-        provider: b.backend.provider.clone(),
-        request_model: labels.pattern.to_string(),
-        requested: req.requested.to_string(),
-        model_label: b
-            .backend
-            .model
-            .clone()
-            .unwrap_or_else(|| labels.pattern.to_string()),
-        upstream_model: model,
-        raw_request: req.raw.clone(),
-    }
-}
-
-fn add_route_headers(
-    resp: &mut Response<ProxyBody>,
-    req: &Req<'_>,
-    b: &BackendRuntime,
-    attempts: u32,
-) {
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&b.backend.provider.name) {
-        h.insert("x-llmesh-provider", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(attempt::upstream_model(req, b)) {
-        h.insert("x-llmesh-model", v);
-    }
-    h.insert("x-llmesh-attempts", HeaderValue::from(attempts));
-}
-
-/// The answer of a successful attempt, accounted.
-fn respond(
-    req: &Req<'_>,
-    labels: &Labels<'_>,
-    b: &BackendRuntime,
-    success: Success,
-    in_flight: OwnedInFlight,
-    attempts: u32,
-) -> Response<ProxyBody> {
-    let call = call_for(req, labels, b);
-    let mut resp = match success {
-        Success::Whole {
-            body,
-            usage,
-            response_model,
-            output_estimate,
-        } => {
-            drop(in_flight);
-            let resp = json_bytes_response(StatusCode::OK, body, req.request_id);
-            call.finish(Outcome {
-                status: 200,
-                error_type: "",
-                usage,
-                response_model,
-                ttfc: None,
-                output_estimate,
-            });
-            resp
-        }
-        Success::Stream {
-            upstream,
-            first,
-            translator,
-        } => {
-            let idle = req.route.timeouts.idle;
-            let body = StreamingBody::new(
-                upstream,
-                first,
-                in_flight,
-                translator,
-                call,
-                idle,
-                req.deadline,
-            );
-            let mut out = Response::new(BodyExt::boxed_unsync(body));
-            let h = out.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert("x-request-id", req.request_id.clone());
-            out
-        }
-    };
-    add_route_headers(&mut resp, req, b, attempts);
-    resp
-}
-
-/// The last failure, in the client's format, accounted.
-fn fail(
-    req: &Req<'_>,
-    labels: &Labels<'_>,
-    b: &BackendRuntime,
-    f: Failure,
-    attempts: u32,
-) -> Response<ProxyBody> {
-    let call = call_for(req, labels, b);
-    let mut resp = match f.kind {
-        FailureKind::Proxy(err) => {
-            call.finish(Outcome::error(err.status().as_u16(), err.metric_label()));
-            err.into_response(req.client, req.request_id)
-        }
-        FailureKind::Upstream {
-            status,
-            keep,
-            body,
-            dialect,
-        } => {
-            let translated =
-                llmesh_wire::translate_error(req.client, dialect, status.as_u16(), &body);
-            let mut out = json_response(status, &translated, req.request_id);
-            out.headers_mut().extend(keep);
-            call.finish(Outcome::error(
-                status.as_u16(),
-                crate::classify::label(f.class),
-            ));
-            out
-        }
-    };
-    add_route_headers(&mut resp, req, b, attempts);
-    resp
 }
 
 fn list_models(shared: &Shared, anthropic: bool, request_id: &HeaderValue) -> Response<ProxyBody> {

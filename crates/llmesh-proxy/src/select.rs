@@ -1,0 +1,98 @@
+//! Choosing the backend of an attempt: the route's own backends by
+//! strategy and priority group, or the next entry of a fallback chain.
+
+use llmesh_policy::Route;
+use llmesh_resilience::{balance, Candidate, Strategy};
+
+use crate::runtime::{BackendRuntime, RouteRuntime};
+
+pub(crate) fn clock() -> std::time::Instant {
+    // tokio's clock, so tests with paused time drive breakers and budgets.
+    tokio::time::Instant::now().into_std()
+}
+
+pub(crate) fn bit(i: usize) -> u64 {
+    1u64 << (i.min(63))
+}
+
+pub(crate) fn budget_allows(rt: &RouteRuntime, now: std::time::Instant) -> bool {
+    rt.budget.as_ref().is_none_or(|b| b.try_withdraw(now))
+}
+
+/// A backend of the route's own, by its strategy, from the best priority
+/// group that has an available backend. Backends in `tried` are avoided
+/// while others are available; the flag says whether the pick is untried.
+pub(crate) fn select_own(
+    route: &Route,
+    rt: &RouteRuntime,
+    tried: u64,
+    now: std::time::Instant,
+) -> Option<(usize, bool)> {
+    let strategy = &route.strategy;
+    // The common case, one backend, needs no balancing.
+    if let [only] = rt.backends.as_slice() {
+        return only
+            .state
+            .breaker
+            .would_admit(now)
+            .then_some((0, tried & 1 == 0));
+    }
+    let needs_p90 = matches!(strategy, Strategy::Cost { .. });
+    let mut groups: Vec<u32> = rt.backends.iter().map(|b| b.backend.priority).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut cands: Vec<Candidate> = Vec::with_capacity(rt.backends.len());
+    for avoid_tried in [true, false] {
+        for &group in &groups {
+            cands.clear();
+            cands.extend(rt.backends.iter().enumerate().map(|(i, b)| {
+                Candidate {
+                    weight: b.backend.weight,
+                    outstanding: b
+                        .state
+                        .outstanding
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    ewma: b.state.ttft.get(),
+                    // p90 sorts a sample window: only the cost strategy pays for it.
+                    p90: if needs_p90 {
+                        b.state.latency.p90()
+                    } else {
+                        None
+                    },
+                    cost_per_mtok: price_per_mtok(&b.backend),
+                    available: b.backend.priority == group
+                        && !(avoid_tried && tried & bit(i) != 0)
+                        && b.state.breaker.would_admit(now),
+                }
+            }));
+            if let Some(i) = balance::pick(strategy, &cands, &rt.rr, rand::random(), rand::random())
+            {
+                return Some((i, tried & bit(i) == 0));
+            }
+        }
+    }
+    None
+}
+
+pub(crate) fn price_per_mtok(b: &llmesh_policy::Backend) -> f64 {
+    b.model
+        .as_deref()
+        .and_then(|m| b.provider.model(m))
+        .and_then(|info| info.price)
+        .map_or(f64::NAN, |p| (p.input + p.output) * 1e6)
+}
+
+/// The next available backend of a fallback chain, moving past it.
+pub(crate) fn next_in_chain<'a>(
+    chain: &'a [BackendRuntime],
+    pos: &mut usize,
+    now: std::time::Instant,
+) -> Option<&'a BackendRuntime> {
+    while let Some(b) = chain.get(*pos) {
+        *pos += 1;
+        if b.state.breaker.would_admit(now) {
+            return Some(b);
+        }
+    }
+    None
+}
