@@ -16,7 +16,7 @@ pub use document::{parse_documents, AnyResource, ObjectMeta, ParseError, Resourc
 pub use provider::{ApiSchema, CredentialRef, LLMProviderSpec, ModelSpec, Pricing};
 pub use route::{
     BackendRef, CircuitBreakerSpec, ErrorClass, FallbackChain, HedgeSpec, LLMRouteSpec,
-    RetryPolicy, Strategy, Timeouts,
+    RetryPolicy, Strategy, StreamContinuationSpec, Timeouts,
 };
 
 /// API group of every llmesh kind.

@@ -43,6 +43,22 @@ pub struct LLMRouteSpec {
     /// Deadlines for upstream calls.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Continue a stream that fails after the client has received part of
+    /// it on another backend, instead of ending it with an error event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_continuation: Option<StreamContinuationSpec>,
+}
+
+/// Mid-stream continuation: when an upstream stream breaks after the client
+/// got some of the answer, the request is resubmitted to a backend of the
+/// route with the partial answer as the start of the assistant's turn, and
+/// the new stream is spliced into the client's so it sees one answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamContinuationSpec {
+    /// How many times one response may be continued (default 1, at most 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_continuations: Option<u32>,
 }
 
 /// Backend selection strategy.

@@ -595,6 +595,23 @@ fn compile_route(
             }
         });
 
+    let max_continuations =
+        spec.stream_continuation
+            .as_ref()
+            .map_or(0, |c| match c.max_continuations {
+                None => 1,
+                Some(n @ 1..=3) => n,
+                Some(_) => {
+                    cx.err(
+                        K,
+                        name,
+                        "spec.streamContinuation.maxContinuations",
+                        "must be between 1 and 3",
+                    );
+                    1
+                }
+            });
+
     if cx.errors.len() > before {
         return None;
     }
@@ -612,6 +629,7 @@ fn compile_route(
         breaker,
         hedge,
         timeouts,
+        max_continuations,
     })
 }
 

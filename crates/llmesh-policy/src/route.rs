@@ -150,6 +150,9 @@ pub struct Route {
     pub hedge: Option<Duration>,
     /// Deadlines.
     pub timeouts: Timeouts,
+    /// Mid-stream continuations allowed per response; 0 = end a broken
+    /// stream with an error event.
+    pub max_continuations: u32,
 }
 
 impl Route {
