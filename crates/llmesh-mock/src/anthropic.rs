@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::body::{push_json_str, push_num, Events};
-use crate::common::{count_words, push_text, word_piece, ChatReq, Plan};
+use crate::common::{count_words, prefill_words, push_text_from, word_piece, ChatReq, Plan};
 
 pub(crate) fn parse_chat(body: &Value) -> Result<ChatReq<'_>, String> {
     let model = body
@@ -49,6 +49,7 @@ pub(crate) fn parse_chat(body: &Value) -> Result<ChatReq<'_>, String> {
         include_usage: false,
         sse: true,
         input_tokens: words.max(1),
+        first_word: prefill_words(messages, false),
         tool,
     })
 }
@@ -97,7 +98,7 @@ pub(crate) fn render(p: &Plan) -> String {
         }
         None => {
             out.push_str("[{\"type\":\"text\",\"text\":\"");
-            push_text(&mut out, p.output_tokens);
+            push_text_from(&mut out, p.first_word, p.output_tokens);
             out.push_str("\"}]");
         }
     }
@@ -144,7 +145,7 @@ pub(crate) fn render_stream(p: &Plan) -> Events {
                 o.push_str("{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}");
             });
             ev.sse_named("ping", |o| o.push_str("{\"type\":\"ping\"}"));
-            for i in 0..n {
+            for i in p.first_word..p.first_word + n {
                 let (sep, w) = word_piece(i);
                 ev.sse_named("content_block_delta", |o| {
                     o.push_str("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"");

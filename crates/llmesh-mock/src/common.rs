@@ -52,7 +52,13 @@ pub(crate) fn word_piece(i: usize) -> (&'static str, &'static str) {
 
 /// Append the generated text of `n` words (no quotes, no escaping needed).
 pub(crate) fn push_text(out: &mut String, n: u32) {
-    for i in 0..n as usize {
+    push_text_from(out, 0, n);
+}
+
+/// Append `n` generated words starting at word `first` (a continuation of
+/// a prefilled answer of `first` words).
+pub(crate) fn push_text_from(out: &mut String, first: usize, n: u32) {
+    for i in first..first + n as usize {
         let (sep, w) = word_piece(i);
         out.push_str(sep);
         out.push_str(w);
@@ -90,6 +96,23 @@ pub(crate) fn count_words(v: &Value) -> u64 {
     }
 }
 
+/// Words of a partial answer the request asks to continue: a trailing
+/// assistant message (Anthropic prefill), or one marked `"prefix": true`
+/// (the DeepSeek / Mistral convention) when `flagged` is required. The
+/// answer then continues the generated text from that word.
+pub(crate) fn prefill_words(messages: &[Value], flagged: bool) -> usize {
+    let Some(last) = messages.last() else {
+        return 0;
+    };
+    let is_assistant = last.get("role").and_then(Value::as_str) == Some("assistant");
+    let marked = !flagged || last.get("prefix").and_then(Value::as_bool) == Some(true);
+    if is_assistant && marked {
+        last.get("content").map_or(0, count_words) as usize
+    } else {
+        0
+    }
+}
+
 /// What the request asked for, in dialect-independent terms.
 pub(crate) struct ChatReq<'a> {
     pub model: &'a str,
@@ -100,6 +123,8 @@ pub(crate) struct ChatReq<'a> {
     pub sse: bool,
     /// Input tokens by the word-count rule (min 1).
     pub input_tokens: u64,
+    /// Words of a prefilled partial answer to continue from.
+    pub first_word: usize,
     /// First declared tool, unless the conversation already ends with a
     /// tool result (then a text answer ends the tool loop).
     pub tool: Option<&'a str>,
@@ -114,6 +139,8 @@ pub(crate) struct Plan<'a> {
     pub input_tokens: u64,
     pub cached_tokens: u64,
     pub output_tokens: u32,
+    /// Generated text starts at this word (prefill continuation).
+    pub first_word: usize,
     pub tool: Option<ToolCall<'a>>,
     pub content_filter: bool,
     pub include_usage: bool,

@@ -56,6 +56,7 @@ pub(crate) fn parse_chat<'a>(
         include_usage: false,
         sse,
         input_tokens: words.max(1),
+        first_word: 0,
         tool,
     })
 }

@@ -7,7 +7,9 @@
 use serde_json::Value;
 
 use crate::body::{push_json_str, push_num, Events};
-use crate::common::{count_words, embedding, push_text, word_piece, ChatReq, Plan};
+use crate::common::{
+    count_words, embedding, prefill_words, push_text_from, word_piece, ChatReq, Plan,
+};
 
 pub(crate) fn parse_chat(body: &Value) -> Result<ChatReq<'_>, String> {
     let model = body
@@ -49,6 +51,7 @@ pub(crate) fn parse_chat(body: &Value) -> Result<ChatReq<'_>, String> {
             .unwrap_or(false),
         sse: true,
         input_tokens: words.max(1),
+        first_word: prefill_words(messages, true),
         tool,
     })
 }
@@ -103,7 +106,7 @@ pub(crate) fn render(p: &Plan) -> String {
         }
         None => {
             out.push('"');
-            push_text(&mut out, p.output_tokens);
+            push_text_from(&mut out, p.first_word, p.output_tokens);
             out.push_str("\",\"refusal\":null");
         }
     }
@@ -162,7 +165,7 @@ pub(crate) fn render_stream(p: &Plan) -> Events {
             chunk(&mut ev, &|o| {
                 o.push_str("{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}")
             });
-            for i in 0..n {
+            for i in p.first_word..p.first_word + n {
                 let (sep, w) = word_piece(i);
                 chunk(&mut ev, &|o| {
                     o.push_str("{\"content\":\"");

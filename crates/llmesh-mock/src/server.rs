@@ -434,6 +434,7 @@ fn answer(
         input_tokens: chat.input_tokens,
         cached_tokens: u64::from(layers.cached_tokens()).min(chat.input_tokens),
         output_tokens: layers.output_tokens(),
+        first_word: chat.first_word,
         tool,
         content_filter,
         include_usage: chat.include_usage,
