@@ -431,6 +431,25 @@ async fn hedging_races_a_second_backend_and_cancels_the_loser() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(env.mock.active_requests(), 0);
+    // The loser's request had reached the upstream, which bills its prompt:
+    // it is accounted (counted locally) without counting a second request.
+    let m = env
+        .wait_metric("model=\"slow\",provider=\"p1\",route=\"hedge\",type=\"input\"")
+        .await;
+    assert!(
+        metric_value(
+            &m,
+            "llmesh_tokens_total",
+            &[("model", "slow"), ("type", "input")]
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "llmesh_requests_total", &[("route", "hedge")]),
+        Some(1.0)
+    );
 
     // A fast first backend never triggers the hedge.
     let (s, h, _) = env

@@ -102,20 +102,74 @@ impl Call {
             return;
         }
         let elapsed_at_end = self.start.elapsed();
-        let task = move || {
-            let input = crate::tokens::estimate_prompt(self.client, &self.raw_request);
+        self.estimate_then(None, move |call, usage| {
+            let mut outcome = outcome;
             let output = match &outcome.output_estimate {
                 OutputEstimate::None => 0,
                 OutputEstimate::Text(t) => crate::tokens::count(t),
                 OutputEstimate::Chunks(n) => *n,
             };
-            let mut outcome = outcome;
             outcome.usage = Some(Usage {
-                input_tokens: input,
                 output_tokens: output,
-                cached_input_tokens: 0,
+                ..usage
             });
-            self.record_at(outcome, true, elapsed_at_end);
+            call.record_at(outcome, true, elapsed_at_end);
+        });
+    }
+
+    /// Records the tokens and cost of an upstream attempt that was billed
+    /// but did not give the client its answer: a hedge that lost the race
+    /// after its request reached the upstream, or a stream that broke and
+    /// was continued elsewhere. The request itself is counted once, by the
+    /// attempt that answered; this adds only usage, and one access line
+    /// marked `billed_attempt`.
+    ///
+    /// `usage` is what the upstream reported before the attempt ended, if
+    /// anything; the prompt is counted locally when it is missing, and
+    /// `output` is at least `output_chunks` (about a token each).
+    pub fn bill(self, usage: Option<Usage>, output_chunks: u64, reason: &'static str) {
+        let finish = move |call: Call, usage: Usage, estimated: bool| {
+            let usage = Usage {
+                output_tokens: usage.output_tokens.max(output_chunks),
+                ..usage
+            };
+            let cost = call.record_usage(Some(usage), "");
+            let id = call.shared.identity();
+            tracing::info!(
+                target: "llmesh::access",
+                request_id = call.request_id.to_str().unwrap_or(""),
+                namespace = id.namespace.as_str(),
+                workload = id.workload.as_str(),
+                pod = id.pod.as_str(),
+                route = call.route.name.as_str(),
+                provider = call.provider.name.as_str(),
+                model_used = call.upstream_model.as_str(),
+                billed_attempt = reason,
+                input_tokens = usage.input_tokens,
+                output_tokens = usage.output_tokens,
+                cached_input_tokens = usage.cached_input_tokens,
+                tokens_estimated = estimated,
+                cost_usd = cost,
+                "billed attempt"
+            );
+        };
+        match usage {
+            Some(u) if u.input_tokens > 0 => finish(self, u, output_chunks > u.output_tokens),
+            _ => self.estimate_then(usage, move |call, u| finish(call, u, true)),
+        }
+    }
+
+    /// Runs `then` with the usage completed by a local count of the prompt,
+    /// on a blocking thread (the tokenizer is too slow for the runtime).
+    fn estimate_then(self, known: Option<Usage>, then: impl FnOnce(Call, Usage) + Send + 'static) {
+        let task = move || {
+            let input = crate::tokens::estimate_prompt(self.client, &self.raw_request);
+            let base = known.unwrap_or_default();
+            let usage = Usage {
+                input_tokens: input,
+                ..base
+            };
+            then(self, usage);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
@@ -128,6 +182,61 @@ impl Call {
     fn record(self, outcome: Outcome, estimated: bool) {
         let elapsed = self.start.elapsed();
         self.record_at(outcome, estimated, elapsed);
+    }
+
+    /// Token and cost series for `usage`; returns the cost in USD.
+    fn record_usage(&self, usage: Option<Usage>, response_model: &str) -> f64 {
+        let Some(usage) = usage else {
+            return 0.0;
+        };
+        let m = &self.shared.metrics;
+        let op = op_name(self.op);
+        let route = self.route.name.as_str();
+        let provider = self.provider.name.as_str();
+        let gen_provider = self.provider.provider_name.as_str();
+        let model = self.model_label.as_str();
+        let response_model = if response_model.is_empty() {
+            model
+        } else {
+            response_model
+        };
+        for (kind, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cached_input", usage.cached_input_tokens),
+        ] {
+            m.tokens
+                .with_label_values(&[route, provider, model, kind])
+                .inc_by(n);
+            if kind != "cached_input" || n > 0 {
+                m.token_usage
+                    .with_label_values(&[
+                        op,
+                        gen_provider,
+                        &self.request_model,
+                        response_model,
+                        kind,
+                        route,
+                    ])
+                    .observe(n as f64);
+            }
+        }
+        let Some(price) = self
+            .provider
+            .model(&self.upstream_model)
+            .and_then(|info| info.price)
+        else {
+            return 0.0;
+        };
+        let cost = price.cost(
+            usage.input_tokens,
+            usage.cached_input_tokens,
+            usage.output_tokens,
+        );
+        m.cost
+            .with_label_values(&[route, provider, model])
+            .inc_by(cost);
+        cost
     }
 
     fn record_at(self, outcome: Outcome, estimated: bool, elapsed: Duration) {
@@ -168,45 +277,8 @@ impl Call {
                 .observe(t.as_secs_f64());
         }
 
+        let cost = self.record_usage(outcome.usage, response_model);
         let usage = outcome.usage.unwrap_or_default();
-        let mut cost = 0.0;
-        if outcome.usage.is_some() {
-            for (kind, n) in [
-                ("input", usage.input_tokens),
-                ("output", usage.output_tokens),
-                ("cached_input", usage.cached_input_tokens),
-            ] {
-                m.tokens
-                    .with_label_values(&[route, provider, model, kind])
-                    .inc_by(n);
-                if kind != "cached_input" || n > 0 {
-                    m.token_usage
-                        .with_label_values(&[
-                            op,
-                            gen_provider,
-                            &self.request_model,
-                            response_model,
-                            kind,
-                            route,
-                        ])
-                        .observe(n as f64);
-                }
-            }
-            if let Some(price) = self
-                .provider
-                .model(&self.upstream_model)
-                .and_then(|info| info.price)
-            {
-                cost = price.cost(
-                    usage.input_tokens,
-                    usage.cached_input_tokens,
-                    usage.output_tokens,
-                );
-                m.cost
-                    .with_label_values(&[route, provider, model])
-                    .inc_by(cost);
-            }
-        }
 
         let id = self.shared.identity();
         tracing::info!(

@@ -4,6 +4,7 @@
 //! client from here, which is what makes transparent failover possible:
 //! a stream is only handed over once its first event has arrived.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +51,9 @@ pub struct Req<'a> {
     pub deadline: tokio::time::Instant,
     /// `max_tokens` (or `max_completion_tokens`) asked for, 0 if none.
     pub max_output: u64,
+    /// Continue a broken stream: the answer so far, sent as the start of
+    /// the assistant's turn.
+    pub continue_from: Option<&'a crate::continuation::ContinueFrom>,
 }
 
 /// An attempt that produced an answer.
@@ -104,6 +108,17 @@ pub enum FailureKind {
 }
 
 impl Failure {
+    /// The backend chosen for an attempt is gone from the policy.
+    pub fn gone() -> Failure {
+        Failure::proxy(
+            ErrorClass::Connect,
+            ProxyError::UpstreamConnect {
+                provider: String::new(),
+                detail: "the backend is no longer in the policy".into(),
+            },
+        )
+    }
+
     fn proxy(class: ErrorClass, err: ProxyError) -> Failure {
         Failure {
             class,
@@ -162,8 +177,13 @@ pub async fn preflight(
     ))
 }
 
-/// Runs one attempt on `b`.
-pub async fn attempt(req: &Req<'_>, b: &BackendRuntime) -> Result<Success, Failure> {
+/// Runs one attempt on `b`. `sent`, when given, is set once the request
+/// body is handed to a connection (the upstream has the request).
+pub async fn attempt(
+    req: &Req<'_>,
+    b: &BackendRuntime,
+    sent: Option<Arc<AtomicBool>>,
+) -> Result<Success, Failure> {
     let provider = &b.backend.provider;
     let upstream = dialect_of(provider.schema);
     let model = upstream_model(req, b);
@@ -176,15 +196,24 @@ pub async fn attempt(req: &Req<'_>, b: &BackendRuntime) -> Result<Success, Failu
     // as they are. OpenAI streams need `stream_options.include_usage` added
     // unless the client set it.
     let needs_usage_option = req.stream && upstream == Dialect::OpenAi && !req.include_usage;
-    let body = if req.client == upstream && model == req.requested && !needs_usage_option {
+    let body = if req.client == upstream
+        && model == req.requested
+        && !needs_usage_option
+        && req.continue_from.is_none()
+    {
         req.raw.clone()
     } else {
         let parsed = serde_json::from_slice::<Value>(req.raw)
             .map_err(|e| invalid(ProxyError::InvalidJson(e.to_string())))?;
-        let v = llmesh_wire::translate_request(req.client, upstream, parsed, model)
+        let mut v = llmesh_wire::translate_request(req.client, upstream, parsed, model)
             .map_err(|e| invalid(ProxyError::InvalidRequest(e.to_string())))?;
+        if let Some(from) = req.continue_from {
+            crate::continuation::prefill(provider, &mut v, from)
+                .map_err(|e| invalid(ProxyError::Unsupported(e)))?;
+        }
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     };
+    let body = crate::body::UpstreamBody::new(body, sent);
     let up_req = build_request(
         provider,
         &path,

@@ -11,6 +11,7 @@ pub mod attempt;
 pub mod body;
 pub mod classify;
 pub mod config;
+pub mod continuation;
 pub mod error;
 pub(crate) mod hedge;
 pub mod logging;

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub preflight_skips: IntCounterVec,
     /// llmesh_hedges_total
     pub hedges: IntCounterVec,
+    /// llmesh_stream_continuations_total
+    pub continuations: IntCounterVec,
     /// llmesh_outlier_ejections_total
     pub outlier_ejections: IntCounterVec,
     /// llmesh_requests_in_flight
@@ -206,6 +208,13 @@ impl Metrics {
             ),
             &["route", "result"],
         )?;
+        let continuations = IntCounterVec::new(
+            Opts::new(
+                "llmesh_stream_continuations_total",
+                "Broken streams continued on another backend (streamContinuation), by the provider that broke and the result.",
+            ),
+            &["route", "provider", "result"],
+        )?;
         let outlier_ejections = IntCounterVec::new(
             Opts::new(
                 "llmesh_outlier_ejections_total",
@@ -262,6 +271,7 @@ impl Metrics {
         registry.register(Box::new(breaker_state.clone()))?;
         registry.register(Box::new(preflight_skips.clone()))?;
         registry.register(Box::new(hedges.clone()))?;
+        registry.register(Box::new(continuations.clone()))?;
         registry.register(Box::new(outlier_ejections.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(generation.clone()))?;
@@ -288,6 +298,7 @@ impl Metrics {
             breaker_state,
             preflight_skips,
             hedges,
+            continuations,
             outlier_ejections,
             in_flight,
             reloads,

@@ -263,10 +263,13 @@ async fn proxy_call(
         route: &route,
         deadline: deadline_from(start, route.timeouts.total),
         max_output,
+        continue_from: None,
     };
     let labels = Labels {
         pattern: &pattern,
         start,
+        table: &table,
+        route_index: m.index,
     };
     if let Some(b) = &rt.budget {
         b.deposit(clock());
@@ -345,9 +348,20 @@ async fn proxy_call(
                 match route.hedge.filter(|_| chain.is_none() && !hedged) {
                     Some(delay) => {
                         hedged = true;
-                        race(&req, rt, b, in_flight, t0, tried, delay, &mut attempts).await
+                        race(
+                            &req,
+                            &labels,
+                            rt,
+                            b,
+                            in_flight,
+                            t0,
+                            tried,
+                            delay,
+                            &mut attempts,
+                        )
+                        .await
                     }
-                    None => match attempt(&req, b).await {
+                    None => match attempt(&req, b, None).await {
                         Ok(success) => (b, Ok((success, in_flight, t0))),
                         Err(f) => (b, Err((f, Some(in_flight)))),
                     },

@@ -22,6 +22,10 @@ pub(crate) struct Labels<'a> {
     pub pattern: &'a str,
     /// When the request arrived.
     pub start: Instant,
+    /// The policy table the request was routed with.
+    pub table: &'a std::sync::Arc<crate::table::Table>,
+    /// Position of the route in the table.
+    pub route_index: usize,
 }
 
 /// A failed attempt's effect on its backend: the breaker hears of it unless
@@ -122,6 +126,8 @@ pub(crate) fn respond(
             translator,
         } => {
             let idle = req.route.timeouts.idle;
+            let cont =
+                crate::continuation::Continuation::new(req, labels.table, labels.route_index);
             let body = StreamingBody::new(
                 upstream,
                 first,
@@ -130,6 +136,7 @@ pub(crate) fn respond(
                 call,
                 idle,
                 req.deadline,
+                cont,
             );
             let mut out = Response::new(BodyExt::boxed_unsync(body));
             let h = out.headers_mut();

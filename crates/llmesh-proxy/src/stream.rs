@@ -15,7 +15,17 @@ use llmesh_wire::StreamTranslator;
 use tokio::time::Sleep;
 
 use crate::account::{Call, Outcome, OutputEstimate};
+use crate::attempt::Success;
 use crate::body::BodyError;
+use crate::continuation::{counts_against_backend, Continuation, Started};
+
+/// A continuation under way, and the error to report if it fails.
+struct Resuming {
+    started: Started,
+    error_type: &'static str,
+    kind: &'static str,
+    message: String,
+}
 
 /// Body of a streamed response. Polling it polls the upstream, so a slow
 /// client slows the upstream read (backpressure) instead of buffering.
@@ -32,6 +42,9 @@ pub struct StreamingBody {
     deadline: Pin<Box<Sleep>>,
     ttfc: Option<Duration>,
     done: bool,
+    /// Mid-stream continuation, on routes that enable it.
+    cont: Option<Box<Continuation>>,
+    resuming: Option<Resuming>,
 }
 
 impl StreamingBody {
@@ -46,6 +59,7 @@ impl StreamingBody {
         call: Call,
         idle: Duration,
         deadline: tokio::time::Instant,
+        cont: Option<Box<Continuation>>,
     ) -> Self {
         StreamingBody {
             upstream,
@@ -58,6 +72,122 @@ impl StreamingBody {
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             ttfc: None,
             done: false,
+            cont,
+            resuming: None,
+        }
+    }
+
+    /// The upstream stream broke (`error_type` etc. describe how): continue
+    /// it elsewhere if the route allows (`None`), else the error event that
+    /// ends it.
+    fn broken(
+        &mut self,
+        error_type: &'static str,
+        kind: &'static str,
+        message: &str,
+    ) -> Option<Bytes> {
+        let chunks = self.translator.content_chunks();
+        if let Some(started) = self
+            .cont
+            .as_mut()
+            .and_then(|c| c.start(self.in_flight.backend(), chunks))
+        {
+            tracing::warn!(
+                error_type,
+                "upstream stream broke; continuing on another backend"
+            );
+            self.resuming = Some(Resuming {
+                started,
+                error_type,
+                kind,
+                message: message.to_string(),
+            });
+            return None;
+        }
+        Some(self.fail(error_type, kind, message))
+    }
+
+    /// A continuation attempt ended: on success its stream replaces the
+    /// broken one (`None`); on failure the original error ends the stream.
+    fn resumed(
+        &mut self,
+        r: Result<Success, crate::attempt::Failure>,
+        resuming: Resuming,
+    ) -> Option<Bytes> {
+        let Resuming {
+            started,
+            error_type,
+            kind,
+            message,
+        } = resuming;
+        let now = tokio::time::Instant::now().into_std();
+        let Some(cont) = self.cont.as_ref() else {
+            return Some(self.fail(error_type, kind, &message));
+        };
+        let Some(b) = cont.backend(started.backend) else {
+            return Some(self.fail(error_type, kind, &message));
+        };
+        let m = &cont.shared().metrics;
+        let route = cont.route_name();
+        let model = b.backend.model.as_deref().unwrap_or("");
+        let from = self
+            .call
+            .as_ref()
+            .map_or("", |c| c.provider.name.as_str())
+            .to_string();
+        match r {
+            Ok(Success::Stream {
+                upstream,
+                first,
+                translator,
+            }) => {
+                b.state.breaker.on_success(now);
+                m.attempts
+                    .with_label_values(&[route, &b.backend.provider.name, model, "ok"])
+                    .inc();
+                m.continuations
+                    .with_label_values(&[route, &from, "ok"])
+                    .inc();
+                // The broken stream counts against its backend, and what it
+                // was billed is accounted on its own.
+                self.in_flight.backend().breaker.on_failure(now);
+                if let Some(old) = self.call.take() {
+                    self.call = Some(cont.call_for(&old, b));
+                    old.bill(
+                        self.translator.usage(),
+                        self.translator.content_chunks(),
+                        "stream_continued",
+                    );
+                }
+                self.upstream = upstream;
+                self.first = Some(first);
+                self.translator = translator;
+                self.in_flight = started.in_flight;
+                let next = tokio::time::Instant::now() + self.idle;
+                self.idle_timer.as_mut().reset(next);
+                None
+            }
+            Ok(Success::Whole { .. }) => {
+                m.continuations
+                    .with_label_values(&[route, &from, "failed"])
+                    .inc();
+                Some(self.fail(error_type, kind, &message))
+            }
+            Err(f) => {
+                if counts_against_backend(&f) {
+                    b.state.breaker.on_failure(now);
+                } else {
+                    b.state.breaker.on_success(now);
+                }
+                m.attempts
+                    .with_label_values(&[route, &b.backend.provider.name, model, f.class.as_str()])
+                    .inc();
+                m.continuations
+                    .with_label_values(&[route, &from, "failed"])
+                    .inc();
+                drop(started.in_flight);
+                Some(self.fail(error_type, kind, &message))
+            }
         }
     }
 
@@ -119,6 +249,20 @@ impl Body for StreamingBody {
             return Poll::Ready(None);
         }
         loop {
+            if let Some(resuming) = this.resuming.as_mut() {
+                match resuming.started.future.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => {
+                        let Some(resuming) = this.resuming.take() else {
+                            continue;
+                        };
+                        match this.resumed(r, resuming) {
+                            Some(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                            None => continue,
+                        }
+                    }
+                }
+            }
             let polled = match this.first.take() {
                 Some(first) => Poll::Ready(Some(Ok(Frame::data(first)))),
                 None => Pin::new(&mut this.upstream).poll_frame(cx),
@@ -136,6 +280,9 @@ impl Body for StreamingBody {
                     }
                     let next = tokio::time::Instant::now() + this.idle;
                     this.idle_timer.as_mut().reset(next);
+                    if let Some(c) = this.cont.as_mut() {
+                        out = c.on_output(out);
+                    }
                     if !out.is_empty() {
                         this.note_first_chunk();
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
@@ -144,23 +291,29 @@ impl Body for StreamingBody {
                 Poll::Ready(Some(Err(e))) => {
                     tracing::warn!(error = %e, "upstream stream broke");
                     let msg = "upstream connection broke in the middle of the stream";
-                    let bytes = this.fail("upstream_stream_broken", "api_error", msg);
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    match this.broken("upstream_stream_broken", "api_error", msg) {
+                        Some(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                        None => continue,
+                    }
                 }
                 Poll::Ready(None) => {
                     let mut out = Vec::new();
                     this.translator.finish(&mut out);
                     if this.translator.completed() {
+                        if let Some(c) = this.cont.as_mut() {
+                            out = c.on_output(out);
+                        }
                         this.end(200, "");
                     } else {
                         // The upstream closed cleanly but without its end
-                        // marker: the answer is truncated; say so.
+                        // marker: the answer is truncated; continue it or
+                        // say so. (A continuation starts from what the
+                        // client has, so the closing events are dropped.)
                         let msg = "upstream ended the stream before it was complete";
-                        out.extend_from_slice(&this.fail(
-                            "upstream_stream_incomplete",
-                            "api_error",
-                            msg,
-                        ));
+                        match this.broken("upstream_stream_incomplete", "api_error", msg) {
+                            Some(bytes) => out.extend_from_slice(&bytes),
+                            None => continue,
+                        }
                     }
                     this.done = true;
                     if out.is_empty() {
@@ -174,8 +327,10 @@ impl Body for StreamingBody {
                             "upstream sent nothing for {} ms (idle timeout)",
                             this.idle.as_millis()
                         );
-                        let bytes = this.fail("upstream_timeout", "timeout_error", &msg);
-                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                        match this.broken("upstream_timeout", "timeout_error", &msg) {
+                            Some(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                            None => continue,
+                        }
                     }
                     if this.deadline.as_mut().poll(cx).is_ready() {
                         let msg = "upstream stream exceeded the route's total timeout";

@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request};
-use http_body_util::Full;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -18,8 +16,10 @@ use llmesh_api::ApiSchema;
 use llmesh_policy::Provider;
 use llmesh_wire::Dialect;
 
+use crate::body::UpstreamBody;
+
 /// The HTTP client used for one class of upstreams.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// Clients keyed by (extra CA file, connect timeout), kept across reloads so
 /// a policy change does not throw away warm connection pools.
@@ -203,17 +203,17 @@ fn forwardable(name: &HeaderName, client: Dialect, upstream: Dialect) -> bool {
 pub fn build_request(
     provider: &Provider,
     path: &str,
-    body: Bytes,
+    body: UpstreamBody,
     app_headers: &HeaderMap,
     client: Dialect,
     upstream: Dialect,
     request_id: &HeaderValue,
-) -> Result<Request<Full<Bytes>>, String> {
+) -> Result<Request<UpstreamBody>, String> {
     let uri = provider
         .base_url
         .join(path)
         .map_err(|e| format!("building upstream URL: {e}"))?;
-    let mut req = Request::new(Full::new(body));
+    let mut req = Request::new(body);
     *req.method_mut() = Method::POST;
     *req.uri_mut() = uri;
     let h = req.headers_mut();
