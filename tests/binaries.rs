@@ -234,3 +234,91 @@ fn an_invalid_policy_at_start_is_refused_with_the_reason() {
     assert!(text.contains("spec.backends[0].provider"), "{text}");
     assert!(text.contains("ghost"), "{text}");
 }
+
+#[tokio::test]
+async fn the_proxy_binary_follows_a_cluster_from_a_kubeconfig() {
+    use llmesh_tests::fake_kube::FakeKube;
+    let kube = FakeKube::start().await;
+    let mock = llmesh_mock::MockServer::start(llmesh_mock::MockConfig {
+        api_key: Some(KEY.to_string()),
+        ..llmesh_mock::MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.txt");
+    std::fs::write(&key, KEY).unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kube.kubeconfig("team-a")).unwrap();
+    kube.apply_yaml(&format!(
+        "{{apiVersion: llmesh.io/v1alpha1, kind: LLMProvider, metadata: {{name: mock, namespace: team-a}}, spec: {{schema: openai, baseUrl: '{}/v1', credential: {{file: '{}'}}}}}}",
+        mock.url(),
+        key.display()
+    ));
+    let route = |model: &str| {
+        format!("{{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {{name: chat, namespace: team-a}}, spec: {{models: [chat], backends: [{{provider: mock, model: {model}}}]}}}}")
+    };
+    kube.apply_yaml(&route("first"));
+
+    // No --policy-file and a kubeconfig in the environment: the cluster is
+    // the source, and the kubeconfig's namespace is the pod's.
+    let mut proxy = Proc::spawn(
+        Command::new(bin_path("llmesh-proxy"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("POD_NAMESPACE")
+            .env_remove("LLMESH_POLICY_FILE"),
+    );
+    let line = proxy.wait_line("llmesh-proxy listening");
+    let llm = field(&line, "llm").to_string();
+    let http = Http::new();
+    let body = bytes::Bytes::from(serde_json::to_vec(&openai_chat("chat", "hi")).unwrap());
+    let ask = || async {
+        let (s, h, _) = http
+            .send(
+                http::Method::POST,
+                &format!("{llm}/v1/chat/completions"),
+                body.clone(),
+                &[("content-type", "application/json")],
+            )
+            .await;
+        let m = h
+            .get("x-llmesh-model")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (s.as_u16(), m)
+    };
+    let wait_for = |want: &'static str| {
+        let ask = &ask;
+        async move {
+            let t0 = Instant::now();
+            loop {
+                if ask().await == (200, want.to_string()) {
+                    return;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "never routed to {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for("first").await;
+    kube.apply_yaml(&route("second"));
+    wait_for("second").await;
+    assert!(
+        proxy.output().contains("policy source: kubernetes"),
+        "{}",
+        proxy.output()
+    );
+    assert!(proxy.terminate().success());
+}

@@ -16,6 +16,8 @@ use llmesh_mock::{MockConfig, MockServer};
 use llmesh_proxy::{Proxy, ProxyConfig};
 use serde_json::Value;
 
+pub mod fake_kube;
+
 pub const KEY: &str = "test-provider-key-0001";
 
 /// The policy used by most tests; `MOCK` is replaced by the mock's URL.

@@ -55,6 +55,8 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// Pod identity for metrics and logs.
     pub identity: Identity,
+    /// Take policy from the cluster instead of `policy_file`.
+    pub kube: Option<crate::k8s::KubeSource>,
 }
 
 impl ProxyConfig {
@@ -76,6 +78,7 @@ impl ProxyConfig {
                 workload: "test-app".into(),
                 pod: "test-app-0".into(),
             },
+            kube: None,
         }
     }
 }

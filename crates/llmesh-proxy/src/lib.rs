@@ -14,6 +14,7 @@ pub mod config;
 pub mod continuation;
 pub mod error;
 pub(crate) mod hedge;
+pub mod k8s;
 pub mod logging;
 pub mod metrics;
 pub mod outlier;
@@ -164,14 +165,16 @@ impl Proxy {
             generation: AtomicU64::new(0),
             last_error: Mutex::new(None),
         });
-        let (first, state) = table::load_file(
-            &shared.cfg.policy_file,
-            &shared.cfg.identity.namespace,
-            &shared.clients,
-            &shared.registry,
-        )?;
-        state.commit();
-        shared.publish(first);
+        if shared.cfg.kube.is_none() {
+            let (first, state) = table::load_file(
+                &shared.cfg.policy_file,
+                &shared.cfg.identity.namespace,
+                &shared.clients,
+                &shared.registry,
+            )?;
+            state.commit();
+            shared.publish(first);
+        }
 
         let llm = bind(shared.cfg.listen).await?;
         let met = bind(shared.cfg.metrics_listen).await?;
@@ -182,7 +185,11 @@ impl Proxy {
         let admin_addr = local(&adm, shared.cfg.admin_listen);
 
         let (tx, rx) = watch::channel(false);
-        reload::spawn(shared.clone(), rx.clone())?;
+        match shared.cfg.kube.clone() {
+            // Not ready until the first full sync is published.
+            Some(source) => k8s::spawn(shared.clone(), source, rx.clone()),
+            None => reload::spawn(shared.clone(), rx.clone())?,
+        }
         tokio::spawn(outlier::run(shared.clone(), rx.clone()));
         let hdr = shared.cfg.header_read_timeout;
         let drain = shared.cfg.drain_timeout;

@@ -15,13 +15,24 @@ use llmesh_proxy::{Identity, Proxy, ProxyConfig};
 #[command(name = "llmesh-proxy", version)]
 struct Args {
     /// Policy file (multi-document YAML of LLMProvider, LLMRoute, LLMQuota,
-    /// LLMDataPolicy), watched and hot-reloaded.
+    /// LLMDataPolicy), watched and hot-reloaded. Giving one selects the file
+    /// source. [default: examples/local/policy.yaml]
+    #[arg(long, env = "LLMESH_POLICY_FILE")]
+    policy_file: Option<PathBuf>,
+    /// Where policy comes from: `kubernetes` (the llmesh resources of the
+    /// pod's namespace and the platform namespace, watched), `file`, or
+    /// `auto`: the file when `--policy-file` is given, else Kubernetes when
+    /// in a cluster or a kubeconfig is found, else the default file.
+    #[arg(long, env = "LLMESH_SOURCE", value_enum, default_value_t = Source::Auto)]
+    source: Source,
+    /// Namespace whose llmesh resources apply to every namespace, under
+    /// the pod's own (Kubernetes source). Empty: none.
     #[arg(
         long,
-        env = "LLMESH_POLICY_FILE",
-        default_value = "examples/local/policy.yaml"
+        env = "LLMESH_PLATFORM_NAMESPACE",
+        default_value = "llmesh-system"
     )]
-    policy_file: PathBuf,
+    platform_namespace: String,
     /// Address of the app-facing LLM API.
     #[arg(long, env = "LLMESH_LISTEN", default_value = "127.0.0.1:15500")]
     listen: SocketAddr,
@@ -55,6 +66,27 @@ struct Args {
     log: String,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Auto,
+    File,
+    Kubernetes,
+}
+
+/// Whether a cluster configuration is at hand: in-cluster service account
+/// or a kubeconfig.
+fn cluster_config_present() -> bool {
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return true;
+    }
+    if let Some(paths) = std::env::var_os("KUBECONFIG") {
+        return std::env::split_paths(&paths).any(|p| p.is_file());
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".kube").join("config"))
+        .is_some_and(|p| p.is_file())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     llmesh_proxy::logging::init(&args.log)?;
@@ -75,17 +107,48 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let use_kube = match args.source {
+        Source::Kubernetes => true,
+        Source::File => false,
+        Source::Auto => args.policy_file.is_none() && cluster_config_present(),
+    };
+    let kube = if use_kube {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to Kubernetes (no in-cluster config or usable kubeconfig); use --source file to run without a cluster")?;
+        tracing::info!(
+            platform_namespace = args.platform_namespace.as_str(),
+            "policy source: kubernetes"
+        );
+        Some(llmesh_proxy::k8s::KubeSource {
+            client,
+            platform_namespace: Some(args.platform_namespace.clone()).filter(|p| !p.is_empty()),
+        })
+    } else {
+        None
+    };
+    let policy_file = args
+        .policy_file
+        .unwrap_or_else(|| PathBuf::from("examples/local/policy.yaml"));
+    let mut identity = Identity::from_env();
+    if let Some(k) = &kube {
+        // Outside a pod, the kubeconfig's namespace is the one to follow.
+        if std::env::var_os("POD_NAMESPACE").is_none() {
+            identity.namespace = k.client.default_namespace().to_string();
+        }
+    }
     let cfg = ProxyConfig {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
         admin_listen: args.admin_listen,
-        policy_file: args.policy_file,
+        policy_file,
         max_body_bytes: args.max_body_bytes,
         max_response_bytes: args.max_response_bytes,
         header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
         ca_file: args.ca_file,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
-        identity: Identity::from_env(),
+        identity,
+        kube,
     };
     let proxy = Proxy::start(cfg).await?;
     // One plain line for scripts and tests that start the binary on port 0.

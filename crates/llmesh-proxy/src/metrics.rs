@@ -59,6 +59,8 @@ pub struct Metrics {
     pub preflight_skips: IntCounterVec,
     /// llmesh_hedges_total
     pub hedges: IntCounterVec,
+    /// llmesh_config_rejected_resources
+    pub rejected_resources: IntGaugeVec,
     /// llmesh_stream_continuations_total
     pub continuations: IntCounterVec,
     /// llmesh_outlier_ejections_total
@@ -208,6 +210,13 @@ impl Metrics {
             ),
             &["route", "result"],
         )?;
+        let rejected_resources = IntGaugeVec::new(
+            Opts::new(
+                "llmesh_config_rejected_resources",
+                "Policy objects currently rejected (unreadable or failing to compile) by kind; each is left out or served at its last valid version.",
+            ),
+            &["kind"],
+        )?;
         let continuations = IntCounterVec::new(
             Opts::new(
                 "llmesh_stream_continuations_total",
@@ -272,6 +281,7 @@ impl Metrics {
         registry.register(Box::new(preflight_skips.clone()))?;
         registry.register(Box::new(hedges.clone()))?;
         registry.register(Box::new(continuations.clone()))?;
+        registry.register(Box::new(rejected_resources.clone()))?;
         registry.register(Box::new(outlier_ejections.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(generation.clone()))?;
@@ -299,6 +309,7 @@ impl Metrics {
             preflight_skips,
             hedges,
             continuations,
+            rejected_resources,
             outlier_ejections,
             in_flight,
             reloads,

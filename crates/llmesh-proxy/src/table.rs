@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use llmesh_policy::{compile, EnvFileSecrets, Snapshot};
+use llmesh_policy::{compile, CompileError, EnvFileSecrets, SecretSource, Snapshot};
 
 use crate::runtime::{self, BackendRuntime, Registry, RouteRuntime};
 use crate::upstream::ClientCache;
@@ -70,14 +70,60 @@ pub fn load_file<'r>(
     let secrets = EnvFileSecrets {
         base_dir: base_dir.clone(),
     };
-    let (snap, errors) = compile(&docs, namespace, &secrets);
-    let mut errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let built = build(
+        &docs,
+        namespace,
+        base_dir.as_deref(),
+        &secrets,
+        clients,
+        registry,
+    );
+    if !built.errors.is_empty() || !built.wiring_errors.is_empty() {
+        let errors = built
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .chain(built.wiring_errors)
+            .collect();
+        return Err(LoadError::Compile {
+            path: shown,
+            errors,
+        });
+    }
+    Ok((built.table, built.builder))
+}
+
+/// A table built from resources, with what was left out of it.
+pub struct Built<'r> {
+    /// The table (resources with errors are left out).
+    pub table: Table,
+    /// Live state to commit when the table is published.
+    pub builder: runtime::Builder<'r>,
+    /// Resources that failed to compile, with the field and reason.
+    pub errors: Vec<CompileError>,
+    /// Backends left out because their upstream client could not be made
+    /// (e.g. an unreadable `caFile`).
+    pub wiring_errors: Vec<String>,
+}
+
+/// Compiles resources into a table. Relative `caFile` paths start at
+/// `base_dir`. Never fails: what cannot be used is reported and left out.
+pub fn build<'r>(
+    docs: &[llmesh_api::AnyResource],
+    namespace: &str,
+    base_dir: Option<&Path>,
+    secrets: &dyn SecretSource,
+    clients: &ClientCache,
+    registry: &'r Registry,
+) -> Built<'r> {
+    let (snap, errors) = compile(docs, namespace, secrets);
+    let mut wiring_errors = Vec::new();
     let mut builder = registry.builder();
     let mut routes = Vec::with_capacity(snap.routes.len());
     for route in &snap.routes {
         let mut wire = |chain: &str, b: &llmesh_policy::Backend, errors: &mut Vec<String>| {
             // Relative CA paths, like credential files, start at the policy file.
-            let ca = b.provider.ca_file.as_deref().map(|f| match &base_dir {
+            let ca = b.provider.ca_file.as_deref().map(|f| match base_dir {
                 Some(dir) if f.is_relative() => dir.join(f),
                 _ => f.to_path_buf(),
             });
@@ -96,7 +142,7 @@ pub fn load_file<'r>(
         let backends = route
             .backends
             .iter()
-            .filter_map(|b| wire("", b, &mut errors))
+            .filter_map(|b| wire("", b, &mut wiring_errors))
             .collect();
         let fallbacks = route
             .fallbacks
@@ -106,7 +152,7 @@ pub fn load_file<'r>(
                 let chain = format!("fallback-{i}");
                 f.backends
                     .iter()
-                    .filter_map(|b| wire(&chain, b, &mut errors))
+                    .filter_map(|b| wire(&chain, b, &mut wiring_errors))
                     .collect()
             })
             .collect();
@@ -117,13 +163,12 @@ pub fn load_file<'r>(
             rr: builder.counter(route),
         });
     }
-    if !errors.is_empty() {
-        return Err(LoadError::Compile {
-            path: shown,
-            errors,
-        });
+    Built {
+        table: Table { snap, routes },
+        builder,
+        errors,
+        wiring_errors,
     }
-    Ok((Table { snap, routes }, builder))
 }
 
 /// Shared handle to the active table.

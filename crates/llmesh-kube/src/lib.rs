@@ -1,0 +1,247 @@
+//! The sidecar's view of the cluster: the four llmesh kinds in its own
+//! namespace and, merged under them, in the platform namespace.
+//!
+//! One kube-rs reflector per kind and namespace keeps a store current
+//! (list, then watch from the list's resourceVersion; a relist on
+//! `410 Gone`; reconnects with exponential backoff after errors). Once every
+//! store has completed its first list, each change publishes a [`View`] on
+//! a `tokio::sync::watch` channel, so a burst of changes collapses into the
+//! latest state and a slow consumer never blocks the watches.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::FutureExt;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use llmesh_api::{AnyResource, API_VERSION, GROUP, VERSION};
+use tokio::sync::watch;
+
+/// The four kinds and their plural resource names.
+pub const KINDS: [(&str, &str); 4] = [
+    ("LLMProvider", "llmproviders"),
+    ("LLMRoute", "llmroutes"),
+    ("LLMQuota", "llmquotas"),
+    ("LLMDataPolicy", "llmdatapolicies"),
+];
+
+/// Which namespaces to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The pod's own namespace.
+    pub namespace: String,
+    /// Cluster-wide defaults (`llmesh-system` by default); `None` or the
+    /// same as `namespace` to watch one namespace only.
+    pub platform_namespace: Option<String>,
+}
+
+/// One object as seen in the cluster.
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// Its kind, e.g. `LLMRoute`.
+    pub kind: &'static str,
+    /// True when it comes from the platform namespace.
+    pub platform: bool,
+    /// The object.
+    pub object: Arc<DynamicObject>,
+}
+
+impl Object {
+    /// `Kind/name`, the key two namespaces' objects are merged by.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}",
+            self.kind,
+            self.object.metadata.name.as_deref().unwrap_or("")
+        )
+    }
+
+    /// `Kind/namespace/name`, for messages.
+    pub fn full_name(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.kind,
+            self.object.metadata.namespace.as_deref().unwrap_or(""),
+            self.object.metadata.name.as_deref().unwrap_or("")
+        )
+    }
+
+    /// The object as an llmesh resource, or why it cannot be read.
+    pub fn to_resource(&self) -> Result<AnyResource, String> {
+        to_resource(self.kind, &self.object)
+    }
+}
+
+/// The merged state of every watched store at one moment: objects of the
+/// pod's namespace, plus those of the platform namespace whose kind and
+/// name the pod's namespace does not also have.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// Objects, own namespace first, each group sorted by kind and name.
+    pub objects: Vec<Object>,
+}
+
+/// Reads a watched object into an llmesh resource. The kind comes from the
+/// watch (list items need not carry it); status and server-set metadata
+/// are ignored.
+pub fn to_resource(kind: &str, obj: &DynamicObject) -> Result<AnyResource, String> {
+    let mut v = serde_json::to_value(obj).map_err(|e| e.to_string())?;
+    if let Some(map) = v.as_object_mut() {
+        map.insert("apiVersion".into(), API_VERSION.into());
+        map.insert("kind".into(), kind.into());
+        map.remove("status");
+        if let Some(meta) = map.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.remove("managedFields");
+        }
+    }
+    // JSON is YAML, so the file mode's reader (and its field-path errors)
+    // serves both sources.
+    let mut docs = llmesh_api::parse_documents(&v.to_string()).map_err(|e| match e {
+        llmesh_api::ParseError::Shape { message, .. } => message,
+        other => other.to_string(),
+    })?;
+    match docs.pop() {
+        Some(r) if docs.is_empty() => Ok(r),
+        _ => Err("expected exactly one object".into()),
+    }
+}
+
+struct Watched {
+    kind: &'static str,
+    platform: bool,
+    store: Store<DynamicObject>,
+}
+
+/// Starts the reflectors and returns the channel of views. It holds `None`
+/// until every store has completed its first list, then the latest view.
+/// The watches stop when `shutdown` flips or every receiver is dropped.
+pub fn spawn(
+    client: Client,
+    scope: Scope,
+    mut shutdown: watch::Receiver<bool>,
+) -> watch::Receiver<Option<Arc<View>>> {
+    let (tx, rx) = watch::channel(None);
+    let mut namespaces = vec![(scope.namespace.clone(), false)];
+    if let Some(p) = scope
+        .platform_namespace
+        .filter(|p| !p.is_empty() && *p != scope.namespace)
+    {
+        namespaces.push((p, true));
+    }
+    let mut watched = Vec::new();
+    let mut streams: Vec<BoxStream<'static, (usize, Result<bool, watcher::Error>)>> = Vec::new();
+    for (ns, platform) in &namespaces {
+        for (kind, plural) in KINDS {
+            let gvk = GroupVersionKind::gvk(GROUP, VERSION, kind);
+            let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+            let writer = reflector::store::Writer::new(ar);
+            let index = watched.len();
+            watched.push(Watched {
+                kind,
+                platform: *platform,
+                store: writer.as_reader(),
+            });
+            let events = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+                .default_backoff()
+                .map(move |ev| {
+                    let ev = ev.map(|e| matches!(e, watcher::Event::InitDone));
+                    (index, ev)
+                });
+            streams.push(events.boxed());
+        }
+    }
+    tokio::spawn(async move {
+        let mut all = stream::select_all(streams);
+        let mut synced = vec![false; watched.len()];
+        let mut failing: HashSet<usize> = HashSet::new();
+        loop {
+            let first = tokio::select! {
+                ev = all.next() => ev,
+                _ = shutdown.changed() => break,
+                _ = tx.closed() => break,
+            };
+            let Some(first) = first else { break };
+            // Take every event that is already waiting, then publish once.
+            let mut batch = vec![first];
+            while let Some(Some(ev)) = all.next().now_or_never() {
+                batch.push(ev);
+            }
+            for (index, ev) in batch {
+                match ev {
+                    Ok(done) => {
+                        if done {
+                            synced[index] = true;
+                        }
+                        if failing.remove(&index) {
+                            tracing::info!(kind = watched[index].kind, "watch recovered");
+                        }
+                    }
+                    Err(e) => {
+                        if failing.insert(index) {
+                            tracing::warn!(
+                                kind = watched[index].kind,
+                                platform = watched[index].platform,
+                                error = %e,
+                                "watch failed; retrying with backoff, the last policy keeps serving"
+                            );
+                        }
+                    }
+                }
+            }
+            if synced.iter().all(|s| *s) {
+                let view = merge(&watched);
+                if tx.send(Some(Arc::new(view))).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn merge(watched: &[Watched]) -> View {
+    let mut own = Vec::new();
+    let mut platform = Vec::new();
+    for w in watched {
+        let mut objs: Vec<Object> = w
+            .store
+            .state()
+            .into_iter()
+            .map(|object| Object {
+                kind: w.kind,
+                platform: w.platform,
+                object,
+            })
+            .collect();
+        objs.sort_by(|a, b| a.object.metadata.name.cmp(&b.object.metadata.name));
+        if w.platform {
+            platform.extend(objs);
+        } else {
+            own.extend(objs);
+        }
+    }
+    let shadowed: HashSet<String> = own.iter().map(Object::key).collect();
+    own.extend(
+        platform
+            .into_iter()
+            .filter(|o| !shadowed.contains(&o.key())),
+    );
+    View { objects: own }
+}
+
+/// A client for `url` (an API server without authentication, as in tests)
+/// with `namespace` as its default.
+pub fn plain_client(url: &str, namespace: &str) -> Result<Client, kube::Error> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| kube::Error::Service(Box::new(e)))?;
+    let mut config = kube::Config::new(uri);
+    config.default_namespace = namespace.to_string();
+    Client::try_from(config)
+}

@@ -1,0 +1,179 @@
+//! Policy from the cluster (`--source kubernetes`).
+//!
+//! The reflectors of `llmesh-kube` publish the merged objects of the pod's
+//! namespace and the platform namespace; every change is compiled through
+//! the same path as the file mode and swapped in. Unlike a policy file,
+//! which is taken whole or not at all, objects are independent: one that
+//! fails to read or compile is left out (logged, counted in
+//! `llmesh_config_rejected_resources`), and if an earlier version of it was
+//! valid, that version keeps serving.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use llmesh_api::AnyResource;
+use llmesh_kube::{Scope, View};
+use tokio::sync::watch;
+
+use crate::table;
+use crate::Shared;
+
+/// Where the cluster is.
+#[derive(Clone)]
+pub struct KubeSource {
+    /// API server client.
+    pub client: kube::Client,
+    /// Namespace of cluster-wide defaults, merged under the pod's own.
+    pub platform_namespace: Option<String>,
+}
+
+impl std::fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSource")
+            .field("platform_namespace", &self.platform_namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Last valid version of each object, and what was reported last time.
+#[derive(Default)]
+struct Memory {
+    good: HashMap<String, AnyResource>,
+    reported: BTreeSet<String>,
+}
+
+/// Follows the cluster until `shutdown` flips. The proxy is not ready
+/// until the first full sync has been compiled and published.
+pub fn spawn(shared: Arc<Shared>, source: KubeSource, mut shutdown: watch::Receiver<bool>) {
+    let scope = Scope {
+        namespace: shared.cfg.identity.namespace.clone(),
+        platform_namespace: source.platform_namespace.clone(),
+    };
+    let mut views = llmesh_kube::spawn(source.client, scope, shutdown.clone());
+    tokio::spawn(async move {
+        let mut memory = Memory::default();
+        loop {
+            tokio::select! {
+                changed = views.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let view = views.borrow_and_update().clone();
+                    if let Some(view) = view {
+                        apply(&shared, &view, &mut memory);
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    });
+}
+
+/// `Kind/name` from a compile error's `Kind/namespace/name`.
+fn key_of_error(resource: &str) -> String {
+    let mut parts = resource.split('/');
+    let kind = parts.next().unwrap_or("");
+    let name = parts.next_back().unwrap_or("");
+    format!("{kind}/{name}")
+}
+
+fn apply(shared: &Shared, view: &View, memory: &mut Memory) {
+    let present: HashSet<String> = view.objects.iter().map(|o| o.key()).collect();
+    memory.good.retain(|k, _| present.contains(k));
+
+    // (kind, message) of every object not served as it is now.
+    let mut rejected: Vec<(&'static str, String)> = Vec::new();
+    let mut docs = Vec::with_capacity(view.objects.len());
+    let mut names: HashMap<String, String> = HashMap::new();
+    for o in &view.objects {
+        names.insert(o.key(), o.full_name());
+        match o.to_resource() {
+            Ok(r) => docs.push(r),
+            Err(e) => {
+                rejected.push((o.kind, format!("{}: {e}", o.full_name())));
+                if let Some(prev) = memory.good.get(&o.key()) {
+                    docs.push(prev.clone());
+                }
+            }
+        }
+    }
+
+    let ns = &shared.cfg.identity.namespace;
+    let secrets = llmesh_policy::EnvFileSecrets::default();
+    let build = |docs: &[AnyResource]| {
+        table::build(docs, ns, None, &secrets, &shared.clients, &shared.registry)
+    };
+    let mut built = build(&docs);
+    // Objects that no longer compile fall back to their last valid version.
+    let failed: HashSet<String> = built
+        .errors
+        .iter()
+        .map(|e| key_of_error(&e.resource))
+        .collect();
+    for e in &built.errors {
+        let key = key_of_error(&e.resource);
+        let kind = view
+            .objects
+            .iter()
+            .find(|o| o.key() == key)
+            .map_or("", |o| o.kind);
+        let name = names.get(&key).cloned().unwrap_or(key);
+        rejected.push((kind, format!("{name}: {}: {}", e.field, e.message)));
+    }
+    let mut substituted = false;
+    for d in &mut docs {
+        let key = d.key();
+        if failed.contains(&key) {
+            if let Some(prev) = memory.good.get(&key) {
+                if prev != d {
+                    *d = prev.clone();
+                    substituted = true;
+                }
+            }
+        }
+    }
+    if substituted {
+        built = build(&docs);
+    }
+    let still_failed: HashSet<String> = built
+        .errors
+        .iter()
+        .map(|e| key_of_error(&e.resource))
+        .collect();
+    for d in &docs {
+        let key = d.key();
+        if !still_failed.contains(&key) {
+            memory.good.insert(key, d.clone());
+        }
+    }
+    for w in &built.wiring_errors {
+        rejected.push(("LLMProvider", w.clone()));
+    }
+
+    let m = &shared.metrics;
+    for (kind, _) in llmesh_kube::KINDS {
+        let n = rejected.iter().filter(|(k, _)| *k == kind).count();
+        m.rejected_resources
+            .with_label_values(&[kind])
+            .set(n as i64);
+    }
+    let now: BTreeSet<String> = rejected.iter().map(|(_, msg)| msg.clone()).collect();
+    for msg in now.difference(&memory.reported) {
+        tracing::warn!(
+            reason = msg.as_str(),
+            "resource rejected; it is left out, or its last valid version keeps serving"
+        );
+    }
+    memory.reported = now;
+
+    built.builder.commit();
+    shared.publish(built.table);
+    if !rejected.is_empty() {
+        let all: Vec<&str> = rejected.iter().map(|(_, m)| m.as_str()).collect();
+        shared.set_last_error(Some(format!(
+            "{} resource(s) rejected: {}",
+            rejected.len(),
+            all.join("; ")
+        )));
+    }
+}
