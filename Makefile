@@ -36,10 +36,19 @@ release:
 build:
 	$(CARGO) build --workspace --all-targets
 
-## deps: install what the tests need (nothing beyond the Rust toolchain yet;
-## later suites add redis-server and prometheus here, via apt-get when missing)
+## deps: install what the tests need when missing: cargo-nextest, and
+## Debian's prometheus package (promtool and the server) for the metrics,
+## dashboard and alert checks in tests/observability.rs. apt-get runs as
+## root, through sudo otherwise. On a machine with systemd the package also
+## starts a prometheus service on :9090; the tests never use it.
 deps:
 	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing prometheus (Debian package) for the observability tests"; \
+	  $$sudo apt-get update && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
+	fi
 
 ## test: lint, then the whole suite (unit, golden, end-to-end over loopback)
 test: deps lint

@@ -2,149 +2,30 @@
 //! driven over HTTP, their logs read, and stopped with SIGTERM.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use llmesh_tests::*;
 use serde_json::{json, Value};
 
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        Proc { child, lines }
-    }
-
-    fn wait_line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(l) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.starts_with(prefix))
-            {
-                return l.clone();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "no line starting with {prefix:?}; got {:?}",
-            self.lines.lock().unwrap()
-        );
-    }
-
-    fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("process did not exit after SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The proxy binary on `policy`, every port ephemeral on loopback.
-fn proxy_command(policy: &std::path::Path) -> Command {
-    let mut cmd = Command::new(bin_path("llmesh-proxy"));
-    cmd.arg("--policy-file").arg(policy).args([
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
-    cmd
-}
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line
-        .find(&format!("{key}="))
-        .map(|i| i + key.len() + 1)
-        .unwrap();
-    line[start..].split_whitespace().next().unwrap()
-}
-
 #[tokio::test]
 async fn mock_and_proxy_binaries_serve_log_and_stop_cleanly() {
-    let mut mock = Proc::spawn(Command::new(bin_path("llmesh-mock")).args([
-        "--listen",
-        "127.0.0.1:0",
-        "--api-key",
-        KEY,
-    ]));
-    let line = mock.wait_line("llmesh-mock listening on ");
-    let mock_url = line
-        .trim_start_matches("llmesh-mock listening on ")
-        .trim()
-        .to_string();
+    let (mut mock, mock_url) = spawn_mock(KEY);
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, default_policy(&mock_url)).unwrap();
-    let mut proxy = Proc::spawn(
+    let ProxyProc {
+        proc: mut proxy,
+        llm,
+        metrics,
+    } = spawn_proxy(
         proxy_command(&policy)
             .env("POD_NAMESPACE", "shop")
             .env("POD_NAME", "checkout-7d9f-abcde")
             .env("LLMESH_WORKLOAD", "checkout"),
     );
-    let line = proxy.wait_line("llmesh-proxy listening ");
-    let llm = field(&line, "llm").to_string();
-    let metrics = field(&line, "metrics").to_string();
 
     // A prompt and an app key that must never appear in the logs.
     let marker = "SECRET-PROMPT-MARKER-5521";

@@ -3,6 +3,8 @@
 //! temporary folder, and a small HTTP client.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod process;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use llmesh_proxy::{Proxy, ProxyConfig};
 use serde_json::Value;
 
 pub mod fake_kube;
+pub use process::{field, proxy_command, spawn_mock, spawn_proxy, Proc, ProxyProc};
 
 pub const KEY: &str = "test-provider-key-0001";
 

@@ -1,0 +1,226 @@
+//! A policy and a round of traffic that give every metric family of the
+//! sidecar samples: successes and streams in both client APIs, errors,
+//! a retry, a failover, a breaker that opens, a spent retry budget, a
+//! hedge, a context preflight skip, a continued stream and an outlier
+//! ejection, all driven through the mock's fault controls.
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use llmesh_tests::{anthropic_msg, openai_chat, Http};
+use serde_json::{json, Value};
+
+/// The policy; `{mock}` is the mock's base URL.
+pub fn policy(mock: &str) -> String {
+    let mut out = format!(
+        "apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {{name: oai}}
+spec:
+  schema: openai
+  baseUrl: {mock}/v1
+  credential: {{file: key.txt}}
+  models:
+    - {{name: gpt-4o-mini, pricing: {{input: 0.15, output: 0.6}}}}
+    - {{name: tiny, contextWindow: 60}}
+    - {{name: huge, contextWindow: 100000, pricing: {{input: 2, output: 8}}}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {{name: ant}}
+spec:
+  schema: anthropic
+  baseUrl: {mock}/v1
+  credential: {{file: key.txt}}
+  models:
+    - {{name: claude-sonnet-4-5, pricing: {{input: 3, output: 15}}}}
+    - {{name: breaks, pricing: {{input: 3, output: 15}}}}
+    - {{name: steady, pricing: {{input: 3, output: 15}}}}
+"
+    );
+    let routes = [
+        ("chat", "gpt-4o-mini", "backends: [{provider: oai}]"),
+        ("claude", "claude-sonnet-4-5", "backends: [{provider: ant}]"),
+        (
+            "retry",
+            "retry",
+            "backends: [{provider: oai, model: bad}, {provider: oai, model: gpt-4o-mini, priority: 1}]
+  retries: {attempts: 2, backoffBase: 1ms}",
+        ),
+        (
+            "failover",
+            "failover",
+            "backends: [{provider: oai, model: bad}]
+  retries: {attempts: 0}
+  fallbacks: [{on: [server-error], backends: [{provider: ant, model: claude-sonnet-4-5}]}]",
+        ),
+        (
+            "brk",
+            "brk",
+            "backends: [{provider: oai, model: flaky}]
+  retries: {attempts: 0}
+  circuitBreaker: {consecutiveFailures: 2, openFor: 60s}",
+        ),
+        (
+            "bud",
+            "bud",
+            "backends: [{provider: oai, model: bad}, {provider: oai, model: gpt-4o-mini, priority: 1}]
+  retries: {attempts: 1, budgetPercent: 10, budgetMinPerSecond: 0, backoffBase: 1ms}",
+        ),
+        (
+            "hedge",
+            "hedge",
+            "backends: [{provider: oai, model: slow}, {provider: oai, model: gpt-4o-mini, priority: 1}]
+  hedge: {delay: 50ms}",
+        ),
+        (
+            "pre",
+            "pre",
+            "backends: [{provider: oai, model: tiny}]
+  fallbacks: [{on: [context-length], backends: [{provider: oai, model: huge}]}]",
+        ),
+        (
+            "cont",
+            "cont",
+            "backends: [{provider: ant, model: breaks}, {provider: ant, model: steady, priority: 1}]
+  streamContinuation: {}",
+        ),
+        (
+            "outl",
+            "outl",
+            "strategy: {type: round-robin}
+  backends: [{provider: oai, model: sluggish}, {provider: oai, model: quick}, {provider: oai, model: quick2}]
+  circuitBreaker: {slowOutlierFactor: 3, openFor: 30s}",
+        ),
+    ];
+    for (name, model, body) in routes {
+        out.push_str(&format!(
+            "---\napiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {{name: {name}}}\nspec:\n  models: [{model}]\n  {body}\n  timeouts: {{firstByte: 5s, idle: 5s, total: 20s}}\n"
+        ));
+    }
+    out
+}
+
+/// A policy the proxy refuses (a backend naming no provider).
+pub fn broken_policy(mock: &str) -> String {
+    policy(mock)
+        + "---\napiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {name: ghost}\nspec:\n  models: [ghost]\n  backends: [{provider: nobody}]\n"
+}
+
+/// Per-model faults of the mock, set through its control API.
+pub async fn set_faults(http: &Http, mock: &str) {
+    for (model, behavior) in [
+        ("bad", json!({"status": 503})),
+        ("flaky", json!({"status": 500})),
+        ("slow", json!({"latency_ms": 2000})),
+        ("sluggish", json!({"latency_ms": 150})),
+        // Anthropic events: message_start, content_block_start, ping, then
+        // one delta per word: the fifth event breaks after two words.
+        ("breaks", json!({"reset_after_chunks": 5})),
+    ] {
+        let (s, _, b) = http
+            .send(
+                Method::PUT,
+                &format!("{mock}/_mock/models/{model}"),
+                Bytes::from(behavior.to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    }
+}
+
+/// One round of traffic through the proxy at `llm`. Statuses are checked
+/// where they are certain, so a policy mistake shows here rather than as
+/// an empty panel.
+pub async fn round(http: &Http, llm: &str) {
+    let post =
+        |path: &'static str, body: Value, headers: &'static [(&'static str, &'static str)]| {
+            let http = http.clone();
+            let url = format!("{llm}{path}");
+            async move {
+                let (s, _, b) = http
+                    .send(Method::POST, &url, Bytes::from(body.to_string()), headers)
+                    .await;
+                (s.as_u16(), String::from_utf8_lossy(&b).to_string())
+            }
+        };
+    let chat = "/v1/chat/completions";
+    let messages = "/v1/messages";
+    let stream = |mut v: Value| {
+        v["stream"] = json!(true);
+        v
+    };
+    let expect = |what: &str, got: (u16, String), want: u16| {
+        assert_eq!(got.0, want, "{what}: {}", got.1);
+    };
+
+    for _ in 0..3 {
+        expect(
+            "chat",
+            post(chat, openai_chat("gpt-4o-mini", "hello there"), &[]).await,
+            200,
+        );
+    }
+    for _ in 0..2 {
+        let req = stream(openai_chat("gpt-4o-mini", "stream please"));
+        expect("openai stream", post(chat, req, &[]).await, 200);
+        let req = stream(anthropic_msg("claude-sonnet-4-5", "stream please"));
+        expect("anthropic stream", post(messages, req, &[]).await, 200);
+    }
+    expect(
+        "anthropic",
+        post(messages, anthropic_msg("claude-sonnet-4-5", "hi"), &[]).await,
+        200,
+    );
+    let failing = post(
+        chat,
+        openai_chat("gpt-4o-mini", "fail"),
+        &[("x-mock-status", "500")],
+    );
+    expect("upstream 500", failing.await, 500);
+    expect(
+        "unknown model",
+        post(chat, openai_chat("no-such-model", "hi"), &[]).await,
+        404,
+    );
+    for _ in 0..2 {
+        expect(
+            "retry",
+            post(chat, openai_chat("retry", "hi"), &[]).await,
+            200,
+        );
+        expect(
+            "failover",
+            post(chat, openai_chat("failover", "hi"), &[]).await,
+            200,
+        );
+    }
+    for _ in 0..3 {
+        let (s, b) = post(chat, openai_chat("brk", "hi"), &[]).await;
+        assert!(s == 500 || s == 503, "breaker route: {s} {b}");
+    }
+    for _ in 0..4 {
+        let (s, b) = post(chat, openai_chat("bud", "hi"), &[]).await;
+        assert!(s == 200 || s == 503, "budget route: {s} {b}");
+    }
+    expect(
+        "hedge",
+        post(chat, openai_chat("hedge", "hi"), &[]).await,
+        200,
+    );
+    let long = "lorem ipsum ".repeat(100);
+    expect(
+        "preflight",
+        post(chat, openai_chat("pre", &long), &[]).await,
+        200,
+    );
+    let req = stream(anthropic_msg("cont", "tell me a story"));
+    expect("continued stream", post(messages, req, &[]).await, 200);
+    for _ in 0..6 {
+        expect(
+            "outlier",
+            post(chat, openai_chat("outl", "hi"), &[]).await,
+            200,
+        );
+    }
+}
