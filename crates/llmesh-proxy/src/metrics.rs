@@ -291,6 +291,9 @@ impl Metrics {
         // Make the reload families visible before the first reload happens.
         reloads.with_label_values(&["success"]);
         reloads.with_label_values(&["failure"]);
+        for kind in ["LLMProvider", "LLMRoute", "LLMQuota", "LLMDataPolicy"] {
+            rejected_resources.with_label_values(&[kind]);
+        }
 
         Ok(Metrics {
             registry,
