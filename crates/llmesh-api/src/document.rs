@@ -208,7 +208,7 @@ spec:
 apiVersion: llmesh.io/v1alpha1
 kind: LLMQuota
 metadata: {name: q}
-spec: {anything: 1}
+spec: {limits: {requestsPerMinute: 60}}
 "#;
         let docs = parse_documents(text).unwrap();
         assert_eq!(docs.len(), 3);
