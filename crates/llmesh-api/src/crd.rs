@@ -2,7 +2,9 @@
 //! (what `make crds` writes to `crds/`) and the step from an object read
 //! from the API server to what the policy compiler takes.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 use crate::document::{AnyResource, ObjectMeta, Resource};
@@ -11,12 +13,55 @@ use crate::{LLMDataPolicy, LLMProvider, LLMQuota, LLMRoute, API_VERSION};
 /// The four CustomResourceDefinitions, in a fixed order (provider, route,
 /// quota, data policy).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         LLMProvider::crd(),
         LLMRoute::crd(),
         LLMQuota::crd(),
         LLMDataPolicy::crd(),
-    ]
+    ];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                kubernetes_formats(schema);
+            }
+        }
+    }
+    crds
+}
+
+/// schemars names Rust's number types (`uint32`, `uint64`, `double`); the
+/// API server knows `int32` and `int64` and warns about the rest on every
+/// install. Unsigned integers become `int64` (a `u32` keeps its upper
+/// bound, so the server refuses what the sidecar could not read); numbers
+/// lose the format, which only ever described the Rust type.
+fn kubernetes_formats(s: &mut JSONSchemaProps) {
+    match (s.type_.as_deref(), s.format.as_deref()) {
+        (Some("integer"), Some("uint32")) => {
+            s.format = Some("int64".into());
+            let max = f64::from(u32::MAX);
+            s.maximum = Some(s.maximum.map_or(max, |m| m.min(max)));
+        }
+        (Some("integer"), Some("uint64")) => s.format = Some("int64".into()),
+        (Some("number"), Some(_)) => s.format = None,
+        _ => {}
+    }
+    for child in s.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        kubernetes_formats(child);
+    }
+    match &mut s.items {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => kubernetes_formats(item),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => {
+            items.iter_mut().for_each(kubernetes_formats)
+        }
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(value)) = &mut s.additional_properties {
+        kubernetes_formats(value);
+    }
 }
 
 /// Why the CRDs could not be rendered.
