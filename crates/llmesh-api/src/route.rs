@@ -109,12 +109,15 @@ pub struct StreamContinuationSpec {
 }
 
 /// Backend selection strategy.
+// Read through `StrategyFields`: serde lets a unit variant of an internally
+// tagged enum ignore extra fields, so `{type: weighted, latencyBudget: 2s}`
+// would pass silently where the CRD's CEL rule refuses it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(
     rename_all = "kebab-case",
     rename_all_fields = "camelCase",
     tag = "type",
-    deny_unknown_fields
+    try_from = "StrategyFields"
 )]
 pub enum Strategy {
     /// Weighted random by `weight` (the default).
@@ -136,6 +139,52 @@ pub enum Strategy {
         /// Latency budget, e.g. `2s`.
         latency_budget: String,
     },
+}
+
+/// `strategy` as written: one object, `type` and the optional fields, the
+/// same shape as its CRD schema.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StrategyFields {
+    #[serde(rename = "type")]
+    kind: StrategyType,
+    #[serde(default)]
+    exploration_percent: Option<f64>,
+    #[serde(default)]
+    latency_budget: Option<String>,
+}
+
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum StrategyType {
+    Weighted,
+    RoundRobin,
+    LeastRequest,
+    Latency,
+    Cost,
+}
+
+// The messages are the CRD's CEL messages, so both modes say the same.
+impl TryFrom<StrategyFields> for Strategy {
+    type Error = &'static str;
+
+    fn try_from(f: StrategyFields) -> Result<Self, Self::Error> {
+        if f.exploration_percent.is_some() && f.kind != StrategyType::Latency {
+            return Err("explorationPercent is only allowed for type latency");
+        }
+        match (f.kind, f.latency_budget) {
+            (StrategyType::Cost, Some(latency_budget)) => Ok(Strategy::Cost { latency_budget }),
+            (StrategyType::Cost, None) | (_, Some(_)) => {
+                Err("latencyBudget is required for type cost and only allowed there")
+            }
+            (StrategyType::Weighted, None) => Ok(Strategy::Weighted),
+            (StrategyType::RoundRobin, None) => Ok(Strategy::RoundRobin),
+            (StrategyType::LeastRequest, None) => Ok(Strategy::LeastRequest),
+            (StrategyType::Latency, None) => Ok(Strategy::Latency {
+                exploration_percent: f.exploration_percent,
+            }),
+        }
+    }
 }
 
 // The derive would describe this internally tagged enum as a `oneOf` of
