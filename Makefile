@@ -5,7 +5,7 @@ MOCK_PORT ?= 18080
 POLICY ?= examples/local/policy.yaml
 export LLMESH_MOCK_KEY ?= mock-key-local-only
 
-.PHONY: run test lint fmt build release bench bench-faults deps nextest clean
+.PHONY: run test lint fmt build release bench bench-faults deps nextest clean crds
 
 ## run: build, start the mock provider and the proxy on the embedded policy, print a curl line
 run:
@@ -73,6 +73,11 @@ bench: release
 ## BENCH_ARGS passes flags (e.g. --quick, --fault-requests N).
 bench-faults: release
 	./target/release/llmesh-bench --faults $(BENCH_ARGS)
+
+## crds: regenerate crds/*.yaml from the Rust types in crates/llmesh-api
+## (a test fails while the committed files differ from the types)
+crds:
+	$(CARGO) run -q -p llmesh-api --bin crdgen -- crds
 
 clean:
 	$(CARGO) clean

@@ -208,7 +208,7 @@ spec:
 apiVersion: llmesh.io/v1alpha1
 kind: LLMQuota
 metadata: {name: q}
-spec: {anything: 1}
+spec: {limits: {requestsPerMinute: 60}}
 "#;
         let docs = parse_documents(text).unwrap();
         assert_eq!(docs.len(), 3);
@@ -222,6 +222,33 @@ spec: {anything: 1}
         let err = parse_documents(text).unwrap_err().to_string();
         assert!(err.contains("LLMRoute/r"), "{err}");
         assert!(err.contains("models"), "{err}");
+    }
+
+    #[test]
+    fn strategy_fields_only_go_with_their_type() {
+        // What the CRD's CEL rules on `strategy` say, the parser says too.
+        let doc = |strategy: &str| {
+            format!("apiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {{name: r}}\nspec:\n  models: [m]\n  backends: [{{provider: p}}]\n  strategy: {strategy}\n")
+        };
+        assert!(parse_documents(&doc("{type: cost, latencyBudget: 2s}")).is_ok());
+        assert!(parse_documents(&doc("{type: latency, explorationPercent: 5}")).is_ok());
+        for bad in [
+            "{type: cost}",
+            "{type: weighted, latencyBudget: 2s}",
+            "{type: round-robin, explorationPercent: 5}",
+            "{type: latency, latencyBudget: 2s}",
+        ] {
+            assert!(parse_documents(&doc(bad)).is_err(), "{bad}");
+        }
+        let err = parse_documents(&doc("{type: weighted, latencyBudget: 2s}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "spec.strategy: latencyBudget is required for type cost and only allowed there"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,22 +1,47 @@
-//! The llmesh resource kinds as plain Rust types.
+//! The llmesh resource kinds as plain Rust types and as Kubernetes custom
+//! resources.
 //!
-//! Every other crate depends on this one, so it stays free of tokio, hyper and
-//! the Kubernetes client: it is only the shape of the four kinds
+//! Every other crate depends on this one, so it stays free of tokio, hyper
+//! and the Kubernetes client: it is the shape of the four kinds
 //! (`LLMProvider`, `LLMRoute`, `LLMQuota`, `LLMDataPolicy`) in group
-//! `llmesh.io/v1alpha1`, and the parser for the multi-document YAML files that
-//! the file mode reads.
+//! `llmesh.io/v1alpha1`, their CustomResourceDefinitions (kube's derive, no
+//! client), and the parser for the multi-document YAML files that the file
+//! mode reads.
+//!
+//! Two shapes of one resource exist: the kube-generated types
+//! ([`LLMProvider`], [`LLMRoute`], [`LLMQuota`], [`LLMDataPolicy`]) that a
+//! watch returns, and [`Resource<S>`] inside [`AnyResource`] that the file
+//! parser returns and the policy compiler takes. `AnyResource::from(obj)`
+//! goes from the first to the second. The specs are the same types in both.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod crd;
+mod data_policy;
 mod document;
 mod provider;
+mod quota;
 mod route;
+mod schema;
+mod status;
 
+pub use crd::{crd_files, crds, RenderError};
+pub use data_policy::{DataAction, DataRule, LLMDataPolicy, LLMDataPolicySpec, BUILTIN_CLASSES};
 pub use document::{parse_documents, AnyResource, ObjectMeta, ParseError, Resource};
-pub use provider::{ApiSchema, CredentialRef, LLMProviderSpec, ModelSpec, Pricing};
+pub use provider::{
+    ApiSchema, CredentialRef, LLMProvider, LLMProviderSpec, ModelSpec, Pricing, ProviderLimits,
+    SecretKeyRef,
+};
+pub use quota::{
+    LLMQuota, LLMQuotaSpec, QuotaAction, QuotaLimits, QuotaScope, StoreUnavailable, TokenKind,
+};
 pub use route::{
-    BackendRef, CircuitBreakerSpec, ErrorClass, FallbackChain, HedgeSpec, LLMRouteSpec,
+    BackendRef, CircuitBreakerSpec, ErrorClass, FallbackChain, HedgeSpec, LLMRoute, LLMRouteSpec,
     RetryPolicy, Strategy, StreamContinuationSpec, Timeouts,
+};
+pub use status::{
+    LLMDataPolicyStatus, LLMQuotaStatus, PolicyStatus, CONDITION_ACCEPTED, CONDITION_ENFORCED,
+    REASON_ACCEPTED, REASON_INVALID, REASON_NOT_ENFORCED,
 };
 
 /// API group of every llmesh kind.
@@ -25,15 +50,3 @@ pub const GROUP: &str = "llmesh.io";
 pub const VERSION: &str = "v1alpha1";
 /// `apiVersion` as written in manifests.
 pub const API_VERSION: &str = "llmesh.io/v1alpha1";
-
-/// Spec of an `LLMQuota`.
-///
-/// The quota semantics arrive with the quota work; until then the proxy accepts
-/// the kind in policy files (so one file can hold all four kinds) and keeps the
-/// spec verbatim without enforcing it.
-pub type LLMQuotaSpec = serde_json::Value;
-
-/// Spec of an `LLMDataPolicy`.
-///
-/// Accepted and kept verbatim, not enforced yet (see [`LLMQuotaSpec`]).
-pub type LLMDataPolicySpec = serde_json::Value;

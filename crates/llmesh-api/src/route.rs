@@ -1,16 +1,60 @@
 //! `LLMRoute`: which model names an app may ask for, where they go, and
 //! what happens when an upstream fails.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use kube::{CustomResource, KubeSchema};
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
+use crate::schema::{DURATION, MODEL_PATTERN};
+use crate::status::PolicyStatus;
+
 /// Spec of an `LLMRoute`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Each printcolumn repeats `type_`, which clippy takes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "llmesh.io",
+    version = "v1alpha1",
+    kind = "LLMRoute",
+    namespaced,
+    status = "PolicyStatus",
+    shortname = "llmr",
+    category = "llmesh",
+    doc = "Which model names an app may ask for, where they go (weighted or latency-aware backends, priorities, fallback chains by error class) and how failures are retried, broken and hedged.",
+    printcolumn(name = "Models", type_ = "string", json_path = ".spec.models"),
+    printcolumn(
+        name = "Backend",
+        type_ = "string",
+        description = "Provider of the first backend (a printer column shows one value; -o wide lists all)",
+        json_path = ".spec.backends[0].provider"
+    ),
+    printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Backends",
+        type_ = "string",
+        priority = 1,
+        json_path = ".spec.backends"
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.backends.exists(b, !has(b.weight) || b.weight > 0)")
+    .message("backend weights must add up to more than 0"))]
 pub struct LLMRouteSpec {
     /// Model names clients may request through this route. An entry ending in
     /// `*` matches every name with that prefix (`gpt-4o*`).
+    #[schemars(length(min = 1, max = 128), inner(pattern(MODEL_PATTERN)))]
     pub models: Vec<String>,
     /// Extra match conditions: request headers that must be present with
     /// exactly these values (names are case-insensitive), e.g.
@@ -26,6 +70,7 @@ pub struct LLMRouteSpec {
     #[serde(default)]
     pub strategy: Strategy,
     /// Where requests go.
+    #[schemars(length(min = 1, max = 64))]
     pub backends: Vec<BackendRef>,
     /// Retries of failed attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,6 +78,7 @@ pub struct LLMRouteSpec {
     /// Fallback chains by error class, tried in order once the route's own
     /// backends and retries are used up for that class.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub fallbacks: Vec<FallbackChain>,
     /// Per-backend circuit breaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,21 +99,25 @@ pub struct LLMRouteSpec {
 /// got some of the answer, the request is resubmitted to a backend of the
 /// route with the partial answer as the start of the assistant's turn, and
 /// the new stream is spliced into the client's so it sees one answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StreamContinuationSpec {
     /// How many times one response may be continued (default 1, at most 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3))]
     pub max_continuations: Option<u32>,
 }
 
 /// Backend selection strategy.
+// Read through `StrategyFields`: serde lets a unit variant of an internally
+// tagged enum ignore extra fields, so `{type: weighted, latencyBudget: 2s}`
+// would pass silently where the CRD's CEL rule refuses it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(
     rename_all = "kebab-case",
     rename_all_fields = "camelCase",
     tag = "type",
-    deny_unknown_fields
+    try_from = "StrategyFields"
 )]
 pub enum Strategy {
     /// Weighted random by `weight` (the default).
@@ -91,14 +141,112 @@ pub enum Strategy {
     },
 }
 
+/// `strategy` as written: one object, `type` and the optional fields, the
+/// same shape as its CRD schema.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StrategyFields {
+    #[serde(rename = "type")]
+    kind: StrategyType,
+    #[serde(default)]
+    exploration_percent: Option<f64>,
+    #[serde(default)]
+    latency_budget: Option<String>,
+}
+
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum StrategyType {
+    Weighted,
+    RoundRobin,
+    LeastRequest,
+    Latency,
+    Cost,
+}
+
+// The messages are the CRD's CEL messages, so both modes say the same.
+impl TryFrom<StrategyFields> for Strategy {
+    type Error = &'static str;
+
+    fn try_from(f: StrategyFields) -> Result<Self, Self::Error> {
+        if f.exploration_percent.is_some() && f.kind != StrategyType::Latency {
+            return Err("explorationPercent is only allowed for type latency");
+        }
+        match (f.kind, f.latency_budget) {
+            (StrategyType::Cost, Some(latency_budget)) => Ok(Strategy::Cost { latency_budget }),
+            (StrategyType::Cost, None) | (_, Some(_)) => {
+                Err("latencyBudget is required for type cost and only allowed there")
+            }
+            (StrategyType::Weighted, None) => Ok(Strategy::Weighted),
+            (StrategyType::RoundRobin, None) => Ok(Strategy::RoundRobin),
+            (StrategyType::LeastRequest, None) => Ok(Strategy::LeastRequest),
+            (StrategyType::Latency, None) => Ok(Strategy::Latency {
+                exploration_percent: f.exploration_percent,
+            }),
+        }
+    }
+}
+
+// The derive would describe this internally tagged enum as a `oneOf` of
+// objects, each pinning `type` to a constant: not a structural schema, so
+// the API server would refuse the CRD. It is written by hand as the one
+// object it is on the wire, with CEL saying which field goes with which type.
+impl JsonSchema for Strategy {
+    fn schema_name() -> Cow<'static, str> {
+        "Strategy".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "How a backend is chosen among the available ones of the best priority group.",
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {
+                    "description": "weighted (default: random by weight), round-robin, least-request (power of two choices on requests in flight), latency (lowest moving average of time to first byte), cost (cheapest whose recent p90 latency is within latencyBudget).",
+                    "type": "string",
+                    "enum": ["weighted", "round-robin", "least-request", "latency", "cost"],
+                },
+                "explorationPercent": {
+                    "description": "latency only: share of requests sent to a random backend so a recovering one is noticed (default 5).",
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 100,
+                },
+                "latencyBudget": {
+                    "description": "cost only, required there: latency budget, e.g. `2s`.",
+                    "type": "string",
+                    "pattern": DURATION,
+                },
+            },
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.type == 'cost' ? has(self.latencyBudget) : !has(self.latencyBudget)",
+                    "message": "latencyBudget is required for type cost and only allowed there",
+                },
+                {
+                    "rule": "!has(self.explorationPercent) || self.type == 'latency'",
+                    "message": "explorationPercent is only allowed for type latency",
+                },
+            ],
+        })
+    }
+}
+
 /// One upstream target of a route or a fallback chain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendRef {
     /// Name of an `LLMProvider` in the same namespace.
+    #[schemars(length(min = 1))]
     pub provider: String,
     /// Model name sent upstream; the requested name when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub model: Option<String>,
     /// Relative share of traffic among backends of the same priority.
     #[serde(default = "default_weight")]
@@ -114,7 +262,9 @@ fn default_weight() -> u32 {
 }
 
 /// Classes of failed attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorClass {
     /// TCP/TLS connection failed.
@@ -152,8 +302,10 @@ impl ErrorClass {
 }
 
 /// Retries of failed attempts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!has(self.on) || !('invalid-request' in self.on)")
+    .message("invalid-request is never retried"))]
 pub struct RetryPolicy {
     /// Extra attempts after the first (default 2).
     #[serde(default = "default_attempts")]
@@ -161,18 +313,22 @@ pub struct RetryPolicy {
     /// Classes that are retried (default connect, timeout, server-error,
     /// rate-limited). `invalid-request` is never retried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
     pub on: Vec<ErrorClass>,
     /// First backoff step (default `100ms`); each retry waits a random time
     /// up to base × 2^retry (full jitter), or the upstream's Retry-After.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
     pub backoff_base: Option<String>,
     /// Largest backoff (default `2s`). A Retry-After longer than this skips
     /// the retry on that backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
     pub backoff_max: Option<String>,
     /// Retries and failovers may add at most this percentage of the
     /// route's request rate (default 20), over a 10 s window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
     pub budget_percent: Option<f64>,
     /// Retries per second always allowed, whatever the rate (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,27 +340,32 @@ fn default_attempts() -> u32 {
 }
 
 /// A fallback chain for some error classes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!('invalid-request' in self.on)")
+    .message("invalid-request never fails over"))]
 pub struct FallbackChain {
     /// The classes this chain handles.
+    #[schemars(length(min = 1, max = 8))]
     pub on: Vec<ErrorClass>,
     /// Tried in order.
+    #[schemars(length(min = 1, max = 64))]
     pub backends: Vec<BackendRef>,
 }
 
 /// Hedging: if the first attempt has produced nothing after `delay`, the
 /// same request goes to a second backend too; the first to answer (for a
 /// stream: to send its first event) wins and the other is cancelled.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HedgeSpec {
     /// Wait before hedging, e.g. `800ms`; `0s` races both at once.
+    #[schemars(pattern(DURATION))]
     pub delay: String,
 }
 
 /// Circuit breaker settings, per backend of the route.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreakerSpec {
     /// Open after this many failures in a row (default 5; 0 disables).
@@ -213,16 +374,19 @@ pub struct CircuitBreakerSpec {
     /// Open when this percentage of calls in `window` failed (default 50;
     /// 0 disables)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub failure_percent: Option<f64>,
     /// ...once the window holds at least this many calls (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u32>,
     /// Failure-rate window (default `30s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
     pub window: Option<String>,
     /// How long an open breaker stays open before probing (default `30s`,
     /// doubling on repeated trips up to `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
     pub open_for: Option<String>,
     /// Probe requests let through while half-open (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,24 +396,29 @@ pub struct CircuitBreakerSpec {
     /// peers) is ejected for `openFor`, at most half of a route's backends
     /// at a time. Off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 1.0").message("must be a number above 1"))]
     pub slow_outlier_factor: Option<f64>,
 }
 
 /// Upstream deadlines, as durations such as `500ms`, `10s`, `5m`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Timeouts {
     /// TCP and TLS connect (default 5s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
     pub connect: Option<String>,
     /// Until the upstream's response headers (and, for streams, its first
     /// event) arrive (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
     pub first_byte: Option<String>,
     /// Longest gap between two body chunks of a response (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
     pub idle: Option<String>,
     /// The whole call, retries and body included (default 600s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
     pub total: Option<String>,
 }

@@ -8,11 +8,13 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use llmesh_api::{
-    AnyResource, ApiSchema, BackendRef, CredentialRef, ErrorClass, LLMProviderSpec, LLMRouteSpec,
-    Resource, Strategy,
+    AnyResource, ApiSchema, BackendRef, CredentialRef, ErrorClass, LLMDataPolicySpec,
+    LLMProviderSpec, LLMQuotaSpec, LLMRouteSpec, Resource, Strategy,
 };
 
+use crate::data_policy::{compile_data_policy, is_class_name};
 use crate::duration::parse_duration;
+use crate::quota::compile_quota;
 use crate::route::{
     Backend, BreakerSettings, ClassSet, Fallback, RetrySettings, Route, StrategyKind, Timeouts,
 };
@@ -31,48 +33,81 @@ pub struct CompileError {
     pub message: String,
 }
 
-/// Looks up credential values. File mode reads env vars and files; the
-/// Kubernetes mode will read mounted Secrets.
+/// Looks up credential values. File mode reads env vars and files; both
+/// modes read Secrets where the injector mounts them.
 pub trait SecretSource {
     /// The key named by `r`, or why it cannot be had (without the value).
     fn resolve(&self, r: &CredentialRef) -> Result<String, String>;
 }
 
-/// Credentials from the sidecar's environment and files. Relative file
-/// paths are taken from `base_dir` (the policy file's folder).
-#[derive(Debug, Clone, Default)]
+/// Where the injector mounts the Secrets named by `secretKeyRef` into the
+/// sidecar container: one folder per Secret, one file per key.
+pub const DEFAULT_SECRETS_DIR: &str = "/var/run/secrets/llmesh";
+
+/// Credentials from the sidecar's environment, files, and mounted Secrets.
+/// Relative file paths are taken from `base_dir` (the policy file's
+/// folder); `secretKeyRef: {name, key}` reads `<secrets_dir>/<name>/<key>`.
+#[derive(Debug, Clone)]
 pub struct EnvFileSecrets {
     /// Folder relative `file:` references start from.
     pub base_dir: Option<PathBuf>,
+    /// Folder holding mounted Secrets (default [`DEFAULT_SECRETS_DIR`]).
+    pub secrets_dir: PathBuf,
 }
 
-impl SecretSource for EnvFileSecrets {
-    fn resolve(&self, r: &CredentialRef) -> Result<String, String> {
-        match (&r.env, &r.file) {
-            (Some(var), None) => {
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
-            }
-            (None, Some(file)) => {
-                let path = match &self.base_dir {
-                    Some(dir) if Path::new(file).is_relative() => dir.join(file),
-                    _ => PathBuf::from(file),
-                };
-                std::fs::read_to_string(&path)
-                    .map(|s| s.trim().to_string())
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            }
-            _ => Err("set exactly one of env or file".into()),
+impl Default for EnvFileSecrets {
+    fn default() -> Self {
+        EnvFileSecrets {
+            base_dir: None,
+            secrets_dir: PathBuf::from(DEFAULT_SECRETS_DIR),
         }
     }
 }
 
-struct Ctx<'a> {
-    namespace: &'a str,
-    errors: Vec<CompileError>,
+fn read_key(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+impl SecretSource for EnvFileSecrets {
+    fn resolve(&self, r: &CredentialRef) -> Result<String, String> {
+        match (&r.env, &r.file, &r.secret_key_ref) {
+            (Some(var), None, None) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
+            (None, Some(file), None) => {
+                let path = match &self.base_dir {
+                    Some(dir) if Path::new(file).is_relative() => dir.join(file),
+                    _ => PathBuf::from(file),
+                };
+                read_key(&path)
+            }
+            (None, None, Some(s)) => {
+                // Both parts become path components: refuse anything that
+                // could step out of the secrets folder.
+                let bad =
+                    |p: &str| p.is_empty() || p == "." || p == ".." || p.contains(['/', '\\']);
+                if bad(&s.name) || bad(&s.key) {
+                    return Err(format!(
+                        "secretKeyRef {}/{} is not a Secret name and key",
+                        s.name, s.key
+                    ));
+                }
+                read_key(&self.secrets_dir.join(&s.name).join(&s.key))
+            }
+            _ => Err("set exactly one of env, file or secretKeyRef".into()),
+        }
+    }
+}
+
+pub(crate) struct Ctx<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) errors: Vec<CompileError>,
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, kind: &str, name: &str, field: &str, message: impl Into<String>) {
+    pub(crate) fn err(&mut self, kind: &str, name: &str, field: &str, message: impl Into<String>) {
         self.errors.push(CompileError {
             resource: format!("{kind}/{}/{name}", self.namespace),
             field: field.into(),
@@ -99,25 +134,54 @@ pub fn compile(
 
     let mut provider_specs: Vec<&Resource<LLMProviderSpec>> = Vec::new();
     let mut route_specs: Vec<&Resource<LLMRouteSpec>> = Vec::new();
+    let mut quota_specs: Vec<&Resource<LLMQuotaSpec>> = Vec::new();
+    let mut data_specs: Vec<&Resource<LLMDataPolicySpec>> = Vec::new();
     for r in resources {
         match r {
             AnyResource::Provider(p) => provider_specs.push(p),
             AnyResource::Route(rt) => route_specs.push(rt),
-            AnyResource::Quota(q) => {
-                snap.inert.push(format!("LLMQuota/{}", q.metadata.name));
-                snap.dump_resources
-                    .push(kind_dump("LLMQuota", &q.metadata.name, &q.spec));
-            }
-            AnyResource::DataPolicy(d) => {
-                snap.inert
-                    .push(format!("LLMDataPolicy/{}", d.metadata.name));
-                snap.dump_resources
-                    .push(kind_dump("LLMDataPolicy", &d.metadata.name, &d.spec));
-            }
+            AnyResource::Quota(q) => quota_specs.push(q),
+            AnyResource::DataPolicy(d) => data_specs.push(d),
         }
     }
     provider_specs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     route_specs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    quota_specs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    data_specs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+
+    // Quotas and data policies are validated and kept, not enforced yet:
+    // they are listed as such in the log and `/config_dump`.
+    for q in quota_specs {
+        let name = &q.metadata.name;
+        if snap.quotas.iter().any(|o| &o.name == name) {
+            cx.err("LLMQuota", name, "metadata.name", "duplicate quota name");
+            continue;
+        }
+        if let Some(quota) = compile_quota(&mut cx, q) {
+            snap.inert.push(format!("LLMQuota/{name}"));
+            snap.dump_resources
+                .push(kind_dump("LLMQuota", name, &quota.spec));
+            snap.quotas.push(Arc::new(quota));
+        }
+    }
+    for d in data_specs {
+        let name = &d.metadata.name;
+        if snap.data_policies.iter().any(|o| &o.name == name) {
+            cx.err(
+                "LLMDataPolicy",
+                name,
+                "metadata.name",
+                "duplicate data policy name",
+            );
+            continue;
+        }
+        if let Some(policy) = compile_data_policy(&mut cx, d) {
+            snap.inert.push(format!("LLMDataPolicy/{name}"));
+            snap.dump_resources
+                .push(kind_dump("LLMDataPolicy", name, &policy.spec));
+            snap.data_policies.push(Arc::new(policy));
+        }
+    }
 
     for p in provider_specs {
         let name = &p.metadata.name;
@@ -210,7 +274,8 @@ pub fn compile(
     (snap, cx.errors)
 }
 
-fn kind_dump(kind: &str, name: &str, spec: &serde_json::Value) -> serde_json::Value {
+fn kind_dump(kind: &str, name: &str, spec: &impl serde::Serialize) -> serde_json::Value {
+    let spec = serde_json::to_value(spec).unwrap_or(serde_json::Value::Null);
     serde_json::json!({"kind": kind, "name": name, "enforced": false, "spec": spec})
 }
 
@@ -289,7 +354,12 @@ fn compile_provider(
             .env
             .as_ref()
             .map(|v| format!("env:{v}"))
-            .or_else(|| cred.file.as_ref().map(|f| format!("file:{f}")));
+            .or_else(|| cred.file.as_ref().map(|f| format!("file:{f}")))
+            .or_else(|| {
+                cred.secret_key_ref
+                    .as_ref()
+                    .map(|s| format!("secret:{}/{}", s.name, s.key))
+            });
         let header_name = match &cred.header {
             Some(h) => HeaderName::try_from(h.as_str())
                 .map_err(|_| cx.err(K, name, "spec.credential.header", "not a valid header name"))
@@ -379,6 +449,44 @@ fn compile_provider(
         }
     }
 
+    let mut clearance: Vec<String> = Vec::with_capacity(spec.clearance.len());
+    for (i, class) in spec.clearance.iter().enumerate() {
+        let field = format!("spec.clearance[{i}]");
+        if !is_class_name(class) {
+            cx.err(K, name, &field, format!("{class:?} is not a data class name (lowercase letters, digits and '-', at most 63)"));
+        } else if clearance.contains(class) {
+            cx.err(K, name, &field, format!("{class:?} listed twice"));
+        } else {
+            clearance.push(class.clone());
+        }
+    }
+    if let Some(l) = &spec.limits {
+        if l.requests_per_minute.is_none() && l.tokens_per_minute.is_none() {
+            cx.err(
+                K,
+                name,
+                "spec.limits",
+                "set requestsPerMinute or tokensPerMinute",
+            );
+        }
+        for (field, v) in [
+            ("requestsPerMinute", l.requests_per_minute),
+            ("tokensPerMinute", l.tokens_per_minute),
+        ] {
+            if v == Some(0) {
+                cx.err(K, name, &format!("spec.limits.{field}"), "must be > 0");
+            }
+        }
+        if l.headroom_percent > 90 {
+            cx.err(
+                K,
+                name,
+                "spec.limits.headroomPercent",
+                "must be between 0 and 90",
+            );
+        }
+    }
+
     if cx.errors.len() > before {
         return None;
     }
@@ -396,6 +504,8 @@ fn compile_provider(
         ca_file: spec.ca_file.as_ref().map(PathBuf::from),
         headers,
         models,
+        clearance,
+        limits: spec.limits,
     })
 }
 

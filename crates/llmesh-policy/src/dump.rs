@@ -49,6 +49,8 @@ fn provider(p: &Provider) -> Value {
         "caFile": p.ca_file.as_ref().map(|f| f.display().to_string()),
         "headers": p.headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
         "models": models,
+        "clearance": p.clearance,
+        "limits": p.limits,
     })
 }
 

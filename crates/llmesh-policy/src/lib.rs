@@ -8,13 +8,17 @@
 #![deny(missing_docs)]
 
 mod compile;
+mod data_policy;
 mod dump;
 mod duration;
+mod quota;
 mod route;
 mod snapshot;
 
-pub use compile::{compile, CompileError, EnvFileSecrets, SecretSource};
+pub use compile::{compile, CompileError, EnvFileSecrets, SecretSource, DEFAULT_SECRETS_DIR};
+pub use data_policy::DataPolicy;
 pub use duration::parse_duration;
+pub use quota::Quota;
 pub use route::{
     Backend, BreakerSettings, ClassSet, Fallback, RetrySettings, Route, RouteMatch, StrategyKind,
     Timeouts,

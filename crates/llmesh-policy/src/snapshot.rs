@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
-use llmesh_api::ApiSchema;
+use llmesh_api::{ApiSchema, ProviderLimits};
 
+use crate::data_policy::DataPolicy;
+use crate::quota::Quota;
 use crate::route::{Route, RouteMatch};
 
 /// A credential value. Its `Debug` never shows the value.
@@ -105,7 +107,8 @@ pub struct Provider {
     pub provider_name: String,
     /// The header carrying the key, ready to insert (marked sensitive).
     pub auth: Option<(HeaderName, HeaderValue)>,
-    /// Where the key came from, for dumps (`env:NAME`, `file:/path`).
+    /// Where the key came from, for dumps (`env:NAME`, `file:/path`,
+    /// `secret:name/key`).
     pub credential_source: Option<String>,
     /// Extra CA certificates for this upstream.
     pub ca_file: Option<PathBuf>,
@@ -113,6 +116,10 @@ pub struct Provider {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Models by upstream name.
     pub models: HashMap<String, ModelInfo>,
+    /// Data classes the provider is cleared for (not enforced yet).
+    pub clearance: Vec<String>,
+    /// The provider's published rate limits (not enforced yet).
+    pub limits: Option<ProviderLimits>,
 }
 
 impl Provider {
@@ -138,6 +145,10 @@ pub struct Snapshot {
     pub(crate) prefixes: Vec<(String, usize)>,
     /// Names for `GET /v1/models`: exact route models, sorted.
     pub model_names: Vec<String>,
+    /// Validated quotas, by name (not enforced yet).
+    pub quotas: Vec<Arc<Quota>>,
+    /// Validated data policies, by name (not enforced yet).
+    pub data_policies: Vec<Arc<DataPolicy>>,
     /// Resources accepted but not enforced by this version (kind/name).
     pub inert: Vec<String>,
     /// Serialized resources kept for `/config_dump`.

@@ -69,6 +69,7 @@ pub fn load_file<'r>(
     let base_dir = path.parent().map(Path::to_path_buf);
     let secrets = EnvFileSecrets {
         base_dir: base_dir.clone(),
+        ..EnvFileSecrets::default()
     };
     let built = build(
         &docs,

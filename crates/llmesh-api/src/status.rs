@@ -1,0 +1,81 @@
+//! What llmesh reports back on each resource (the `status` subresource).
+//!
+//! All four kinds share `conditions` and `observedGeneration`, so one merge
+//! patch `{"status": {"conditions": [...], "observedGeneration": n}}` works
+//! on any of them; `LLMQuota` adds its spend and `LLMDataPolicy` its rule
+//! count for `kubectl get`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition type: the resource was validated and is part of the active
+/// policy (`True`), or was refused (`False`, reason [`REASON_INVALID`],
+/// the field errors in the message).
+pub const CONDITION_ACCEPTED: &str = "Accepted";
+/// Condition type on `LLMQuota` and `LLMDataPolicy`: `False` with reason
+/// [`REASON_NOT_ENFORCED`] while this version validates them but does not
+/// act on them yet.
+pub const CONDITION_ENFORCED: &str = "Enforced";
+/// Reason of an `Accepted=True` condition.
+pub const REASON_ACCEPTED: &str = "Accepted";
+/// Reason of an `Accepted=False` condition: a field is invalid.
+pub const REASON_INVALID: &str = "Invalid";
+/// Reason of an `Enforced=False` condition on kinds validated but not
+/// enforced by this version.
+pub const REASON_NOT_ENFORCED: &str = "NotEnforced";
+
+/// Status of an `LLMProvider` or an `LLMRoute`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    /// Current state: `Accepted` (see the README's "Custom resources").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Status of an `LLMQuota`: the conditions, and spend against the tightest
+/// limit in the current window, as text for `kubectl get`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LLMQuotaStatus {
+    /// Current state: `Accepted`, `Enforced`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The limit closest to being reached, e.g. `50 USD/day`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// Use of that limit in the current window, e.g. `12.40 USD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<String>,
+    /// What is left of it, e.g. `37.60 USD (75%)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<String>,
+    /// When the current window of that limit ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_resets_at: Option<Time>,
+}
+
+/// Status of an `LLMDataPolicy`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LLMDataPolicyStatus {
+    /// Current state: `Accepted`, `Enforced`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Number of rules in the accepted spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_count: Option<i64>,
+}
