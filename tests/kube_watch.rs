@@ -334,4 +334,66 @@ mod proxy {
         c.kube.set_down(false);
         c.until("chat", Some("m5")).await;
     }
+
+    #[tokio::test]
+    async fn a_rotated_secret_takes_effect_without_a_restart() {
+        let kube = FakeKube::start().await;
+        let mock = MockServer::start(MockConfig {
+            api_key: Some(KEY.to_string()),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secrets").join("provider-key");
+        std::fs::create_dir_all(&secret).unwrap();
+        std::fs::write(secret.join("api-key"), "stale-key\n").unwrap();
+        kube.apply_yaml(&format!(
+            "{{apiVersion: llmesh.io/v1alpha1, kind: LLMProvider, metadata: {{name: mock, namespace: test-ns}}, spec: {{schema: openai, baseUrl: '{}/v1', credential: {{secretKeyRef: {{name: provider-key, key: api-key}}}}}}}}",
+            mock.url()
+        ));
+        kube.apply_yaml(&route(
+            "test-ns",
+            "chat",
+            "chat",
+            "{provider: mock, model: m1}",
+        ));
+        let mut cfg = ProxyConfig::for_test(dir.path().join("unused.yaml"));
+        cfg.secrets_dir = dir.path().join("secrets");
+        cfg.kube = Some(KubeSource {
+            client: llmesh_kube::plain_client(&kube.url(), "test-ns").unwrap(),
+            platform_namespace: None,
+        });
+        let proxy = Proxy::start(cfg).await.unwrap();
+        let c = Cluster {
+            kube,
+            mock,
+            proxy,
+            http: Http::new(),
+            _dir: dir,
+        };
+        let t0 = Instant::now();
+        loop {
+            let (s, _) = c.chat("chat").await;
+            if s == 401 {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "status {s}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The kubelet replaces Secret files by renaming a new version in.
+        let tmp = secret.join(".api-key.new");
+        std::fs::write(&tmp, format!("{KEY}\n")).unwrap();
+        std::fs::rename(&tmp, secret.join("api-key")).unwrap();
+        let took = c.until("chat", Some("m1")).await;
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        // The key never shows in the dump.
+        let url = format!("http://{}/config_dump", c.proxy.admin_addr());
+        let (_, _, b) = c.http.get(&url).await;
+        let dump = String::from_utf8_lossy(&b);
+        assert!(
+            !dump.contains(KEY) && dump.contains("secret:provider-key/api-key"),
+            "{dump}"
+        );
+    }
 }

@@ -55,6 +55,9 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// Pod identity for metrics and logs.
     pub identity: Identity,
+    /// Where Secrets named by `secretKeyRef` are mounted (one folder per
+    /// Secret, one file per key); watched, so a rotated key applies at once.
+    pub secrets_dir: PathBuf,
     /// Take policy from the cluster instead of `policy_file`.
     pub kube: Option<crate::k8s::KubeSource>,
 }
@@ -78,6 +81,7 @@ impl ProxyConfig {
                 workload: "test-app".into(),
                 pod: "test-app-0".into(),
             },
+            secrets_dir: PathBuf::from(llmesh_policy::DEFAULT_SECRETS_DIR),
             kube: None,
         }
     }

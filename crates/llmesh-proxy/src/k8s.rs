@@ -50,20 +50,35 @@ pub fn spawn(shared: Arc<Shared>, source: KubeSource, mut shutdown: watch::Recei
         platform_namespace: source.platform_namespace.clone(),
     };
     let mut views = llmesh_kube::spawn(source.client, scope, shutdown.clone());
+    let (tx, mut secrets_changed) = tokio::sync::mpsc::channel::<()>(1);
+    // The task keeps a sender, so the channel stays open (and quiet) when
+    // there is no secrets folder to watch.
+    let secrets_watch = crate::reload::watch_secrets(&shared.cfg.secrets_dir, tx.clone());
     tokio::spawn(async move {
+        let _keep = (secrets_watch, tx);
         let mut memory = Memory::default();
+        let mut last: Option<Arc<View>> = None;
         loop {
             tokio::select! {
                 changed = views.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    let view = views.borrow_and_update().clone();
-                    if let Some(view) = view {
-                        apply(&shared, &view, &mut memory);
+                    last = views.borrow_and_update().clone();
+                }
+                got = secrets_changed.recv() => {
+                    if got.is_none() {
+                        break;
                     }
+                    // A Secret rotation is several file events: let it settle.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    while secrets_changed.try_recv().is_ok() {}
+                    tracing::info!("mounted secrets changed; recompiling");
                 }
                 _ = shutdown.changed() => break,
+            }
+            if let Some(view) = &last {
+                apply(&shared, view, &mut memory);
             }
         }
     });
@@ -99,7 +114,10 @@ fn apply(shared: &Shared, view: &View, memory: &mut Memory) {
     }
 
     let ns = &shared.cfg.identity.namespace;
-    let secrets = llmesh_policy::EnvFileSecrets::default();
+    let secrets = llmesh_policy::EnvFileSecrets {
+        base_dir: None,
+        secrets_dir: shared.cfg.secrets_dir.clone(),
+    };
     let build = |docs: &[AnyResource]| {
         table::build(docs, ns, None, &secrets, &shared.clients, &shared.registry)
     };

@@ -168,6 +168,7 @@ impl Proxy {
         if shared.cfg.kube.is_none() {
             let (first, state) = table::load_file(
                 &shared.cfg.policy_file,
+                &shared.cfg.secrets_dir,
                 &shared.cfg.identity.namespace,
                 &shared.clients,
                 &shared.registry,

@@ -33,6 +33,11 @@ struct Args {
         default_value = "llmesh-system"
     )]
     platform_namespace: String,
+    /// Folder where the injector mounts the Secrets named by
+    /// `credential.secretKeyRef` (one folder per Secret, one file per key);
+    /// watched, so a rotated key takes effect without a restart.
+    #[arg(long, env = "LLMESH_SECRETS_DIR", default_value = llmesh_policy::DEFAULT_SECRETS_DIR)]
+    secrets_dir: PathBuf,
     /// Address of the app-facing LLM API.
     #[arg(long, env = "LLMESH_LISTEN", default_value = "127.0.0.1:15500")]
     listen: SocketAddr,
@@ -148,6 +153,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ca_file: args.ca_file,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         identity,
+        secrets_dir: args.secrets_dir,
         kube,
     };
     let proxy = Proxy::start(cfg).await?;

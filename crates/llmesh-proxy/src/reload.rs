@@ -4,7 +4,7 @@
 //! ConfigMap mounts replace files by rename, which a watch on the old
 //! inode would miss.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ pub fn spawn(
         .unwrap_or_else(|| PathBuf::from("."));
     let name = file.file_name().map(|n| n.to_os_string());
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    let secrets = watch_secrets(&shared.cfg.secrets_dir, tx.clone());
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let Ok(ev) = ev else { return };
         if ev.kind.is_access() {
@@ -44,7 +45,7 @@ pub fn spawn(
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
 
     tokio::spawn(async move {
-        let _keep = watcher;
+        let _keep = (watcher, secrets);
         loop {
             tokio::select! {
                 got = rx.recv() => {
@@ -61,11 +62,35 @@ pub fn spawn(
     Ok(())
 }
 
+/// Watches the mounted-Secrets folder (recursively: one folder per Secret,
+/// updated by the kubelet with an atomic `..data` swap) and signals `tx` on
+/// any change. `None` when the folder does not exist: no Secrets mounted.
+pub fn watch_secrets(dir: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    if !dir.is_dir() {
+        return None;
+    }
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.try_send(());
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch the secrets folder; rotated keys need a restart"))
+    .ok()?;
+    match watcher.watch(dir, RecursiveMode::Recursive) {
+        Ok(()) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the secrets folder; rotated keys need a restart");
+            None
+        }
+    }
+}
+
 /// Loads the file and publishes it, or keeps the last good table.
 pub fn reload(shared: &Shared) {
     let ns = &shared.cfg.identity.namespace;
     match crate::table::load_file(
         &shared.cfg.policy_file,
+        &shared.cfg.secrets_dir,
         ns,
         &shared.clients,
         &shared.registry,

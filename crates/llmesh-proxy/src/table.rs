@@ -53,6 +53,7 @@ pub enum LoadError {
 /// is published.
 pub fn load_file<'r>(
     path: &Path,
+    secrets_dir: &Path,
     namespace: &str,
     clients: &ClientCache,
     registry: &'r Registry,
@@ -69,7 +70,7 @@ pub fn load_file<'r>(
     let base_dir = path.parent().map(Path::to_path_buf);
     let secrets = EnvFileSecrets {
         base_dir: base_dir.clone(),
-        ..EnvFileSecrets::default()
+        secrets_dir: secrets_dir.to_path_buf(),
     };
     let built = build(
         &docs,
