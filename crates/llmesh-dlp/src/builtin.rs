@@ -1,0 +1,381 @@
+//! The built-in detectors: a candidate regex, a cheap trigger that lets a
+//! scan skip the regex when the text cannot hold a match, and a validator
+//! that confirms (and may narrow) each candidate.
+//!
+//! Regexes use ASCII classes and ASCII word boundaries (`(?-u:\b)`) only,
+//! so the regex crate can always run them on its DFAs, whatever the text.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
+
+use regex::Regex;
+
+use crate::rule::Builtin;
+use crate::validate::{
+    after_version_word, iban_len, iban_mod97, left_clean, luhn, right_clean, ssn_ok,
+};
+
+const EMAIL: &str = r"(?-u:\b)[A-Za-z0-9_][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?-u:\b)";
+
+const PHONE: &str = concat!(
+    // International: + or 00, country code, then up to six groups.
+    r"(?:\+|(?-u:\b)00)[1-9][0-9]{0,3}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,5})){1,6}",
+    // North American: (555) 123-4567, 555-123-4567, 1-800-555-1234.
+    r"|(?:\([2-9][0-9]{2}\) ?|(?-u:\b)(?:1[-. ])?[2-9][0-9]{2}[-. ])[0-9]{3}[-. ][0-9]{4}",
+    // National with a trunk 0: 020 7946 0958, 07700 900123, 01 23 45 67 89.
+    r"|(?-u:\b)0[1-9][0-9]{0,4}(?:[ -][0-9]{2,8}){1,4}",
+);
+
+const CARD: &str = r"(?-u:\b)[2-6][0-9]{3}(?:[ -]?[0-9]){9,15}(?-u:\b)";
+
+const IBAN: &str = r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,8}(?: ?[A-Z0-9]{1,3})?";
+
+const SSN: &str = r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)";
+
+const IPV4: &str = r"(?-u:\b)[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?-u:\b)";
+
+const IPV6: &str = r"(?:(?-u:\b)[0-9A-Fa-f]{1,4}:|:)(?:[0-9A-Fa-f]{0,4}:){1,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4})?";
+
+const SECRET: &str = concat!(
+    r"(?-u:\b)(?:",
+    r"(?:AKIA|ASIA)[0-9A-Z]{16}",
+    r"|sk-[A-Za-z0-9_-]{20,}",
+    r"|gh[pousr]_[A-Za-z0-9]{36,}",
+    r"|github_pat_[A-Za-z0-9_]{22,}",
+    r"|AIza[0-9A-Za-z_-]{35}",
+    r"|xox[baprs]-[A-Za-z0-9-]{10,}",
+    r"|eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+",
+    r")",
+    // A PEM private key, or its head when the END line is missing.
+    r"|-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----",
+    r"(?:[\s\S]*?-----END[A-Z0-9 ]*PRIVATE KEY-----|[A-Za-z0-9+/=\s]*)",
+);
+
+/// What a text must contain for a detector's regex to possibly match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// Always run (the regex has its own literal prefilter).
+    Always,
+    /// An `@`.
+    At,
+    /// At least this many digits joined by at most two separators at a time.
+    DigitRun(u32),
+    /// A digit, a dot, a digit.
+    DigitDotDigit,
+    /// A colon between hex digits or colons.
+    HexColon,
+    /// Two upper-case letters followed by two digits.
+    IbanHead,
+}
+
+/// What one pass over a text found, for the triggers.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Presence {
+    at: bool,
+    digit_dot_digit: bool,
+    hex_colon: bool,
+    iban_head: bool,
+    max_run: u32,
+}
+
+impl Presence {
+    pub(crate) fn of(text: &str) -> Presence {
+        let b = text.as_bytes();
+        let mut p = Presence::default();
+        let mut run = 0u32;
+        let mut gap = 0u32;
+        for (i, &c) in b.iter().enumerate() {
+            if c.is_ascii_digit() {
+                run += 1;
+                gap = 0;
+                p.max_run = p.max_run.max(run);
+                if i >= 3
+                    && b[i - 1].is_ascii_digit()
+                    && b[i - 2].is_ascii_uppercase()
+                    && b[i - 3].is_ascii_uppercase()
+                {
+                    p.iban_head = true;
+                }
+                continue;
+            }
+            match c {
+                b' ' | b'-' | b'(' | b')' | b'+' | b'/' | b'.' => {
+                    gap += 1;
+                    if gap > 2 {
+                        run = 0;
+                    }
+                    if c == b'.'
+                        && i > 0
+                        && b[i - 1].is_ascii_digit()
+                        && b.get(i + 1).is_some_and(u8::is_ascii_digit)
+                    {
+                        p.digit_dot_digit = true;
+                    }
+                }
+                b':' => {
+                    run = 0;
+                    gap = 0;
+                    let hexish = |x: &u8| x.is_ascii_hexdigit() || *x == b':';
+                    if i > 0 && hexish(&b[i - 1]) && b.get(i + 1).is_some_and(hexish) {
+                        p.hex_colon = true;
+                    }
+                }
+                b'@' => {
+                    p.at = true;
+                    run = 0;
+                    gap = 0;
+                }
+                _ => {
+                    run = 0;
+                    gap = 0;
+                }
+            }
+        }
+        p
+    }
+
+    pub(crate) fn allows(&self, t: Trigger) -> bool {
+        match t {
+            Trigger::Always => true,
+            Trigger::At => self.at,
+            Trigger::DigitRun(n) => self.max_run >= n,
+            Trigger::DigitDotDigit => self.digit_dot_digit,
+            Trigger::HexColon => self.hex_colon,
+            Trigger::IbanHead => self.iban_head,
+        }
+    }
+}
+
+/// Confirms a candidate; returns the range that counts (possibly narrower).
+type Validator = fn(&str, Range<usize>) -> Option<Range<usize>>;
+
+/// One compiled candidate regex of a built-in class.
+#[derive(Debug)]
+pub(crate) struct Detector {
+    pub(crate) regex: Regex,
+    pub(crate) trigger: Trigger,
+    pub(crate) validate: Validator,
+}
+
+impl Detector {
+    /// Pushes every confirmed match in `text` as `(start, end)`.
+    pub(crate) fn find(&self, text: &str, out: &mut impl FnMut(Range<usize>)) {
+        let mut pos = 0;
+        while pos <= text.len() {
+            let Some(m) = self.regex.find_at(text, pos) else {
+                break;
+            };
+            match (self.validate)(text, m.range()) {
+                Some(r) if r.end > r.start => {
+                    pos = r.end.max(m.start() + 1);
+                    out(r);
+                }
+                // Rejected: a valid candidate may still start inside it.
+                _ => pos = m.start() + text[m.start()..].chars().next().map_or(1, char::len_utf8),
+            }
+            while !text.is_char_boundary(pos) {
+                pos += 1;
+            }
+        }
+    }
+}
+
+/// The detectors of a built-in class (IP addresses have two).
+pub(crate) fn detectors(b: Builtin) -> Result<Vec<Detector>, regex::Error> {
+    let d = |re: &str, trigger, validate| -> Result<Detector, regex::Error> {
+        Ok(Detector {
+            regex: Regex::new(re)?,
+            trigger,
+            validate,
+        })
+    };
+    Ok(match b {
+        Builtin::Email => vec![d(EMAIL, Trigger::At, email)?],
+        Builtin::Phone => vec![d(PHONE, Trigger::DigitRun(8), phone)?],
+        Builtin::PaymentCard => vec![d(CARD, Trigger::DigitRun(13), card)?],
+        Builtin::Iban => vec![d(IBAN, Trigger::IbanHead, iban)?],
+        Builtin::UsSsn => vec![d(SSN, Trigger::DigitRun(9), ssn)?],
+        Builtin::IpAddress => vec![
+            d(IPV4, Trigger::DigitDotDigit, ipv4)?,
+            d(IPV6, Trigger::HexColon, ipv6)?,
+        ],
+        Builtin::Secret => vec![d(SECRET, Trigger::Always, secret)?],
+    })
+}
+
+fn email(text: &str, r: Range<usize>) -> Option<Range<usize>> {
+    // The regex's local part is ASCII: take in letters before it too
+    // (`jörg@example.de`), so no part of an address is left in the clear.
+    let head = &text[..r.start];
+    let start = head
+        .char_indices()
+        .rev()
+        .take_while(|&(_, c)| c.is_alphanumeric() || "._%+-".contains(c))
+        .last()
+        .map_or(r.start, |(i, _)| i);
+    let start =
+        start + text[start..r.start].len() - text[start..r.start].trim_start_matches('.').len();
+    if r.end - start > 254 {
+        return None;
+    }
+    Some(start..r.end)
+}
+
+fn digits(s: &[u8]) -> usize {
+    s.iter().filter(|c| c.is_ascii_digit()).count()
+}
+
+fn phone(text: &str, r: Range<usize>) -> Option<Range<usize>> {
+    let b = text.as_bytes();
+    let s = &b[r.clone()];
+    let n = digits(s);
+    let ok = match s.first()? {
+        b'+' => (8..=15).contains(&n),
+        // 00 + country code: only with separators, or it is a plain number.
+        b'0' if s.starts_with(b"00") => {
+            (10..=17).contains(&n) && s.iter().any(|c| matches!(c, b' ' | b'-' | b'.'))
+        }
+        b'0' => (9..=12).contains(&n),
+        _ => n == 10 || n == 11,
+    };
+    let first = s.iter().copied().find(u8::is_ascii_digit);
+    let all_same = s
+        .iter()
+        .filter(|c| c.is_ascii_digit())
+        .all(|&c| Some(c) == first);
+    (ok && !all_same && left_clean(b, r.start) && right_clean(b, r.end)).then_some(r)
+}
+
+fn card(text: &str, r: Range<usize>) -> Option<Range<usize>> {
+    let b = text.as_bytes();
+    if r.start > 0 && b[r.start - 1] == b'+' || !left_clean(b, r.start) {
+        return None;
+    }
+    let mut end = r.end;
+    loop {
+        let s = &b[r.start..end];
+        if card_shape(s) && luhn(s) && right_clean(b, end) {
+            return Some(r.start..end);
+        }
+        // A card followed by more digits (CVV, expiry): drop the last group.
+        let cut = s.iter().rposition(|&c| c == b' ' || c == b'-')?;
+        end = r.start + cut;
+        if digits(&b[r.start..end]) < 13 {
+            return None;
+        }
+    }
+}
+
+/// 13-19 digits, in one piece or in groups (4-4-4-4[-3], 4-4-4-1, 4-6-5,
+/// 4-6-4) with one kind of separator, and not one digit repeated.
+fn card_shape(s: &[u8]) -> bool {
+    let n = digits(s);
+    if !(13..=19).contains(&n) {
+        return false;
+    }
+    let first = s[0];
+    if s.iter().all(|&c| c == first || !c.is_ascii_digit()) {
+        return false;
+    }
+    let sep = s.iter().copied().find(|c| !c.is_ascii_digit());
+    let Some(sep) = sep else {
+        return true;
+    };
+    let mut groups = [0usize; 8];
+    let mut count = 0;
+    for g in s.split(|&c| c == sep) {
+        if count == groups.len() || g.is_empty() || !g.iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        groups[count] = g.len();
+        count += 1;
+    }
+    let groups = &groups[..count];
+    match groups {
+        [4, 6, 4] | [4, 6, 5] => true,
+        [head @ .., last] => head.iter().all(|&g| g == 4) && (1..=4).contains(last),
+        [] => false,
+    }
+}
+
+fn iban(text: &str, r: Range<usize>) -> Option<Range<usize>> {
+    let b = text.as_bytes();
+    let s = &b[r.clone()];
+    let want = iban_len(&s[..2])?;
+    let mut compact = [0u8; 34];
+    let mut n = 0;
+    let mut end = r.start;
+    for (i, &c) in s.iter().enumerate() {
+        if n == want {
+            break;
+        }
+        if c != b' ' {
+            compact[n] = c;
+            n += 1;
+            end = r.start + i + 1;
+        }
+    }
+    if n < want || !iban_mod97(&compact[..n]) {
+        return None;
+    }
+    let after_ok = !b.get(end).is_some_and(u8::is_ascii_alphanumeric);
+    (after_ok && left_clean(b, r.start)).then_some(r.start..end)
+}
+
+fn ssn(text: &str, r: Range<usize>) -> Option<Range<usize>> {
+    let b = text.as_bytes();
+    (ssn_ok(&b[r.clone()]) && left_clean(b, r.start) && right_clean(b, r.end)).then_some(r)
+}
+
+fn ipv4(text: &str, r: Range<usize>) -> Option<Range<usize>> {
+    let b = text.as_bytes();
+    let ok = text[r.clone()].parse::<Ipv4Addr>().is_ok()
+        && left_clean(b, r.start)
+        && right_clean(b, r.end)
+        && !after_version_word(b, r.start);
+    ok.then_some(r)
+}
+
+fn ipv6(text: &str, r: Range<usize>) -> Option<Range<usize>> {
+    let b = text.as_bytes();
+    let mut end = r.end;
+    let mut s = &text[r.start..end];
+    if s.ends_with(':') && !s.ends_with("::") {
+        end -= 1;
+        s = &text[r.start..end];
+    }
+    if !s.bytes().any(|c| c.is_ascii_digit()) || s.parse::<Ipv6Addr>().is_err() {
+        return None;
+    }
+    let before_ok = r.start == 0 || {
+        let p = b[r.start - 1];
+        !(p.is_ascii_alphanumeric() || p == b'_' || p == b':' || p == b'.')
+    };
+    let after_ok = match b.get(end) {
+        None => true,
+        Some(&c) => !(c.is_ascii_alphanumeric() || c == b'_' || c == b':') && right_clean(b, end),
+    };
+    (before_ok && after_ok).then_some(r.start..end)
+}
+
+fn secret(text: &str, r: Range<usize>) -> Option<Range<usize>> {
+    let s = &text[r.clone()];
+    if let Some(rest) = s.strip_prefix("sk-") {
+        // Real keys are random base62/base64url: all three character kinds.
+        // Prose such as "sk-learn-2023-tutorial-series" has no upper case.
+        let body = rest
+            .strip_prefix("ant-")
+            .or_else(|| rest.strip_prefix("proj-"))
+            .unwrap_or(rest);
+        let upper = body.bytes().any(|c| c.is_ascii_uppercase());
+        let lower = body.bytes().any(|c| c.is_ascii_lowercase());
+        let digit = body.bytes().any(|c| c.is_ascii_digit());
+        if !(upper && lower && digit) {
+            return None;
+        }
+    }
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,431 @@
+//! The compiled policy: every class's detector built once, and the scan
+//! that runs them over a text and resolves overlaps.
+//!
+//! One scan is: one pass over the bytes to see which built-in detectors can
+//! match at all (an `@` for emails, a long enough run of digits for cards
+//! and phones, ...), the triggered built-in regexes (the secret regex is an
+//! alternation of literal-prefixed keys, found by the regex crate's literal
+//! prefilter), one `RegexSet` pass for the custom patterns (only those that
+//! matched are run again for positions), and one Aho-Corasick pass per
+//! dictionary automaton. Candidates are validated, then overlaps resolved:
+//! the earliest start wins, then the longest, then the rule listed first.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::{Regex, RegexSet};
+
+use crate::builtin::{self, Detector, Presence};
+use crate::error::DlpError;
+use crate::rule::{label_of, Action, ClassRule, ClassSource};
+
+/// One finding: which rule's class, and where in the scanned text (byte
+/// offsets). Holds no text, so it can be logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Index of the rule in the list given to [`Engine::new`].
+    pub rule: usize,
+    /// Byte range in the scanned text.
+    pub range: Range<usize>,
+}
+
+/// The findings of one scan, sorted by position and not overlapping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Findings {
+    items: Vec<Finding>,
+}
+
+impl Findings {
+    /// The findings in text order.
+    pub fn as_slice(&self) -> &[Finding] {
+        &self.items
+    }
+
+    /// Iterates the findings in text order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Finding> {
+        self.items.iter()
+    }
+
+    /// Number of findings.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Findings {
+    type Item = &'a Finding;
+    type IntoIter = std::slice::Iter<'a, Finding>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.iter()
+    }
+}
+
+/// A class as compiled: its name, placeholder label and action.
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub(crate) class: String,
+    pub(crate) label: String,
+    pub(crate) action: Action,
+}
+
+/// The custom patterns of all rules.
+struct Custom {
+    /// Tells in one pass which patterns match at all (absent with one
+    /// pattern: running it directly is the same pass).
+    set: Option<RegexSet>,
+    regexes: Vec<(usize, Regex)>,
+}
+
+/// A word or phrase of a dictionary, by Aho-Corasick pattern id.
+#[derive(Debug, Clone, Copy)]
+struct Word {
+    rule: usize,
+    /// The word starts (ends) with a word character, so the character
+    /// before (after) a match must not be one.
+    left: bool,
+    right: bool,
+}
+
+struct Dict {
+    ac: AhoCorasick,
+    words: Vec<Word>,
+}
+
+/// A data policy compiled into detectors. Build it once per policy (it is
+/// `Send + Sync`; share it in an `Arc`), then [`scan`](Engine::scan) text or
+/// process whole request bodies.
+pub struct Engine {
+    pub(crate) rules: Vec<Rule>,
+    builtins: Vec<(usize, Detector)>,
+    custom: Option<Custom>,
+    dicts: Vec<Dict>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field(
+                "classes",
+                &self
+                    .rules
+                    .iter()
+                    .map(|r| (r.class.as_str(), r.action))
+                    .collect::<Vec<_>>(),
+            )
+            .field("builtin_detectors", &self.builtins.len())
+            .field(
+                "custom_patterns",
+                &self.custom.as_ref().map_or(0, |c| c.regexes.len()),
+            )
+            .field(
+                "dictionary_words",
+                &self.dicts.iter().map(|d| d.words.len()).sum::<usize>(),
+            )
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Compiles `rules`. Fails on the first invalid rule, naming its index
+    /// (and the pattern, for a regex that does not compile).
+    pub fn new(rules: Vec<ClassRule>) -> Result<Engine, DlpError> {
+        let mut compiled = Vec::with_capacity(rules.len());
+        let mut labels: HashMap<String, usize> = HashMap::new();
+        let mut builtins = Vec::new();
+        let mut patterns: Vec<(usize, &str)> = Vec::new();
+        let mut dict_words: [Vec<(usize, String)>; 2] = [Vec::new(), Vec::new()];
+        for (index, rule) in rules.iter().enumerate() {
+            let label = label_of(&rule.class).map_err(|reason| DlpError::InvalidClassName {
+                index,
+                class: rule.class.clone(),
+                reason,
+            })?;
+            if let Some(&first) = labels.get(&label) {
+                return Err(DlpError::DuplicateClass {
+                    index,
+                    class: rule.class.clone(),
+                    first,
+                    other: rules[first].class.clone(),
+                });
+            }
+            labels.insert(label.clone(), index);
+            let empty = |what| DlpError::EmptySource {
+                index,
+                class: rule.class.clone(),
+                what,
+            };
+            match &rule.source {
+                ClassSource::Builtin(b) => {
+                    let dets = builtin::detectors(*b).map_err(|e| DlpError::InvalidPattern {
+                        index,
+                        class: rule.class.clone(),
+                        pattern: format!("<built-in {b}>"),
+                        reason: e.to_string(),
+                    })?;
+                    builtins.extend(dets.into_iter().map(|d| (index, d)));
+                }
+                ClassSource::Patterns(ps) => {
+                    if ps.is_empty() {
+                        return Err(empty("patterns"));
+                    }
+                    patterns.extend(ps.iter().map(|p| (index, p.as_str())));
+                }
+                ClassSource::Dictionary {
+                    words,
+                    case_insensitive,
+                } => {
+                    let before = dict_words[usize::from(*case_insensitive)].len();
+                    for w in words.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
+                        let slot = &mut dict_words[usize::from(*case_insensitive)];
+                        slot.push((index, w.to_string()));
+                        if *case_insensitive && !w.is_ascii() {
+                            for v in case_variants(w) {
+                                slot.push((index, v));
+                            }
+                        }
+                    }
+                    if dict_words[usize::from(*case_insensitive)].len() == before {
+                        return Err(empty("dictionary"));
+                    }
+                }
+            }
+            compiled.push(Rule {
+                class: rule.class.clone(),
+                label,
+                action: rule.action,
+            });
+        }
+        let custom = compile_custom(&rules, &patterns)?;
+        let mut dicts = Vec::new();
+        for (ci, words) in dict_words.iter().enumerate() {
+            if !words.is_empty() {
+                dicts.push(compile_dict(&rules, words, ci == 1)?);
+            }
+        }
+        Ok(Engine {
+            rules: compiled,
+            builtins,
+            custom,
+            dicts,
+        })
+    }
+
+    /// Number of classes.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// True for an engine without classes (every scan finds nothing).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The class name of rule `rule` (as in [`Finding::rule`]).
+    pub fn class(&self, rule: usize) -> Option<&str> {
+        self.rules.get(rule).map(|r| r.class.as_str())
+    }
+
+    /// The action of rule `rule`.
+    pub fn action(&self, rule: usize) -> Option<Action> {
+        self.rules.get(rule).map(|r| r.action)
+    }
+
+    /// Finds every value of every class in `text`.
+    pub fn scan(&self, text: &str) -> Findings {
+        let mut items = Vec::new();
+        self.scan_into(text, &mut items);
+        Findings { items }
+    }
+
+    /// [`scan`](Engine::scan) into a reused vector (cleared first).
+    pub(crate) fn scan_into(&self, text: &str, out: &mut Vec<Finding>) {
+        out.clear();
+        if text.is_empty() || self.rules.is_empty() {
+            return;
+        }
+        if !self.builtins.is_empty() {
+            let presence = Presence::of(text);
+            for (rule, det) in &self.builtins {
+                if presence.allows(det.trigger) {
+                    det.find(text, &mut |range| out.push(Finding { rule: *rule, range }));
+                }
+            }
+        }
+        if let Some(custom) = &self.custom {
+            custom.find(text, out);
+        }
+        for dict in &self.dicts {
+            dict.find(text, out);
+        }
+        resolve(out);
+    }
+}
+
+/// Sorts candidates and drops those overlapping an earlier kept one:
+/// earliest start first, then longest, then the rule listed first.
+fn resolve(c: &mut Vec<Finding>) {
+    if c.len() < 2 {
+        return;
+    }
+    c.sort_unstable_by(|a, b| {
+        a.range
+            .start
+            .cmp(&b.range.start)
+            .then(b.range.end.cmp(&a.range.end))
+            .then(a.rule.cmp(&b.rule))
+    });
+    let mut end = 0;
+    c.retain(|f| {
+        if f.range.start >= end {
+            end = f.range.end;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+fn compile_custom(
+    rules: &[ClassRule],
+    patterns: &[(usize, &str)],
+) -> Result<Option<Custom>, DlpError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut regexes = Vec::with_capacity(patterns.len());
+    for &(index, p) in patterns {
+        let re = Regex::new(p).map_err(|e| DlpError::InvalidPattern {
+            index,
+            class: rules[index].class.clone(),
+            pattern: p.to_string(),
+            reason: e.to_string(),
+        })?;
+        regexes.push((index, re));
+    }
+    let set = if patterns.len() > 1 {
+        let set = RegexSet::new(patterns.iter().map(|(_, p)| p)).map_err(|e| {
+            let (index, p) = patterns[0];
+            DlpError::InvalidPattern {
+                index,
+                class: rules[index].class.clone(),
+                pattern: p.to_string(),
+                reason: format!("the patterns together are too large: {e}"),
+            }
+        })?;
+        Some(set)
+    } else {
+        None
+    };
+    Ok(Some(Custom { set, regexes }))
+}
+
+impl Custom {
+    fn find(&self, text: &str, out: &mut Vec<Finding>) {
+        let mut run = |rule: usize, re: &Regex| {
+            for m in re.find_iter(text) {
+                if !m.is_empty() {
+                    out.push(Finding {
+                        rule,
+                        range: m.range(),
+                    });
+                }
+            }
+        };
+        match &self.set {
+            None => {
+                for (rule, re) in &self.regexes {
+                    run(*rule, re);
+                }
+            }
+            Some(set) => {
+                for i in set.matches(text).iter() {
+                    let (rule, re) = &self.regexes[i];
+                    run(*rule, re);
+                }
+            }
+        }
+    }
+}
+
+/// Lower-case, upper-case and capitalised forms of a non-ASCII word, which
+/// ASCII case folding would not match.
+fn case_variants(w: &str) -> Vec<String> {
+    let mut v = vec![w.to_lowercase(), w.to_uppercase()];
+    let mut chars = w.chars();
+    if let Some(first) = chars.next() {
+        let mut cap: String = first.to_uppercase().collect();
+        cap.push_str(&chars.as_str().to_lowercase());
+        v.push(cap);
+    }
+    v.retain(|x| x != w);
+    v.dedup();
+    v
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+fn compile_dict(
+    rules: &[ClassRule],
+    words: &[(usize, String)],
+    case_insensitive: bool,
+) -> Result<Dict, DlpError> {
+    let ac = AhoCorasickBuilder::new()
+        .match_kind(MatchKind::Standard)
+        .ascii_case_insensitive(case_insensitive)
+        .build(words.iter().map(|(_, w)| w))
+        .map_err(|e| {
+            let index = words[0].0;
+            DlpError::Dictionary {
+                index,
+                class: rules[index].class.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+    let words = words
+        .iter()
+        .map(|(rule, w)| Word {
+            rule: *rule,
+            left: w.chars().next().is_some_and(is_word_char),
+            right: w.chars().next_back().is_some_and(is_word_char),
+        })
+        .collect();
+    Ok(Dict { ac, words })
+}
+
+impl Dict {
+    fn find(&self, text: &str, out: &mut Vec<Finding>) {
+        // Overlapping matches, so that a longer phrase rejected for its
+        // boundary does not hide a shorter word that fits.
+        for m in self.ac.find_overlapping_iter(text) {
+            let Some(word) = self.words.get(m.pattern().as_usize()) else {
+                continue;
+            };
+            let (s, e) = (m.start(), m.end());
+            if !text.is_char_boundary(s) || !text.is_char_boundary(e) {
+                continue;
+            }
+            if word.left && text[..s].chars().next_back().is_some_and(is_word_char) {
+                continue;
+            }
+            if word.right && text[e..].chars().next().is_some_and(is_word_char) {
+                continue;
+            }
+            out.push(Finding {
+                rule: word.rule,
+                range: s..e,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,50 @@
+//! Data classification for llmesh: finds sensitive values (emails, phone
+//! numbers, payment cards, IBANs, US SSNs, IP addresses, secrets, and
+//! custom patterns or dictionaries) in the user text of LLM requests, and
+//! redacts, masks, blocks or restricts them per class.
+//!
+//! Pure and synchronous (no tokio, no hyper): the proxy builds one
+//! [`Engine`] per policy and shares it; each request calls
+//! [`Engine::process`] on its parsed body, which returns an [`Outcome`]
+//! (classes and counts for audit, block, restricted classes) and a
+//! [`Vault`] mapping placeholders to originals. The answer is restored with
+//! [`Vault::restore_json`], or chunk by chunk with a [`StreamRestorer`] per
+//! output channel.
+//!
+//! # What is scanned
+//! - OpenAI chat: `messages[].content` (a string, or parts of type `text`),
+//!   `messages[].tool_calls[].function.arguments` and legacy
+//!   `function_call.arguments` (the string values inside the JSON text).
+//! - OpenAI embeddings: `input` and `prompt` (a string or strings).
+//! - Anthropic: `system` (string or text blocks), `messages[].content`
+//!   (string, `text` blocks, every string in `tool_use.input`,
+//!   `tool_result.content` as string or text blocks).
+//! - Gemini: `contents[].parts[].text`, every string in
+//!   `functionCall.args` and `functionResponse.response`,
+//!   `systemInstruction.parts[].text`.
+//!
+//! Numbers, object keys, tool definitions and everything else pass
+//! untouched.
+//!
+//! # Placeholders
+//! `redact` writes `[LABEL_n]`, where `LABEL` is the class name upper-cased
+//! with `-` as `_` (`[EMAIL_1]`, `[PAYMENT_CARD_2]`, `[PROJECT_NAMES_1]`),
+//! numbered per class from 1 in order of appearance; the same value gets
+//! the same placeholder throughout the request. `mask` writes `[LABEL]`.
+//! A number whose placeholder the request already holds literally is
+//! skipped.
+//!
+//! Found values appear in no `Debug` or `Display` output of this crate.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod builtin;
+mod engine;
+mod error;
+mod rule;
+mod validate;
+
+pub use engine::{Engine, Finding, Findings};
+pub use error::DlpError;
+pub use rule::{Action, Builtin, ClassRule, ClassSource};
