@@ -100,7 +100,7 @@ struct Dict {
 
 /// A data policy compiled into detectors. Build it once per policy (it is
 /// `Send + Sync`; share it in an `Arc`), then [`scan`](Engine::scan) text or
-/// process whole request bodies.
+/// [`process`](Engine::process) whole request bodies.
 pub struct Engine {
     pub(crate) rules: Vec<Rule>,
     builtins: Vec<(usize, Detector)>,

@@ -42,9 +42,18 @@
 mod builtin;
 mod engine;
 mod error;
+mod json_text;
+mod process;
 mod rule;
+mod stream;
 mod validate;
+mod vault;
+mod walk;
 
 pub use engine::{Engine, Finding, Findings};
 pub use error::DlpError;
+pub use process::{ClassCount, Outcome};
 pub use rule::{Action, Builtin, ClassRule, ClassSource};
+pub use stream::StreamRestorer;
+pub use vault::Vault;
+pub use walk::Api;

@@ -164,6 +164,8 @@ fn empty_matches_are_ignored() {
 fn engine_is_send_sync() {
     fn check<T: Send + Sync>() {}
     check::<Engine>();
+    check::<crate::Vault>();
+    check::<crate::StreamRestorer>();
 }
 
 #[test]
