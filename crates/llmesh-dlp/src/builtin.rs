@@ -1,6 +1,6 @@
-//! The built-in detectors: a candidate regex, a cheap trigger that lets a
-//! scan skip the regex when the text cannot hold a match, and a validator
-//! that confirms (and may narrow) each candidate.
+//! The built-in detectors: a candidate regex and a validator that confirms
+//! (and may narrow) each candidate. Where they run is decided in
+//! `regions.rs`.
 //!
 //! Regexes use ASCII classes and ASCII word boundaries (`(?-u:\b)`) only,
 //! so the regex crate can always run them on its DFAs, whatever the text.
@@ -51,155 +51,69 @@ const SECRET: &str = concat!(
     r"(?:[\s\S]*?-----END[A-Z0-9 ]*PRIVATE KEY-----|[A-Za-z0-9+/=\s]*)",
 );
 
-/// What a text must contain for a detector's regex to possibly match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Trigger {
-    /// Always run (the regex has its own literal prefilter).
-    Always,
-    /// An `@`.
-    At,
-    /// At least this many digits joined by at most two separators at a time.
-    DigitRun(u32),
-    /// A digit, a dot, a digit.
-    DigitDotDigit,
-    /// A colon between hex digits or colons.
-    HexColon,
-    /// Two upper-case letters followed by two digits.
-    IbanHead,
-}
-
-/// What one pass over a text found, for the triggers.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Presence {
-    at: bool,
-    digit_dot_digit: bool,
-    hex_colon: bool,
-    iban_head: bool,
-    max_run: u32,
-}
-
-impl Presence {
-    pub(crate) fn of(text: &str) -> Presence {
-        let b = text.as_bytes();
-        let mut p = Presence::default();
-        let mut run = 0u32;
-        let mut gap = 0u32;
-        for (i, &c) in b.iter().enumerate() {
-            if c.is_ascii_digit() {
-                run += 1;
-                gap = 0;
-                p.max_run = p.max_run.max(run);
-                if i >= 3
-                    && b[i - 1].is_ascii_digit()
-                    && b[i - 2].is_ascii_uppercase()
-                    && b[i - 3].is_ascii_uppercase()
-                {
-                    p.iban_head = true;
-                }
-                continue;
-            }
-            match c {
-                b' ' | b'-' | b'(' | b')' | b'+' | b'/' | b'.' => {
-                    gap += 1;
-                    if gap > 2 {
-                        run = 0;
-                    }
-                    if c == b'.'
-                        && i > 0
-                        && b[i - 1].is_ascii_digit()
-                        && b.get(i + 1).is_some_and(u8::is_ascii_digit)
-                    {
-                        p.digit_dot_digit = true;
-                    }
-                }
-                b':' => {
-                    run = 0;
-                    gap = 0;
-                    let hexish = |x: &u8| x.is_ascii_hexdigit() || *x == b':';
-                    if i > 0 && hexish(&b[i - 1]) && b.get(i + 1).is_some_and(hexish) {
-                        p.hex_colon = true;
-                    }
-                }
-                b'@' => {
-                    p.at = true;
-                    run = 0;
-                    gap = 0;
-                }
-                _ => {
-                    run = 0;
-                    gap = 0;
-                }
-            }
-        }
-        p
-    }
-
-    pub(crate) fn allows(&self, t: Trigger) -> bool {
-        match t {
-            Trigger::Always => true,
-            Trigger::At => self.at,
-            Trigger::DigitRun(n) => self.max_run >= n,
-            Trigger::DigitDotDigit => self.digit_dot_digit,
-            Trigger::HexColon => self.hex_colon,
-            Trigger::IbanHead => self.iban_head,
-        }
-    }
-}
-
-/// Confirms a candidate; returns the range that counts (possibly narrower).
+/// Confirms a candidate; returns the range that counts (possibly narrower,
+/// or for emails wider).
 type Validator = fn(&str, Range<usize>) -> Option<Range<usize>>;
 
-/// One compiled candidate regex of a built-in class.
+/// One compiled candidate regex of a built-in class, with its validator.
 #[derive(Debug)]
 pub(crate) struct Detector {
-    pub(crate) regex: Regex,
-    pub(crate) trigger: Trigger,
-    pub(crate) validate: Validator,
+    regex: Regex,
+    validate: Validator,
 }
 
 impl Detector {
-    /// Pushes every confirmed match in `text` as `(start, end)`.
-    pub(crate) fn find(&self, text: &str, out: &mut impl FnMut(Range<usize>)) {
+    fn new(re: &str, validate: Validator) -> Result<Detector, regex::Error> {
+        Ok(Detector {
+            regex: Regex::new(re)?,
+            validate,
+        })
+    }
+
+    /// Calls `out` with every confirmed match inside `window` of `text`.
+    /// The regex sees only the window; validators see the whole text, so
+    /// they judge the real context around a candidate.
+    pub(crate) fn find(
+        &self,
+        text: &str,
+        window: Range<usize>,
+        out: &mut impl FnMut(Range<usize>),
+    ) {
+        let base = window.start;
+        let Some(hay) = text.get(window) else {
+            return;
+        };
         let mut pos = 0;
-        while pos <= text.len() {
-            let Some(m) = self.regex.find_at(text, pos) else {
+        while pos <= hay.len() {
+            let Some(m) = self.regex.find_at(hay, pos) else {
                 break;
             };
-            match (self.validate)(text, m.range()) {
+            match (self.validate)(text, base + m.start()..base + m.end()) {
                 Some(r) if r.end > r.start => {
-                    pos = r.end.max(m.start() + 1);
+                    pos = r.end.saturating_sub(base).max(m.start() + 1);
                     out(r);
                 }
                 // Rejected: a valid candidate may still start inside it.
-                _ => pos = m.start() + text[m.start()..].chars().next().map_or(1, char::len_utf8),
+                _ => pos = m.start() + hay[m.start()..].chars().next().map_or(1, char::len_utf8),
             }
-            while !text.is_char_boundary(pos) {
+            while !hay.is_char_boundary(pos) {
                 pos += 1;
             }
         }
     }
 }
 
-/// The detectors of a built-in class (IP addresses have two).
+/// The compiled detectors of one built-in class.
 pub(crate) fn detectors(b: Builtin) -> Result<Vec<Detector>, regex::Error> {
-    let d = |re: &str, trigger, validate| -> Result<Detector, regex::Error> {
-        Ok(Detector {
-            regex: Regex::new(re)?,
-            trigger,
-            validate,
-        })
-    };
     Ok(match b {
-        Builtin::Email => vec![d(EMAIL, Trigger::At, email)?],
-        Builtin::Phone => vec![d(PHONE, Trigger::DigitRun(8), phone)?],
-        Builtin::PaymentCard => vec![d(CARD, Trigger::DigitRun(13), card)?],
-        Builtin::Iban => vec![d(IBAN, Trigger::IbanHead, iban)?],
-        Builtin::UsSsn => vec![d(SSN, Trigger::DigitRun(9), ssn)?],
-        Builtin::IpAddress => vec![
-            d(IPV4, Trigger::DigitDotDigit, ipv4)?,
-            d(IPV6, Trigger::HexColon, ipv6)?,
-        ],
-        Builtin::Secret => vec![d(SECRET, Trigger::Always, secret)?],
+        Builtin::Email => vec![Detector::new(EMAIL, email)?],
+        Builtin::Phone => vec![Detector::new(PHONE, phone)?],
+        Builtin::PaymentCard => vec![Detector::new(CARD, card)?],
+        // Run on windows that start at a possible IBAN: anchored.
+        Builtin::Iban => vec![Detector::new(&format!("^(?:{IBAN})"), iban)?],
+        Builtin::UsSsn => vec![Detector::new(SSN, ssn)?],
+        Builtin::IpAddress => vec![Detector::new(IPV4, ipv4)?, Detector::new(IPV6, ipv6)?],
+        Builtin::Secret => vec![Detector::new(SECRET, secret)?],
     })
 }
 

@@ -1,13 +1,12 @@
 //! The compiled policy: every class's detector built once, and the scan
 //! that runs them over a text and resolves overlaps.
 //!
-//! One scan is: one pass over the bytes to see which built-in detectors can
-//! match at all (an `@` for emails, a long enough run of digits for cards
-//! and phones, ...), the triggered built-in regexes (the secret regex is an
-//! alternation of literal-prefixed keys, found by the regex crate's literal
-//! prefilter), one `RegexSet` pass for the custom patterns (only those that
-//! matched are run again for positions), and one Aho-Corasick pass per
-//! dictionary automaton. Candidates are validated, then overlaps resolved:
+//! One scan is: the built-in detectors (emails and secrets over the whole
+//! text behind literal prefilters, the digit-based ones only on the small
+//! windows around digits that could hold a value, see `regions.rs`), one
+//! `RegexSet` pass for the custom patterns (only those that matched are run
+//! again for positions), and one Aho-Corasick pass per dictionary
+//! automaton. Candidates are validated, then overlaps resolved:
 //! the earliest start wins, then the longest, then the rule listed first.
 
 use std::collections::HashMap;
@@ -17,8 +16,8 @@ use std::ops::Range;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::{Regex, RegexSet};
 
-use crate::builtin::{self, Detector, Presence};
 use crate::error::DlpError;
+use crate::regions::Builtins;
 use crate::rule::{label_of, Action, ClassRule, ClassSource};
 
 /// One finding: which rule's class, and where in the scanned text (byte
@@ -103,7 +102,7 @@ struct Dict {
 /// [`process`](Engine::process) whole request bodies.
 pub struct Engine {
     pub(crate) rules: Vec<Rule>,
-    builtins: Vec<(usize, Detector)>,
+    builtins: Builtins,
     custom: Option<Custom>,
     dicts: Vec<Dict>,
 }
@@ -138,7 +137,7 @@ impl Engine {
     pub fn new(rules: Vec<ClassRule>) -> Result<Engine, DlpError> {
         let mut compiled = Vec::with_capacity(rules.len());
         let mut labels: HashMap<String, usize> = HashMap::new();
-        let mut builtins = Vec::new();
+        let mut builtins = Builtins::default();
         let mut patterns: Vec<(usize, &str)> = Vec::new();
         let mut dict_words: [Vec<(usize, String)>; 2] = [Vec::new(), Vec::new()];
         for (index, rule) in rules.iter().enumerate() {
@@ -163,13 +162,22 @@ impl Engine {
             };
             match &rule.source {
                 ClassSource::Builtin(b) => {
-                    let dets = builtin::detectors(*b).map_err(|e| DlpError::InvalidPattern {
-                        index,
-                        class: rule.class.clone(),
-                        pattern: format!("<built-in {b}>"),
-                        reason: e.to_string(),
-                    })?;
-                    builtins.extend(dets.into_iter().map(|d| (index, d)));
+                    let first =
+                        builtins
+                            .enable(*b, index)
+                            .map_err(|e| DlpError::InvalidPattern {
+                                index,
+                                class: rule.class.clone(),
+                                pattern: format!("<built-in {b}>"),
+                                reason: e.to_string(),
+                            })?;
+                    if let Some(first) = first {
+                        return Err(DlpError::DuplicateBuiltin {
+                            index,
+                            builtin: b.name(),
+                            first,
+                        });
+                    }
                 }
                 ClassSource::Patterns(ps) => {
                     if ps.is_empty() {
@@ -250,14 +258,7 @@ impl Engine {
         if text.is_empty() || self.rules.is_empty() {
             return;
         }
-        if !self.builtins.is_empty() {
-            let presence = Presence::of(text);
-            for (rule, det) in &self.builtins {
-                if presence.allows(det.trigger) {
-                    det.find(text, &mut |range| out.push(Finding { rule: *rule, range }));
-                }
-            }
-        }
+        self.builtins.find(text, out);
         if let Some(custom) = &self.custom {
             custom.find(text, out);
         }

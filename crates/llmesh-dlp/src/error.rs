@@ -42,6 +42,16 @@ pub enum DlpError {
         /// The earlier rule's class.
         other: String,
     },
+    /// Two rules use the same built-in detector.
+    #[error("rule {index}: built-in detector {builtin:?} is already used by rule {first}")]
+    DuplicateBuiltin {
+        /// Position of the later rule.
+        index: usize,
+        /// The detector's name.
+        builtin: &'static str,
+        /// Position of the earlier rule.
+        first: usize,
+    },
     /// A custom class with no pattern, or a dictionary with no word.
     #[error("rule {index} (class {class:?}): {what} is empty")]
     EmptySource {

@@ -44,6 +44,7 @@ mod engine;
 mod error;
 mod json_text;
 mod process;
+mod regions;
 mod rule;
 mod stream;
 mod validate;

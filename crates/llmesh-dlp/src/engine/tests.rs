@@ -66,6 +66,22 @@ fn errors_name_the_rule() {
             "{name:?}"
         );
     }
+    let twice = Engine::new(vec![
+        ClassRule::builtin(Builtin::Email, Action::Redact),
+        ClassRule {
+            class: "work-email".into(),
+            source: ClassSource::Builtin(Builtin::Email),
+            action: Action::Block,
+        },
+    ]);
+    assert!(matches!(
+        twice,
+        Err(DlpError::DuplicateBuiltin {
+            index: 1,
+            first: 0,
+            ..
+        })
+    ));
     let empty = Engine::new(vec![custom("w", words(&["  "], false))]);
     assert!(matches!(
         empty,
