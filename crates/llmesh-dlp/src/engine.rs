@@ -3,19 +3,16 @@
 //!
 //! One scan is: the built-in detectors (emails and secrets over the whole
 //! text behind literal prefilters, the digit-based ones only on the small
-//! windows around digits that could hold a value, see `regions.rs`), one
-//! `RegexSet` pass for the custom patterns (only those that matched are run
-//! again for positions), and one Aho-Corasick pass per dictionary
-//! automaton. Candidates are validated, then overlaps resolved:
+//! windows around digits that could hold a value, see `regions.rs`), the
+//! custom patterns (see `custom.rs`), and one Aho-Corasick pass per
+//! dictionary automaton. Candidates are validated, then overlaps resolved:
 //! the earliest start wins, then the longest, then the rule listed first.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use regex::{Regex, RegexSet};
-
+use crate::custom::{case_variants, Dict, Patterns};
 use crate::error::DlpError;
 use crate::regions::Builtins;
 use crate::rule::{label_of, Action, ClassRule, ClassSource};
@@ -74,36 +71,13 @@ pub(crate) struct Rule {
     pub(crate) action: Action,
 }
 
-/// The custom patterns of all rules.
-struct Custom {
-    /// Tells in one pass which patterns match at all (absent with one
-    /// pattern: running it directly is the same pass).
-    set: Option<RegexSet>,
-    regexes: Vec<(usize, Regex)>,
-}
-
-/// A word or phrase of a dictionary, by Aho-Corasick pattern id.
-#[derive(Debug, Clone, Copy)]
-struct Word {
-    rule: usize,
-    /// The word starts (ends) with a word character, so the character
-    /// before (after) a match must not be one.
-    left: bool,
-    right: bool,
-}
-
-struct Dict {
-    ac: AhoCorasick,
-    words: Vec<Word>,
-}
-
 /// A data policy compiled into detectors. Build it once per policy (it is
 /// `Send + Sync`; share it in an `Arc`), then [`scan`](Engine::scan) text or
 /// [`process`](Engine::process) whole request bodies.
 pub struct Engine {
     pub(crate) rules: Vec<Rule>,
     builtins: Builtins,
-    custom: Option<Custom>,
+    custom: Option<Patterns>,
     dicts: Vec<Dict>,
 }
 
@@ -121,11 +95,11 @@ impl fmt::Debug for Engine {
             .field("builtin_detectors", &self.builtins.len())
             .field(
                 "custom_patterns",
-                &self.custom.as_ref().map_or(0, |c| c.regexes.len()),
+                &self.custom.as_ref().map_or(0, Patterns::len),
             )
             .field(
                 "dictionary_words",
-                &self.dicts.iter().map(|d| d.words.len()).sum::<usize>(),
+                &self.dicts.iter().map(Dict::len).sum::<usize>(),
             )
             .finish()
     }
@@ -210,11 +184,11 @@ impl Engine {
                 action: rule.action,
             });
         }
-        let custom = compile_custom(&rules, &patterns)?;
+        let custom = Patterns::compile(&rules, &patterns)?;
         let mut dicts = Vec::new();
         for (ci, words) in dict_words.iter().enumerate() {
             if !words.is_empty() {
-                dicts.push(compile_dict(&rules, words, ci == 1)?);
+                dicts.push(Dict::compile(&rules, words, ci == 1)?);
             }
         }
         Ok(Engine {
@@ -291,141 +265,6 @@ fn resolve(c: &mut Vec<Finding>) {
             false
         }
     });
-}
-
-fn compile_custom(
-    rules: &[ClassRule],
-    patterns: &[(usize, &str)],
-) -> Result<Option<Custom>, DlpError> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut regexes = Vec::with_capacity(patterns.len());
-    for &(index, p) in patterns {
-        let re = Regex::new(p).map_err(|e| DlpError::InvalidPattern {
-            index,
-            class: rules[index].class.clone(),
-            pattern: p.to_string(),
-            reason: e.to_string(),
-        })?;
-        regexes.push((index, re));
-    }
-    let set = if patterns.len() > 1 {
-        let set = RegexSet::new(patterns.iter().map(|(_, p)| p)).map_err(|e| {
-            let (index, p) = patterns[0];
-            DlpError::InvalidPattern {
-                index,
-                class: rules[index].class.clone(),
-                pattern: p.to_string(),
-                reason: format!("the patterns together are too large: {e}"),
-            }
-        })?;
-        Some(set)
-    } else {
-        None
-    };
-    Ok(Some(Custom { set, regexes }))
-}
-
-impl Custom {
-    fn find(&self, text: &str, out: &mut Vec<Finding>) {
-        let mut run = |rule: usize, re: &Regex| {
-            for m in re.find_iter(text) {
-                if !m.is_empty() {
-                    out.push(Finding {
-                        rule,
-                        range: m.range(),
-                    });
-                }
-            }
-        };
-        match &self.set {
-            None => {
-                for (rule, re) in &self.regexes {
-                    run(*rule, re);
-                }
-            }
-            Some(set) => {
-                for i in set.matches(text).iter() {
-                    let (rule, re) = &self.regexes[i];
-                    run(*rule, re);
-                }
-            }
-        }
-    }
-}
-
-/// Lower-case, upper-case and capitalised forms of a non-ASCII word, which
-/// ASCII case folding would not match.
-fn case_variants(w: &str) -> Vec<String> {
-    let mut v = vec![w.to_lowercase(), w.to_uppercase()];
-    let mut chars = w.chars();
-    if let Some(first) = chars.next() {
-        let mut cap: String = first.to_uppercase().collect();
-        cap.push_str(&chars.as_str().to_lowercase());
-        v.push(cap);
-    }
-    v.retain(|x| x != w);
-    v.dedup();
-    v
-}
-
-fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
-}
-
-fn compile_dict(
-    rules: &[ClassRule],
-    words: &[(usize, String)],
-    case_insensitive: bool,
-) -> Result<Dict, DlpError> {
-    let ac = AhoCorasickBuilder::new()
-        .match_kind(MatchKind::Standard)
-        .ascii_case_insensitive(case_insensitive)
-        .build(words.iter().map(|(_, w)| w))
-        .map_err(|e| {
-            let index = words[0].0;
-            DlpError::Dictionary {
-                index,
-                class: rules[index].class.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-    let words = words
-        .iter()
-        .map(|(rule, w)| Word {
-            rule: *rule,
-            left: w.chars().next().is_some_and(is_word_char),
-            right: w.chars().next_back().is_some_and(is_word_char),
-        })
-        .collect();
-    Ok(Dict { ac, words })
-}
-
-impl Dict {
-    fn find(&self, text: &str, out: &mut Vec<Finding>) {
-        // Overlapping matches, so that a longer phrase rejected for its
-        // boundary does not hide a shorter word that fits.
-        for m in self.ac.find_overlapping_iter(text) {
-            let Some(word) = self.words.get(m.pattern().as_usize()) else {
-                continue;
-            };
-            let (s, e) = (m.start(), m.end());
-            if !text.is_char_boundary(s) || !text.is_char_boundary(e) {
-                continue;
-            }
-            if word.left && text[..s].chars().next_back().is_some_and(is_word_char) {
-                continue;
-            }
-            if word.right && text[e..].chars().next().is_some_and(is_word_char) {
-                continue;
-            }
-            out.push(Finding {
-                rule: word.rule,
-                range: s..e,
-            });
-        }
-    }
 }
 
 #[cfg(test)]

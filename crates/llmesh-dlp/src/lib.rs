@@ -40,6 +40,7 @@
 #![deny(missing_docs)]
 
 mod builtin;
+mod custom;
 mod engine;
 mod error;
 mod json_text;
