@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use llmesh_dlp::{Action, Api, Builtin, ClassRule, Engine, StreamRestorer};
+use llmesh_dlp::{Action, Api, Builtin, ClassRule, ClassSource, Engine, StreamRestorer};
 use serde_json::{json, Value};
 
 use crate::load::percentile;
@@ -233,6 +233,53 @@ fn all_builtins(action: Action) -> anyhow::Result<Engine> {
     .context("building the engine")
 }
 
+/// All built-ins plus what a policy typically adds: a few custom patterns
+/// and a dictionary of 100 project names.
+fn with_custom() -> anyhow::Result<Engine> {
+    let mut rules: Vec<ClassRule> = Builtin::ALL
+        .into_iter()
+        .map(|b| ClassRule::builtin(b, Action::Redact))
+        .collect();
+    rules.push(ClassRule {
+        class: "ticket".into(),
+        source: ClassSource::Patterns(vec![
+            r"(?-u:\b)JIRA-[0-9]{1,6}(?-u:\b)".into(),
+            r"(?-u:\b)INC[0-9]{7}(?-u:\b)".into(),
+        ]),
+        action: Action::Redact,
+    });
+    rules.push(ClassRule {
+        class: "internal".into(),
+        source: ClassSource::Patterns(vec![
+            r"(?i)(?-u:\b)(?:confidential|internal only)(?-u:\b)".into(),
+            r"(?-u:\b)[a-z0-9-]+\.corp\.example\.net(?-u:\b)".into(),
+            r"(?-u:\b)EMP-[0-9]{6}(?-u:\b)".into(),
+        ]),
+        action: Action::Redact,
+    });
+    let words = (0..100)
+        .map(|i| {
+            format!(
+                "{} {}",
+                ["Project", "Operation", "Codename"][i % 3],
+                [
+                    "Falcon", "Nimbus", "Aurora", "Basalt", "Cobalt", "Drift", "Ember", "Fjord",
+                    "Garnet", "Helix"
+                ][i % 10]
+            ) + &format!("{}", i / 10)
+        })
+        .collect();
+    rules.push(ClassRule {
+        class: "project-names".into(),
+        source: ClassSource::Dictionary {
+            words,
+            case_insensitive: true,
+        },
+        action: Action::Redact,
+    });
+    Engine::new(rules).context("building the engine")
+}
+
 struct Row {
     name: String,
     bytes: usize,
@@ -356,6 +403,12 @@ pub fn run(plan: &DlpPlan) -> anyhow::Result<String> {
         "all built-ins".to_string(),
         throughput(&engine, &clean, rounds),
         throughput(&engine, &dirty, rounds),
+    ));
+    let custom = with_custom()?;
+    tput.push((
+        "all built-ins + 5 custom patterns + 100-phrase dictionary".to_string(),
+        throughput(&custom, &clean, rounds),
+        throughput(&custom, &dirty, rounds),
     ));
     for b in Builtin::ALL {
         let e = Engine::new(vec![ClassRule::builtin(b, Action::Redact)]).context("engine")?;
