@@ -152,6 +152,11 @@ fn phone(text: &str, r: Range<usize>) -> Option<Range<usize>> {
         b'0' => (9..=12).contains(&n),
         _ => n == 10 || n == 11,
     };
+    // The tail of a longer run of digit groups (`DE89 3704 0044 0532 ...`)
+    // is not a phone number.
+    if r.start >= 2 && b[r.start - 1] == b' ' && b[r.start - 2].is_ascii_digit() {
+        return None;
+    }
     let first = s.iter().copied().find(u8::is_ascii_digit);
     let all_same = s
         .iter()

@@ -19,7 +19,7 @@ pub(crate) fn string_values(text: &str) -> Option<Vec<Range<usize>>> {
         let start = i + off;
         let mut j = start + 1;
         let end = loop {
-            let k = j + memchr2(b'"', b'\\', &b[j..])?;
+            let k = j + memchr2(b'"', b'\\', b.get(j..)?)?;
             if b[k] == b'\\' {
                 j = k + 2;
             } else {

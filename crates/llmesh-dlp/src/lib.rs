@@ -35,6 +35,46 @@
 //! skipped.
 //!
 //! Found values appear in no `Debug` or `Display` output of this crate.
+//!
+//! # Wiring it into a request path
+//! ```
+//! use std::sync::Arc;
+//! use llmesh_dlp::{Action, Api, Builtin, ClassRule, Engine, StreamRestorer};
+//!
+//! // Once per policy (on reload), shared by all requests.
+//! let engine = Arc::new(Engine::new(vec![
+//!     ClassRule::builtin(Builtin::Email, Action::Redact),
+//!     ClassRule::builtin(Builtin::Secret, Action::Block),
+//! ])?);
+//!
+//! // Per request, on the parsed body, before routing.
+//! let mut body = serde_json::json!({"messages": [
+//!     {"role": "user", "content": "Mail bob@example.org the summary."}
+//! ]});
+//! let outcome = engine.process(&mut body, Api::OpenAiChat);
+//! assert!(!outcome.blocked); // else: refuse, listing outcome.blocking()
+//! assert_eq!(body["messages"][0]["content"], "Mail [EMAIL_1] the summary.");
+//! let vault = Arc::new(outcome.vault);
+//!
+//! // Streamed answer: one restorer per output channel, fed its deltas in
+//! // order; emit what push returns, and what finish returns before the
+//! // channel's end event.
+//! let mut text = StreamRestorer::new(vault.clone());
+//! let mut out = text.push("I wrote to [EMA");
+//! out += &text.push("IL_1].");
+//! out += &text.finish();
+//! assert_eq!(out, "I wrote to bob@example.org.");
+//! # Ok::<(), llmesh_dlp::DlpError>(())
+//! ```
+//!
+//! Channels: OpenAI `choices[i].delta.content` (one text restorer per
+//! choice) and `choices[i].delta.tool_calls[j].function.arguments` (one
+//! [`StreamRestorer::new_json_string`] per choice and tool call); Anthropic
+//! one per content block index, `text_delta.text` (text) or
+//! `input_json_delta.partial_json` (JSON string); Gemini
+//! `candidates[i].content.parts[].text` (text), while `functionCall.args`
+//! arrive whole and go through [`Vault::restore_value`]. Non-streamed
+//! answers: [`Vault::restore_json`].
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -91,7 +91,8 @@ impl Engine {
     ///   the returned vault) and `mask` values with `[LABEL]`, leaving
     ///   `restrict` values in place.
     ///
-    /// Allocates nothing when nothing is found.
+    /// When nothing is found the body is untouched and the only allocation
+    /// is the list of walked strings.
     pub fn process(&self, body: &mut Value, api: Api) -> Outcome {
         if self.is_empty() {
             return Outcome::default();

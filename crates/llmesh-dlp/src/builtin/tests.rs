@@ -63,6 +63,7 @@ fn phone() {
     assert_none(b, "ssn 123-45-6789 and card 4111 1111 1111 1111");
     assert_none(b, "2+2 = 4 and +1 555");
     assert_none(b, "555-123-4567-89 and x555-123-4567");
+    assert_none(b, "DE89 3704 0044 0532 0130 00");
 }
 
 #[test]
