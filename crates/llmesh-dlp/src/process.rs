@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 
-use memchr::memmem;
+use memchr::memchr_iter;
 use serde_json::Value;
 
 use crate::engine::{Engine, Finding, Rule};
@@ -265,26 +265,31 @@ struct Assign<'e> {
 
 impl<'e> Assign<'e> {
     fn new(rules: &'e [Rule], counts: &[usize], texts: &[Text<'_>]) -> Assign<'e> {
+        // Labels of the classes about to get placeholders. One pass over
+        // the `[`s of the request finds the placeholders it already holds.
+        let labels: HashMap<&str, usize> = rules
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| counts[*i] > 0 && r.action == Action::Redact)
+            .map(|(i, r)| (r.label.as_str(), i))
+            .collect();
+        let longest = labels.keys().map(|l| l.len()).max().unwrap_or(0) + 12;
         let mut reserved = HashSet::new();
-        for (rule, r) in rules.iter().enumerate() {
-            if counts[rule] == 0 || r.action != Action::Redact {
-                continue;
-            }
-            let needle = format!("[{}_", r.label);
-            let finder = memmem::Finder::new(needle.as_bytes());
-            for t in texts {
-                let b = t.text.as_bytes();
-                for at in finder.find_iter(b) {
-                    let rest = &b[at + needle.len()..];
-                    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
-                    if digits > 0 && rest.get(digits) == Some(&b']') {
-                        if let Ok(n) = std::str::from_utf8(&rest[..digits])
-                            .unwrap_or("")
-                            .parse::<u32>()
-                        {
-                            reserved.insert((rule, n));
-                        }
-                    }
+        for t in texts {
+            let b = t.text.as_bytes();
+            for at in memchr_iter(b'[', b) {
+                let Some(close) = b
+                    .get(at + 1..b.len().min(at + longest))
+                    .and_then(|w| w.iter().position(|&c| c == b']'))
+                else {
+                    continue;
+                };
+                let inner = &t.text[at + 1..at + 1 + close];
+                let Some((label, n)) = inner.rsplit_once('_') else {
+                    continue;
+                };
+                if let (Some(&rule), Ok(n)) = (labels.get(label), n.parse::<u32>()) {
+                    reserved.insert((rule, n));
                 }
             }
         }

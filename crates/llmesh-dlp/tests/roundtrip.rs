@@ -210,6 +210,15 @@ fn literal_placeholders_in_the_request_are_never_restored() {
         out.vault.restore_str(&text),
         format!("my template says [EMAIL_1], the address is {EMAIL}")
     );
+
+    let original = format!("[PAYMENT_CARD_1] [PAYMENT_CARD_2] [EMAIL_x] {CARD} {EMAIL}");
+    let mut text = original.clone();
+    let out = engine.process_text(&mut text);
+    assert_eq!(
+        text,
+        "[PAYMENT_CARD_1] [PAYMENT_CARD_2] [EMAIL_x] [PAYMENT_CARD_3] [EMAIL_1]"
+    );
+    assert_eq!(out.vault.restore_str(&text), original);
 }
 
 #[test]
