@@ -7,8 +7,12 @@
 //! `llmesh-bench --faults` (`make bench-faults`) is a separate run: success
 //! rate and latency when an upstream fails, through llmesh and directly
 //! (see `faults.rs`).
+//!
+//! `llmesh-bench --dlp` times the data-classification engine (llmesh-dlp)
+//! in process, without starting anything (see `dlp.rs`).
 #![forbid(unsafe_code)]
 
+mod dlp;
 mod faults;
 mod load;
 mod procs;
@@ -74,7 +78,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Also write the results as JSON to this file.
-    #[arg(long, conflicts_with = "faults")]
+    #[arg(long, conflicts_with_all = ["faults", "dlp"])]
     json: Option<PathBuf>,
     /// Run the reliability benchmark instead: failing upstreams, through
     /// the proxy (retries, breaker, second backend) and directly.
@@ -83,6 +87,10 @@ struct Args {
     /// --faults: requests per scenario [default: 2000, --quick 400].
     #[arg(long, requires = "faults")]
     fault_requests: Option<u64>,
+    /// Run the data-classification benchmark instead: llmesh-dlp in
+    /// process (scan and redact of chat bodies, detector throughput).
+    #[arg(long, conflicts_with = "faults")]
+    dlp: bool,
     /// --faults: clients in flight.
     #[arg(long, default_value_t = 8, requires = "faults")]
     fault_clients: usize,
@@ -175,6 +183,18 @@ impl Plan {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.dlp {
+        return match dlp::run(&dlp::DlpPlan { quick: args.quick }) {
+            Ok(md) => {
+                println!("{md}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("llmesh-bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.faults {
         return main_faults(&args);
     }
