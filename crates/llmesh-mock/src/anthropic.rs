@@ -50,6 +50,7 @@ pub(crate) fn parse_chat(body: &Value) -> Result<ChatReq<'_>, String> {
         sse: true,
         input_tokens: words.max(1),
         first_word: prefill_words(messages, false),
+        last_user_text: crate::common::last_user_text(messages),
         tool,
     })
 }
@@ -97,9 +98,16 @@ pub(crate) fn render(p: &Plan) -> String {
             out.push_str("}]");
         }
         None => {
-            out.push_str("[{\"type\":\"text\",\"text\":\"");
-            push_text_from(&mut out, p.first_word, p.output_tokens);
-            out.push_str("\"}]");
+            out.push_str("[{\"type\":\"text\",\"text\":");
+            match &p.echo {
+                Some(pieces) => push_json_str(&mut out, &pieces.concat()),
+                None => {
+                    out.push('"');
+                    push_text_from(&mut out, p.first_word, p.output_tokens);
+                    out.push('"');
+                }
+            }
+            out.push_str("}]");
         }
     }
     out.push_str(",\"stop_reason\":\"");
@@ -145,7 +153,16 @@ pub(crate) fn render_stream(p: &Plan) -> Events {
                 o.push_str("{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}");
             });
             ev.sse_named("ping", |o| o.push_str("{\"type\":\"ping\"}"));
-            for i in p.first_word..p.first_word + n {
+            if let Some(pieces) = &p.echo {
+                for piece in pieces {
+                    ev.sse_named("content_block_delta", |o| {
+                        o.push_str("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":");
+                        push_json_str(o, piece);
+                        o.push_str("}}");
+                    });
+                }
+            }
+            for i in (p.first_word..p.first_word + n).filter(|_| p.echo.is_none()) {
                 let (sep, w) = word_piece(i);
                 ev.sse_named("content_block_delta", |o| {
                     o.push_str("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"");

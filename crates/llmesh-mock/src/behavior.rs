@@ -81,6 +81,11 @@ pub struct Behavior {
     /// some OpenAI-compatible servers do; the proxy must then estimate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub omit_usage: Option<bool>,
+    /// Answer with the text of the last user message instead of generated
+    /// words, streamed in pieces of this many characters (so a data policy's
+    /// placeholders come back split across chunks). OpenAI and Anthropic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo_chunk_chars: Option<u32>,
 }
 
 /// Why a control value was rejected (answered with 400).
@@ -124,6 +129,7 @@ impl Behavior {
         set(&mut self.error_message, &over.error_message);
         set(&mut self.content_filter, &over.content_filter);
         set(&mut self.omit_usage, &over.omit_usage);
+        set(&mut self.echo_chunk_chars, &over.echo_chunk_chars);
     }
 
     /// Reject values that cannot be honoured, so a bad control is a clear
@@ -322,6 +328,9 @@ impl Layers {
         self.pick(|b| b.content_filter).unwrap_or(false)
     }
 
+    pub fn echo_chunk_chars(&self) -> Option<u32> {
+        self.pick(|b| b.echo_chunk_chars).filter(|n| *n > 0)
+    }
     pub fn omit_usage(&self) -> bool {
         self.pick(|b| b.omit_usage).unwrap_or(false)
     }

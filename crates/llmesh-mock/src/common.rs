@@ -113,6 +113,31 @@ pub(crate) fn prefill_words(messages: &[Value], flagged: bool) -> usize {
     }
 }
 
+/// Text of the last message with role `user`: a string content, or its
+/// text parts/blocks joined.
+pub(crate) fn last_user_text(messages: &[Value]) -> Option<String> {
+    let m = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
+    match m.get("content")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// `text` in pieces of `n` characters.
+pub(crate) fn pieces(text: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(n.max(1)).map(|c| c.iter().collect()).collect()
+}
+
 /// What the request asked for, in dialect-independent terms.
 pub(crate) struct ChatReq<'a> {
     pub model: &'a str,
@@ -125,6 +150,8 @@ pub(crate) struct ChatReq<'a> {
     pub input_tokens: u64,
     /// Words of a prefilled partial answer to continue from.
     pub first_word: usize,
+    /// Text of the last user message (for the echo behavior).
+    pub last_user_text: Option<String>,
     /// First declared tool, unless the conversation already ends with a
     /// tool result (then a text answer ends the tool loop).
     pub tool: Option<&'a str>,
@@ -141,6 +168,8 @@ pub(crate) struct Plan<'a> {
     pub output_tokens: u32,
     /// Generated text starts at this word (prefill continuation).
     pub first_word: usize,
+    /// Echo: the answer's text pieces, replacing the generated words.
+    pub echo: Option<Vec<String>>,
     pub tool: Option<ToolCall<'a>>,
     pub content_filter: bool,
     pub include_usage: bool,

@@ -57,6 +57,7 @@ pub(crate) fn parse_chat<'a>(
         sse,
         input_tokens: words.max(1),
         first_word: 0,
+        last_user_text: None,
         tool,
     })
 }

@@ -52,6 +52,7 @@ pub(crate) fn parse_chat(body: &Value) -> Result<ChatReq<'_>, String> {
         sse: true,
         input_tokens: words.max(1),
         first_word: prefill_words(messages, true),
+        last_user_text: crate::common::last_user_text(messages),
         tool,
     })
 }
@@ -105,9 +106,15 @@ pub(crate) fn render(p: &Plan) -> String {
             out.push_str("}}]");
         }
         None => {
-            out.push('"');
-            push_text_from(&mut out, p.first_word, p.output_tokens);
-            out.push_str("\",\"refusal\":null");
+            match &p.echo {
+                Some(pieces) => push_json_str(&mut out, &pieces.concat()),
+                None => {
+                    out.push('"');
+                    push_text_from(&mut out, p.first_word, p.output_tokens);
+                    out.push('"');
+                }
+            }
+            out.push_str(",\"refusal\":null");
         }
     }
     out.push_str("},\"logprobs\":null,\"finish_reason\":\"");
@@ -165,7 +172,16 @@ pub(crate) fn render_stream(p: &Plan) -> Events {
             chunk(&mut ev, &|o| {
                 o.push_str("{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}")
             });
-            for i in p.first_word..p.first_word + n {
+            if let Some(pieces) = &p.echo {
+                for piece in pieces {
+                    chunk(&mut ev, &|o| {
+                        o.push_str("{\"content\":");
+                        push_json_str(o, piece);
+                        o.push('}');
+                    });
+                }
+            }
+            for i in (p.first_word..p.first_word + n).filter(|_| p.echo.is_none()) {
                 let (sep, w) = word_piece(i);
                 chunk(&mut ev, &|o| {
                     o.push_str("{\"content\":\"");

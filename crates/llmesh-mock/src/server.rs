@@ -427,14 +427,23 @@ fn answer(
                 .map_or_else(|| DEFAULT_TOOL_ARGS.to_owned(), Value::to_string),
         })
     };
+    let echo = layers.echo_chunk_chars().and_then(|n| {
+        chat.last_user_text
+            .as_deref()
+            .map(|t| crate::common::pieces(t, n as usize))
+    });
+    let output_tokens = echo
+        .as_ref()
+        .map_or(layers.output_tokens(), |p| p.len() as u32);
     let plan = Plan {
         id,
         created: unix_now(),
         model: chat.model,
         input_tokens: chat.input_tokens,
         cached_tokens: u64::from(layers.cached_tokens()).min(chat.input_tokens),
-        output_tokens: layers.output_tokens(),
+        output_tokens,
         first_word: chat.first_word,
+        echo,
         tool,
         content_filter,
         include_usage: chat.include_usage,

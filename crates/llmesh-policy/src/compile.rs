@@ -176,12 +176,13 @@ pub fn compile(
             continue;
         }
         if let Some(policy) = compile_data_policy(&mut cx, d) {
-            snap.inert.push(format!("LLMDataPolicy/{name}"));
-            snap.dump_resources
+            snap.dump_data_policies
                 .push(kind_dump("LLMDataPolicy", name, &policy.spec));
             snap.data_policies.push(Arc::new(policy));
         }
     }
+
+    snap.data_guard = crate::data_policy::build_guard(&mut cx, &snap.data_policies).map(Arc::new);
 
     for p in provider_specs {
         let name = &p.metadata.name;

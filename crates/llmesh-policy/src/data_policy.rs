@@ -8,7 +8,7 @@ use regex::RegexBuilder;
 
 use crate::compile::Ctx;
 
-/// A validated `LLMDataPolicy` (not enforced yet).
+/// A validated `LLMDataPolicy`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataPolicy {
     /// `metadata.name`.
@@ -156,6 +156,108 @@ fn regex_reason(e: &regex::Error) -> String {
             last.strip_prefix("error: ").unwrap_or(last).to_string()
         }
     }
+}
+
+/// Every data policy of the namespace compiled into one detection engine:
+/// the rules of all `LLMDataPolicy` objects (by name order), scanned in one
+/// pass per request.
+pub struct DataGuard {
+    /// The compiled detectors.
+    pub engine: llmesh_dlp::Engine,
+    /// Header an app uses to declare data classes for the whole request.
+    pub class_header: HeaderName,
+    /// Restore redacted values in answers.
+    pub restore: bool,
+    /// Names of the policies merged here.
+    pub policies: Vec<String>,
+}
+
+impl std::fmt::Debug for DataGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataGuard")
+            .field("rules", &self.engine.len())
+            .field("class_header", &self.class_header)
+            .field("restore", &self.restore)
+            .field("policies", &self.policies)
+            .finish()
+    }
+}
+
+/// Default header for declared data classes.
+pub const DEFAULT_CLASS_HEADER: &str = "x-llmesh-data-class";
+
+fn action_of(a: llmesh_api::DataAction) -> llmesh_dlp::Action {
+    match a {
+        llmesh_api::DataAction::Redact => llmesh_dlp::Action::Redact,
+        llmesh_api::DataAction::Mask => llmesh_dlp::Action::Mask,
+        llmesh_api::DataAction::Block => llmesh_dlp::Action::Block,
+        llmesh_api::DataAction::Restrict => llmesh_dlp::Action::Restrict,
+    }
+}
+
+/// Builds the namespace's engine. A class ruled by two policies keeps the
+/// first policy's rule (name order) and the second gets a field error;
+/// header and restore settings come from the first policy.
+pub(crate) fn build_guard(
+    cx: &mut Ctx<'_>,
+    policies: &[std::sync::Arc<DataPolicy>],
+) -> Option<DataGuard> {
+    let first = policies.first()?;
+    let mut rules = Vec::new();
+    let mut owner: Vec<(String, usize)> = Vec::new(); // class -> policy index
+    for (pi, p) in policies.iter().enumerate() {
+        for (i, r) in p.spec.rules.iter().enumerate() {
+            if let Some((_, other)) = owner.iter().find(|(c, _)| *c == r.class) {
+                cx.err(
+                    K,
+                    &p.name,
+                    &format!("spec.rules[{i}].class"),
+                    format!(
+                        "class {:?} is already ruled by LLMDataPolicy {}; this rule is ignored",
+                        r.class, policies[*other].name
+                    ),
+                );
+                continue;
+            }
+            owner.push((r.class.clone(), pi));
+            let source = match llmesh_dlp::Builtin::from_name(&r.class) {
+                Some(b) => llmesh_dlp::ClassSource::Builtin(b),
+                None if !r.patterns.is_empty() => {
+                    llmesh_dlp::ClassSource::Patterns(r.patterns.clone())
+                }
+                None => llmesh_dlp::ClassSource::Dictionary {
+                    words: r.dictionary.clone(),
+                    case_insensitive: r.case_insensitive,
+                },
+            };
+            rules.push(llmesh_dlp::ClassRule {
+                class: r.class.clone(),
+                source,
+                action: action_of(r.action),
+            });
+        }
+    }
+    let engine = match llmesh_dlp::Engine::new(rules) {
+        Ok(e) => e,
+        Err(e) => {
+            cx.err(K, &first.name, "spec.rules", e.to_string());
+            return None;
+        }
+    };
+    let header = first.spec.request_class_header.as_str();
+    let header = if header.is_empty() {
+        DEFAULT_CLASS_HEADER
+    } else {
+        header
+    };
+    let class_header = HeaderName::try_from(header.to_ascii_lowercase())
+        .unwrap_or_else(|_| HeaderName::from_static(DEFAULT_CLASS_HEADER));
+    Some(DataGuard {
+        engine,
+        class_header,
+        restore: first.spec.restore_responses,
+        policies: policies.iter().map(|p| p.name.clone()).collect(),
+    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ impl Snapshot {
             "routes": self.routes.iter().map(|r| route(r)).collect::<Vec<_>>(),
             "models": self.model_names,
             "notEnforced": self.dump_resources,
+            "dataPolicies": self.dump_data_policies,
         })
     }
 }

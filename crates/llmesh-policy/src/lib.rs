@@ -16,7 +16,7 @@ mod route;
 mod snapshot;
 
 pub use compile::{compile, CompileError, EnvFileSecrets, SecretSource, DEFAULT_SECRETS_DIR};
-pub use data_policy::DataPolicy;
+pub use data_policy::{DataGuard, DataPolicy, DEFAULT_CLASS_HEADER};
 pub use duration::parse_duration;
 pub use quota::Quota;
 pub use route::{

@@ -147,12 +147,16 @@ pub struct Snapshot {
     pub model_names: Vec<String>,
     /// Validated quotas, by name (not enforced yet).
     pub quotas: Vec<Arc<Quota>>,
-    /// Validated data policies, by name (not enforced yet).
+    /// Validated data policies, by name.
     pub data_policies: Vec<Arc<DataPolicy>>,
+    /// The data policies' rules compiled into one detection engine.
+    pub data_guard: Option<Arc<crate::data_policy::DataGuard>>,
     /// Resources accepted but not enforced by this version (kind/name).
     pub inert: Vec<String>,
     /// Serialized resources kept for `/config_dump`.
     pub(crate) dump_resources: Vec<serde_json::Value>,
+    /// Serialized data policies for `/config_dump`.
+    pub(crate) dump_data_policies: Vec<serde_json::Value>,
 }
 
 impl Snapshot {

@@ -83,6 +83,8 @@ pub struct Call {
     /// The client's body, kept (by reference count) only to estimate
     /// prompt tokens if the upstream reports none.
     pub raw_request: Bytes,
+    /// What the data policy found, logged as an audit line at the end.
+    pub audit: Option<Arc<crate::dataguard::Audit>>,
 }
 
 fn op_name(op: Operation) -> &'static str {
@@ -305,6 +307,23 @@ impl Call {
             ttft_ms = outcome.ttfc.map(|t| t.as_secs_f64() * 1000.0),
             "request"
         );
+        if let Some(a) = &self.audit {
+            tracing::info!(
+                target: "llmesh::audit",
+                request_id = self.request_id.to_str().unwrap_or(""),
+                namespace = id.namespace.as_str(),
+                workload = id.workload.as_str(),
+                pod = id.pod.as_str(),
+                route,
+                provider,
+                model_used = self.upstream_model.as_str(),
+                status = outcome.status,
+                found = a.found.as_str(),
+                restricted = a.restricted.as_str(),
+                declared = a.declared.as_str(),
+                "data policy applied"
+            );
+        }
     }
 }
 

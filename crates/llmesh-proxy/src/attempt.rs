@@ -54,6 +54,12 @@ pub struct Req<'a> {
     /// Continue a broken stream: the answer so far, sent as the start of
     /// the assistant's turn.
     pub continue_from: Option<&'a crate::continuation::ContinueFrom>,
+    /// Data classes the chosen provider must be cleared for.
+    pub restricted: &'a [String],
+    /// Redacted values to put back into the answer.
+    pub vault: Option<&'a Arc<llmesh_dlp::Vault>>,
+    /// What the data policy found, for the audit line.
+    pub audit: Option<&'a Arc<crate::dataguard::Audit>>,
 }
 
 /// An attempt that produced an answer.

@@ -237,6 +237,9 @@ pub struct Context {
     request_id: HeaderValue,
     deadline: tokio::time::Instant,
     max_output: u64,
+    restricted: Vec<String>,
+    vault: Option<Arc<llmesh_dlp::Vault>>,
+    audit: Option<Arc<crate::dataguard::Audit>>,
 }
 
 impl Context {
@@ -255,6 +258,9 @@ impl Context {
             deadline: self.deadline,
             max_output: self.max_output,
             continue_from: Some(from),
+            restricted: &self.restricted,
+            vault: self.vault.as_ref(),
+            audit: self.audit.as_ref(),
         }
     }
 
@@ -306,6 +312,9 @@ impl Continuation {
                 request_id: req.request_id.clone(),
                 deadline: req.deadline,
                 max_output: req.max_output,
+                restricted: req.restricted.to_vec(),
+                vault: req.vault.cloned(),
+                audit: req.audit.cloned(),
             }),
             remaining: req.route.max_continuations,
             capture: Capture {
@@ -356,6 +365,7 @@ impl Continuation {
             let b = &rt.backends[i];
             !std::ptr::eq(b.state.as_ref(), current)
                 && can_continue(&b.backend.provider)
+                && crate::dataguard::cleared(&b.backend.provider, &self.ctx.restricted)
                 && b.state.breaker.try_acquire(now)
         })?;
         self.remaining -= 1;
@@ -423,6 +433,7 @@ impl Continuation {
                 .clone()
                 .unwrap_or_else(|| old.request_model.clone()),
             raw_request: old.raw_request.clone(),
+            audit: old.audit.clone(),
         }
     }
 }

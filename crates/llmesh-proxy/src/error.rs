@@ -90,6 +90,20 @@ pub enum ProxyError {
         /// The route.
         route: String,
     },
+    /// The data policy blocks a class found in the request.
+    #[error("the request contains data the namespace's data policy blocks: {classes}")]
+    DataBlocked {
+        /// Classes and counts, e.g. `secret=1 (block)`; never the values.
+        classes: String,
+    },
+    /// The request carries classes no backend of the route is cleared for.
+    #[error("no backend of route {route} is cleared for data classes {classes} (set LLMProvider spec.clearance)")]
+    NotCleared {
+        /// The route.
+        route: String,
+        /// The classes, comma-separated.
+        classes: String,
+    },
     /// An error of a call that was already routed and accounted; only the
     /// response is left to send.
     #[error("{0}")]
@@ -106,7 +120,9 @@ impl ProxyError {
             | ProxyError::ContextWindow { .. }
             | ProxyError::InvalidJson(_)
             | ProxyError::InvalidRequest(_)
-            | ProxyError::Unsupported(_) => StatusCode::BAD_REQUEST,
+            | ProxyError::Unsupported(_)
+            | ProxyError::DataBlocked { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::NotCleared { .. } => StatusCode::FORBIDDEN,
             ProxyError::UnknownModel { .. } | ProxyError::UnsupportedEndpoint { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -133,6 +149,7 @@ impl ProxyError {
             | ProxyError::UpstreamProtocol { .. }
             | ProxyError::NoPolicy => "api_error",
             ProxyError::NoHealthyBackend { .. } => "overloaded_error",
+            ProxyError::NotCleared { .. } => "permission_error",
             _ => "invalid_request_error",
         }
     }
@@ -154,6 +171,8 @@ impl ProxyError {
             ProxyError::NoPolicy => "no_policy",
             ProxyError::NoHealthyBackend { .. } => "no_healthy_backend",
             ProxyError::ContextWindow { .. } => "context_length_exceeded",
+            ProxyError::DataBlocked { .. } => "data_policy_blocked",
+            ProxyError::NotCleared { .. } => "data_policy_restricted",
         }
     }
 

@@ -12,6 +12,7 @@ pub mod body;
 pub mod classify;
 pub mod config;
 pub mod continuation;
+pub mod dataguard;
 pub mod error;
 pub(crate) mod hedge;
 pub mod k8s;

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub preflight_skips: IntCounterVec,
     /// llmesh_hedges_total
     pub hedges: IntCounterVec,
+    /// llmesh_redactions_total
+    pub redactions: IntCounterVec,
     /// llmesh_config_rejected_resources
     pub rejected_resources: IntGaugeVec,
     /// llmesh_stream_continuations_total
@@ -210,6 +212,13 @@ impl Metrics {
             ),
             &["route", "result"],
         )?;
+        let redactions = IntCounterVec::new(
+            Opts::new(
+                "llmesh_redactions_total",
+                "Values the data policy found in requests, by class and the action taken (redact, mask, block, restrict).",
+            ),
+            &["class", "action"],
+        )?;
         let rejected_resources = IntGaugeVec::new(
             Opts::new(
                 "llmesh_config_rejected_resources",
@@ -282,6 +291,7 @@ impl Metrics {
         registry.register(Box::new(hedges.clone()))?;
         registry.register(Box::new(continuations.clone()))?;
         registry.register(Box::new(rejected_resources.clone()))?;
+        registry.register(Box::new(redactions.clone()))?;
         registry.register(Box::new(outlier_ejections.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(generation.clone()))?;
@@ -313,6 +323,7 @@ impl Metrics {
             hedges,
             continuations,
             rejected_resources,
+            redactions,
             outlier_ejections,
             in_flight,
             reloads,

@@ -247,6 +247,31 @@ async fn proxy_call(
     };
     let route = m.route.clone();
     let pattern = m.pattern.to_string();
+    // The data policy sees the client's body before anything else does.
+    let guarded = match &table.snap.data_guard {
+        Some(g) => crate::dataguard::apply(
+            g,
+            &shared.metrics,
+            client,
+            endpoint.operation(),
+            &raw,
+            &parts.headers,
+        )?,
+        None => crate::dataguard::Guarded::default(),
+    };
+    let raw = guarded.body.clone().unwrap_or(raw);
+    if !guarded.restricted.is_empty() {
+        let mut all = route
+            .backends
+            .iter()
+            .chain(route.fallbacks.iter().flat_map(|f| f.backends.iter()));
+        if !all.any(|b| crate::dataguard::cleared(&b.provider, &guarded.restricted)) {
+            return Err(ProxyError::NotCleared {
+                route: route.name.clone(),
+                classes: guarded.restricted.join(", "),
+            });
+        }
+    }
     let Some(rt) = table.routes.get(m.index) else {
         return Err(ProxyError::NoPolicy);
     };
@@ -264,6 +289,9 @@ async fn proxy_call(
         deadline: deadline_from(start, route.timeouts.total),
         max_output,
         continue_from: None,
+        restricted: &guarded.restricted,
+        vault: guarded.vault.as_ref(),
+        audit: guarded.audit.as_ref(),
     };
     let labels = Labels {
         pattern: &pattern,
@@ -295,11 +323,11 @@ async fn proxy_call(
     loop {
         let now = clock();
         let picked = match chain {
-            None => select_own(&route, rt, tried, now).map(|(i, _)| {
+            None => select_own(&route, rt, tried, now, req.restricted).map(|(i, _)| {
                 tried |= bit(i);
                 &rt.backends[i]
             }),
-            Some(ci) => next_in_chain(&rt.fallbacks[ci], &mut chain_pos, now),
+            Some(ci) => next_in_chain(&rt.fallbacks[ci], &mut chain_pos, now, req.restricted),
         };
         let Some(b) = picked else {
             // Nothing available here. If the route's own backends are all
@@ -401,7 +429,8 @@ async fn proxy_call(
             // Retry-After speaks for the backend that sent it: another
             // backend is tried at once; the same one only after it,
             // and not at all if it is longer than we would wait.
-            let fresh = select_own(&route, rt, tried, now).is_some_and(|(_, fresh)| fresh);
+            let fresh =
+                select_own(&route, rt, tried, now, req.restricted).is_some_and(|(_, fresh)| fresh);
             let wait = match f.retry_after {
                 Some(_) if fresh => Some(Duration::ZERO),
                 Some(ra) if ra > r.backoff_max => None,

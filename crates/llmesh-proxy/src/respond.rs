@@ -72,6 +72,7 @@ pub(crate) fn call_for(req: &Req<'_>, labels: &Labels<'_>, b: &BackendRuntime) -
             .unwrap_or_else(|| labels.pattern.to_string()),
         upstream_model: model,
         raw_request: req.raw.clone(),
+        audit: req.audit.cloned(),
     }
 }
 
@@ -109,6 +110,14 @@ pub(crate) fn respond(
             output_estimate,
         } => {
             drop(in_flight);
+            let body = match req.vault {
+                Some(v) => crate::dataguard::restore_whole(
+                    v,
+                    crate::dataguard::api_of(req.client, req.op),
+                    body,
+                ),
+                None => body,
+            };
             let resp = json_bytes_response(StatusCode::OK, body, req.request_id);
             call.finish(Outcome {
                 status: 200,
@@ -137,6 +146,8 @@ pub(crate) fn respond(
                 idle,
                 req.deadline,
                 cont,
+                req.vault
+                    .map(|v| Box::new(crate::dataguard::StreamRestore::new(req.client, v.clone()))),
             );
             let mut out = Response::new(BodyExt::boxed_unsync(body));
             let h = out.headers_mut();

@@ -22,19 +22,21 @@ pub(crate) fn budget_allows(rt: &RouteRuntime, now: std::time::Instant) -> bool 
 /// A backend of the route's own, by its strategy, from the best priority
 /// group that has an available backend. Backends in `tried` are avoided
 /// while others are available; the flag says whether the pick is untried.
+/// `restricted` lists data classes a backend's provider must be cleared for.
 pub(crate) fn select_own(
     route: &Route,
     rt: &RouteRuntime,
     tried: u64,
     now: std::time::Instant,
+    restricted: &[String],
 ) -> Option<(usize, bool)> {
     let strategy = &route.strategy;
+    let cleared = |b: &BackendRuntime| {
+        restricted.is_empty() || crate::dataguard::cleared(&b.backend.provider, restricted)
+    };
     // The common case, one backend, needs no balancing.
     if let [only] = rt.backends.as_slice() {
-        return only
-            .state
-            .breaker
-            .would_admit(now)
+        return (only.state.breaker.would_admit(now) && cleared(only))
             .then_some((0, tried & 1 == 0));
     }
     let needs_p90 = matches!(strategy, Strategy::Cost { .. });
@@ -62,7 +64,8 @@ pub(crate) fn select_own(
                     cost_per_mtok: price_per_mtok(&b.backend),
                     available: b.backend.priority == group
                         && !(avoid_tried && tried & bit(i) != 0)
-                        && b.state.breaker.would_admit(now),
+                        && b.state.breaker.would_admit(now)
+                        && cleared(b),
                 }
             }));
             if let Some(i) = balance::pick(strategy, &cands, &rt.rr, rand::random(), rand::random())
@@ -87,10 +90,13 @@ pub(crate) fn next_in_chain<'a>(
     chain: &'a [BackendRuntime],
     pos: &mut usize,
     now: std::time::Instant,
+    restricted: &[String],
 ) -> Option<&'a BackendRuntime> {
     while let Some(b) = chain.get(*pos) {
         *pos += 1;
-        if b.state.breaker.would_admit(now) {
+        let cleared =
+            restricted.is_empty() || crate::dataguard::cleared(&b.backend.provider, restricted);
+        if cleared && b.state.breaker.would_admit(now) {
             return Some(b);
         }
     }

@@ -45,6 +45,8 @@ pub struct StreamingBody {
     /// Mid-stream continuation, on routes that enable it.
     cont: Option<Box<Continuation>>,
     resuming: Option<Resuming>,
+    /// Puts redacted values back into the answer.
+    restore: Option<Box<crate::dataguard::StreamRestore>>,
 }
 
 impl StreamingBody {
@@ -60,6 +62,7 @@ impl StreamingBody {
         idle: Duration,
         deadline: tokio::time::Instant,
         cont: Option<Box<Continuation>>,
+        restore: Option<Box<crate::dataguard::StreamRestore>>,
     ) -> Self {
         StreamingBody {
             upstream,
@@ -74,6 +77,7 @@ impl StreamingBody {
             done: false,
             cont,
             resuming: None,
+            restore,
         }
     }
 
@@ -283,6 +287,9 @@ impl Body for StreamingBody {
                     if let Some(c) = this.cont.as_mut() {
                         out = c.on_output(out);
                     }
+                    if let Some(r) = this.restore.as_mut() {
+                        out = r.filter(&out);
+                    }
                     if !out.is_empty() {
                         this.note_first_chunk();
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
@@ -302,6 +309,9 @@ impl Body for StreamingBody {
                     if this.translator.completed() {
                         if let Some(c) = this.cont.as_mut() {
                             out = c.on_output(out);
+                        }
+                        if let Some(r) = this.restore.as_mut() {
+                            out = r.filter(&out);
                         }
                         this.end(200, "");
                     } else {

@@ -1,0 +1,342 @@
+//! `LLMDataPolicy` on the request path: scan the client's body once with
+//! the namespace's engine, redact or mask what the policy says, refuse what
+//! it blocks, keep restricted classes to cleared providers, and put redacted
+//! values back into the answer (whole or streamed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use llmesh_dlp::{Action, Api, StreamRestorer, Vault};
+use llmesh_policy::{DataGuard, Provider};
+use llmesh_wire::sse::{write_event, SseEvent, SseParser};
+use llmesh_wire::Dialect;
+use serde_json::Value;
+
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::upstream::Operation;
+
+/// What the policy found, for the audit line: classes, counts and actions,
+/// never the values.
+#[derive(Debug, Default)]
+pub struct Audit {
+    /// e.g. `email=2 (redact), payment-card=1 (restrict)`.
+    pub found: String,
+    /// Classes routing had to honour (found with `restrict`, or declared).
+    pub restricted: String,
+    /// Classes the app declared in the request header.
+    pub declared: String,
+}
+
+/// The request after the policy.
+#[derive(Debug, Default)]
+pub struct Guarded {
+    /// The rewritten body, when something was redacted or masked.
+    pub body: Option<Bytes>,
+    /// Classes a provider must be cleared for.
+    pub restricted: Vec<String>,
+    /// Placeholders to put back into the answer.
+    pub vault: Option<Arc<Vault>>,
+    /// For the audit line, when the policy had anything to say.
+    pub audit: Option<Arc<Audit>>,
+}
+
+/// The API shape the engine walks for a client request.
+pub fn api_of(client: Dialect, op: Operation) -> Api {
+    match (client, op) {
+        (Dialect::OpenAi, Operation::Embeddings) => Api::OpenAiEmbeddings,
+        (Dialect::Anthropic, _) => Api::Anthropic,
+        (Dialect::Gemini, _) => Api::Gemini,
+        (Dialect::OpenAi, Operation::Chat) => Api::OpenAiChat,
+    }
+}
+
+/// Classes the app declared with the policy's header (comma-separated,
+/// case-insensitive, at most 16).
+fn declared(guard: &DataGuard, headers: &HeaderMap) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in headers.get_all(&guard.class_header) {
+        let Ok(s) = v.to_str() else { continue };
+        for c in s.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            let c = c.to_ascii_lowercase();
+            if out.len() < 16 && !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Runs the policy over the client's body.
+pub fn apply(
+    guard: &DataGuard,
+    metrics: &Metrics,
+    client: Dialect,
+    op: Operation,
+    raw: &[u8],
+    headers: &HeaderMap,
+) -> Result<Guarded, ProxyError> {
+    let declared = declared(guard, headers);
+    let mut body: Value =
+        serde_json::from_slice(raw).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
+    let outcome = guard.engine.process(&mut body, api_of(client, op));
+    for c in &outcome.found {
+        metrics
+            .redactions
+            .with_label_values(&[c.class.as_str(), c.action.name()])
+            .inc_by(c.count as u64);
+    }
+    if outcome.blocked {
+        let classes: Vec<String> = outcome
+            .blocking()
+            .map(|c| format!("{} ({} found)", c.class, c.count))
+            .collect();
+        return Err(ProxyError::DataBlocked {
+            classes: classes.join(", "),
+        });
+    }
+    let rewritten = outcome
+        .found
+        .iter()
+        .any(|c| matches!(c.action, Action::Redact | Action::Mask) && c.count > 0);
+    let mut restricted = outcome.restricted.clone();
+    for d in &declared {
+        if !restricted.contains(d) {
+            restricted.push(d.clone());
+        }
+    }
+    let audit = (!outcome.found.is_empty() || !declared.is_empty()).then(|| {
+        Arc::new(Audit {
+            found: outcome.to_string(),
+            restricted: restricted.join(","),
+            declared: declared.join(","),
+        })
+    });
+    let body = rewritten.then(|| Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
+    let vault = (guard.restore && !outcome.vault.is_empty()).then(|| Arc::new(outcome.vault));
+    Ok(Guarded {
+        body,
+        restricted,
+        vault,
+        audit,
+    })
+}
+
+/// Whether `p` may receive a request carrying `restricted` classes.
+pub fn cleared(p: &Provider, restricted: &[String]) -> bool {
+    restricted
+        .iter()
+        .all(|c| p.clearance.iter().any(|x| x == c))
+}
+
+/// Puts redacted values back into a whole answer in the client's format.
+pub fn restore_whole(vault: &Vault, api: Api, body: Bytes) -> Bytes {
+    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    if vault.restore_json(&mut v, api) == 0 {
+        return body;
+    }
+    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+}
+
+/// Restores placeholders in a client-format event stream. Each text or
+/// tool-argument channel has its own restorer, which holds back at most a
+/// placeholder's length until it is complete; what it holds is flushed
+/// before the channel ends.
+pub struct StreamRestore {
+    client: Dialect,
+    vault: Arc<Vault>,
+    parser: SseParser,
+    /// OpenAI: choice index; Anthropic: content block index.
+    text: HashMap<u64, StreamRestorer>,
+    /// OpenAI: (choice, tool call index); Anthropic: (block, 0).
+    args: HashMap<(u64, u64), StreamRestorer>,
+}
+
+impl StreamRestore {
+    /// A restorer for one response stream.
+    pub fn new(client: Dialect, vault: Arc<Vault>) -> Self {
+        StreamRestore {
+            client,
+            vault,
+            parser: SseParser::new(),
+            text: HashMap::new(),
+            args: HashMap::new(),
+        }
+    }
+
+    fn text_push(&mut self, key: u64, s: &str) -> String {
+        let vault = &self.vault;
+        self.text
+            .entry(key)
+            .or_insert_with(|| StreamRestorer::new(vault.clone()))
+            .push(s)
+    }
+
+    fn args_push(&mut self, key: (u64, u64), s: &str) -> String {
+        let vault = &self.vault;
+        self.args
+            .entry(key)
+            .or_insert_with(|| StreamRestorer::new_json_string(vault.clone()))
+            .push(s)
+    }
+
+    /// Client-bound bytes in, restored bytes out.
+    pub fn filter(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut events = Vec::new();
+        self.parser.push_raw(bytes, |raw| {
+            if let Some(ev) = SseEvent::parse(raw) {
+                events.push(ev);
+            }
+        });
+        let mut out = Vec::with_capacity(bytes.len() + 32);
+        for ev in events {
+            self.event(ev, &mut out);
+        }
+        out
+    }
+
+    fn event(&mut self, ev: SseEvent, out: &mut Vec<u8>) {
+        let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) else {
+            if ev.data.trim() == "[DONE]" {
+                self.flush_openai_all(out);
+            }
+            write_event(out, ev.event.as_deref(), ev.data.as_bytes());
+            return;
+        };
+        match self.client {
+            Dialect::Anthropic => self.anthropic(&mut v, ev.event.as_deref(), out),
+            _ => self.openai(&mut v),
+        }
+        let data = serde_json::to_vec(&v).unwrap_or_default();
+        write_event(out, ev.event.as_deref(), &data);
+    }
+
+    fn openai(&mut self, v: &mut Value) {
+        let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else {
+            return;
+        };
+        for choice in choices {
+            let i = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let finishing = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            if let Some(Value::String(s)) = delta.get("content") {
+                let restored = self.text_push(i, s);
+                delta.insert("content".into(), Value::String(restored));
+            }
+            if let Some(calls) = delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                for call in calls {
+                    let j = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    if let Some(Value::String(a)) = call.pointer("/function/arguments") {
+                        let restored = self.args_push((i, j), a);
+                        if let Some(slot) = call.pointer_mut("/function/arguments") {
+                            *slot = Value::String(restored);
+                        }
+                    }
+                }
+            }
+            if finishing {
+                let rest = self.text.get_mut(&i).map(StreamRestorer::finish);
+                if let Some(rest) = rest.filter(|r| !r.is_empty()) {
+                    let cur = delta
+                        .get("content")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    delta.insert("content".into(), Value::String(cur + &rest));
+                }
+                let mut tail = Vec::new();
+                for ((ci, j), r) in self.args.iter_mut() {
+                    if *ci == i {
+                        let rest = r.finish();
+                        if !rest.is_empty() {
+                            tail.push(
+                                serde_json::json!({"index": j, "function": {"arguments": rest}}),
+                            );
+                        }
+                    }
+                }
+                if !tail.is_empty() {
+                    delta.insert("tool_calls".into(), Value::Array(tail));
+                }
+            }
+        }
+    }
+
+    /// Whatever is still held (a stream without `finish_reason`), as one
+    /// chunk before `[DONE]`.
+    fn flush_openai_all(&mut self, out: &mut Vec<u8>) {
+        let mut keys: Vec<u64> = self.text.keys().copied().collect();
+        keys.sort_unstable();
+        for i in keys {
+            let rest = self
+                .text
+                .get_mut(&i)
+                .map(StreamRestorer::finish)
+                .unwrap_or_default();
+            if !rest.is_empty() {
+                let chunk = serde_json::json!({"object": "chat.completion.chunk",
+                    "choices": [{"index": i, "delta": {"content": rest}, "finish_reason": null}]});
+                write_event(out, None, chunk.to_string().as_bytes());
+            }
+        }
+    }
+
+    fn anthropic(&mut self, v: &mut Value, event: Option<&str>, out: &mut Vec<u8>) {
+        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match v.get("type").and_then(Value::as_str) {
+            Some("content_block_delta") => {
+                let kind = v.pointer("/delta/type").and_then(Value::as_str);
+                match kind {
+                    Some("text_delta") => {
+                        if let Some(Value::String(s)) = v.pointer("/delta/text") {
+                            let restored = self.text_push(index, s);
+                            if let Some(slot) = v.pointer_mut("/delta/text") {
+                                *slot = Value::String(restored);
+                            }
+                        }
+                    }
+                    Some("input_json_delta") => {
+                        if let Some(Value::String(s)) = v.pointer("/delta/partial_json") {
+                            let restored = self.args_push((index, 0), s);
+                            if let Some(slot) = v.pointer_mut("/delta/partial_json") {
+                                *slot = Value::String(restored);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some("content_block_stop") => {
+                // Flush the block's held text as one more delta before it
+                // closes.
+                let text = self.text.remove(&index).map(|mut r| r.finish());
+                if let Some(t) = text.filter(|t| !t.is_empty()) {
+                    let d = serde_json::json!({"type": "content_block_delta", "index": index,
+                        "delta": {"type": "text_delta", "text": t}});
+                    write_event(
+                        out,
+                        event.map(|_| "content_block_delta"),
+                        d.to_string().as_bytes(),
+                    );
+                }
+                let args = self.args.remove(&(index, 0)).map(|mut r| r.finish());
+                if let Some(a) = args.filter(|a| !a.is_empty()) {
+                    let d = serde_json::json!({"type": "content_block_delta", "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": a}});
+                    write_event(
+                        out,
+                        event.map(|_| "content_block_delta"),
+                        d.to_string().as_bytes(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}

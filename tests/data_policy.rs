@@ -1,0 +1,225 @@
+//! LLMDataPolicy end to end: redaction with placeholders restored in whole
+//! and streamed answers (placeholders split across chunks), masking,
+//! blocking, and restricted classes kept to cleared providers.
+#![allow(clippy::unwrap_used)]
+
+use llmesh_mock::Behavior;
+use llmesh_tests::*;
+use serde_json::{json, Value};
+
+const EMAIL: &str = "jane.doe@example.com";
+const CARD: &str = "4111 1111 1111 1111";
+const AWS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+
+fn policy(mock: &str) -> String {
+    format!(
+        "apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {{name: open}}
+spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {{name: cleared}}
+spec: {{schema: anthropic, baseUrl: {mock}/v1, credential: {{file: key.txt}}, clearance: [payment-card, confidential]}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMDataPolicy
+metadata: {{name: pii}}
+spec:
+  rules:
+    - {{class: email, action: redact}}
+    - {{class: payment-card, action: restrict}}
+    - {{class: secret, action: block}}
+    - {{class: project-names, dictionary: [Bluebird], action: mask}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {{name: chat}}
+spec:
+  models: [chat]
+  backends: [{{provider: open, model: echo}}, {{provider: cleared, model: echo-cleared, priority: 1}}]
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {{name: open-only}}
+spec:
+  models: [open-only]
+  backends: [{{provider: open, model: echo}}]
+"
+    )
+}
+
+async fn env() -> Env {
+    let env = Env::start_with(policy).await;
+    let echo: Behavior = serde_json::from_value(json!({"echo_chunk_chars": 3})).unwrap();
+    env.mock.set_model_behavior("echo", echo.clone());
+    env.mock.set_model_behavior("echo-cleared", echo);
+    env
+}
+
+fn sent_bodies(env: &Env) -> String {
+    env.mock
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn openai_text(sse: &str) -> String {
+    sse_data(sse)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+fn anthropic_text(sse: &str) -> String {
+    sse_data(sse)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v["type"] == "content_block_delta")
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_email_is_redacted_upstream_and_restored_in_the_answer() {
+    let env = env().await;
+    let prompt = format!("write to {EMAIL} and {EMAIL} today");
+    let (s, h, b) = env
+        .post("/v1/chat/completions", &openai_chat("chat", &prompt))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h["x-llmesh-provider"], "open");
+    // The provider never saw the address, only a stable placeholder.
+    let sent = sent_bodies(&env);
+    assert!(!sent.contains(EMAIL), "{sent}");
+    assert!(
+        sent.contains("write to [EMAIL_1] and [EMAIL_1] today"),
+        "{sent}"
+    );
+    // The app reads its own text back.
+    assert_eq!(b["choices"][0]["message"]["content"], prompt.as_str());
+    let m = env.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "llmesh_redactions_total",
+            &[("class", "email"), ("action", "redact")]
+        ),
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn placeholders_split_across_stream_chunks_are_restored() {
+    let env = env().await;
+    let prompt = format!("mail {EMAIL}, cc ops@example.org; thanks");
+    // OpenAI client; the echo comes back three characters per chunk, so
+    // every placeholder arrives in pieces.
+    let mut req = openai_chat("chat", &prompt);
+    req["stream"] = json!(true);
+    let (s, _, text) = env.post_stream("/v1/chat/completions", &req, &[]).await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(openai_text(&text), prompt, "{text}");
+    assert!(!text.contains("[EMAIL_"), "{text}");
+    // Anthropic client, through the translated path.
+    let mut req = anthropic_msg("chat", &prompt);
+    req["stream"] = json!(true);
+    let (s, _, text) = env.post_stream("/v1/messages", &req, &[]).await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(anthropic_text(&text), prompt, "{text}");
+    assert!(!sent_bodies(&env).contains(EMAIL));
+}
+
+#[tokio::test]
+async fn masked_values_never_come_back() {
+    let env = env().await;
+    let (s, _, b) = env
+        .post(
+            "/v1/chat/completions",
+            &openai_chat("chat", "status of Bluebird?"),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!sent_bodies(&env).contains("Bluebird"));
+    let answer = b["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!answer.contains("Bluebird"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_blocked_class_is_refused_naming_the_class_not_the_value() {
+    let env = env().await;
+    let (s, _, b) = env
+        .post(
+            "/v1/chat/completions",
+            &openai_chat("chat", &format!("my key is {AWS_KEY}")),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["code"], "data_policy_blocked");
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("secret"), "{msg}");
+    assert!(!b.to_string().contains(AWS_KEY), "{b}");
+    assert!(env.mock.requests().is_empty());
+    // Anthropic clients get their own error shape.
+    let (s, _, b) = env
+        .post(
+            "/v1/messages",
+            &anthropic_msg("chat", &format!("my key is {AWS_KEY}")),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(b["type"], "error", "{b}");
+}
+
+#[tokio::test]
+async fn restricted_data_only_goes_to_cleared_providers() {
+    let env = env().await;
+    let prompt = format!("charge card {CARD}");
+    let (s, h, b) = env
+        .post("/v1/chat/completions", &openai_chat("chat", &prompt))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h["x-llmesh-provider"], "cleared");
+    // Without a cleared backend the request is refused, clearly.
+    let (s, _, b) = env
+        .post("/v1/chat/completions", &openai_chat("open-only", &prompt))
+        .await;
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["error"]["code"], "data_policy_restricted");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("payment-card"));
+    // A class declared by the app for the whole request is honoured too.
+    let (s, h, _) = env
+        .post_with(
+            "/v1/chat/completions",
+            &openai_chat("chat", "quarterly numbers"),
+            &[("x-llmesh-data-class", "confidential")],
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-llmesh-provider"], "cleared");
+    // Undeclared, the same request takes the usual backend.
+    let (_, h, _) = env
+        .post(
+            "/v1/chat/completions",
+            &openai_chat("chat", "quarterly numbers"),
+        )
+        .await;
+    assert_eq!(h["x-llmesh-provider"], "open");
+    // The declaration header never goes upstream.
+    assert!(env
+        .mock
+        .requests()
+        .iter()
+        .all(|r| r.header("x-llmesh-data-class").is_none()));
+}
