@@ -97,6 +97,8 @@ spec:
             "---\napiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {{name: {name}}}\nspec:\n  models: [{model}]\n  {body}\n  timeouts: {{firstByte: 5s, idle: 5s, total: 20s}}\n"
         ));
     }
+    // A data policy, so the redaction panel has data.
+    out.push_str("---\napiVersion: llmesh.io/v1alpha1\nkind: LLMDataPolicy\nmetadata: {name: pii}\nspec:\n  rules: [{class: email, action: redact}]\n");
     out
 }
 
@@ -161,6 +163,16 @@ pub async fn round(http: &Http, llm: &str) {
             200,
         );
     }
+    expect(
+        "chat with an email the data policy redacts",
+        post(
+            chat,
+            openai_chat("gpt-4o-mini", "mail ops@example.com"),
+            &[],
+        )
+        .await,
+        200,
+    );
     for _ in 0..2 {
         let req = stream(openai_chat("gpt-4o-mini", "stream please"));
         expect("openai stream", post(chat, req, &[]).await, 200);
