@@ -289,3 +289,95 @@ async fn invalid_requests_for_translation_are_a_400_and_never_sent() {
         .contains("embeddings"));
     assert_eq!(env.mock.request_count(), 0);
 }
+
+#[tokio::test]
+async fn deeply_nested_json_and_too_many_messages_are_refused_clearly() {
+    let env = Env::start_configured(default_policy, |c| {
+        c.max_json_depth = 16;
+        c.max_messages = 3;
+    })
+    .await;
+    let deep = format!(
+        "{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}],\"metadata\":{}1{}}}",
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    let (s, b) = post_raw(&env, "/v1/chat/completions", &deep).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deeper than 16"),
+        "{b}"
+    );
+    // Brackets inside strings are text, not nesting.
+    let texty = format!(
+        "{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"{}\"}}]}}",
+        "[{".repeat(40)
+    );
+    let (s, b) = post_raw(&env, "/v1/chat/completions", &texty).await;
+    assert_eq!(s, 200, "{b}");
+    let many: Vec<Value> = (0..4)
+        .map(|i| json!({"role": "user", "content": format!("m{i}")}))
+        .collect();
+    let body = json!({"model": "gpt-4o-mini", "messages": many}).to_string();
+    let (s, b) = post_raw(&env, "/v1/messages", &body).await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["type"], "error", "Anthropic shape: {b}");
+    assert!(b.to_string().contains("at most 3"), "{b}");
+    assert!(
+        env.mock.requests().len() == 1,
+        "only the valid request went upstream"
+    );
+}
+
+#[tokio::test]
+async fn with_an_inbound_token_only_the_pods_app_is_served() {
+    let env = Env::start_configured(default_policy, |c| {
+        c.inbound_token = Some("pod-token-123".into());
+    })
+    .await;
+    let body = Bytes::from(openai_chat("gpt-4o-mini", "hi").to_string());
+    let url = env.url("/v1/chat/completions");
+    let ct = ("content-type", "application/json");
+    let (s, _, b) = env.http.send(Method::POST, &url, body.clone(), &[ct]).await;
+    assert_eq!(s, 401);
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_inbound_token", "{v}");
+    let (s, _, _) = env
+        .http
+        .send(
+            Method::POST,
+            &url,
+            body.clone(),
+            &[ct, ("authorization", "Bearer wrong-token-12")],
+        )
+        .await;
+    assert_eq!(s, 401);
+    let (s, _, _) = env
+        .http
+        .send(
+            Method::POST,
+            &url,
+            body.clone(),
+            &[ct, ("authorization", "Bearer pod-token-123")],
+        )
+        .await;
+    assert_eq!(s, 200);
+    // Anthropic SDKs send it as x-api-key; it is never forwarded.
+    let msg = Bytes::from(anthropic_msg("claude-sonnet-4-5", "hi").to_string());
+    let (s, _, _) = env
+        .http
+        .send(
+            Method::POST,
+            &env.url("/v1/messages"),
+            msg,
+            &[ct, ("x-api-key", "pod-token-123")],
+        )
+        .await;
+    assert_eq!(s, 200);
+    for r in env.mock.requests() {
+        assert!(!format!("{:?}", r.headers).contains("pod-token-123"));
+    }
+}

@@ -203,3 +203,73 @@ async fn the_proxy_binary_follows_a_cluster_from_a_kubeconfig() {
     );
     assert!(proxy.terminate().success());
 }
+
+/// Secrets and personal data sent through a real sidecar with a data
+/// policy, streamed and not, blocked and redacted, must not appear anywhere
+/// in its logs (debug level included).
+#[tokio::test]
+async fn no_secret_or_personal_data_reaches_the_logs() {
+    let (mut mock, mock_url) = spawn_mock(KEY);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
+    let policy = dir.path().join("policy.yaml");
+    let data_policy = "---\napiVersion: llmesh.io/v1alpha1\nkind: LLMDataPolicy\nmetadata: {name: pii}\nspec:\n  rules:\n    - {class: email, action: redact}\n    - {class: secret, action: block}\n    - {class: us-ssn, action: mask}\n";
+    std::fs::write(&policy, default_policy(&mock_url) + data_policy).unwrap();
+    let ProxyProc {
+        proc: mut proxy,
+        llm,
+        ..
+    } = spawn_proxy(proxy_command(&policy).args(["--log", "debug"]));
+    let samples = [
+        "jane.roe@example.com",
+        "AKIAIOSFODNN7EXAMPLE",
+        "078-05-1120",
+        "PROMPT-MARKER-8841",
+        "app-key-never-logged",
+    ];
+    let http = Http::new();
+    let prompt = samples[..4].join(" and ");
+    for (path, mut body) in [
+        ("/v1/chat/completions", openai_chat("gpt-4o-mini", &prompt)),
+        (
+            "/v1/chat/completions",
+            openai_chat(
+                "gpt-4o-mini",
+                "mail jane.roe@example.com about 078-05-1120 PROMPT-MARKER-8841",
+            ),
+        ),
+        (
+            "/v1/messages",
+            anthropic_msg(
+                "claude-sonnet-4-5",
+                "mail jane.roe@example.com PROMPT-MARKER-8841",
+            ),
+        ),
+    ] {
+        for stream in [false, true] {
+            body["stream"] = json!(stream);
+            let (s, _, _) = http
+                .send(
+                    http::Method::POST,
+                    &format!("{llm}{path}"),
+                    bytes::Bytes::from(body.to_string()),
+                    &[
+                        ("authorization", "Bearer app-key-never-logged"),
+                        ("content-type", "application/json"),
+                    ],
+                )
+                .await;
+            assert!(s == 200 || s == 400, "{path}: {s}");
+        }
+    }
+    proxy.terminate();
+    mock.terminate();
+    let logs = proxy.output();
+    assert!(
+        logs.contains("data policy applied"),
+        "no audit line: {logs}"
+    );
+    for s in samples.iter().chain([&KEY]) {
+        assert!(!logs.contains(s), "{s} leaked into the logs:\n{logs}");
+    }
+}

@@ -128,6 +128,14 @@ impl Env {
 
     /// `policy` gets the mock URL and returns the policy file text.
     pub async fn start_with(policy: impl Fn(&str) -> String) -> Env {
+        Env::start_configured(policy, |_| {}).await
+    }
+
+    /// As [`Env::start_with`], with `tweak` adjusting the proxy's settings.
+    pub async fn start_configured(
+        policy: impl Fn(&str) -> String,
+        tweak: impl FnOnce(&mut ProxyConfig),
+    ) -> Env {
         let mock = MockServer::start(MockConfig {
             api_key: Some(KEY.to_string()),
             ..MockConfig::default()
@@ -138,7 +146,9 @@ impl Env {
         std::fs::write(dir.path().join("key.txt"), format!("{KEY}\n")).unwrap();
         let file = dir.path().join("policy.yaml");
         std::fs::write(&file, policy(&mock.url())).unwrap();
-        let proxy = Proxy::start(ProxyConfig::for_test(file)).await.unwrap();
+        let mut cfg = ProxyConfig::for_test(file);
+        tweak(&mut cfg);
+        let proxy = Proxy::start(cfg).await.unwrap();
         Env {
             mock,
             proxy,

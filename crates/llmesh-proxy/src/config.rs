@@ -58,6 +58,13 @@ pub struct ProxyConfig {
     /// Where Secrets named by `secretKeyRef` are mounted (one folder per
     /// Secret, one file per key); watched, so a rotated key applies at once.
     pub secrets_dir: PathBuf,
+    /// Deepest JSON nesting accepted in a request body.
+    pub max_json_depth: usize,
+    /// Most `messages` accepted in one request.
+    pub max_messages: usize,
+    /// When set, clients must present this token as their API key
+    /// (`Authorization: Bearer`, `x-api-key` or `api-key`).
+    pub inbound_token: Option<String>,
     /// Take policy from the cluster instead of `policy_file`.
     pub kube: Option<crate::k8s::KubeSource>,
 }
@@ -82,6 +89,9 @@ impl ProxyConfig {
                 pod: "test-app-0".into(),
             },
             secrets_dir: PathBuf::from(llmesh_policy::DEFAULT_SECRETS_DIR),
+            max_json_depth: 64,
+            max_messages: 2048,
+            inbound_token: None,
             kube: None,
         }
     }

@@ -90,6 +90,12 @@ pub enum ProxyError {
         /// The route.
         route: String,
     },
+    /// The sidecar requires an inbound token and the client did not
+    /// present the right one.
+    #[error(
+        "this sidecar only serves its own pod's app: send the pod's inbound token as the API key"
+    )]
+    InboundAuth,
     /// The data policy blocks a class found in the request.
     #[error("the request contains data the namespace's data policy blocks: {classes}")]
     DataBlocked {
@@ -123,6 +129,7 @@ impl ProxyError {
             | ProxyError::Unsupported(_)
             | ProxyError::DataBlocked { .. } => StatusCode::BAD_REQUEST,
             ProxyError::NotCleared { .. } => StatusCode::FORBIDDEN,
+            ProxyError::InboundAuth => StatusCode::UNAUTHORIZED,
             ProxyError::UnknownModel { .. } | ProxyError::UnsupportedEndpoint { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -150,6 +157,7 @@ impl ProxyError {
             | ProxyError::NoPolicy => "api_error",
             ProxyError::NoHealthyBackend { .. } => "overloaded_error",
             ProxyError::NotCleared { .. } => "permission_error",
+            ProxyError::InboundAuth => "authentication_error",
             _ => "invalid_request_error",
         }
     }
@@ -173,6 +181,7 @@ impl ProxyError {
             ProxyError::ContextWindow { .. } => "context_length_exceeded",
             ProxyError::DataBlocked { .. } => "data_policy_blocked",
             ProxyError::NotCleared { .. } => "data_policy_restricted",
+            ProxyError::InboundAuth => "invalid_inbound_token",
         }
     }
 

@@ -38,6 +38,17 @@ struct Args {
     /// watched, so a rotated key takes effect without a restart.
     #[arg(long, env = "LLMESH_SECRETS_DIR", default_value = llmesh_policy::DEFAULT_SECRETS_DIR)]
     secrets_dir: PathBuf,
+    /// File holding a token clients must present as their API key
+    /// (`Authorization: Bearer`, `x-api-key`); the injector gives the same
+    /// token to the pod's app, so no other pod can use this sidecar.
+    #[arg(long, env = "LLMESH_INBOUND_TOKEN_FILE")]
+    inbound_token_file: Option<PathBuf>,
+    /// Deepest JSON nesting accepted in a request body.
+    #[arg(long, default_value_t = 64)]
+    max_json_depth: usize,
+    /// Most `messages` accepted in one request.
+    #[arg(long, default_value_t = 2048)]
+    max_messages: usize,
     /// Address of the app-facing LLM API.
     #[arg(long, env = "LLMESH_LISTEN", default_value = "127.0.0.1:15500")]
     listen: SocketAddr,
@@ -135,6 +146,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let policy_file = args
         .policy_file
         .unwrap_or_else(|| PathBuf::from("examples/local/policy.yaml"));
+    let inbound_token = match &args.inbound_token_file {
+        Some(path) => {
+            let t = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the inbound token from {}", path.display()))?;
+            let t = t.trim().to_string();
+            anyhow::ensure!(
+                !t.is_empty(),
+                "the inbound token file {} is empty",
+                path.display()
+            );
+            Some(t)
+        }
+        None => None,
+    };
     let mut identity = Identity::from_env();
     if let Some(k) = &kube {
         // Outside a pod, the kubeconfig's namespace is the one to follow.
@@ -154,6 +179,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         identity,
         secrets_dir: args.secrets_dir,
+        max_json_depth: args.max_json_depth,
+        max_messages: args.max_messages,
+        inbound_token,
         kube,
     };
     let proxy = Proxy::start(cfg).await?;

@@ -53,6 +53,114 @@ struct RequestPeek {
     max_tokens: Option<Value>,
     #[serde(default)]
     max_completion_tokens: Option<Value>,
+    #[serde(default)]
+    messages: Option<SeqLen>,
+}
+
+/// The length of a JSON array, counted without keeping its items.
+struct SeqLen(usize);
+
+impl<'de> serde::Deserialize<'de> for SeqLen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SeqLen;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SeqLen, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(SeqLen(n))
+            }
+            // Anything else is not ours to judge here: the upstream says
+            // what is wrong with it.
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SeqLen, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(SeqLen(0))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<SeqLen, E> {
+                Ok(SeqLen(0))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<SeqLen, E> {
+                Ok(SeqLen(0))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<SeqLen, E> {
+                Ok(SeqLen(0))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<SeqLen, E> {
+                Ok(SeqLen(0))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<SeqLen, E> {
+                Ok(SeqLen(0))
+            }
+            fn visit_unit<E>(self) -> Result<SeqLen, E> {
+                Ok(SeqLen(0))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Whether JSON text nests arrays/objects deeper than `max` (strings are
+/// skipped, escapes honoured). One pass over the bytes, no allocation.
+fn nests_deeper_than(raw: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for &b in raw {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The inbound token a client presented: `Authorization: Bearer T`,
+/// `x-api-key: T` or `api-key: T` (what OpenAI, Anthropic and Azure SDKs
+/// send as their API key).
+fn presented_token(headers: &HeaderMap) -> Option<&[u8]> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.as_bytes();
+        if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") {
+            return Some(&v[7..]);
+        }
+    }
+    headers
+        .get("x-api-key")
+        .or_else(|| headers.get("api-key"))
+        .map(|v| v.as_bytes())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +227,18 @@ pub async fn handle(
         return Ok(list_models(&shared, anthropic, &request_id));
     }
     let dialect = endpoint.dialect();
+    if let Some(token) = &shared.cfg.inbound_token {
+        let ok = presented_token(req.headers()).is_some_and(|t| same_secret(t, token.as_bytes()));
+        if !ok {
+            return Ok(early_error(
+                &shared,
+                ProxyError::InboundAuth,
+                dialect,
+                &request_id,
+                start,
+            ));
+        }
+    }
     shared.metrics.in_flight.inc();
     let _in_flight = InFlight(&shared);
     match proxy_call(&shared, endpoint, req, request_id.clone(), start).await {
@@ -193,6 +313,12 @@ async fn proxy_call(
     let client = endpoint.dialect();
     let (parts, body) = req.into_parts();
     let raw = read_body(body, &parts.headers, shared.cfg.max_body_bytes).await?;
+    if nests_deeper_than(&raw, shared.cfg.max_json_depth) {
+        return Err(ProxyError::InvalidRequest(format!(
+            "request JSON nests deeper than {} levels",
+            shared.cfg.max_json_depth
+        )));
+    }
     // Only the fields routing needs are read here; the full document is
     // parsed again only when it has to be rewritten for another API.
     let peek: RequestPeek = serde_json::from_slice(&raw).map_err(|e| {
@@ -211,6 +337,14 @@ async fn proxy_call(
         }
         None => return Err(ProxyError::InvalidRequest("`model` is required".into())),
     };
+    if let Some(SeqLen(n)) = peek.messages {
+        if n > shared.cfg.max_messages {
+            return Err(ProxyError::InvalidRequest(format!(
+                "`messages` has {n} entries; at most {} are accepted",
+                shared.cfg.max_messages
+            )));
+        }
+    }
     let stream = matches!(peek.stream, Some(Value::Bool(true)));
     if stream && endpoint == Endpoint::Embeddings {
         return Err(ProxyError::InvalidRequest(
