@@ -67,6 +67,7 @@ fmt:
 ## BENCH_ARGS passes flags (e.g. --quick, --json out.json).
 bench: release
 	$(if $(BENCH_PIN),taskset -c 0 )./target/release/llmesh-bench $(BENCH_ARGS)
+	$(if $(BENCH_PIN),taskset -c 0 )./target/release/llmesh-bench --dlp
 
 ## bench-faults: reliability when an upstream fails (50% or all 503s): success
 ## rate, latency and upstream calls through the proxy and directly (~30 s).
