@@ -381,3 +381,24 @@ async fn with_an_inbound_token_only_the_pods_app_is_served() {
         assert!(!format!("{:?}", r.headers).contains("pod-token-123"));
     }
 }
+
+#[tokio::test]
+async fn an_oversized_request_head_gets_431() {
+    let env = Env::start_configured(default_policy, |c| c.max_header_bytes = 16 * 1024).await;
+    let big = "x".repeat(40 * 1024);
+    let body = Bytes::from(openai_chat("gpt-4o-mini", "hi").to_string());
+    let (s, _, _) = env
+        .http
+        .send(
+            Method::POST,
+            &env.url("/v1/chat/completions"),
+            body,
+            &[
+                ("content-type", "application/json"),
+                ("x-padding", big.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(s.as_u16(), 431);
+    assert!(env.mock.requests().is_empty());
+}

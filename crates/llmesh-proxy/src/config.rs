@@ -58,6 +58,8 @@ pub struct ProxyConfig {
     /// Where Secrets named by `secretKeyRef` are mounted (one folder per
     /// Secret, one file per key); watched, so a rotated key applies at once.
     pub secrets_dir: PathBuf,
+    /// Largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
     /// Deepest JSON nesting accepted in a request body.
     pub max_json_depth: usize,
     /// Most `messages` accepted in one request.
@@ -89,6 +91,7 @@ impl ProxyConfig {
                 pod: "test-app-0".into(),
             },
             secrets_dir: PathBuf::from(llmesh_policy::DEFAULT_SECRETS_DIR),
+            max_header_bytes: 64 * 1024,
             max_json_depth: 64,
             max_messages: 2048,
             inbound_token: None,

@@ -194,6 +194,7 @@ impl Proxy {
         }
         tokio::spawn(outlier::run(shared.clone(), rx.clone()));
         let hdr = shared.cfg.header_read_timeout;
+        let max_hdr = shared.cfg.max_header_bytes;
         let drain = shared.cfg.drain_timeout;
         let mut tasks = Vec::new();
         let s = shared.clone();
@@ -202,6 +203,7 @@ impl Proxy {
             move |req| pipeline::handle(s.clone(), req),
             rx.clone(),
             hdr,
+            max_hdr,
             drain,
         )));
         let s = shared.clone();
@@ -210,6 +212,7 @@ impl Proxy {
             move |req| admin::metrics_port(s.clone(), req),
             rx.clone(),
             hdr,
+            max_hdr,
             drain,
         )));
         let s = shared.clone();
@@ -218,6 +221,7 @@ impl Proxy {
             move |req| admin::admin_port(s.clone(), req),
             rx,
             hdr,
+            max_hdr,
             drain,
         )));
         tracing::info!(%llm_addr, %metrics_addr, %admin_addr, "llmesh-proxy started");

@@ -43,6 +43,10 @@ struct Args {
     /// token to the pod's app, so no other pod can use this sidecar.
     #[arg(long, env = "LLMESH_INBOUND_TOKEN_FILE")]
     inbound_token_file: Option<PathBuf>,
+    /// Largest request head (request line plus headers), in bytes; larger
+    /// requests get 431. At least 8192.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
     /// Deepest JSON nesting accepted in a request body.
     #[arg(long, default_value_t = 64)]
     max_json_depth: usize,
@@ -179,6 +183,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         identity,
         secrets_dir: args.secrets_dir,
+        max_header_bytes: args.max_header_bytes,
         max_json_depth: args.max_json_depth,
         max_messages: args.max_messages,
         inbound_token,

@@ -22,6 +22,7 @@ pub async fn serve<F, Fut>(
     handler: F,
     mut shutdown: watch::Receiver<bool>,
     header_read_timeout: Duration,
+    max_header_bytes: usize,
     drain: Duration,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -34,8 +35,13 @@ pub async fn serve<F, Fut>(
         .timer(TokioTimer::new())
         // Slow-loris guard: headers must arrive in time.
         .header_read_timeout(header_read_timeout)
+        // Requests whose head is larger get 431 (hyper's floor is 8 KiB).
+        .max_buf_size(max_header_bytes.max(8192))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
