@@ -273,3 +273,73 @@ async fn no_secret_or_personal_data_reaches_the_logs() {
         assert!(!logs.contains(s), "{s} leaked into the logs:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn text_logs_and_a_log_level_changed_at_runtime() {
+    let (mut mock, mock_url) = spawn_mock(KEY);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, default_policy(&mock_url)).unwrap();
+    let ProxyProc {
+        proc: mut proxy,
+        llm,
+        ..
+    } = spawn_proxy(proxy_command(&policy).args(["--log-format", "text"]));
+    let line = proxy.wait_line("llmesh-proxy listening ");
+    let admin = field(&line, "admin").to_string();
+    let http = Http::new();
+    let chat = || {
+        let http = http.clone();
+        let url = format!("{llm}/v1/chat/completions");
+        async move {
+            let body = bytes::Bytes::from(openai_chat("gpt-4o-mini", "hi").to_string());
+            http.send(
+                http::Method::POST,
+                &url,
+                body,
+                &[("content-type", "application/json")],
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(chat().await, 200);
+    let (s, _, b) = http.get(&format!("{admin}/logging")).await;
+    assert_eq!(
+        (s.as_u16(), String::from_utf8_lossy(&b).trim()),
+        (200, "level=info")
+    );
+    // Quiet it down: the access line (info) is no longer written.
+    let (s, _, _) = http
+        .send(
+            http::Method::PUT,
+            &format!("{admin}/logging?level=warn"),
+            bytes::Bytes::new(),
+            &[],
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200);
+    let (s, _, _) = http
+        .send(
+            http::Method::PUT,
+            &format!("{admin}/logging?level=llmesh%3Dloud"),
+            bytes::Bytes::new(),
+            &[],
+        )
+        .await;
+    assert_eq!(s.as_u16(), 400);
+    let before = proxy.output().matches(" request").count();
+    assert_eq!(chat().await, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let out = proxy.output();
+    assert_eq!(out.matches(" request").count(), before, "{out}");
+    // Text, not JSON.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("INFO") && !l.trim_start().starts_with('{')),
+        "{out}"
+    );
+    proxy.terminate();
+    mock.terminate();
+}

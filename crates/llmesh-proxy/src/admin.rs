@@ -70,6 +70,9 @@ pub async fn admin_port(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    if req.uri().path() == "/logging" {
+        return Ok(logging_endpoint(&req));
+    }
     if req.method() != Method::GET {
         return Ok(text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -82,10 +85,18 @@ pub async fn admin_port(
             let table = shared.table.load();
             let mut dump = table.snap.dump();
             if let Some(o) = dump.as_object_mut() {
-                o.insert(
-                    "source".into(),
-                    shared.cfg.policy_file.display().to_string().into(),
-                );
+                let source = match &shared.cfg.kube {
+                    Some(k) => format!(
+                        "kubernetes: namespace {}{}",
+                        shared.cfg.identity.namespace,
+                        k.platform_namespace
+                            .as_deref()
+                            .map(|p| format!(", platform namespace {p}"))
+                            .unwrap_or_default()
+                    ),
+                    None => shared.cfg.policy_file.display().to_string(),
+                };
+                o.insert("source".into(), source.into());
                 o.insert("lastReloadError".into(), shared.last_error().into());
             }
             let json = req.uri().query().is_some_and(|q| q.contains("format=json"));
@@ -112,4 +123,40 @@ pub async fn admin_port(
             "not found: try /config_dump\n",
         ),
     })
+}
+
+/// `GET /logging` shows the log filter; `PUT /logging?level=FILTER` (or
+/// POST) replaces it, e.g. `level=debug` or `level=info,llmesh=debug`.
+fn logging_endpoint(req: &Request<Incoming>) -> Response<ProxyBody> {
+    let show = |code, msg: String| text(code, "text/plain", format!("{msg}\n"));
+    match *req.method() {
+        Method::GET => match crate::logging::current() {
+            Some(f) => show(StatusCode::OK, format!("level={f}")),
+            None => show(
+                StatusCode::NOT_FOUND,
+                "the logger is not installed in this process".into(),
+            ),
+        },
+        Method::PUT | Method::POST => {
+            let level = req.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("level="))
+                    .map(|v| v.replace("%2C", ",").replace("%3D", "="))
+            });
+            let Some(level) = level.filter(|l| !l.is_empty()) else {
+                return show(
+                    StatusCode::BAD_REQUEST,
+                    "give ?level=FILTER, e.g. ?level=debug".into(),
+                );
+            };
+            match crate::logging::set(&level) {
+                Ok(()) => show(StatusCode::OK, format!("level={level}")),
+                Err(e @ crate::logging::SetLevelError::Invalid(_)) => {
+                    show(StatusCode::BAD_REQUEST, e.to_string())
+                }
+                Err(e) => show(StatusCode::NOT_FOUND, e.to_string()),
+            }
+        }
+        _ => show(StatusCode::METHOD_NOT_ALLOWED, "GET or PUT only".into()),
+    }
 }

@@ -84,6 +84,10 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `llmesh=debug`.
     #[arg(long, env = "LLMESH_LOG", default_value = "info")]
     log: String,
+    /// Log line format: `json` (one object per line, for log pipelines) or
+    /// `text` (for humans).
+    #[arg(long, env = "LLMESH_LOG_FORMAT", value_enum, default_value_t = llmesh_proxy::logging::LogFormat::Json)]
+    log_format: llmesh_proxy::logging::LogFormat,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +113,7 @@ fn cluster_config_present() -> bool {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    llmesh_proxy::logging::init(&args.log)?;
+    llmesh_proxy::logging::init(&args.log, args.log_format)?;
     // One thread avoids cross-thread wake-ups, which cost more than the
     // proxy's own work per request on a small pod.
     let mut builder = if args.threads <= 1 {
