@@ -172,11 +172,12 @@ pub fn spawn(
         metrics.leader.set(0);
         let _ = tx.send(false);
         if leading {
-            match release(&api, &cfg).await {
-                Ok(()) => tracing::info!("lease released"),
-                Err(e) => {
+            match tokio::time::timeout(cfg.renew, release(&api, &cfg)).await {
+                Ok(Ok(())) => tracing::info!("lease released"),
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "could not release the lease; it expires on its own")
                 }
+                Err(_) => tracing::warn!("releasing the lease timed out; it expires on its own"),
             }
         }
     });

@@ -171,13 +171,16 @@ impl Controller {
         if let Some(work) = self.work.take() {
             let _ = work.await;
         }
+        tracing::debug!("writes stopped");
         let _ = self.stop_lease.send(true);
         if let Some(lease) = self.lease.take() {
             let _ = lease.await;
         }
+        tracing::debug!("lease loop ended");
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
+        tracing::debug!("metrics port closed");
     }
 }
 
@@ -230,11 +233,10 @@ async fn run(
                 }
             }
             changed = leader_changes.changed() => {
+                // A new leader evaluates at once: a change may have come
+                // in while nobody was writing.
                 if changed.is_err() {
                     break;
-                }
-                if *leader_changes.borrow_and_update() {
-                    writer.reset();
                 }
             }
             _ = retry => retry_at = None,

@@ -73,12 +73,6 @@ impl Writer {
         }
     }
 
-    /// Forgets what was written: a new term starts from the API server's
-    /// state alone.
-    pub fn reset(&mut self) {
-        self.written.clear();
-    }
-
     /// Brings every object's status in line with its verdict, while
     /// `leader` says so.
     pub async fn write(&mut self, verdicts: &[Verdict], leader: &Leadership) -> Pass {
