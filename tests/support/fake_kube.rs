@@ -290,6 +290,22 @@ impl FakeKube {
         self.state.lock().unwrap().objects.get(&key).cloned()
     }
 
+    /// Merge-patches the object's status as another client would (counted
+    /// in [`FakeKube::status_patches`], seen by watches).
+    pub fn patch_status(&self, ns: &str, plural: &str, name: &str, patch: Value) {
+        let body = patch.to_string();
+        let r = patch_status(
+            ns.to_string(),
+            plural.to_string(),
+            name.to_string(),
+            "application/merge-patch+json",
+            body.as_bytes(),
+            &self.state,
+            &self.notify,
+        );
+        assert_eq!(r.status(), StatusCode::OK, "no such object");
+    }
+
     /// How many status patches the object has received.
     pub fn status_patches(&self, ns: &str, plural: &str, name: &str) -> usize {
         self.state
