@@ -9,10 +9,19 @@
 //!   until `timeoutSeconds` or a forced drop. A resourceVersion older than
 //!   the last compaction gets an `ERROR` event with a `410 Gone` status,
 //!   which makes the client relist.
+//! - The same without `namespaces/{ns}` lists and watches every namespace.
+//! - `PATCH .../namespaces/{ns}/{plural}/{name}/status` with a JSON merge
+//!   patch changes `status` only: the resourceVersion moves, the generation
+//!   does not, and watches get a `MODIFIED` event.
+//! - Leases (`coordination.k8s.io/v1`: GET, POST, PUT with resourceVersion
+//!   checks answering 409) and Event creation (`events.k8s.io/v1` and core
+//!   `v1`), in `fake_kube/control.rs`.
 //! - Tests change objects ([`FakeKube::apply`], [`FakeKube::delete`]),
 //!   cut every open watch ([`FakeKube::drop_watches`]), compact history
 //!   ([`FakeKube::compact`]) or make every request fail
-//!   ([`FakeKube::set_down`]).
+//!   ([`FakeKube::set_down`]), and read what clients wrote
+//!   ([`FakeKube::object`], [`FakeKube::status_patches`],
+//!   [`FakeKube::events`], [`FakeKube::lease`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -29,6 +38,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
+
+mod control;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -50,6 +61,12 @@ struct State {
     compacted: u64,
     down: bool,
     requests: Vec<String>,
+    /// (namespace, plural, name) of every accepted status patch, in order.
+    status_patches: Vec<(String, String, String)>,
+    /// Leases by (namespace, name).
+    leases: BTreeMap<(String, String), Value>,
+    /// Events created, in order.
+    events: Vec<Value>,
 }
 
 /// The fake API server. Dropping it stops it.
@@ -81,6 +98,17 @@ fn kind_of(plural: &str) -> &'static str {
 fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
            "message": message, "reason": reason, "code": code})
+}
+
+fn not_found() -> Response<Body> {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+    )
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
@@ -146,7 +174,10 @@ impl FakeKube {
         self.apply(v)
     }
 
-    /// Creates or replaces an object (server fields are filled in).
+    /// Creates or replaces an object (server fields are filled in). As on a
+    /// real API server with a status subresource, the status in `obj` is
+    /// ignored and the stored one kept, and the generation moves only when
+    /// the spec changes.
     pub fn apply(&self, mut obj: Value) -> u64 {
         let ns = obj["metadata"]["namespace"].as_str().unwrap().to_string();
         let name = obj["metadata"]["name"].as_str().unwrap().to_string();
@@ -164,10 +195,23 @@ impl FakeKube {
         let rv = st.rv;
         let key = (ns.clone(), plural.clone(), name.clone());
         let previous = st.objects.get(&key).cloned();
-        let generation = previous
-            .as_ref()
-            .and_then(|p| p["metadata"]["generation"].as_i64())
-            .map_or(1, |g| g + 1);
+        let generation = match &previous {
+            None => 1,
+            Some(p) => {
+                let g = p["metadata"]["generation"].as_i64().unwrap_or(1);
+                if p.get("spec") == obj.get("spec") {
+                    g
+                } else {
+                    g + 1
+                }
+            }
+        };
+        if let Some(map) = obj.as_object_mut() {
+            map.remove("status");
+            if let Some(st) = previous.as_ref().and_then(|p| p.get("status")) {
+                map.insert("status".into(), st.clone());
+            }
+        }
         let meta = &mut obj["metadata"];
         meta["resourceVersion"] = json!(rv.to_string());
         meta["generation"] = json!(generation);
@@ -239,6 +283,87 @@ impl FakeKube {
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
     }
+
+    /// The stored object, status included.
+    pub fn object(&self, ns: &str, plural: &str, name: &str) -> Option<Value> {
+        let key = (ns.to_string(), plural.to_string(), name.to_string());
+        self.state.lock().unwrap().objects.get(&key).cloned()
+    }
+
+    /// Merge-patches the object's status as another client would (counted
+    /// in [`FakeKube::status_patches`], seen by watches).
+    pub fn patch_status(&self, ns: &str, plural: &str, name: &str, patch: Value) {
+        let body = patch.to_string();
+        let r = patch_status(
+            ns.to_string(),
+            plural.to_string(),
+            name.to_string(),
+            "application/merge-patch+json",
+            body.as_bytes(),
+            &self.state,
+            &self.notify,
+        );
+        assert_eq!(r.status(), StatusCode::OK, "no such object");
+    }
+
+    /// How many status patches the object has received.
+    pub fn status_patches(&self, ns: &str, plural: &str, name: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .status_patches
+            .iter()
+            .filter(|(n, p, o)| n == ns && p == plural && o == name)
+            .count()
+    }
+
+    /// How many status patches were accepted, on every object.
+    pub fn status_patch_count(&self) -> usize {
+        self.state.lock().unwrap().status_patches.len()
+    }
+
+    /// Events created so far (both API groups), each with its namespace in
+    /// `metadata.namespace`.
+    pub fn events(&self) -> Vec<Value> {
+        self.state.lock().unwrap().events.clone()
+    }
+
+    /// The stored Lease.
+    pub fn lease(&self, ns: &str, name: &str) -> Option<Value> {
+        let key = (ns.to_string(), name.to_string());
+        self.state.lock().unwrap().leases.get(&key).cloned()
+    }
+
+    /// Writes a Lease as another client would (creating or replacing it,
+    /// new resourceVersion), e.g. to take it away from a leader.
+    pub fn put_lease(&self, mut lease: Value) {
+        let ns = lease["metadata"]["namespace"].as_str().unwrap().to_string();
+        let name = lease["metadata"]["name"].as_str().unwrap().to_string();
+        let mut st = self.state.lock().unwrap();
+        st.rv += 1;
+        lease["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+        st.leases.insert((ns, name), lease);
+    }
+}
+
+/// RFC 7386 JSON merge patch: objects merge key by key, `null` removes,
+/// anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(fields) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().unwrap();
+    for (k, v) in fields {
+        if v.is_null() {
+            map.remove(k);
+        } else {
+            merge_patch(map.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
 }
 
 fn serde_yaml_value(text: &str) -> Value {
@@ -282,31 +407,65 @@ async fn handle(
         }
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    // apis / llmesh.io / v1alpha1 / namespaces / {ns} / {plural}
-    let (ns, plural) = match parts.as_slice() {
-        ["apis", "llmesh.io", "v1alpha1", "namespaces", ns, plural] => {
-            (ns.to_string(), plural.to_string())
+    let method = req.method().clone();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    match parts.as_slice() {
+        ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases", rest @ ..] => {
+            return control::leases(&method, ns, rest.first().copied(), &body, &state);
         }
-        _ => {
-            return json_response(
-                StatusCode::NOT_FOUND,
-                &status(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                ),
+        ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]
+        | ["api", "v1", "namespaces", ns, "events"] => {
+            return control::create_event(&method, ns, &body, &state);
+        }
+        _ => {}
+    }
+    // apis / llmesh.io / v1alpha1 / [namespaces / {ns} /] {plural} [/ {name} [/ status]]
+    let (ns, plural, name, sub) = match parts.as_slice() {
+        ["apis", "llmesh.io", "v1alpha1", plural] => (None, plural.to_string(), None, None),
+        ["apis", "llmesh.io", "v1alpha1", "namespaces", ns, plural, rest @ ..]
+            if rest.len() <= 2 =>
+        {
+            (
+                Some(ns.to_string()),
+                plural.to_string(),
+                rest.first().map(|n| n.to_string()),
+                rest.get(1).copied(),
             )
         }
+        _ => return not_found(),
     };
     if kind_of(&plural) == "Unknown" {
-        return json_response(
-            StatusCode::NOT_FOUND,
-            &status(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
+        return not_found();
+    }
+    if let Some(name) = name {
+        let ns = ns.unwrap_or_default();
+        return match (sub, &method) {
+            (None, &http::Method::GET) => {
+                let key = (ns, plural, name);
+                match state.lock().unwrap().objects.get(&key) {
+                    Some(o) => json_response(StatusCode::OK, o),
+                    None => not_found(),
+                }
+            }
+            (Some("status"), &http::Method::PATCH) => {
+                patch_status(ns, plural, name, &content_type, &body, &state, &notify)
+            }
+            _ => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &status(405, "MethodNotAllowed", "not supported by the fake"),
             ),
-        );
+        };
     }
     if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
         return watch(ns, plural, &query, state, notify);
@@ -315,7 +474,7 @@ async fn handle(
     let items: Vec<Value> = st
         .objects
         .iter()
-        .filter(|((n, p, _), _)| *n == ns && *p == plural)
+        .filter(|((n, p, _), _)| ns.as_ref().is_none_or(|ns| n == ns) && *p == plural)
         .map(|(_, v)| v.clone())
         .collect();
     let list = json!({
@@ -327,8 +486,61 @@ async fn handle(
     json_response(StatusCode::OK, &list)
 }
 
-fn watch(
+/// The status subresource: only `status` of the patch is applied.
+fn patch_status(
     ns: String,
+    plural: String,
+    name: String,
+    content_type: &str,
+    body: &[u8],
+    state: &Mutex<State>,
+    notify: &broadcast::Sender<bool>,
+) -> Response<Body> {
+    if !content_type.starts_with("application/merge-patch+json") {
+        return json_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &status(
+                415,
+                "UnsupportedMediaType",
+                "the fake takes JSON merge patches only",
+            ),
+        );
+    }
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &status(400, "BadRequest", "the patch is not JSON"),
+        );
+    };
+    let mut st = state.lock().unwrap();
+    let key = (ns.clone(), plural.clone(), name.clone());
+    let Some(mut obj) = st.objects.get(&key).cloned() else {
+        return not_found();
+    };
+    if let Some(p) = patch.get("status") {
+        let mut current = obj.get("status").cloned().unwrap_or(Value::Null);
+        merge_patch(&mut current, p);
+        obj["status"] = current;
+    }
+    st.rv += 1;
+    let rv = st.rv;
+    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+    st.objects.insert(key, obj.clone());
+    st.status_patches.push((ns.clone(), plural.clone(), name));
+    st.log.push(Change {
+        rv,
+        ns,
+        plural,
+        kind: "MODIFIED",
+        object: obj.clone(),
+    });
+    drop(st);
+    let _ = notify.send(false);
+    json_response(StatusCode::OK, &obj)
+}
+
+fn watch(
+    ns: Option<String>,
     plural: String,
     query: &BTreeMap<String, String>,
     state: Arc<Mutex<State>>,
@@ -369,7 +581,11 @@ fn watch(
                 let out = st
                     .log
                     .iter()
-                    .filter(|c| c.rv > seen && c.ns == ns && c.plural == plural)
+                    .filter(|c| {
+                        c.rv > seen
+                            && ns.as_ref().is_none_or(|ns| c.ns == *ns)
+                            && c.plural == plural
+                    })
                     .cloned()
                     .collect();
                 seen = seen.max(st.rv);

@@ -17,6 +17,24 @@ pub const CONDITION_ACCEPTED: &str = "Accepted";
 /// [`REASON_NOT_ENFORCED`] while this version validates them but does not
 /// act on them yet.
 pub const CONDITION_ENFORCED: &str = "Enforced";
+/// Condition type written by `llmesh-controller`: every reference the
+/// resource makes resolves (`True`, reason [`REASON_RESOLVED_REFS`]), or
+/// one does not (`False`, reason [`REASON_BACKEND_NOT_FOUND`],
+/// [`REASON_INVALID_BACKEND`] or [`REASON_MODEL_NOT_ROUTED`]). On
+/// `LLMRoute` (backends and fallbacks) and `LLMQuota` (`downgradeTo`).
+pub const CONDITION_RESOLVED_REFS: &str = "ResolvedRefs";
+/// Reason of a `ResolvedRefs=True` condition.
+pub const REASON_RESOLVED_REFS: &str = "ResolvedRefs";
+/// Reason of a `ResolvedRefs=False` condition on an `LLMRoute`: a backend
+/// names an `LLMProvider` that exists in neither the route's namespace
+/// nor the platform namespace.
+pub const REASON_BACKEND_NOT_FOUND: &str = "BackendNotFound";
+/// Reason of a `ResolvedRefs=False` condition on an `LLMRoute`: a backend
+/// names an `LLMProvider` that exists but is not accepted.
+pub const REASON_INVALID_BACKEND: &str = "InvalidBackend";
+/// Reason of a `ResolvedRefs=False` condition on an `LLMQuota`: no
+/// accepted `LLMRoute` serves the model named by `downgradeTo`.
+pub const REASON_MODEL_NOT_ROUTED: &str = "ModelNotRouted";
 /// Reason of an `Accepted=True` condition.
 pub const REASON_ACCEPTED: &str = "Accepted";
 /// Reason of an `Accepted=False` condition: a field is invalid.

@@ -1,0 +1,95 @@
+//! The controller's Prometheus metrics.
+
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Metric families, registered once.
+pub struct Metrics {
+    registry: Registry,
+    /// `llmesh_controller_leader`: 1 while this replica holds the Lease.
+    pub leader: IntGauge,
+    /// `llmesh_controller_status_patches_total{kind,result}`.
+    pub status_patches: IntCounterVec,
+    /// `llmesh_controller_events_total{kind,result}`.
+    pub events: IntCounterVec,
+    /// `llmesh_controller_rejected_resources{kind}`: objects whose
+    /// `Accepted` is `False` at the last evaluation.
+    pub rejected: IntGaugeVec,
+    /// `llmesh_controller_evaluations_total`: full evaluations of the
+    /// watched objects.
+    pub evaluations: prometheus::IntCounter,
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let leader = IntGauge::new(
+            "llmesh_controller_leader",
+            "1 while this replica holds the leader Lease and may write status and events.",
+        )?;
+        let status_patches = IntCounterVec::new(
+            Opts::new(
+                "llmesh_controller_status_patches_total",
+                "Status subresource patches sent, by kind and result (success, failure).",
+            ),
+            &["kind", "result"],
+        )?;
+        let events = IntCounterVec::new(
+            Opts::new(
+                "llmesh_controller_events_total",
+                "Warning Events created for rejected objects, by kind and result.",
+            ),
+            &["kind", "result"],
+        )?;
+        let rejected = IntGaugeVec::new(
+            Opts::new(
+                "llmesh_controller_rejected_resources",
+                "Objects whose Accepted condition is False, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let evaluations = prometheus::IntCounter::new(
+            "llmesh_controller_evaluations_total",
+            "Evaluations of every watched object (one per batch of changes).",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "llmesh_build_info",
+                "Build of the running controller; always 1.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(status_patches.clone()))?;
+        registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(rejected.clone()))?;
+        registry.register(Box::new(evaluations.clone()))?;
+        registry.register(Box::new(build_info))?;
+        // Every series exists from the start, so rate() and alerts see 0.
+        for (kind, _) in llmesh_kube::KINDS {
+            for result in ["success", "failure"] {
+                status_patches.with_label_values(&[kind, result]);
+                events.with_label_values(&[kind, result]);
+            }
+            rejected.with_label_values(&[kind]);
+        }
+        Ok(Metrics {
+            registry,
+            leader,
+            status_patches,
+            events,
+            rejected,
+            evaluations,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
