@@ -1,0 +1,654 @@
+//! The quota engine: compiled rules of one policy snapshot over a runtime
+//! (store, usage board, alert memory, provider view) that outlives
+//! snapshots, so a hot reload keeps every count.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use llmesh_api::{ProviderLimits, QuotaAction, QuotaScope, StoreUnavailable};
+use llmesh_policy::{Quota, Snapshot};
+use smallvec::SmallVec;
+
+use crate::decision::{
+    Admission, Alert, Decision, LimitRef, ProviderBudget, QuotaUsage, RateLimitInfo,
+    RejectReason, Rejection, Settled,
+};
+use crate::reservation::{Held, Reservation};
+use crate::rules::{micro_usd, stable_hash, tokens_of, LimitName, Rule, Unit};
+use crate::store::{Plan, PlanEntry, QuotaStore, Reserved, ScopeId, StoreStats, INLINE};
+use crate::window::{unix_ms, Window};
+use crate::AnyStore;
+
+/// State that outlives policy snapshots: build one per sidecar and hand it
+/// to every [`QuotaEngine`] built from a new snapshot.
+#[derive(Debug)]
+pub struct QuotaRuntime<S: QuotaStore = AnyStore> {
+    pub(crate) inner: Arc<RuntimeInner<S>>,
+}
+
+impl<S: QuotaStore> Clone for QuotaRuntime<S> {
+    fn clone(&self) -> Self {
+        QuotaRuntime {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct RuntimeInner<S> {
+    pub(crate) store: S,
+    /// counter id -> last value seen, for the usage gauges.
+    board: Mutex<HashMap<u64, BoardEntry>>,
+    /// (counter id, window start, threshold) -> window end: alerts already
+    /// raised, so each fires once per window in this sidecar.
+    fired: Mutex<HashMap<(u64, u64, u32), u64>>,
+    /// provider name -> this minute's shared counts as last seen.
+    providers: Mutex<HashMap<Arc<str>, ProviderView>>,
+    /// Unique reservation ids (concurrency leases in a shared store).
+    lease_seq: AtomicU64,
+    lease_prefix: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BoardEntry {
+    limit_id: u64,
+    window: (u64, u64),
+    used: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ProviderView {
+    window_start: u64,
+    requests: i64,
+    tokens: i64,
+}
+
+impl<S: QuotaStore> QuotaRuntime<S> {
+    /// A runtime over `store`.
+    pub fn new(store: S) -> QuotaRuntime<S> {
+        // Distinct per process so two sidecars' leases never share an id.
+        let lease_prefix = stable_hash(&(
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            std::thread::current().id(),
+        ));
+        QuotaRuntime {
+            inner: Arc::new(RuntimeInner {
+                store,
+                board: Mutex::default(),
+                fired: Mutex::default(),
+                providers: Mutex::default(),
+                lease_seq: AtomicU64::new(0),
+                lease_prefix,
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under these locks is a single insert or assignment, so
+    // a poisoned lock still holds consistent data.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The rules of one snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct RuleSet {
+    pub(crate) rules: Vec<Rule>,
+    caller_headers: Vec<Arc<str>>,
+    providers: HashMap<Arc<str>, (Arc<str>, ProviderLimits)>,
+}
+
+/// Per plan entry: which rule and limit it came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    pub(crate) rule: u16,
+    pub(crate) limit: u8,
+}
+
+/// The quota engine of one policy snapshot. `Send + Sync`; share it in an
+/// `Arc` next to the snapshot.
+#[derive(Debug)]
+pub struct QuotaEngine<S: QuotaStore = AnyStore> {
+    rules: Arc<RuleSet>,
+    rt: Arc<RuntimeInner<S>>,
+}
+
+impl<S: QuotaStore> QuotaEngine<S> {
+    /// Compiles `quotas` and the providers' published limits over
+    /// `runtime`. Providers are `(name, namespace, limits)`.
+    pub fn new<'a>(
+        quotas: &[Arc<Quota>],
+        providers: impl IntoIterator<Item = (&'a str, &'a str, Option<ProviderLimits>)>,
+        runtime: &QuotaRuntime<S>,
+    ) -> QuotaEngine<S> {
+        let rules: Vec<Rule> = quotas.iter().map(|q| Rule::from_quota(q)).collect();
+        let mut caller_headers: Vec<Arc<str>> = Vec::new();
+        for h in rules.iter().filter_map(|r| r.caller_header.clone()) {
+            if !caller_headers.contains(&h) {
+                caller_headers.push(h);
+            }
+        }
+        let providers = providers
+            .into_iter()
+            .filter_map(|(name, ns, limits)| {
+                limits.map(|l| (Arc::from(name), (Arc::from(ns), l)))
+            })
+            .collect();
+        QuotaEngine {
+            rules: Arc::new(RuleSet {
+                rules,
+                caller_headers,
+                providers,
+            }),
+            rt: runtime.inner.clone(),
+        }
+    }
+
+    /// The engine of a compiled snapshot: its quotas and its providers'
+    /// limits.
+    pub fn from_snapshot(snap: &Snapshot, runtime: &QuotaRuntime<S>) -> QuotaEngine<S> {
+        QuotaEngine::new(
+            &snap.quotas,
+            snap.providers
+                .values()
+                .map(|p| (p.name.as_str(), p.namespace.as_str(), p.limits)),
+            runtime,
+        )
+    }
+
+    /// No quota at all: the proxy may skip admission.
+    pub fn is_empty(&self) -> bool {
+        self.rules.rules.is_empty()
+    }
+
+    /// The compiled rules.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules.rules
+    }
+
+    /// Request headers naming callers (lower case) that `caller` quotas
+    /// read; hash their values with a [`crate::CallerHasher`] into
+    /// [`Admission::callers`].
+    pub fn caller_headers(&self) -> &[Arc<str>] {
+        &self.rules.caller_headers
+    }
+
+    /// The store's health and counters.
+    pub fn store_stats(&self) -> StoreStats {
+        self.rt.store.stats()
+    }
+
+    /// Checks the request against every quota covering it and reserves its
+    /// requests, tokens, cost and concurrency slot in one atomic store
+    /// operation.
+    pub async fn admit(&self, req: &Admission<'_>) -> Decision<S> {
+        let now_ms = unix_ms(req.now);
+        let (plan, meta) = self.plan(req, req.model, None, now_ms);
+        match self.reserve(req, &plan, &meta, None).await {
+            Ok(d) => d,
+            Err((rule_idx, by, to)) => {
+                // A downgrade quota is full: try again as the cheaper
+                // model, without the quota that downgraded it. On this
+                // second round a full downgrade quota refuses.
+                let (plan2, meta2) = self.plan(req, &to, Some(rule_idx), now_ms);
+                match self.reserve(req, &plan2, &meta2, Some(&to)).await {
+                    Ok(Decision::Allow(reservation))
+                    | Ok(Decision::Warn { reservation, .. }) => Decision::Downgrade {
+                        to_model: to,
+                        by,
+                        reservation,
+                    },
+                    Ok(other) => other,
+                    Err(_) => unreachable!("the second round never downgrades"),
+                }
+            }
+        }
+    }
+
+    /// Settles `reservation` with the real usage (see
+    /// [`Reservation::settle`]).
+    pub async fn settle(
+        &self,
+        reservation: Reservation<S>,
+        input_tokens: u64,
+        output_tokens: u64,
+        cost_usd: f64,
+    ) -> Settled {
+        reservation
+            .settle(input_tokens, output_tokens, cost_usd)
+            .await
+    }
+
+    /// `Err((rule, limit, model))` when a downgrade quota refused on the
+    /// first round.
+    async fn reserve(
+        &self,
+        req: &Admission<'_>,
+        plan: &Plan<'_>,
+        meta: &[Meta],
+        downgraded: Option<&Arc<str>>,
+    ) -> Result<Decision<S>, (usize, LimitRef, Arc<str>)> {
+        let now_ms = plan.now_ms;
+        let model: Arc<str> = downgraded.cloned().unwrap_or_else(|| Arc::from(req.model));
+        if plan.entries.is_empty() {
+            return Ok(Decision::Allow(Reservation::empty(
+                self.rt.clone(),
+                self.rules.clone(),
+                model,
+            )));
+        }
+        match self.rt.store.reserve(plan).await {
+            Reserved::Admitted {
+                ticket,
+                used,
+                local,
+            } => {
+                let mut alerts = Vec::new();
+                let mut exceeded = Vec::new();
+                let mut held: SmallVec<[Held; INLINE]> = SmallVec::new();
+                for ((e, m), &after) in plan.entries.iter().zip(meta).zip(&used) {
+                    self.rt.note(e.counter_id, self.limit_id(*m), e.window, after);
+                    let before = after - e.add as i64;
+                    self.crossings(*m, e.counter_id, e.window, before, after, &mut alerts);
+                    if !e.hard && after > e.max as i64 {
+                        exceeded.push(self.limit_ref(*m));
+                    }
+                    held.push(Held {
+                        meta: *m,
+                        counter_id: e.counter_id,
+                        window: e.window,
+                        add: e.add,
+                        used: after,
+                        max: e.max,
+                    });
+                }
+                let reservation = Reservation::new(
+                    self.rt.clone(),
+                    self.rules.clone(),
+                    ticket,
+                    held,
+                    model,
+                    alerts,
+                    local,
+                    now_ms,
+                );
+                Ok(if exceeded.is_empty() {
+                    Decision::Allow(reservation)
+                } else {
+                    Decision::Warn {
+                        reservation,
+                        exceeded,
+                    }
+                })
+            }
+            Reserved::Refused { entry, used, .. } => {
+                let rule_idx = meta[entry].rule as usize;
+                let rule = &self.rules.rules[rule_idx];
+                if let (QuotaAction::Downgrade, Some(to), None) =
+                    (rule.action, &rule.downgrade_to, downgraded)
+                {
+                    return Err((rule_idx, self.limit_ref(meta[entry]), to.clone()));
+                }
+                Ok(Decision::Reject(
+                    self.rejection(plan, meta, entry, Some(used), now_ms),
+                ))
+            }
+            Reserved::Unavailable { entry } => {
+                Ok(Decision::Reject(self.rejection(plan, meta, entry, None, now_ms)))
+            }
+        }
+    }
+
+    /// A refusal of `entry`; `used: None` means the store was unavailable.
+    fn rejection(
+        &self,
+        plan: &Plan<'_>,
+        meta: &[Meta],
+        entry: usize,
+        used: Option<i64>,
+        now_ms: u64,
+    ) -> Rejection {
+        let e = &plan.entries[entry];
+        let m = meta[entry];
+        let limit = self.limit_ref(m);
+        let Some(used) = used else {
+            return Rejection {
+                limit,
+                reason: RejectReason::StoreUnavailable,
+                retry_after: Duration::from_secs(1),
+                rate: None,
+                alerts: Vec::new(),
+            };
+        };
+        let reset = if e.window.1 == u64::MAX {
+            // A slot frees when a call ends: a second is a fair guess.
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(e.window.1.saturating_sub(now_ms))
+        };
+        // A refusal means the limit is reached: it raises the thresholds
+        // up to 100% that usage had not reached yet.
+        let mut alerts = Vec::new();
+        self.crossings(m, e.counter_id, e.window, used, e.max as i64, &mut alerts);
+        Rejection {
+            limit,
+            reason: RejectReason::LimitReached,
+            retry_after: reset,
+            rate: Some(RateLimitInfo {
+                limit: e.max,
+                remaining: (e.max as i64 - used).max(0) as u64,
+                reset,
+                unit: m_unit(&self.rules, m),
+            }),
+            alerts,
+        }
+    }
+
+    /// The plan of `req` as `model`: every limit of every covering rule
+    /// (but `skip`), reject quotas first.
+    fn plan<'a>(
+        &'a self,
+        req: &Admission<'a>,
+        model: &str,
+        skip: Option<usize>,
+        now_ms: u64,
+    ) -> (Plan<'a>, SmallVec<[Meta; INLINE]>) {
+        let mut plan = Plan {
+            now_ms,
+            lease: self.rt.next_lease(),
+            entries: SmallVec::new(),
+        };
+        let mut meta = SmallVec::new();
+        for pass in [QuotaAction::Reject, QuotaAction::Downgrade, QuotaAction::Warn] {
+            for (ri, rule) in self.rules.rules.iter().enumerate() {
+                if rule.action != pass
+                    || Some(ri) == skip
+                    || !rule.covers(req.namespace, req.workload, model)
+                {
+                    continue;
+                }
+                let scope = match rule.scope {
+                    QuotaScope::Namespace => ScopeId::Namespace,
+                    QuotaScope::Workload => ScopeId::Workload(req.workload),
+                    QuotaScope::Pod => ScopeId::Pod(req.pod),
+                    QuotaScope::Caller => ScopeId::Caller(
+                        rule.caller_header.as_deref().and_then(|h| {
+                            req.callers.iter().find(|(n, _)| *n == h).map(|(_, id)| *id)
+                        }),
+                    ),
+                };
+                for (li, limit) in rule.limits.iter().enumerate() {
+                    let add = match limit.name.unit() {
+                        Unit::Requests | Unit::InFlight => 1,
+                        Unit::Tokens => {
+                            tokens_of(rule.token_kind, req.input_tokens, req.output_tokens)
+                        }
+                        Unit::MicroUsd => micro_usd(req.est_cost_usd),
+                    };
+                    let window = limit
+                        .name
+                        .window()
+                        .map_or((0, u64::MAX), |w: Window| w.bounds(now_ms));
+                    plan.entries.push(PlanEntry {
+                        namespace: &rule.namespace,
+                        quota: &rule.name,
+                        scope,
+                        limit: limit.name,
+                        counter_id: stable_hash(&(limit.id, scope)),
+                        window,
+                        max: limit.max,
+                        add,
+                        hard: rule.action != QuotaAction::Warn,
+                        fail_closed: rule.on_store_unavailable == StoreUnavailable::FailClosed,
+                    });
+                    meta.push(Meta {
+                        rule: ri as u16,
+                        limit: li as u8,
+                    });
+                }
+            }
+        }
+        (plan, meta)
+    }
+
+    pub(crate) fn limit_ref(&self, m: Meta) -> LimitRef {
+        self.rules.limit_ref(m)
+    }
+
+    fn limit_id(&self, m: Meta) -> u64 {
+        self.rules.rules[m.rule as usize].limits[m.limit as usize].id
+    }
+
+    fn crossings(
+        &self,
+        m: Meta,
+        counter_id: u64,
+        window: (u64, u64),
+        before: i64,
+        after: i64,
+        out: &mut Vec<Alert>,
+    ) {
+        self.rt
+            .crossings(&self.rules, m, counter_id, window, before, after, out);
+    }
+
+    /// Usage of every limit of every quota as this sidecar last saw it,
+    /// for gauges.
+    pub fn usage(&self, now: SystemTime) -> Vec<QuotaUsage> {
+        let now_ms = unix_ms(now);
+        let board = lock(&self.rt.board);
+        let mut highest: HashMap<u64, i64> = HashMap::new();
+        for b in board.values() {
+            if b.window.0 <= now_ms && now_ms < b.window.1 {
+                let v = highest.entry(b.limit_id).or_insert(i64::MIN);
+                *v = (*v).max(b.used);
+            }
+        }
+        let mut out = Vec::new();
+        for (ri, rule) in self.rules.rules.iter().enumerate() {
+            for (li, limit) in rule.limits.iter().enumerate() {
+                let used = highest.get(&limit.id).copied().unwrap_or(0).max(0);
+                let resets_in = limit.name.window().map(|w| {
+                    Duration::from_millis(w.bounds(now_ms).1.saturating_sub(now_ms))
+                });
+                out.push(QuotaUsage {
+                    limit: self.limit_ref(Meta {
+                        rule: ri as u16,
+                        limit: li as u8,
+                    }),
+                    scope: scope_label(rule.scope),
+                    used,
+                    max: limit.max,
+                    ratio: used as f64 / limit.max as f64,
+                    resets_in,
+                });
+            }
+        }
+        out
+    }
+
+    /// Whether `provider`'s published limits, less their headroom, leave
+    /// room this minute, from the shared counts as last seen by
+    /// [`QuotaEngine::record_provider`]. No I/O.
+    pub fn provider_budget(&self, provider: &str, now: SystemTime) -> ProviderBudget {
+        let Some((_, limits)) = self.rules.providers.get(provider) else {
+            return ProviderBudget::Available;
+        };
+        let now_ms = unix_ms(now);
+        let (start, end) = Window::Minute.bounds(now_ms);
+        let view = lock(&self.rt.providers)
+            .get(provider)
+            .copied()
+            .unwrap_or_default();
+        budget_of(limits, view, start, end)
+    }
+
+    /// Counts `requests` and `tokens` (may be negative: a correction of an
+    /// estimate) against `provider`'s shared per-minute counters and
+    /// returns its budget after. Providers without published limits cost
+    /// nothing.
+    pub async fn record_provider(
+        &self,
+        provider: &str,
+        requests: u64,
+        tokens: i64,
+        now: SystemTime,
+    ) -> ProviderBudget {
+        let Some((ns, limits)) = self.rules.providers.get_key_value(provider).map(|(_, v)| v)
+        else {
+            return ProviderBudget::Available;
+        };
+        let now_ms = unix_ms(now);
+        let (start, end) = Window::Minute.bounds(now_ms);
+        let (r, t) = self
+            .rt
+            .store
+            .provider_add(ns, provider, requests as i64, tokens, now_ms)
+            .await;
+        let view = ProviderView {
+            window_start: start,
+            requests: r,
+            tokens: t,
+        };
+        {
+            let mut views = lock(&self.rt.providers);
+            match views.get_mut(provider) {
+                Some(v) => *v = view,
+                None => {
+                    views.insert(Arc::from(provider), view);
+                }
+            }
+        }
+        budget_of(limits, view, start, end)
+    }
+}
+
+impl RuleSet {
+    pub(crate) fn limit_ref(&self, m: Meta) -> LimitRef {
+        let rule = &self.rules[m.rule as usize];
+        LimitRef {
+            namespace: rule.namespace.clone(),
+            quota: rule.name.clone(),
+            limit: rule.limits[m.limit as usize].name,
+        }
+    }
+}
+
+impl<S> RuntimeInner<S> {
+    /// Remembers a counter's value for the usage gauges.
+    pub(crate) fn note(&self, counter_id: u64, limit_id: u64, window: (u64, u64), used: i64) {
+        let mut board = lock(&self.board);
+        // Drop finished windows now and then, so callers seen once do not
+        // stay forever.
+        if board.len() > 4096 {
+            let now = window.0;
+            board.retain(|_, b| b.window.1 > now && (b.window.1 != u64::MAX || b.used > 0));
+        }
+        board.insert(
+            counter_id,
+            BoardEntry {
+                limit_id,
+                window,
+                used,
+            },
+        );
+    }
+
+    pub(crate) fn next_lease(&self) -> u64 {
+        self.lease_prefix
+            .wrapping_add(self.lease_seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Alerts for thresholds crossed going from `before` to `after`, each
+    /// once per window (concurrency: each time it rises across).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn crossings(
+        &self,
+        rules: &RuleSet,
+        m: Meta,
+        counter_id: u64,
+        window: (u64, u64),
+        before: i64,
+        after: i64,
+        out: &mut Vec<Alert>,
+    ) {
+        let rule = &rules.rules[m.rule as usize];
+        let max = rule.limits[m.limit as usize].max;
+        let reached = |v: i64, t: u32| i128::from(v) * 100 >= i128::from(max) * i128::from(t);
+        for &t in &rule.thresholds {
+            if reached(before, t) || !reached(after, t) {
+                continue;
+            }
+            if window.1 != u64::MAX {
+                let mut fired = lock(&self.fired);
+                if fired.len() > 4096 {
+                    let now = window.0;
+                    fired.retain(|_, end| *end > now);
+                }
+                if fired.insert((counter_id, window.0, t), window.1).is_some() {
+                    continue;
+                }
+            }
+            out.push(Alert {
+                limit: rules.limit_ref(m),
+                threshold: t,
+                used: after,
+                max,
+            });
+        }
+    }
+}
+
+fn budget_of(
+    limits: &ProviderLimits,
+    view: ProviderView,
+    start: u64,
+    end: u64,
+) -> ProviderBudget {
+    if view.window_start != start {
+        return ProviderBudget::Available;
+    }
+    let keep = |max: u64| (max * u64::from(100 - limits.headroom_percent.min(90)) / 100).max(1);
+    let over = |limit: Option<u64>, used: i64| limit.is_some_and(|l| used >= keep(l) as i64);
+    if over(limits.requests_per_minute, view.requests) || over(limits.tokens_per_minute, view.tokens)
+    {
+        ProviderBudget::Exhausted {
+            until: UNIX_EPOCH + Duration::from_millis(end),
+        }
+    } else {
+        ProviderBudget::Available
+    }
+}
+
+fn m_unit(rules: &RuleSet, m: Meta) -> Unit {
+    rules.rules[m.rule as usize].limits[m.limit as usize]
+        .name
+        .unit()
+}
+
+fn scope_label(s: QuotaScope) -> &'static str {
+    match s {
+        QuotaScope::Namespace => "namespace",
+        QuotaScope::Workload => "workload",
+        QuotaScope::Pod => "pod",
+        QuotaScope::Caller => "caller",
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<QuotaEngine<crate::MemoryStore>>();
+    is::<QuotaEngine<AnyStore>>();
+    is::<LimitName>();
+}
