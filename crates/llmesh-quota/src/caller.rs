@@ -55,7 +55,11 @@ impl CallerHasher {
 
     /// The id of the caller named `value`.
     pub fn hash(&self, value: &str) -> CallerId {
-        let digest = self.prefix.clone().chain_update(value.as_bytes()).finalize();
+        let digest = self
+            .prefix
+            .clone()
+            .chain_update(value.as_bytes())
+            .finalize();
         let mut id = [0u8; 16];
         id.copy_from_slice(&digest[..16]);
         CallerId(id)

@@ -151,7 +151,10 @@ impl Rejection {
     /// `x-ratelimit-*` headers, and `x-llmesh-quota: <quota>/<limit>`.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         let mut h = Vec::with_capacity(5);
-        h.push(("retry-after", ceil_secs(self.retry_after).max(1).to_string()));
+        h.push((
+            "retry-after",
+            ceil_secs(self.retry_after).max(1).to_string(),
+        ));
         if let Some(rate) = &self.rate {
             h.extend(rate.headers());
         }

@@ -12,8 +12,8 @@ use llmesh_policy::{Quota, Snapshot};
 use smallvec::SmallVec;
 
 use crate::decision::{
-    Admission, Alert, Decision, LimitRef, ProviderBudget, QuotaUsage, RateLimitInfo,
-    RejectReason, Rejection, Settled,
+    Admission, Alert, Decision, LimitRef, ProviderBudget, QuotaUsage, RateLimitInfo, RejectReason,
+    Rejection, Settled,
 };
 use crate::reservation::{Held, Reservation};
 use crate::rules::{micro_usd, stable_hash, tokens_of, LimitName, Rule, Unit};
@@ -140,9 +140,7 @@ impl<S: QuotaStore> QuotaEngine<S> {
         }
         let providers = providers
             .into_iter()
-            .filter_map(|(name, ns, limits)| {
-                limits.map(|l| (Arc::from(name), (Arc::from(ns), l)))
-            })
+            .filter_map(|(name, ns, limits)| limits.map(|l| (Arc::from(name), (Arc::from(ns), l))))
             .collect();
         QuotaEngine {
             rules: Arc::new(RuleSet {
@@ -202,12 +200,13 @@ impl<S: QuotaStore> QuotaEngine<S> {
                 // second round a full downgrade quota refuses.
                 let (plan2, meta2) = self.plan(req, &to, Some(rule_idx), now_ms);
                 match self.reserve(req, &plan2, &meta2, Some(&to)).await {
-                    Ok(Decision::Allow(reservation))
-                    | Ok(Decision::Warn { reservation, .. }) => Decision::Downgrade {
-                        to_model: to,
-                        by,
-                        reservation,
-                    },
+                    Ok(Decision::Allow(reservation)) | Ok(Decision::Warn { reservation, .. }) => {
+                        Decision::Downgrade {
+                            to_model: to,
+                            by,
+                            reservation,
+                        }
+                    }
                     Ok(other) => other,
                     Err(_) => unreachable!("the second round never downgrades"),
                 }
@@ -257,7 +256,8 @@ impl<S: QuotaStore> QuotaEngine<S> {
                 let mut exceeded = Vec::new();
                 let mut held: SmallVec<[Held; INLINE]> = SmallVec::new();
                 for ((e, m), &after) in plan.entries.iter().zip(meta).zip(&used) {
-                    self.rt.note(e.counter_id, self.limit_id(*m), e.window, after);
+                    self.rt
+                        .note(e.counter_id, self.limit_id(*m), e.window, after);
                     let before = after - e.add as i64;
                     self.crossings(*m, e.counter_id, e.window, before, after, &mut alerts);
                     if !e.hard && after > e.max as i64 {
@@ -299,13 +299,17 @@ impl<S: QuotaStore> QuotaEngine<S> {
                 {
                     return Err((rule_idx, self.limit_ref(meta[entry]), to.clone()));
                 }
-                Ok(Decision::Reject(
-                    self.rejection(plan, meta, entry, Some(used), now_ms),
-                ))
+                Ok(Decision::Reject(self.rejection(
+                    plan,
+                    meta,
+                    entry,
+                    Some(used),
+                    now_ms,
+                )))
             }
-            Reserved::Unavailable { entry } => {
-                Ok(Decision::Reject(self.rejection(plan, meta, entry, None, now_ms)))
-            }
+            Reserved::Unavailable { entry } => Ok(Decision::Reject(
+                self.rejection(plan, meta, entry, None, now_ms),
+            )),
         }
     }
 
@@ -369,7 +373,11 @@ impl<S: QuotaStore> QuotaEngine<S> {
             entries: SmallVec::new(),
         };
         let mut meta = SmallVec::new();
-        for pass in [QuotaAction::Reject, QuotaAction::Downgrade, QuotaAction::Warn] {
+        for pass in [
+            QuotaAction::Reject,
+            QuotaAction::Downgrade,
+            QuotaAction::Warn,
+        ] {
             for (ri, rule) in self.rules.rules.iter().enumerate() {
                 if rule.action != pass
                     || Some(ri) == skip
@@ -381,11 +389,11 @@ impl<S: QuotaStore> QuotaEngine<S> {
                     QuotaScope::Namespace => ScopeId::Namespace,
                     QuotaScope::Workload => ScopeId::Workload(req.workload),
                     QuotaScope::Pod => ScopeId::Pod(req.pod),
-                    QuotaScope::Caller => ScopeId::Caller(
-                        rule.caller_header.as_deref().and_then(|h| {
+                    QuotaScope::Caller => {
+                        ScopeId::Caller(rule.caller_header.as_deref().and_then(|h| {
                             req.callers.iter().find(|(n, _)| *n == h).map(|(_, id)| *id)
-                        }),
-                    ),
+                        }))
+                    }
                 };
                 for (li, limit) in rule.limits.iter().enumerate() {
                     let add = match limit.name.unit() {
@@ -458,9 +466,10 @@ impl<S: QuotaStore> QuotaEngine<S> {
         for (ri, rule) in self.rules.rules.iter().enumerate() {
             for (li, limit) in rule.limits.iter().enumerate() {
                 let used = highest.get(&limit.id).copied().unwrap_or(0).max(0);
-                let resets_in = limit.name.window().map(|w| {
-                    Duration::from_millis(w.bounds(now_ms).1.saturating_sub(now_ms))
-                });
+                let resets_in = limit
+                    .name
+                    .window()
+                    .map(|w| Duration::from_millis(w.bounds(now_ms).1.saturating_sub(now_ms)));
                 out.push(QuotaUsage {
                     limit: self.limit_ref(Meta {
                         rule: ri as u16,
@@ -609,18 +618,14 @@ impl<S> RuntimeInner<S> {
     }
 }
 
-fn budget_of(
-    limits: &ProviderLimits,
-    view: ProviderView,
-    start: u64,
-    end: u64,
-) -> ProviderBudget {
+fn budget_of(limits: &ProviderLimits, view: ProviderView, start: u64, end: u64) -> ProviderBudget {
     if view.window_start != start {
         return ProviderBudget::Available;
     }
     let keep = |max: u64| (max * u64::from(100 - limits.headroom_percent.min(90)) / 100).max(1);
     let over = |limit: Option<u64>, used: i64| limit.is_some_and(|l| used >= keep(l) as i64);
-    if over(limits.requests_per_minute, view.requests) || over(limits.tokens_per_minute, view.tokens)
+    if over(limits.requests_per_minute, view.requests)
+        || over(limits.tokens_per_minute, view.tokens)
     {
         ProviderBudget::Exhausted {
             until: UNIX_EPOCH + Duration::from_millis(end),

@@ -37,12 +37,14 @@ use smallvec::SmallVec;
 
 pub use caller::{CallerHasher, CallerId};
 pub use decision::{
-    Admission, Alert, Decision, LimitRef, ProviderBudget, QuotaUsage, RateLimitInfo,
-    RejectReason, Rejection, Settled,
+    Admission, Alert, Decision, LimitRef, ProviderBudget, QuotaUsage, RateLimitInfo, RejectReason,
+    Rejection, Settled,
 };
 pub use engine::{QuotaEngine, QuotaRuntime};
 pub use memory::{MemTicket, MemoryStore};
-pub use redis_store::{counter_key, provider_key, RedisConfig, RedisStore, RedisTicket, SharedTicket};
+pub use redis_store::{
+    counter_key, provider_key, RedisConfig, RedisStore, RedisTicket, SharedTicket,
+};
 pub use reservation::Reservation;
 pub use rules::{Limit, LimitName, Rule, Unit, DEFAULT_CALLER_HEADER, MICRO_USD};
 pub use store::{Counts, Plan, PlanEntry, QuotaStore, Reserved, ScopeId, StoreStats};
@@ -77,11 +79,7 @@ impl QuotaStore for AnyStore {
         }
     }
 
-    async fn settle(
-        &self,
-        ticket: AnyTicket,
-        deltas: &[i64],
-    ) -> SmallVec<[Option<i64>; 8]> {
+    async fn settle(&self, ticket: AnyTicket, deltas: &[i64]) -> SmallVec<[Option<i64>; 8]> {
         match (self, ticket) {
             (AnyStore::Memory(m), AnyTicket::Memory(t)) => m.settle_now(t, deltas),
             (AnyStore::Redis(r), AnyTicket::Redis(t)) => r.settle(t, deltas).await,

@@ -120,11 +120,7 @@ impl MemoryStore {
     }
 
     /// The synchronous settle behind [`QuotaStore::settle`].
-    pub fn settle_now(
-        &self,
-        ticket: MemTicket,
-        deltas: &[i64],
-    ) -> SmallVec<[Option<i64>; INLINE]> {
+    pub fn settle_now(&self, ticket: MemTicket, deltas: &[i64]) -> SmallVec<[Option<i64>; INLINE]> {
         let mut inner = self.lock();
         ticket
             .keys

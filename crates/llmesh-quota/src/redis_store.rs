@@ -75,6 +75,9 @@ struct Inner {
     settle: Script,
     local: MemoryStore,
     degraded: AtomicBool,
+    /// Increases at each recovery: a failure of a call started before the
+    /// latest recovery is that call's own, not a new outage.
+    epoch: AtomicU64,
     next_probe_ms: AtomicU64,
     transitions: AtomicU64,
     errors: AtomicU64,
@@ -116,6 +119,7 @@ impl RedisStore {
                 reserve: Script::new(include_str!("lua/reserve.lua")),
                 settle: Script::new(include_str!("lua/settle.lua")),
                 degraded: AtomicBool::new(false),
+                epoch: AtomicU64::new(0),
                 next_probe_ms: AtomicU64::new(0),
                 transitions: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
@@ -203,8 +207,17 @@ impl Inner {
                 .is_ok()
     }
 
-    fn failed(&self, what: &str, err: &str) {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A call started at `epoch` failed.
+    fn failed(&self, what: &str, err: &str, epoch: u64) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        if epoch != self.epoch() {
+            // Started on the connection that failed before the recovery.
+            return;
+        }
         self.next_probe_ms.store(
             wall_ms() + self.cfg.probe_interval.as_millis() as u64,
             Ordering::Release,
@@ -223,8 +236,13 @@ impl Inner {
 
     fn succeeded(self: &Arc<Self>) {
         if self.degraded.swap(false, Ordering::AcqRel) {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
             self.transitions.fetch_add(1, Ordering::Relaxed);
-            let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner).len();
+            let pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len();
             tracing::info!(
                 store = "redis",
                 pending_settlements = pending,
@@ -272,8 +290,9 @@ impl Inner {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop_front();
             let Some((ticket, deltas)) = next else { return };
+            let epoch = self.epoch();
             if let Err(e) = self.settle_shared(&ticket, &deltas).await {
-                self.failed("replay", &e);
+                self.failed("replay", &e, epoch);
                 self.pending
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -283,10 +302,7 @@ impl Inner {
         }
     }
 
-    async fn reserve_shared(
-        &self,
-        plan: &Plan<'_>,
-    ) -> Result<Reserved<RedisTicket>, String> {
+    async fn reserve_shared(&self, plan: &Plan<'_>) -> Result<Reserved<RedisTicket>, String> {
         let mut inv = self.reserve.prepare_invoke();
         inv.arg(plan.lease)
             .arg(plan.now_ms)
@@ -310,13 +326,11 @@ impl Inner {
             keys.push((key, concurrency));
         }
         let mut conn = self.conn.clone();
-        let reply: Vec<i64> = tokio::time::timeout(
-            self.cfg.command_timeout,
-            inv.invoke_async(&mut conn),
-        )
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        let reply: Vec<i64> =
+            tokio::time::timeout(self.cfg.command_timeout, inv.invoke_async(&mut conn))
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| e.to_string())?;
         match reply.first() {
             Some(1) if reply.len() == plan.entries.len() + 1 => Ok(Reserved::Admitted {
                 ticket: RedisTicket::Shared(SharedTicket {
@@ -348,17 +362,12 @@ impl Inner {
                 .arg(deltas.get(i).copied().unwrap_or(0));
         }
         let mut conn = self.conn.clone();
-        let reply: Vec<i64> = tokio::time::timeout(
-            self.cfg.command_timeout,
-            inv.invoke_async(&mut conn),
-        )
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-        Ok(reply
-            .into_iter()
-            .map(|v| (v >= 0).then_some(v))
-            .collect())
+        let reply: Vec<i64> =
+            tokio::time::timeout(self.cfg.command_timeout, inv.invoke_async(&mut conn))
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+        Ok(reply.into_iter().map(|v| (v >= 0).then_some(v)).collect())
     }
 
     fn reserve_local(&self, plan: &Plan<'_>) -> Reserved<RedisTicket> {
@@ -387,15 +396,23 @@ impl Inner {
         ticket: RedisTicket,
         deltas: &[i64],
     ) -> SmallVec<[Option<i64>; INLINE]> {
+        let epoch = self.epoch();
         match ticket {
             RedisTicket::Local(t) => self.local.settle_now(t, deltas),
+            // While degraded (and not this call's turn to probe), hold the
+            // settlement without paying a timeout.
+            RedisTicket::Shared(t) if !self.try_shared() => {
+                let n = t.keys.len();
+                self.hold(t, deltas.iter().copied().collect());
+                (0..n).map(|_| None).collect()
+            }
             RedisTicket::Shared(t) => match self.settle_shared(&t, deltas).await {
                 Ok(after) => {
                     self.succeeded();
                     after
                 }
                 Err(e) => {
-                    self.failed("settle", &e);
+                    self.failed("settle", &e, epoch);
                     let n = t.keys.len();
                     self.hold(t, deltas.iter().copied().collect());
                     (0..n).map(|_| None).collect()
@@ -445,22 +462,19 @@ impl QuotaStore for RedisStore {
     async fn reserve(&self, plan: &Plan<'_>) -> Reserved<RedisTicket> {
         let inner = &self.inner;
         if inner.try_shared() {
+            let epoch = inner.epoch();
             match inner.reserve_shared(plan).await {
                 Ok(r) => {
                     inner.succeeded();
                     return r;
                 }
-                Err(e) => inner.failed("reserve", &e),
+                Err(e) => inner.failed("reserve", &e, epoch),
             }
         }
         inner.reserve_local(plan)
     }
 
-    async fn settle(
-        &self,
-        ticket: RedisTicket,
-        deltas: &[i64],
-    ) -> SmallVec<[Option<i64>; INLINE]> {
+    async fn settle(&self, ticket: RedisTicket, deltas: &[i64]) -> SmallVec<[Option<i64>; INLINE]> {
         self.inner.settle_any(ticket, deltas).await
     }
 
@@ -491,6 +505,7 @@ impl QuotaStore for RedisStore {
     ) -> (i64, i64) {
         let inner = &self.inner;
         if inner.try_shared() {
+            let epoch = inner.epoch();
             match inner
                 .provider_shared(namespace, provider, requests, tokens, now_ms)
                 .await
@@ -499,7 +514,7 @@ impl QuotaStore for RedisStore {
                     inner.succeeded();
                     return v;
                 }
-                Err(e) => inner.failed("provider", &e),
+                Err(e) => inner.failed("provider", &e, epoch),
             }
         }
         inner

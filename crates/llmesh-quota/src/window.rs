@@ -93,8 +93,14 @@ mod tests {
         }
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         // 2024 is a leap year.
-        assert_eq!(civil_from_days(days_from_civil(2024, 2, 28) + 1), (2024, 2, 29));
-        assert_eq!(civil_from_days(days_from_civil(2023, 2, 28) + 1), (2023, 3, 1));
+        assert_eq!(
+            civil_from_days(days_from_civil(2024, 2, 28) + 1),
+            (2024, 2, 29)
+        );
+        assert_eq!(
+            civil_from_days(days_from_civil(2023, 2, 28) + 1),
+            (2023, 3, 1)
+        );
     }
 
     #[test]

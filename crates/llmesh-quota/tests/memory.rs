@@ -72,7 +72,10 @@ async fn tokens_per_minute_reserve_and_settle() {
     let b = admitted(req(at(3.0)).tokens(100, 500).admit(&e).await);
     // Now 750 counted: 250 left.
     let rate = b.rate_limit().unwrap();
-    assert_eq!((rate.limit, rate.remaining, rate.unit), (1000, 250, Unit::Tokens));
+    assert_eq!(
+        (rate.limit, rate.remaining, rate.unit),
+        (1000, 250, Unit::Tokens)
+    );
     // A call that used more than reserved counts what it used.
     b.settle(100, 800, 0.0).await;
     let rej = rejection(req(at(4.0)).tokens(1, 0).admit(&e).await);
@@ -116,7 +119,10 @@ async fn cost_per_day_with_and_without_estimates() {
     let rej = rejection(req(at(4.0)).admit(&e).await);
     assert_eq!(rej.limit.limit, LimitName::CostPerDay);
     let h = rej.headers();
-    assert!(h.contains(&("x-ratelimit-limit-cost-usd", "1.000000".into())), "{h:?}");
+    assert!(
+        h.contains(&("x-ratelimit-limit-cost-usd", "1.000000".into())),
+        "{h:?}"
+    );
     // The next UTC day (at(0) is 10:00).
     admitted(req(at(14.0 * 3600.0)).admit(&e).await);
 }
@@ -158,7 +164,10 @@ async fn dropped_reservation_keeps_tokens_counted() {
     let rt = memory_runtime();
     let e = engine(
         &rt,
-        &quota("t", "  limits: {tokensPerMinute: 100, concurrentRequests: 1}"),
+        &quota(
+            "t",
+            "  limits: {tokensPerMinute: 100, concurrentRequests: 1}",
+        ),
     );
     drop(admitted(req(at(0.0)).tokens(30, 30).admit(&e).await));
     // The slot is free, the 60 tokens stay: usage is unknown, not zero.
@@ -223,7 +232,10 @@ async fn scopes_namespace_workload_pod_caller() {
 #[tokio::test]
 async fn pod_scope_counts_per_pod() {
     let rt = memory_runtime();
-    let e = engine(&rt, &quota("pod", "  scope: pod\n  limits: {requestsPerMinute: 1}"));
+    let e = engine(
+        &rt,
+        &quota("pod", "  scope: pod\n  limits: {requestsPerMinute: 1}"),
+    );
     admitted(req(at(0.0)).pod("a").admit(&e).await);
     admitted(req(at(0.0)).pod("b").admit(&e).await);
     assert!(is_reject(&req(at(0.0)).pod("a").admit(&e).await));
@@ -280,7 +292,10 @@ async fn downgrade_routes_to_the_cheaper_model() {
 #[tokio::test]
 async fn warn_serves_and_reports_the_excess() {
     let rt = memory_runtime();
-    let e = engine(&rt, &quota("soft", "  limits: {requestsPerMinute: 1}\n  action: warn"));
+    let e = engine(
+        &rt,
+        &quota("soft", "  limits: {requestsPerMinute: 1}\n  action: warn"),
+    );
     assert!(matches!(req(at(0.0)).admit(&e).await, Decision::Allow(_)));
     for _ in 0..3 {
         match req(at(1.0)).admit(&e).await {
@@ -421,7 +436,11 @@ async fn provider_pacing_keeps_headroom() {
     let now = at(5.0);
     // 20% headroom: 8 requests of 10.
     for i in 0..8 {
-        assert_eq!(e.provider_budget("openai", now), ProviderBudget::Available, "{i}");
+        assert_eq!(
+            e.provider_budget("openai", now),
+            ProviderBudget::Available,
+            "{i}"
+        );
         e.record_provider("openai", 1, 10, now).await;
     }
     let until = at(60.0);
@@ -429,7 +448,10 @@ async fn provider_pacing_keeps_headroom() {
         e.provider_budget("openai", now),
         ProviderBudget::Exhausted { until }
     );
-    assert_eq!(e.provider_budget("openai", at(60.0)), ProviderBudget::Available);
+    assert_eq!(
+        e.provider_budget("openai", at(60.0)),
+        ProviderBudget::Available
+    );
     // Tokens: 800 of 1000 with headroom.
     let b = e.record_provider("openai", 0, 800, at(61.0)).await;
     assert_eq!(b, ProviderBudget::Exhausted { until: at(120.0) });

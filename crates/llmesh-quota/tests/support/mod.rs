@@ -11,8 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use llmesh_api::parse_documents;
 use llmesh_policy::{compile, EnvFileSecrets, Snapshot};
 use llmesh_quota::{
-    Admission, AnyStore, CallerId, Decision, MemoryStore, QuotaEngine, QuotaRuntime,
-    Reservation,
+    Admission, AnyStore, CallerId, Decision, MemoryStore, QuotaEngine, QuotaRuntime, Reservation,
 };
 
 pub const NS: &str = "team-a";
