@@ -36,11 +36,13 @@ release:
 build:
 	$(CARGO) build --workspace --all-targets
 
-## deps: install what the tests need when missing: cargo-nextest, and
+## deps: install what the tests need when missing: cargo-nextest,
 ## Debian's prometheus package (promtool and the server) for the metrics,
-## dashboard and alert checks in tests/observability.rs. apt-get runs as
-## root, through sudo otherwise. On a machine with systemd the package also
-## starts a prometheus service on :9090; the tests never use it.
+## dashboard and alert checks in tests/observability.rs, and Debian's
+## redis-server for the quota store tests (crates/llmesh-quota/tests/redis.rs
+## start their own on a free loopback port). apt-get runs as root, through
+## sudo otherwise. On a machine with systemd the packages also start
+## prometheus on :9090 and redis on :6379; the tests use neither.
 deps:
 	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
@@ -48,6 +50,12 @@ deps:
 	  echo "installing prometheus (Debian package) for the observability tests"; \
 	  $$sudo apt-get update && \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
+	fi
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing redis-server (Debian package) for the quota store tests"; \
+	  $$sudo apt-get update && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server; \
 	fi
 
 ## test: lint, then the whole suite (unit, golden, end-to-end over loopback)
