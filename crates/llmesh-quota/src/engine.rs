@@ -192,14 +192,14 @@ impl<S: QuotaStore> QuotaEngine<S> {
     pub async fn admit(&self, req: &Admission<'_>) -> Decision<S> {
         let now_ms = unix_ms(req.now);
         let (plan, meta) = self.plan(req, req.model, None, now_ms);
-        match self.reserve(req, &plan, &meta, None).await {
+        match self.reserve(&plan, &meta, None).await {
             Ok(d) => d,
             Err((rule_idx, by, to)) => {
                 // A downgrade quota is full: try again as the cheaper
                 // model, without the quota that downgraded it. On this
                 // second round a full downgrade quota refuses.
                 let (plan2, meta2) = self.plan(req, &to, Some(rule_idx), now_ms);
-                match self.reserve(req, &plan2, &meta2, Some(&to)).await {
+                match self.reserve(&plan2, &meta2, Some(&to)).await {
                     Ok(Decision::Allow(reservation)) | Ok(Decision::Warn { reservation, .. }) => {
                         Decision::Downgrade {
                             to_model: to,
@@ -232,18 +232,16 @@ impl<S: QuotaStore> QuotaEngine<S> {
     /// first round.
     async fn reserve(
         &self,
-        req: &Admission<'_>,
         plan: &Plan<'_>,
         meta: &[Meta],
         downgraded: Option<&Arc<str>>,
     ) -> Result<Decision<S>, (usize, LimitRef, Arc<str>)> {
         let now_ms = plan.now_ms;
-        let model: Arc<str> = downgraded.cloned().unwrap_or_else(|| Arc::from(req.model));
         if plan.entries.is_empty() {
             return Ok(Decision::Allow(Reservation::empty(
                 self.rt.clone(),
                 self.rules.clone(),
-                model,
+                downgraded.cloned(),
             )));
         }
         match self.rt.store.reserve(plan).await {
@@ -277,7 +275,7 @@ impl<S: QuotaStore> QuotaEngine<S> {
                     self.rules.clone(),
                     ticket,
                     held,
-                    model,
+                    downgraded.cloned(),
                     alerts,
                     local,
                     now_ms,

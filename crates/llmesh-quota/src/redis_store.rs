@@ -354,12 +354,24 @@ impl Inner {
         ticket: &SharedTicket,
         deltas: &[i64],
     ) -> Result<SmallVec<[Option<i64>; INLINE]>, String> {
+        // Counters that do not move (requests, exact reservations) are
+        // left out: only slots and corrections travel.
+        let mut sent: SmallVec<[usize; INLINE]> = SmallVec::new();
         let mut inv = self.settle.prepare_invoke();
         inv.arg(ticket.lease);
         for (i, (key, concurrency)) in ticket.keys.iter().enumerate() {
+            let delta = deltas.get(i).copied().unwrap_or(0);
+            if !*concurrency && delta == 0 {
+                continue;
+            }
             inv.key(key.as_str())
                 .arg(if *concurrency { "z" } else { "c" })
-                .arg(deltas.get(i).copied().unwrap_or(0));
+                .arg(delta);
+            sent.push(i);
+        }
+        let mut after: SmallVec<[Option<i64>; INLINE]> = ticket.keys.iter().map(|_| None).collect();
+        if sent.is_empty() {
+            return Ok(after);
         }
         let mut conn = self.conn.clone();
         let reply: Vec<i64> =
@@ -367,7 +379,10 @@ impl Inner {
                 .await
                 .map_err(|_| "timed out".to_string())?
                 .map_err(|e| e.to_string())?;
-        Ok(reply.into_iter().map(|v| (v >= 0).then_some(v)).collect())
+        for (i, v) in sent.into_iter().zip(reply) {
+            after[i] = (v >= 0).then_some(v);
+        }
+        Ok(after)
     }
 
     fn reserve_local(&self, plan: &Plan<'_>) -> Reserved<RedisTicket> {

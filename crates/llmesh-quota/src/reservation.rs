@@ -36,7 +36,7 @@ pub struct Reservation<S: QuotaStore = AnyStore> {
     rules: Arc<RuleSet>,
     ticket: Option<S::Ticket>,
     held: SmallVec<[Held; INLINE]>,
-    model: Arc<str>,
+    downgraded_to: Option<Arc<str>>,
     alerts: Vec<Alert>,
     local: bool,
     now_ms: u64,
@@ -49,7 +49,7 @@ impl<S: QuotaStore> Reservation<S> {
         rules: Arc<RuleSet>,
         ticket: S::Ticket,
         held: SmallVec<[Held; INLINE]>,
-        model: Arc<str>,
+        downgraded_to: Option<Arc<str>>,
         alerts: Vec<Alert>,
         local: bool,
         now_ms: u64,
@@ -59,7 +59,7 @@ impl<S: QuotaStore> Reservation<S> {
             rules,
             ticket: Some(ticket),
             held,
-            model,
+            downgraded_to,
             alerts,
             local,
             now_ms,
@@ -67,23 +67,27 @@ impl<S: QuotaStore> Reservation<S> {
     }
 
     /// A request no quota covers: settling it does nothing.
-    pub(crate) fn empty(rt: Arc<RuntimeInner<S>>, rules: Arc<RuleSet>, model: Arc<str>) -> Self {
+    pub(crate) fn empty(
+        rt: Arc<RuntimeInner<S>>,
+        rules: Arc<RuleSet>,
+        downgraded_to: Option<Arc<str>>,
+    ) -> Self {
         Reservation {
             rt,
             rules,
             ticket: None,
             held: SmallVec::new(),
-            model,
+            downgraded_to,
             alerts: Vec::new(),
             local: false,
             now_ms: 0,
         }
     }
 
-    /// The model the request is served as (the downgraded one after a
-    /// downgrade).
-    pub fn model(&self) -> &Arc<str> {
-        &self.model
+    /// The model a downgrade serves the request as; `None` when it is
+    /// served as asked.
+    pub fn downgraded_to(&self) -> Option<&Arc<str>> {
+        self.downgraded_to.as_ref()
     }
 
     /// Thresholds this admission went past: raise the alert metric.
@@ -186,7 +190,7 @@ impl<S: QuotaStore> Drop for Reservation<S> {
 impl<S: QuotaStore> fmt::Debug for Reservation<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reservation")
-            .field("model", &self.model)
+            .field("downgraded_to", &self.downgraded_to)
             .field("limits", &self.held.len())
             .field("local", &self.local)
             .field("settled", &self.ticket.is_none())

@@ -277,7 +277,10 @@ async fn downgrade_routes_to_the_cheaper_model() {
             reservation,
         } => {
             assert_eq!(&*to_model, "gpt-4o-mini");
-            assert_eq!(&*reservation.model().clone(), "gpt-4o-mini");
+            assert_eq!(
+                reservation.downgraded_to().map(|m| &**m),
+                Some("gpt-4o-mini")
+            );
             assert_eq!(&*by.quota, "big");
         }
         other => panic!("expected a downgrade, got {}", other.label()),

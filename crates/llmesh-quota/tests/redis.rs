@@ -112,6 +112,43 @@ async fn reserve_and_settle_are_atomic_and_exact() {
     assert_eq!(rt.store().stats().errors, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_settles_after_a_zero_estimate_and_refusals_undo_everything() {
+    let Some(srv) = RedisServer::start() else {
+        return;
+    };
+    let rt = redis_runtime(&srv.url(), |_| {});
+    let e = engine(
+        &rt,
+        &quota(
+            "spend",
+            "  limits: {requestsPerMinute: 10, costPerDay: \"2\", concurrentRequests: 1}",
+        ),
+    );
+    let now = SystemTime::now();
+    let mut c = srv.conn().await;
+    let day = Window::Day.bounds(unix_ms(now)).0 / 1000;
+    let cpd = format!("llmesh:q:{{{NS}}}:spend:ns:cpd:{day}");
+    let rpm = minute_key("spend", "ns", "rpm", now);
+    // No estimate: the cost counter exists at 0 until the call settles.
+    let r = admitted(req(now).admit(&e).await);
+    assert_eq!(c.get::<_, i64>(&cpd).await.unwrap(), 0);
+    // The slot is taken: refused, and the request and cost counted before
+    // the slot was checked are undone.
+    assert!(is_reject(&req(now).cost(0.5).admit(&e).await));
+    assert_eq!(c.get::<_, i64>(&rpm).await.unwrap(), 1);
+    assert_eq!(c.get::<_, i64>(&cpd).await.unwrap(), 0);
+    r.settle(10, 10, 1.25).await;
+    assert_eq!(c.get::<_, i64>(&cpd).await.unwrap(), 1_250_000);
+    // 0.75 left: an estimate of 1.00 is refused, 0.50 fits.
+    assert!(is_reject(&req(now).cost(1.0).admit(&e).await));
+    let r = admitted(req(now).cost(0.5).admit(&e).await);
+    assert_eq!(c.get::<_, i64>(&cpd).await.unwrap(), 1_750_000);
+    r.settle(10, 10, 0.25).await;
+    assert_eq!(c.get::<_, i64>(&cpd).await.unwrap(), 1_500_000);
+    assert_eq!(c.get::<_, i64>(&rpm).await.unwrap(), 2);
+}
+
 /// 64 tasks across 3 sidecars (3 runtimes, 3 connections) against one
 /// namespace budget of tokens per minute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,12 +15,9 @@ for i = 1, #KEYS do
     redis.call('ZREM', KEYS[i], ARGV[1])
     out[i] = redis.call('ZCARD', KEYS[i])
   elseif redis.call('EXISTS', KEYS[i]) == 1 then
-    local d = tonumber(ARGV[b + 2])
-    if d ~= 0 then
-      out[i] = redis.call('INCRBY', KEYS[i], d)
-    else
-      out[i] = tonumber(redis.call('GET', KEYS[i]))
-    end
+    -- (A counter can exist at 0, e.g. a cost reserved without estimate,
+    -- so existence is asked, not guessed from the result.)
+    out[i] = redis.call('INCRBY', KEYS[i], ARGV[b + 2])
   else
     out[i] = -1
   end
