@@ -5,7 +5,7 @@ MOCK_PORT ?= 18080
 POLICY ?= examples/local/policy.yaml
 export LLMESH_MOCK_KEY ?= mock-key-local-only
 
-.PHONY: run test lint fmt build release bench bench-faults deps nextest clean crds
+.PHONY: run test lint fmt build release bench bench-faults bench-quota deps nextest clean crds
 
 ## run: build, start the mock provider and the proxy on the embedded policy, print a curl line
 run:
@@ -81,6 +81,12 @@ bench: release
 ## BENCH_ARGS passes flags (e.g. --quick, --fault-requests N).
 bench-faults: release
 	./target/release/llmesh-bench --faults $(BENCH_ARGS)
+
+## bench-quota: the latency a quota check adds (llmesh-quota's admit and
+## settle) with the memory store and with Redis on loopback (a redis-server
+## it starts; LLMESH_BENCH_REDIS=redis://... to use another). ~30 s.
+bench-quota: release
+	./target/release/llmesh-bench --quota $(BENCH_ARGS)
 
 ## crds: regenerate crds/*.yaml from the Rust types in crates/llmesh-api
 ## (a test fails while the committed files differ from the types)
