@@ -1,111 +1,34 @@
-//! The quota engine: compiled rules of one policy snapshot over a runtime
-//! (store, usage board, alert memory, provider view) that outlives
-//! snapshots, so a hot reload keeps every count.
+//! The quota engine: compiled rules of one policy snapshot over a
+//! [`QuotaRuntime`] that outlives snapshots, so a hot reload keeps every
+//! count. Admission plans every limit of every covering quota and hands
+//! the plan to the store in one atomic step.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use llmesh_api::{ProviderLimits, QuotaAction, QuotaScope, StoreUnavailable};
 use llmesh_policy::{Quota, Snapshot};
 use smallvec::SmallVec;
 
 use crate::decision::{
-    Admission, Alert, Decision, LimitRef, ProviderBudget, QuotaUsage, RateLimitInfo, RejectReason,
-    Rejection, Settled,
+    Admission, Alert, Decision, LimitRef, QuotaUsage, RateLimitInfo, RejectReason, Rejection,
+    Settled,
 };
 use crate::reservation::{Held, Reservation};
 use crate::rules::{micro_usd, stable_hash, tokens_of, LimitName, Rule, Unit};
+use crate::runtime::{lock, QuotaRuntime, RuntimeInner};
 use crate::store::{Plan, PlanEntry, QuotaStore, Reserved, ScopeId, StoreStats, INLINE};
 use crate::window::{unix_ms, Window};
 use crate::AnyStore;
-
-/// State that outlives policy snapshots: build one per sidecar and hand it
-/// to every [`QuotaEngine`] built from a new snapshot.
-#[derive(Debug)]
-pub struct QuotaRuntime<S: QuotaStore = AnyStore> {
-    pub(crate) inner: Arc<RuntimeInner<S>>,
-}
-
-impl<S: QuotaStore> Clone for QuotaRuntime<S> {
-    fn clone(&self) -> Self {
-        QuotaRuntime {
-            inner: self.inner.clone(),
-        }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct RuntimeInner<S> {
-    pub(crate) store: S,
-    /// counter id -> last value seen, for the usage gauges.
-    board: Mutex<HashMap<u64, BoardEntry>>,
-    /// (counter id, window start, threshold) -> window end: alerts already
-    /// raised, so each fires once per window in this sidecar.
-    fired: Mutex<HashMap<(u64, u64, u32), u64>>,
-    /// provider name -> this minute's shared counts as last seen.
-    providers: Mutex<HashMap<Arc<str>, ProviderView>>,
-    /// Unique reservation ids (concurrency leases in a shared store).
-    lease_seq: AtomicU64,
-    lease_prefix: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct BoardEntry {
-    limit_id: u64,
-    window: (u64, u64),
-    used: i64,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct ProviderView {
-    window_start: u64,
-    requests: i64,
-    tokens: i64,
-}
-
-impl<S: QuotaStore> QuotaRuntime<S> {
-    /// A runtime over `store`.
-    pub fn new(store: S) -> QuotaRuntime<S> {
-        // Distinct per process so two sidecars' leases never share an id.
-        let lease_prefix = stable_hash(&(
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-            std::thread::current().id(),
-        ));
-        QuotaRuntime {
-            inner: Arc::new(RuntimeInner {
-                store,
-                board: Mutex::default(),
-                fired: Mutex::default(),
-                providers: Mutex::default(),
-                lease_seq: AtomicU64::new(0),
-                lease_prefix,
-            }),
-        }
-    }
-
-    /// The store.
-    pub fn store(&self) -> &S {
-        &self.inner.store
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update under these locks is a single insert or assignment, so
-    // a poisoned lock still holds consistent data.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The rules of one snapshot.
 #[derive(Debug, Default)]
 pub(crate) struct RuleSet {
     pub(crate) rules: Vec<Rule>,
     caller_headers: Vec<Arc<str>>,
-    providers: HashMap<Arc<str>, (Arc<str>, ProviderLimits)>,
+    /// Provider name -> (namespace, published limits).
+    pub(crate) providers: HashMap<Arc<str>, (Arc<str>, ProviderLimits)>,
 }
 
 /// Per plan entry: which rule and limit it came from.
@@ -119,8 +42,8 @@ pub(crate) struct Meta {
 /// `Arc` next to the snapshot.
 #[derive(Debug)]
 pub struct QuotaEngine<S: QuotaStore = AnyStore> {
-    rules: Arc<RuleSet>,
-    rt: Arc<RuntimeInner<S>>,
+    pub(crate) rules: Arc<RuleSet>,
+    pub(crate) rt: Arc<RuntimeInner<S>>,
 }
 
 impl<S: QuotaStore> QuotaEngine<S> {
@@ -483,61 +406,6 @@ impl<S: QuotaStore> QuotaEngine<S> {
         }
         out
     }
-
-    /// Whether `provider`'s published limits, less their headroom, leave
-    /// room this minute, from the shared counts as last seen by
-    /// [`QuotaEngine::record_provider`]. No I/O.
-    pub fn provider_budget(&self, provider: &str, now: SystemTime) -> ProviderBudget {
-        let Some((_, limits)) = self.rules.providers.get(provider) else {
-            return ProviderBudget::Available;
-        };
-        let now_ms = unix_ms(now);
-        let (start, end) = Window::Minute.bounds(now_ms);
-        let view = lock(&self.rt.providers)
-            .get(provider)
-            .copied()
-            .unwrap_or_default();
-        budget_of(limits, view, start, end)
-    }
-
-    /// Counts `requests` and `tokens` (may be negative: a correction of an
-    /// estimate) against `provider`'s shared per-minute counters and
-    /// returns its budget after. Providers without published limits cost
-    /// nothing.
-    pub async fn record_provider(
-        &self,
-        provider: &str,
-        requests: u64,
-        tokens: i64,
-        now: SystemTime,
-    ) -> ProviderBudget {
-        let Some((ns, limits)) = self.rules.providers.get_key_value(provider).map(|(_, v)| v)
-        else {
-            return ProviderBudget::Available;
-        };
-        let now_ms = unix_ms(now);
-        let (start, end) = Window::Minute.bounds(now_ms);
-        let (r, t) = self
-            .rt
-            .store
-            .provider_add(ns, provider, requests as i64, tokens, now_ms)
-            .await;
-        let view = ProviderView {
-            window_start: start,
-            requests: r,
-            tokens: t,
-        };
-        {
-            let mut views = lock(&self.rt.providers);
-            match views.get_mut(provider) {
-                Some(v) => *v = view,
-                None => {
-                    views.insert(Arc::from(provider), view);
-                }
-            }
-        }
-        budget_of(limits, view, start, end)
-    }
 }
 
 impl RuleSet {
@@ -548,88 +416,6 @@ impl RuleSet {
             quota: rule.name.clone(),
             limit: rule.limits[m.limit as usize].name,
         }
-    }
-}
-
-impl<S> RuntimeInner<S> {
-    /// Remembers a counter's value for the usage gauges.
-    pub(crate) fn note(&self, counter_id: u64, limit_id: u64, window: (u64, u64), used: i64) {
-        let mut board = lock(&self.board);
-        // Drop finished windows now and then, so callers seen once do not
-        // stay forever.
-        if board.len() > 4096 {
-            let now = window.0;
-            board.retain(|_, b| b.window.1 > now && (b.window.1 != u64::MAX || b.used > 0));
-        }
-        board.insert(
-            counter_id,
-            BoardEntry {
-                limit_id,
-                window,
-                used,
-            },
-        );
-    }
-
-    pub(crate) fn next_lease(&self) -> u64 {
-        self.lease_prefix
-            .wrapping_add(self.lease_seq.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Alerts for thresholds crossed going from `before` to `after`, each
-    /// once per window (concurrency: each time it rises across).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn crossings(
-        &self,
-        rules: &RuleSet,
-        m: Meta,
-        counter_id: u64,
-        window: (u64, u64),
-        before: i64,
-        after: i64,
-        out: &mut Vec<Alert>,
-    ) {
-        let rule = &rules.rules[m.rule as usize];
-        let max = rule.limits[m.limit as usize].max;
-        let reached = |v: i64, t: u32| i128::from(v) * 100 >= i128::from(max) * i128::from(t);
-        for &t in &rule.thresholds {
-            if reached(before, t) || !reached(after, t) {
-                continue;
-            }
-            if window.1 != u64::MAX {
-                let mut fired = lock(&self.fired);
-                if fired.len() > 4096 {
-                    let now = window.0;
-                    fired.retain(|_, end| *end > now);
-                }
-                if fired.insert((counter_id, window.0, t), window.1).is_some() {
-                    continue;
-                }
-            }
-            out.push(Alert {
-                limit: rules.limit_ref(m),
-                threshold: t,
-                used: after,
-                max,
-            });
-        }
-    }
-}
-
-fn budget_of(limits: &ProviderLimits, view: ProviderView, start: u64, end: u64) -> ProviderBudget {
-    if view.window_start != start {
-        return ProviderBudget::Available;
-    }
-    let keep = |max: u64| (max * u64::from(100 - limits.headroom_percent.min(90)) / 100).max(1);
-    let over = |limit: Option<u64>, used: i64| limit.is_some_and(|l| used >= keep(l) as i64);
-    if over(limits.requests_per_minute, view.requests)
-        || over(limits.tokens_per_minute, view.tokens)
-    {
-        ProviderBudget::Exhausted {
-            until: UNIX_EPOCH + Duration::from_millis(end),
-        }
-    } else {
-        ProviderBudget::Available
     }
 }
 

@@ -26,9 +26,11 @@ pub mod cost;
 mod decision;
 mod engine;
 mod memory;
+mod provider;
 mod redis_store;
 mod reservation;
 mod rules;
+mod runtime;
 mod store;
 mod usage;
 mod window;
@@ -40,13 +42,14 @@ pub use decision::{
     Admission, Alert, Decision, LimitRef, ProviderBudget, QuotaUsage, RateLimitInfo, RejectReason,
     Rejection, Settled,
 };
-pub use engine::{QuotaEngine, QuotaRuntime};
+pub use engine::QuotaEngine;
 pub use memory::{MemTicket, MemoryStore};
 pub use redis_store::{
     counter_key, provider_key, RedisConfig, RedisStore, RedisTicket, SharedTicket,
 };
 pub use reservation::Reservation;
 pub use rules::{Limit, LimitName, Rule, Unit, DEFAULT_CALLER_HEADER, MICRO_USD};
+pub use runtime::QuotaRuntime;
 pub use store::{Counts, Plan, PlanEntry, QuotaStore, Reserved, ScopeId, StoreStats};
 pub use usage::{UsageConfig, UsageRecord, UsageStats, UsageWriter, USAGE_STREAM};
 pub use window::{unix_ms, Window};

@@ -11,8 +11,9 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use crate::decision::{Alert, RateLimitInfo, Settled};
-use crate::engine::{Meta, RuleSet, RuntimeInner};
+use crate::engine::{Meta, RuleSet};
 use crate::rules::{micro_usd, tokens_of, Unit};
+use crate::runtime::RuntimeInner;
 use crate::store::{QuotaStore, INLINE};
 use crate::AnyStore;
 
