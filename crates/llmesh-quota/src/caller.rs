@@ -15,6 +15,21 @@ impl CallerId {
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
+
+    /// Reads the 32 hex digits `Display` writes (a usage record's
+    /// `caller_hash`).
+    pub fn from_hex(text: &str) -> Option<CallerId> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 32 {
+            return None;
+        }
+        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        let mut id = [0u8; 16];
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            id[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(CallerId(id))
+    }
 }
 
 impl fmt::Display for CallerId {
@@ -85,6 +100,11 @@ mod tests {
         assert_ne!(a.hash("alice"), a.hash("bob"));
         let shown = a.hash("alice@example.com").to_string();
         assert_eq!(shown.len(), 32);
+        assert_eq!(
+            CallerId::from_hex(&shown),
+            Some(a.hash("alice@example.com"))
+        );
+        assert_eq!(CallerId::from_hex("zz"), None);
         assert!(!shown.contains("alice"));
     }
 }

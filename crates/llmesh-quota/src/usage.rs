@@ -76,7 +76,6 @@ impl UsageRecord {
     }
 
     /// Reads a stream entry's fields back; missing numbers count as 0.
-    /// The caller hash stays text (see [`UsageRecord::caller_text`]).
     pub fn from_fields(f: &HashMap<String, String>) -> UsageRecord {
         let text = |k: &str| f.get(k).cloned().unwrap_or_default();
         let num = |k: &str| f.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -96,7 +95,7 @@ impl UsageRecord {
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0),
             status: num("status") as u16,
-            caller_hash: None,
+            caller_hash: f.get("caller_hash").and_then(|h| CallerId::from_hex(h)),
         }
     }
 }

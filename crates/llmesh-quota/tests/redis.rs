@@ -604,6 +604,40 @@ async fn usage_records_delivered_held_and_flushed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_records_read_back_as_written() {
+    let Some(srv) = RedisServer::start() else {
+        return;
+    };
+    let w = writer(&srv.url());
+    let mut r = record("gpt-4o", 1200, 345, 0.004_215);
+    // Records carry milliseconds.
+    r.ts = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms(SystemTime::now()));
+    r.cached_input_tokens = 1000;
+    r.status = 499;
+    r.caller_hash = Some(llmesh_quota::CallerHasher::new(b"k").hash("alice@example.com"));
+    w.record(r.clone());
+    w.shutdown(Duration::from_secs(5)).await;
+    let mut c = srv.conn().await;
+    let back = read_records(
+        &mut c,
+        USAGE_STREAM,
+        SystemTime::now() - Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(back, vec![r]);
+    // No field holds the caller's name.
+    let raw: redis::Value = redis::cmd("XRANGE")
+        .arg(USAGE_STREAM)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!format!("{raw:?}").contains("alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_buffer_is_bounded() {
     let Some(mut srv) = RedisServer::start() else {
         return;
