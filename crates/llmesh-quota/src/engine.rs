@@ -31,6 +31,30 @@ pub(crate) struct RuleSet {
     pub(crate) providers: HashMap<Arc<str>, (Arc<str>, ProviderLimits)>,
 }
 
+/// A downgrade quota with no room for the request.
+pub(crate) struct Full {
+    rule: usize,
+    entry: usize,
+    used: i64,
+    by: LimitRef,
+    to: Arc<str>,
+    alerts: Vec<Alert>,
+}
+
+/// Adds `alerts` to a decision's.
+fn with_alerts<S: QuotaStore>(mut d: Decision<S>, alerts: Vec<Alert>) -> Decision<S> {
+    if alerts.is_empty() {
+        return d;
+    }
+    match &mut d {
+        Decision::Allow(r)
+        | Decision::Warn { reservation: r, .. }
+        | Decision::Downgrade { reservation: r, .. } => r.add_alerts(alerts),
+        Decision::Reject(rej) => rej.alerts.extend(alerts),
+    }
+    d
+}
+
 /// Per plan entry: which rule and limit it came from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Meta {
@@ -117,22 +141,33 @@ impl<S: QuotaStore> QuotaEngine<S> {
         let (plan, meta) = self.plan(req, req.model, None, now_ms);
         match self.reserve(&plan, &meta, None).await {
             Ok(d) => d,
-            Err((rule_idx, by, to)) => {
+            Err(full) => {
                 // A downgrade quota is full: try again as the cheaper
                 // model, without the quota that downgraded it. On this
                 // second round a full downgrade quota refuses.
-                let (plan2, meta2) = self.plan(req, &to, Some(rule_idx), now_ms);
-                match self.reserve(&plan2, &meta2, Some(&to)).await {
+                let (plan2, meta2) = self.plan(req, &full.to, Some(full.rule), now_ms);
+                let decision = match self.reserve(&plan2, &meta2, Some(&full.to)).await {
                     Ok(Decision::Allow(reservation)) | Ok(Decision::Warn { reservation, .. }) => {
                         Decision::Downgrade {
-                            to_model: to,
-                            by,
+                            to_model: full.to,
+                            by: full.by,
                             reservation,
                         }
                     }
                     Ok(other) => other,
-                    Err(_) => unreachable!("the second round never downgrades"),
-                }
+                    // Not returned with `downgraded` set; refusing is the
+                    // safe reading all the same.
+                    Err(again) => Decision::Reject(self.rejection(
+                        &plan2,
+                        &meta2,
+                        again.entry,
+                        Some(again.used),
+                        now_ms,
+                    )),
+                };
+                // The downgrade quota's limit was reached: its alerts go
+                // with whatever the second round decided.
+                with_alerts(decision, full.alerts)
             }
         }
     }
@@ -151,14 +186,13 @@ impl<S: QuotaStore> QuotaEngine<S> {
             .await
     }
 
-    /// `Err((rule, limit, model))` when a downgrade quota refused on the
-    /// first round.
+    /// `Err` when a downgrade quota refused on the first round.
     async fn reserve(
         &self,
         plan: &Plan<'_>,
         meta: &[Meta],
         downgraded: Option<&Arc<str>>,
-    ) -> Result<Decision<S>, (usize, LimitRef, Arc<str>)> {
+    ) -> Result<Decision<S>, Full> {
         let now_ms = plan.now_ms;
         if plan.entries.is_empty() {
             return Ok(Decision::Allow(Reservation::empty(
@@ -218,7 +252,24 @@ impl<S: QuotaStore> QuotaEngine<S> {
                 if let (QuotaAction::Downgrade, Some(to), None) =
                     (rule.action, &rule.downgrade_to, downgraded)
                 {
-                    return Err((rule_idx, self.limit_ref(meta[entry]), to.clone()));
+                    let e = &plan.entries[entry];
+                    let mut alerts = Vec::new();
+                    self.crossings(
+                        meta[entry],
+                        e.counter_id,
+                        e.window,
+                        used,
+                        e.max as i64,
+                        &mut alerts,
+                    );
+                    return Err(Full {
+                        rule: rule_idx,
+                        entry,
+                        used,
+                        by: self.limit_ref(meta[entry]),
+                        to: to.clone(),
+                        alerts,
+                    });
                 }
                 Ok(Decision::Reject(self.rejection(
                     plan,

@@ -91,6 +91,10 @@ impl<S: QuotaStore> Reservation<S> {
         self.downgraded_to.as_ref()
     }
 
+    pub(crate) fn add_alerts(&mut self, alerts: Vec<Alert>) {
+        self.alerts.splice(0..0, alerts);
+    }
+
     /// Thresholds this admission went past: raise the alert metric.
     pub fn alerts(&self) -> &[Alert] {
         &self.alerts

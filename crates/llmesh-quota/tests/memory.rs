@@ -293,6 +293,30 @@ async fn downgrade_routes_to_the_cheaper_model() {
 }
 
 #[tokio::test]
+async fn a_downgrade_raises_the_full_quotas_alerts() {
+    let rt = memory_runtime();
+    let e = engine(
+        &rt,
+        &quota(
+            "big",
+            "  models: [\"gpt-4o\"]\n  limits: {tokensPerMinute: 100}\n  action: downgrade\n  downgradeTo: gpt-4o-mini",
+        ),
+    );
+    let first = admitted(req(at(0.0)).tokens(30, 30).admit(&e).await);
+    assert!(first.alerts().is_empty());
+    let Decision::Downgrade { reservation, .. } = req(at(1.0)).tokens(30, 30).admit(&e).await
+    else {
+        panic!("expected a downgrade")
+    };
+    let t: Vec<(&str, u32)> = reservation
+        .alerts()
+        .iter()
+        .map(|a| (&*a.limit.quota, a.threshold))
+        .collect();
+    assert_eq!(t, [("big", 80), ("big", 100)]);
+}
+
+#[tokio::test]
 async fn warn_serves_and_reports_the_excess() {
     let rt = memory_runtime();
     let e = engine(
