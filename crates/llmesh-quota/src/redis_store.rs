@@ -2,64 +2,24 @@
 //! settle (one round trip each), keys that expire with their window, and a
 //! local fallback while Redis is unreachable.
 
+mod config;
+mod keys;
+
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::Script;
 use smallvec::SmallVec;
 
+pub(crate) use self::config::manager_config;
+pub use self::config::RedisConfig;
+pub use self::keys::{counter_key, provider_key};
 use crate::memory::{MemTicket, MemoryStore};
-use crate::store::{Counts, Plan, PlanEntry, QuotaStore, Reserved, StoreStats, INLINE};
+use crate::store::{Counts, Plan, QuotaStore, Reserved, StoreStats, INLINE};
 use crate::window::{unix_ms, Window};
-
-/// Settings of the Redis store.
-#[derive(Debug, Clone)]
-pub struct RedisConfig {
-    /// `redis://host:port/db` (default `redis://127.0.0.1:6379/0`).
-    pub url: String,
-    /// Longest wait for one command; past it the call counts as a failure
-    /// and the request is decided locally (default 50 ms).
-    pub command_timeout: Duration,
-    /// Longest wait for a connection attempt (default 100 ms).
-    pub connect_timeout: Duration,
-    /// While Redis is unreachable, each sidecar enforces every limit
-    /// divided by this: the number of sidecars expected to share a budget
-    /// (default 1: each keeps the whole limit, so N sidecars may together
-    /// admit up to N times it during an outage).
-    pub local_share_divisor: u32,
-    /// Lifetime of a concurrency slot: a slot whose sidecar died unsettled
-    /// frees itself after this (default 10 minutes; a call still running
-    /// past it stops being counted as in flight).
-    pub lease: Duration,
-    /// How long a window's counter outlives the window, so late
-    /// settlements still land (default 60 s).
-    pub key_slack: Duration,
-    /// While degraded, one request per interval tries Redis again
-    /// (default 1 s); the others go straight to the local fallback.
-    pub probe_interval: Duration,
-    /// Settlements that could not reach Redis, held for replay when it is
-    /// back (default 10 000; beyond it they are counted and logged).
-    pub max_pending_settlements: usize,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            url: "redis://127.0.0.1:6379/0".into(),
-            command_timeout: Duration::from_millis(50),
-            connect_timeout: Duration::from_millis(100),
-            local_share_divisor: 1,
-            lease: Duration::from_secs(600),
-            key_slack: Duration::from_secs(60),
-            probe_interval: Duration::from_secs(1),
-            max_pending_settlements: 10_000,
-        }
-    }
-}
 
 /// Quota counters in Redis, shared by every sidecar pointing at it.
 #[derive(Debug, Clone)]
@@ -116,8 +76,8 @@ impl RedisStore {
                 local: MemoryStore::with_divisor(cfg.local_share_divisor),
                 cfg,
                 conn,
-                reserve: Script::new(include_str!("lua/reserve.lua")),
-                settle: Script::new(include_str!("lua/settle.lua")),
+                reserve: Script::new(include_str!("redis_store/reserve.lua")),
+                settle: Script::new(include_str!("redis_store/settle.lua")),
                 degraded: AtomicBool::new(false),
                 epoch: AtomicU64::new(0),
                 next_probe_ms: AtomicU64::new(0),
@@ -141,45 +101,6 @@ impl RedisStore {
     pub fn connection(&self) -> ConnectionManager {
         self.inner.conn.clone()
     }
-}
-
-/// Connection settings: short timeouts and one quick retry, so a dead
-/// Redis costs a request at most about one command timeout, and only the
-/// probing request pays it while degraded.
-pub(crate) fn manager_config(cfg: &RedisConfig) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(cfg.connect_timeout))
-        .set_response_timeout(Some(cfg.command_timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(10))
-        .set_max_delay(Duration::from_millis(200))
-}
-
-/// `llmesh:q:{<namespace>}:<quota>:<scope>:<limit>:<window start, s>`; the
-/// namespace is a hash tag, so every key of one plan lives in one Redis
-/// Cluster slot, as a multi-key script requires.
-pub fn counter_key(e: &PlanEntry<'_>) -> String {
-    let mut k = String::with_capacity(48 + e.namespace.len() + e.quota.len());
-    let _ = write!(
-        k,
-        "llmesh:q:{{{}}}:{}:{}:{}",
-        e.namespace,
-        e.quota,
-        e.scope,
-        e.limit.key()
-    );
-    if e.window.1 != u64::MAX {
-        let _ = write!(k, ":{}", e.window.0 / 1000);
-    }
-    k
-}
-
-/// `llmesh:p:{<namespace>}:<provider>:<rpm|tpm>:<minute start, s>`.
-pub fn provider_key(namespace: &str, provider: &str, what: &str, window_start_ms: u64) -> String {
-    format!(
-        "llmesh:p:{{{namespace}}}:{provider}:{what}:{}",
-        window_start_ms / 1000
-    )
 }
 
 fn wall_ms() -> u64 {
