@@ -280,6 +280,13 @@ pub enum ProviderBudget {
     },
 }
 
+impl QuotaUsage {
+    /// What is left of the limit (0 once it is reached or passed).
+    pub fn remaining(&self) -> u64 {
+        (self.max as i64 - self.used).max(0) as u64
+    }
+}
+
 pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000) as u64
 }

@@ -400,7 +400,7 @@ async fn settle_corrections_raise_thresholds() {
     let t: Vec<u32> = s.alerts.iter().map(|a| a.threshold).collect();
     assert_eq!(t, vec![80]);
     let u = e.usage(at(1.0));
-    assert_eq!((u[0].used, u[0].max), (95, 100));
+    assert_eq!((u[0].used, u[0].max, u[0].remaining()), (95, 100, 5));
     assert_eq!(u[0].resets_in, Some(Duration::from_secs(59)));
     assert_eq!(u[0].scope, "namespace");
 }

@@ -84,7 +84,8 @@ async fn reserve_and_settle_are_atomic_and_exact() {
     assert_eq!(c.zcard::<_, i64>(&conc).await.unwrap(), 1);
     // Keys expire with their window plus the slack.
     let ttl: i64 = c.pttl(&tpm).await.unwrap();
-    assert!(ttl > 60_000 && ttl <= 120_000, "{ttl}");
+    // (The window may end a moment after `now`: allow for the time since.)
+    assert!(ttl > 55_000 && ttl <= 120_000, "{ttl}");
 
     // 700 left: a 800-token request is refused and nothing is counted.
     let d = req(now).tokens(300, 500).admit(&e).await;
