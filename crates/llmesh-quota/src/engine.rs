@@ -490,5 +490,8 @@ fn assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<QuotaEngine<crate::MemoryStore>>();
     is::<QuotaEngine<AnyStore>>();
+    // Reservations travel with the response body to wherever it ends.
+    is::<Reservation<AnyStore>>();
+    is::<Decision<AnyStore>>();
     is::<LimitName>();
 }
