@@ -5,7 +5,7 @@ MOCK_PORT ?= 18080
 POLICY ?= examples/local/policy.yaml
 export LLMESH_MOCK_KEY ?= mock-key-local-only
 
-.PHONY: run test lint fmt build release bench bench-faults deps nextest clean crds
+.PHONY: run test lint fmt build release bench bench-faults bench-quota deps nextest clean crds
 
 ## run: build, start the mock provider and the proxy on the embedded policy, print a curl line
 run:
@@ -36,11 +36,13 @@ release:
 build:
 	$(CARGO) build --workspace --all-targets
 
-## deps: install what the tests need when missing: cargo-nextest, and
+## deps: install what the tests need when missing: cargo-nextest,
 ## Debian's prometheus package (promtool and the server) for the metrics,
-## dashboard and alert checks in tests/observability.rs. apt-get runs as
-## root, through sudo otherwise. On a machine with systemd the package also
-## starts a prometheus service on :9090; the tests never use it.
+## dashboard and alert checks in tests/observability.rs, and Debian's
+## redis-server for the quota store tests (crates/llmesh-quota/tests/redis.rs
+## start their own on a free loopback port). apt-get runs as root, through
+## sudo otherwise. On a machine with systemd the packages also start
+## prometheus on :9090 and redis on :6379; the tests use neither.
 deps:
 	@command -v cargo-nextest >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
@@ -48,6 +50,12 @@ deps:
 	  echo "installing prometheus (Debian package) for the observability tests"; \
 	  $$sudo apt-get update && \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
+	fi
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing redis-server (Debian package) for the quota store tests"; \
+	  $$sudo apt-get update && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server; \
 	fi
 
 ## test: lint, then the whole suite (unit, golden, end-to-end over loopback)
@@ -74,6 +82,12 @@ bench: release
 ## BENCH_ARGS passes flags (e.g. --quick, --fault-requests N).
 bench-faults: release
 	./target/release/llmesh-bench --faults $(BENCH_ARGS)
+
+## bench-quota: the latency a quota check adds (llmesh-quota's admit and
+## settle) with the memory store and with Redis on loopback (a redis-server
+## it starts; LLMESH_BENCH_REDIS=redis://... to use another). ~30 s.
+bench-quota: release
+	./target/release/llmesh-bench --quota $(BENCH_ARGS)
 
 ## crds: regenerate crds/*.yaml from the Rust types in crates/llmesh-api
 ## (a test fails while the committed files differ from the types)

@@ -10,12 +10,16 @@
 //!
 //! `llmesh-bench --dlp` times the data-classification engine (llmesh-dlp)
 //! in process, without starting anything (see `dlp.rs`).
+//!
+//! `llmesh-bench --quota` times a quota check (llmesh-quota) in process,
+//! with the memory store and with Redis on loopback (see `quota.rs`).
 #![forbid(unsafe_code)]
 
 mod dlp;
 mod faults;
 mod load;
 mod procs;
+mod quota;
 mod report;
 
 use std::path::PathBuf;
@@ -78,7 +82,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Also write the results as JSON to this file.
-    #[arg(long, conflicts_with_all = ["faults", "dlp"])]
+    #[arg(long, conflicts_with_all = ["faults", "dlp", "quota"])]
     json: Option<PathBuf>,
     /// Run the reliability benchmark instead: failing upstreams, through
     /// the proxy (retries, breaker, second backend) and directly.
@@ -91,6 +95,11 @@ struct Args {
     /// process (scan and redact of chat bodies, detector throughput).
     #[arg(long, conflicts_with = "faults")]
     dlp: bool,
+    /// Run the quota benchmark instead: llmesh-quota's admit and settle
+    /// with the memory store and with Redis on loopback (a redis-server it
+    /// starts, or LLMESH_BENCH_REDIS).
+    #[arg(long, conflicts_with_all = ["faults", "dlp"])]
+    quota: bool,
     /// --faults: clients in flight.
     #[arg(long, default_value_t = 8, requires = "faults")]
     fault_clients: usize,
@@ -185,6 +194,18 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if args.dlp {
         return match dlp::run(&dlp::DlpPlan { quick: args.quick }) {
+            Ok(md) => {
+                println!("{md}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("llmesh-bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.quota {
+        return match quota::run(&quota::QuotaPlan { quick: args.quick }) {
             Ok(md) => {
                 println!("{md}");
                 ExitCode::SUCCESS

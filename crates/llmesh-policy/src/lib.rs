@@ -18,7 +18,7 @@ mod snapshot;
 pub use compile::{compile, CompileError, EnvFileSecrets, SecretSource, DEFAULT_SECRETS_DIR};
 pub use data_policy::{DataGuard, DataPolicy, DEFAULT_CLASS_HEADER};
 pub use duration::parse_duration;
-pub use quota::Quota;
+pub use quota::{parse_usd, Quota};
 pub use route::{
     Backend, BreakerSettings, ClassSet, Fallback, RetrySettings, Route, RouteMatch, StrategyKind,
     Timeouts,

@@ -117,7 +117,7 @@ pub(crate) fn compile_quota(cx: &mut Ctx<'_>, q: &Resource<LLMQuotaSpec>) -> Opt
 }
 
 /// A USD amount written as a decimal string (`"50"`, `"12.50"`), above 0.
-pub(crate) fn parse_usd(text: &str) -> Result<f64, String> {
+pub fn parse_usd(text: &str) -> Result<f64, String> {
     let (whole, frac) = text.split_once('.').unwrap_or((text, "0"));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(whole) || !digits(frac) {
