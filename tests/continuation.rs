@@ -55,30 +55,6 @@ async fn env() -> Env {
     env
 }
 
-/// Text deltas of an OpenAI stream, joined.
-fn openai_text(sse: &str) -> String {
-    sse_data(sse)
-        .iter()
-        .filter(|d| d.as_str() != "[DONE]")
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
-}
-
-/// Text deltas of an Anthropic stream, joined.
-fn anthropic_text(sse: &str) -> String {
-    sse_data(sse)
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter(|v| v["type"] == "content_block_delta")
-        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_string))
-        .collect()
-}
-
 #[tokio::test]
 async fn an_openai_client_reads_one_answer_when_the_stream_is_continued() {
     let env = env().await;

@@ -5,7 +5,7 @@
 
 use llmesh_mock::Behavior;
 use llmesh_tests::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const EMAIL: &str = "jane.doe@example.com";
 const CARD: &str = "4111 1111 1111 1111";
@@ -65,27 +65,6 @@ fn sent_bodies(env: &Env) -> String {
         .map(|r| r.body.to_string())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn openai_text(sse: &str) -> String {
-    sse_data(sse)
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
-}
-
-fn anthropic_text(sse: &str) -> String {
-    sse_data(sse)
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter(|v| v["type"] == "content_block_delta")
-        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_string))
-        .collect()
 }
 
 #[tokio::test]

@@ -312,6 +312,30 @@ pub fn sse_data(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Text deltas of an OpenAI chat stream (first choice), joined.
+pub fn openai_text(sse: &str) -> String {
+    sse_data(sse)
+        .iter()
+        .filter(|d| d.as_str() != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Text deltas of an Anthropic message stream, joined.
+pub fn anthropic_text(sse: &str) -> String {
+    sse_data(sse)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v["type"] == "content_block_delta")
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// `event:` names of an SSE text, in order.
 pub fn sse_events(text: &str) -> Vec<String> {
     text.lines()
