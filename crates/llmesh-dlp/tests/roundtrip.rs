@@ -11,7 +11,7 @@ const EMAIL: &str = "jane.doe@example.com";
 const CARD: &str = "4111 1111 1111 1111";
 const PHONE: &str = "+44 20 7946 0958";
 const IBAN: &str = "DE89 3704 0044 0532 0130 00";
-const KEY: &str = "sk-proj-Ab3dEfGhIjKlMnOpQrStUvWxYz0123456789";
+const KEY: &str = concat!("sk-proj-", "Ab3dEfGhIjKlMnOpQrStUvWxYz0123456789");
 /// A custom-pattern value with a quote and a backslash.
 const CODENAME: &str = r#"codename "Blue\Bird""#;
 
