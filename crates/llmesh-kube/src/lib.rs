@@ -111,11 +111,20 @@ pub fn to_resource(kind: &str, obj: &DynamicObject) -> Result<AnyResource, Strin
     }
 }
 
-struct Watched {
-    kind: &'static str,
-    platform: bool,
-    store: Store<DynamicObject>,
+/// One reflector's store: the objects of one kind in one namespace (or in
+/// every namespace).
+pub struct Watched {
+    /// The kind, e.g. `LLMRoute`.
+    pub kind: &'static str,
+    /// True for the platform namespace's store.
+    pub platform: bool,
+    /// The reflector's store.
+    pub store: Store<DynamicObject>,
 }
+
+/// Where a reflector set watches: a namespace (`None`: every namespace),
+/// and whether it is the platform namespace.
+pub type Target = (Option<String>, bool);
 
 /// Starts the reflectors and returns the channel of views. It holds `None`
 /// until every store has completed its first list, then the latest view.
@@ -123,23 +132,44 @@ struct Watched {
 pub fn spawn(
     client: Client,
     scope: Scope,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> watch::Receiver<Option<Arc<View>>> {
-    let (tx, rx) = watch::channel(None);
-    let mut namespaces = vec![(scope.namespace.clone(), false)];
+    let mut targets: Vec<Target> = vec![(Some(scope.namespace.clone()), false)];
     if let Some(p) = scope
         .platform_namespace
         .filter(|p| !p.is_empty() && *p != scope.namespace)
     {
-        namespaces.push((p, true));
+        targets.push((Some(p), true));
     }
+    spawn_with(client, &targets, shutdown, merge)
+}
+
+/// One reflector per kind and target. Once every store has listed, each
+/// batch of events (whatever is already waiting is taken together)
+/// publishes `view(stores)` on the returned channel, so a burst collapses
+/// into its latest state and a slow consumer never blocks the watches.
+/// A watch error is logged once per failing store, and its recovery once.
+pub fn spawn_with<T, F>(
+    client: Client,
+    targets: &[Target],
+    mut shutdown: watch::Receiver<bool>,
+    view: F,
+) -> watch::Receiver<Option<Arc<T>>>
+where
+    T: Send + Sync + 'static,
+    F: Fn(&[Watched]) -> T + Send + 'static,
+{
+    let (tx, rx) = watch::channel(None);
     let mut watched = Vec::new();
     let mut streams: Vec<BoxStream<'static, (usize, Result<bool, watcher::Error>)>> = Vec::new();
-    for (ns, platform) in &namespaces {
+    for (ns, platform) in targets {
         for (kind, plural) in KINDS {
             let gvk = GroupVersionKind::gvk(GROUP, VERSION, kind);
             let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+            let api: Api<DynamicObject> = match ns {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                None => Api::all_with(client.clone(), &ar),
+            };
             let writer = reflector::store::Writer::new(ar);
             let index = watched.len();
             watched.push(Watched {
@@ -149,10 +179,7 @@ pub fn spawn(
             });
             let events = reflector::reflector(writer, watcher(api, watcher::Config::default()))
                 .default_backoff()
-                .map(move |ev| {
-                    let ev = ev.map(|e| matches!(e, watcher::Event::InitDone));
-                    (index, ev)
-                });
+                .map(move |ev| (index, ev.map(|e| matches!(e, watcher::Event::InitDone))));
             streams.push(events.boxed());
         }
     }
@@ -167,26 +194,24 @@ pub fn spawn(
                 _ = tx.closed() => break,
             };
             let Some(first) = first else { break };
-            // Take every event that is already waiting, then publish once.
             let mut batch = vec![first];
             while let Some(Some(ev)) = all.next().now_or_never() {
                 batch.push(ev);
             }
             for (index, ev) in batch {
+                let w = &watched[index];
                 match ev {
                     Ok(done) => {
-                        if done {
-                            synced[index] = true;
-                        }
+                        synced[index] |= done;
                         if failing.remove(&index) {
-                            tracing::info!(kind = watched[index].kind, "watch recovered");
+                            tracing::info!(kind = w.kind, platform = w.platform, "watch recovered");
                         }
                     }
                     Err(e) => {
                         if failing.insert(index) {
                             tracing::warn!(
-                                kind = watched[index].kind,
-                                platform = watched[index].platform,
+                                kind = w.kind,
+                                platform = w.platform,
                                 error = %e,
                                 "watch failed; retrying with backoff, the last policy keeps serving"
                             );
@@ -194,11 +219,8 @@ pub fn spawn(
                     }
                 }
             }
-            if synced.iter().all(|s| *s) {
-                let view = merge(&watched);
-                if tx.send(Some(Arc::new(view))).is_err() {
-                    break;
-                }
+            if synced.iter().all(|s| *s) && tx.send(Some(Arc::new(view(&watched)))).is_err() {
+                break;
             }
         }
     });
