@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::body::{push_json_str, push_num, Events};
-use crate::common::{count_words, prefill_words, push_text_from, word_piece, ChatReq, Plan};
+use crate::common::{count_words, prefill_words, ChatReq, Plan};
 
 pub(crate) fn parse_chat(body: &Value) -> Result<ChatReq<'_>, String> {
     let model = body
@@ -99,14 +99,7 @@ pub(crate) fn render(p: &Plan) -> String {
         }
         None => {
             out.push_str("[{\"type\":\"text\",\"text\":");
-            match &p.echo {
-                Some(pieces) => push_json_str(&mut out, &pieces.concat()),
-                None => {
-                    out.push('"');
-                    push_text_from(&mut out, p.first_word, p.output_tokens);
-                    out.push('"');
-                }
-            }
+            p.push_text_json(&mut out);
             out.push_str("}]");
         }
     }
@@ -153,22 +146,11 @@ pub(crate) fn render_stream(p: &Plan) -> Events {
                 o.push_str("{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}");
             });
             ev.sse_named("ping", |o| o.push_str("{\"type\":\"ping\"}"));
-            if let Some(pieces) = &p.echo {
-                for piece in pieces {
-                    ev.sse_named("content_block_delta", |o| {
-                        o.push_str("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":");
-                        push_json_str(o, piece);
-                        o.push_str("}}");
-                    });
-                }
-            }
-            for i in (p.first_word..p.first_word + n).filter(|_| p.echo.is_none()) {
-                let (sep, w) = word_piece(i);
+            for k in 0..n {
                 ev.sse_named("content_block_delta", |o| {
-                    o.push_str("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"");
-                    o.push_str(sep);
-                    o.push_str(w);
-                    o.push_str("\"}}");
+                    o.push_str("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":");
+                    p.push_piece_json(k, o);
+                    o.push_str("}}");
                 });
             }
         }

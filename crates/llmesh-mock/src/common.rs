@@ -178,6 +178,38 @@ pub(crate) struct Plan<'a> {
     pub sse: bool,
 }
 
+impl Plan<'_> {
+    /// The whole answer text as a JSON string literal: the echoed pieces,
+    /// or the generated words.
+    pub(crate) fn push_text_json(&self, out: &mut String) {
+        match &self.echo {
+            Some(pieces) => crate::body::push_json_str(out, &pieces.concat()),
+            None => {
+                out.push('"');
+                push_text_from(out, self.first_word, self.output_tokens);
+                out.push('"');
+            }
+        }
+    }
+
+    /// Streamed piece `k` (of `output_tokens`) as a JSON string literal.
+    pub(crate) fn push_piece_json(&self, k: usize, out: &mut String) {
+        match &self.echo {
+            Some(pieces) => {
+                crate::body::push_json_str(out, pieces.get(k).map_or("", String::as_str))
+            }
+            None => {
+                // Generated words need no escaping.
+                let (sep, w) = word_piece(self.first_word + k);
+                out.push('"');
+                out.push_str(sep);
+                out.push_str(w);
+                out.push('"');
+            }
+        }
+    }
+}
+
 pub(crate) struct ToolCall<'a> {
     pub name: &'a str,
     /// Arguments as compact JSON text.

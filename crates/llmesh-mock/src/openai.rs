@@ -7,9 +7,7 @@
 use serde_json::Value;
 
 use crate::body::{push_json_str, push_num, Events};
-use crate::common::{
-    count_words, embedding, prefill_words, push_text_from, word_piece, ChatReq, Plan,
-};
+use crate::common::{count_words, embedding, prefill_words, ChatReq, Plan};
 
 pub(crate) fn parse_chat(body: &Value) -> Result<ChatReq<'_>, String> {
     let model = body
@@ -106,14 +104,7 @@ pub(crate) fn render(p: &Plan) -> String {
             out.push_str("}}]");
         }
         None => {
-            match &p.echo {
-                Some(pieces) => push_json_str(&mut out, &pieces.concat()),
-                None => {
-                    out.push('"');
-                    push_text_from(&mut out, p.first_word, p.output_tokens);
-                    out.push('"');
-                }
-            }
+            p.push_text_json(&mut out);
             out.push_str(",\"refusal\":null");
         }
     }
@@ -172,22 +163,11 @@ pub(crate) fn render_stream(p: &Plan) -> Events {
             chunk(&mut ev, &|o| {
                 o.push_str("{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}")
             });
-            if let Some(pieces) = &p.echo {
-                for piece in pieces {
-                    chunk(&mut ev, &|o| {
-                        o.push_str("{\"content\":");
-                        push_json_str(o, piece);
-                        o.push('}');
-                    });
-                }
-            }
-            for i in (p.first_word..p.first_word + n).filter(|_| p.echo.is_none()) {
-                let (sep, w) = word_piece(i);
+            for k in 0..n {
                 chunk(&mut ev, &|o| {
-                    o.push_str("{\"content\":\"");
-                    o.push_str(sep);
-                    o.push_str(w);
-                    o.push_str("\"}");
+                    o.push_str("{\"content\":");
+                    p.push_piece_json(k, o);
+                    o.push('}');
                 });
             }
         }
