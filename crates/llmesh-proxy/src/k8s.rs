@@ -99,9 +99,10 @@ fn apply(shared: &Shared, view: &View, memory: &mut Memory) {
     // (kind, message) of every object not served as it is now.
     let mut rejected: Vec<(&'static str, String)> = Vec::new();
     let mut docs = Vec::with_capacity(view.objects.len());
-    let mut names: HashMap<String, String> = HashMap::new();
+    // `Kind/name` -> (kind, `Kind/namespace/name`), to name compile errors.
+    let mut names: HashMap<String, (&'static str, String)> = HashMap::new();
     for o in &view.objects {
-        names.insert(o.key(), o.full_name());
+        names.insert(o.key(), (o.kind, o.full_name()));
         match o.to_resource() {
             Ok(r) => docs.push(r),
             Err(e) => {
@@ -130,12 +131,7 @@ fn apply(shared: &Shared, view: &View, memory: &mut Memory) {
         .collect();
     for e in &built.errors {
         let key = key_of_error(&e.resource);
-        let kind = view
-            .objects
-            .iter()
-            .find(|o| o.key() == key)
-            .map_or("", |o| o.kind);
-        let name = names.get(&key).cloned().unwrap_or(key);
+        let (kind, name) = names.get(&key).cloned().unwrap_or(("", key));
         rejected.push((kind, format!("{name}: {}: {}", e.field, e.message)));
     }
     let mut substituted = false;

@@ -301,7 +301,7 @@ impl Metrics {
         // Make the reload families visible before the first reload happens.
         reloads.with_label_values(&["success"]);
         reloads.with_label_values(&["failure"]);
-        for kind in ["LLMProvider", "LLMRoute", "LLMQuota", "LLMDataPolicy"] {
+        for (kind, _) in llmesh_kube::KINDS {
             rejected_resources.with_label_values(&[kind]);
         }
 
