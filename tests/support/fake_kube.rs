@@ -16,6 +16,10 @@
 //! - Leases (`coordination.k8s.io/v1`: GET, POST, PUT with resourceVersion
 //!   checks answering 409) and Event creation (`events.k8s.io/v1` and core
 //!   `v1`), in `fake_kube/control.rs`.
+//! - `GET /version`, Secrets and MutatingWebhookConfigurations (the sidecar
+//!   injector's certificate and caBundle), in `fake_kube/admission.rs`:
+//!   [`FakeKube::put_webhook_configuration`], [`FakeKube::webhook_configuration`],
+//!   [`FakeKube::secret`], [`FakeKube::set_minor_version`].
 //! - Tests change objects ([`FakeKube::apply`], [`FakeKube::delete`]),
 //!   cut every open watch ([`FakeKube::drop_watches`]), compact history
 //!   ([`FakeKube::compact`]) or make every request fail
@@ -39,6 +43,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
+mod admission;
 mod control;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -67,6 +72,12 @@ struct State {
     leases: BTreeMap<(String, String), Value>,
     /// Events created, in order.
     events: Vec<Value>,
+    /// Other objects (Secrets, webhook configurations) by API path.
+    plain: BTreeMap<String, Value>,
+    /// API paths of accepted JSON patches, in order.
+    patches: Vec<String>,
+    /// The minor version `GET /version` answers (major is 1).
+    minor_version: u32,
 }
 
 /// The fake API server. Dropping it stops it.
@@ -125,6 +136,7 @@ impl FakeKube {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             rv: 100,
+            minor_version: 33,
             ..State::default()
         }));
         let (notify, _) = broadcast::channel(1024);
@@ -328,6 +340,36 @@ impl FakeKube {
         self.state.lock().unwrap().events.clone()
     }
 
+    /// Stores a MutatingWebhookConfiguration (as `kubectl apply` would).
+    pub fn put_webhook_configuration(&self, mut obj: Value) {
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        let mut st = self.state.lock().unwrap();
+        admission::stamp(&mut st, &mut obj);
+        st.plain.insert(admission::webhook_key(&name), obj);
+    }
+
+    /// The stored MutatingWebhookConfiguration.
+    pub fn webhook_configuration(&self, name: &str) -> Option<Value> {
+        let st = self.state.lock().unwrap();
+        st.plain.get(&admission::webhook_key(name)).cloned()
+    }
+
+    /// The stored Secret.
+    pub fn secret(&self, ns: &str, name: &str) -> Option<Value> {
+        let st = self.state.lock().unwrap();
+        st.plain.get(&admission::secret_key(ns, name)).cloned()
+    }
+
+    /// How many JSON patches were accepted (webhook configurations).
+    pub fn json_patch_count(&self) -> usize {
+        self.state.lock().unwrap().patches.len()
+    }
+
+    /// The Kubernetes minor version `GET /version` reports (default 33).
+    pub fn set_minor_version(&self, minor: u32) {
+        self.state.lock().unwrap().minor_version = minor;
+    }
+
     /// The stored Lease.
     pub fn lease(&self, ns: &str, name: &str) -> Option<Value> {
         let key = (ns.to_string(), name.to_string());
@@ -420,6 +462,9 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if let Some(r) = admission::route(&parts, &method, &content_type, &body, &state) {
+        return r;
+    }
     match parts.as_slice() {
         ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases", rest @ ..] => {
             return control::leases(&method, ns, rest.first().copied(), &body, &state);

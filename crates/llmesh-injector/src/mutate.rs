@@ -214,13 +214,15 @@ pub fn patch(pod: &Value, cfg: &SidecarConfig, native: bool) -> Mutation {
             .push(json!({"op": "add", "path": "/spec/containers/-", "value": sidecar}));
     }
 
-    // Credential Secrets, mounted in the sidecar only.
+    // Credential Secrets, mounted in the sidecar only. Files are root-owned
+    // without an fsGroup, so they must be world-readable for the non-root
+    // sidecar; no other container mounts the volume.
     let volumes: Vec<Value> = cfg
         .credential_secrets
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            json!({"name": format!("llmesh-secret-{i}"), "secret": {"secretName": s, "optional": true, "defaultMode": 0o440}})
+            json!({"name": format!("llmesh-secret-{i}"), "secret": {"secretName": s, "optional": true, "defaultMode": 0o444}})
         })
         .collect();
     if !volumes.is_empty() {
