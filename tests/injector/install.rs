@@ -1,1 +1,467 @@
-//! The Helm chart and the plain manifests (filled in with the chart).
+//! The Helm chart and `manifests/install.yaml`: Helm's own lint passes, the
+//! chart's CRDs are the generated ones, and the plain manifests hold the
+//! chart's objects with its default values (kinds, names, images, ports,
+//! RBAC rules, webhook settings, shipped dashboard and sidecar settings).
+//!
+//! Templates are not rendered here (Helm does that, in `helm lint` and on a
+//! cluster in `e2e/`): each template is read as YAML with its `{{ }}`
+//! expressions blanked, which keeps every literal field such as kinds,
+//! names and RBAC rules comparable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use llmesh_injector::SidecarConfig;
+use pretty_assertions::assert_eq;
+use serde_json::Value;
+
+use super::root;
+
+const NAMESPACE: &str = "llmesh-system";
+const BLANK: &str = "TEMPLATED";
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn values() -> Value {
+    serde_yaml::from_str(&read("charts/llmesh/values.yaml")).unwrap()
+}
+
+fn app_version() -> String {
+    let chart: Value = serde_yaml::from_str(&read("charts/llmesh/Chart.yaml")).unwrap();
+    chart["appVersion"].as_str().unwrap().to_string()
+}
+
+fn install() -> Vec<Value> {
+    yaml_docs(&read("manifests/install.yaml"))
+}
+
+/// Whether a `.Values.a.b` path is set (truthy) in values.yaml.
+fn truthy(values: &Value, path: &str) -> bool {
+    let v = path
+        .trim_start_matches(".Values.")
+        .split('.')
+        .fold(values, |v, k| &v[k]);
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::Number(_) => true,
+    }
+}
+
+/// The objects of one template with the default values: none when the file
+/// is wholly inside `{{- if .Values.x }}` and x is off; otherwise its
+/// documents with template-only lines dropped and expressions blanked.
+fn template_objects(path: &Path, values: &Value) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .unwrap_or("");
+    if let Some(cond) = first
+        .trim()
+        .strip_prefix("{{- if ")
+        .and_then(|r| r.strip_suffix(" }}"))
+    {
+        assert!(
+            cond.starts_with(".Values."),
+            "{}: gate on one values path",
+            path.display()
+        );
+        if !truthy(values, cond) {
+            return Vec::new();
+        }
+    }
+    let mut kept = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("{{") && t.ends_with("}}") && t.matches("{{").count() == 1 {
+            continue;
+        }
+        let mut out = String::new();
+        let mut rest = line;
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..].find("}}").map(|e| start + e + 2).unwrap();
+            out.push_str(BLANK);
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        kept.push_str(&out);
+        kept.push('\n');
+    }
+    yaml_docs(&kept)
+}
+
+/// Every object the chart installs with its default values: templates and CRDs.
+fn chart_objects() -> Vec<Value> {
+    let values = values();
+    let dir = root().join("charts/llmesh/templates");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut out: Vec<Value> = files
+        .iter()
+        .flat_map(|f| template_objects(f, &values))
+        .collect();
+    for crd in chart_crds() {
+        out.extend(yaml_docs(&read(&format!("charts/llmesh/crds/{crd}"))));
+    }
+    out
+}
+
+fn chart_crds() -> BTreeSet<String> {
+    std::fs::read_dir(root().join("charts/llmesh/crds"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn key(o: &Value) -> (String, String) {
+    (
+        o["kind"].as_str().unwrap_or("?").to_string(),
+        o["metadata"]["name"].as_str().unwrap_or("?").to_string(),
+    )
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objs.iter()
+        .find(|o| key(o) == (kind.to_string(), name.to_string()))
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn helm_lint_passes_on_the_chart() {
+    let out = Command::new("python3")
+        .arg(root().join("tests/injector/helm_lint.py"))
+        .arg(root().join("charts/llmesh"))
+        .arg("--strict")
+        .output()
+        .expect("python3 is needed for helm lint (make deps)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "helm lint failed:\n{text}");
+    assert!(
+        text.contains("default values: INFO") || text.contains("default values: OK"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_charts_crds_are_the_generated_ones() {
+    let generated: BTreeSet<String> = std::fs::read_dir(root().join("crds"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("llmesh.io_") && n.ends_with(".yaml"))
+        .collect();
+    assert_eq!(
+        chart_crds(),
+        generated,
+        "make crds copies crds/llmesh.io_*.yaml into the chart"
+    );
+    for name in &generated {
+        assert_eq!(
+            read(&format!("charts/llmesh/crds/{name}")),
+            read(&format!("crds/{name}")),
+            "{name} differs: run make crds"
+        );
+    }
+}
+
+#[test]
+fn every_object_has_api_version_kind_and_metadata() {
+    for (source, objs) in [("chart", chart_objects()), ("install.yaml", install())] {
+        assert!(objs.len() > 20, "{source}: {} objects", objs.len());
+        for o in &objs {
+            let ok = o["apiVersion"].as_str().is_some_and(|s| !s.is_empty())
+                && o["kind"].as_str().is_some_and(|s| !s.is_empty())
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty());
+            assert!(
+                ok,
+                "{source}: an object without apiVersion, kind or metadata.name: {o}"
+            );
+        }
+    }
+}
+
+#[test]
+fn install_yaml_holds_the_charts_objects() {
+    let chart: BTreeSet<_> = chart_objects().iter().map(key).collect();
+    let mut plain: BTreeSet<_> = install().iter().map(key).collect();
+    // Helm creates the namespace (--create-namespace); kubectl needs it written.
+    assert!(plain.remove(&("Namespace".into(), NAMESPACE.into())));
+    assert_eq!(plain, chart);
+    // Namespaced objects of install.yaml are all in llmesh-system.
+    for o in install() {
+        if let Some(ns) = o["metadata"]["namespace"].as_str() {
+            assert_eq!(ns, NAMESPACE, "{:?}", key(&o));
+        }
+    }
+}
+
+/// Containers of every Deployment: (deployment, container) -> container.
+fn containers(objs: &[Value]) -> BTreeMap<(String, String), Value> {
+    objs.iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .flat_map(|d| {
+            let dn = d["metadata"]["name"].as_str().unwrap().to_string();
+            d["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |c| {
+                    (
+                        (dn.clone(), c["name"].as_str().unwrap().to_string()),
+                        c.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn images_ports_and_settings_follow_the_default_values() {
+    let values = values();
+    let version = app_version();
+    let plain = install();
+    let chart = chart_objects();
+    let pc = containers(&plain);
+    let cc = containers(&chart);
+    assert_eq!(pc.keys().collect::<Vec<_>>(), cc.keys().collect::<Vec<_>>());
+    for (component, port_key) in [("injector", "port"), ("controller", "metricsPort")] {
+        let deployment = format!("llmesh-{component}");
+        let image = &values[component]["image"];
+        let tag = image["tag"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .unwrap_or(&version);
+        let (_, c) = pc.iter().find(|((d, _), _)| *d == deployment).unwrap();
+        assert_eq!(
+            c["image"],
+            format!("{}:{tag}", image["repository"].as_str().unwrap())
+        );
+        assert_eq!(c["imagePullPolicy"], image["pullPolicy"]);
+        assert_eq!(c["ports"][0]["containerPort"], values[component][port_key]);
+        assert_eq!(c["resources"], values[component]["resources"]);
+        let d = find(&plain, "Deployment", &deployment);
+        assert_eq!(d["spec"]["replicas"], values[component]["replicas"]);
+        // Port names and probes are literal in the template: they must agree.
+        let (_, t) = cc.iter().find(|((d, _), _)| *d == deployment).unwrap();
+        assert_eq!(c["ports"][0]["name"], t["ports"][0]["name"]);
+        assert_eq!(c["readinessProbe"], t["readinessProbe"]);
+        assert_eq!(c["livenessProbe"], t["livenessProbe"]);
+        assert_eq!(c["securityContext"], t["securityContext"]);
+    }
+    // The controller and the sidecars share the quota store.
+    let (_, controller) = pc
+        .iter()
+        .find(|((d, _), _)| d == "llmesh-controller")
+        .unwrap();
+    let env = controller["env"].as_array().unwrap();
+    let store = env
+        .iter()
+        .find(|e| e["name"] == "LLMESH_QUOTA_STORE")
+        .unwrap();
+    assert_eq!(store["value"], values["quotaStore"]);
+
+    // Services point at the containers' named ports.
+    for name in ["llmesh-injector", "llmesh-controller"] {
+        let p = &find(&plain, "Service", name)["spec"]["ports"][0];
+        let t = &find(&chart, "Service", name)["spec"]["ports"][0];
+        assert_eq!(p["targetPort"], t["targetPort"]);
+        assert_eq!(p["name"], t["name"]);
+    }
+}
+
+#[test]
+fn the_sidecar_settings_are_the_values_and_valid() {
+    let values = values();
+    let cm = find(&install(), "ConfigMap", "llmesh-injector-config").clone();
+    let text = cm["data"]["sidecar.yaml"].as_str().unwrap();
+    let plain: Value = serde_yaml::from_str(text).unwrap();
+    // The chart's template: the sidecar block, plus the platform namespace
+    // and the quota settings.
+    let mut want = values["sidecar"].clone();
+    want["platformNamespace"] = Value::String(NAMESPACE.into());
+    want["quota"] = serde_json::json!({"store": values["quotaStore"]});
+    assert_eq!(plain, want);
+    // And the injector accepts it as is.
+    let cfg: SidecarConfig = serde_yaml::from_str(text).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.ports.metrics, 15501);
+    assert_eq!(cfg.ports.llm, 15500);
+    assert_eq!(cfg.ports.admin, 15502);
+}
+
+#[test]
+fn rbac_rules_and_bindings_are_the_charts() {
+    let chart = chart_objects();
+    let plain = install();
+    let mut compared = 0;
+    for o in &plain {
+        let (kind, name) = key(o);
+        match kind.as_str() {
+            "ClusterRole" | "Role" => {
+                let t = find(&chart, &kind, &name);
+                assert_eq!(o["rules"], t["rules"], "{kind} {name}");
+                compared += 1;
+            }
+            "ClusterRoleBinding" | "RoleBinding" => {
+                let t = find(&chart, &kind, &name);
+                assert_eq!(o["roleRef"], t["roleRef"], "{kind} {name}");
+                let subjects = o["subjects"].as_array().unwrap();
+                let tsubjects = t["subjects"].as_array().unwrap();
+                assert_eq!(subjects.len(), tsubjects.len());
+                for (s, ts) in subjects.iter().zip(tsubjects) {
+                    assert_eq!(s["kind"], ts["kind"]);
+                    assert_eq!(s["name"], ts["name"]);
+                    if ts["namespace"] == BLANK {
+                        assert_eq!(s["namespace"], NAMESPACE);
+                    }
+                }
+                compared += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(compared, 10);
+    // Least privilege: the sidecar only reads llmesh resources.
+    let sidecar = find(&plain, "ClusterRole", "llmesh-sidecar");
+    assert_eq!(
+        sidecar["rules"],
+        serde_json::json!([{"apiGroups": ["llmesh.io"], "resources": ["llmproviders", "llmroutes", "llmquotas", "llmdatapolicies"], "verbs": ["get", "list", "watch"]}])
+    );
+    // ...and is bound per namespace, never cluster-wide.
+    assert!(plain
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRoleBinding")
+        .all(|o| o["roleRef"]["name"] != "llmesh-sidecar"));
+}
+
+#[test]
+fn the_webhook_configuration_is_the_charts() {
+    let values = values();
+    let plain = find(
+        &install(),
+        "MutatingWebhookConfiguration",
+        "llmesh-injector",
+    )
+    .clone();
+    let chart = chart_objects();
+    let t = find(&chart, "MutatingWebhookConfiguration", "llmesh-injector");
+    let hooks = plain["webhooks"].as_array().unwrap();
+    let thooks = t["webhooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), 2);
+    assert_eq!(hooks.len(), thooks.len());
+    for (h, th) in hooks.iter().zip(thooks) {
+        let name = h["name"].as_str().unwrap();
+        for field in [
+            "name",
+            "admissionReviewVersions",
+            "sideEffects",
+            "reinvocationPolicy",
+            "matchPolicy",
+            "rules",
+            "objectSelector",
+        ] {
+            assert_eq!(h[field], th[field], "{name}: {field}");
+        }
+        assert_eq!(
+            h["failurePolicy"], values["injector"]["failurePolicy"],
+            "{name}"
+        );
+        assert_eq!(
+            h["timeoutSeconds"], values["injector"]["timeoutSeconds"],
+            "{name}"
+        );
+        assert_eq!(
+            h["clientConfig"]["service"]["path"],
+            th["clientConfig"]["service"]["path"]
+        );
+        assert_eq!(h["clientConfig"]["service"]["name"], "llmesh-injector");
+        assert_eq!(h["clientConfig"]["service"]["port"], 443);
+        assert!(
+            h["clientConfig"].get("caBundle").is_none(),
+            "the injector writes caBundle"
+        );
+        // The same selector; the excluded namespaces come from a helper.
+        let exprs = h["namespaceSelector"]["matchExpressions"]
+            .as_array()
+            .unwrap();
+        let texprs = th["namespaceSelector"]["matchExpressions"]
+            .as_array()
+            .unwrap();
+        assert_eq!(exprs[0], texprs[0], "{name}");
+        assert_eq!(exprs[1]["key"], "kubernetes.io/metadata.name");
+        assert_eq!(exprs[1]["operator"], "NotIn");
+        assert_eq!(
+            exprs[1]["values"],
+            serde_json::json!(["kube-system", "kube-public", "kube-node-lease", NAMESPACE])
+        );
+    }
+    // The paths the injector serves.
+    assert_eq!(
+        hooks[0]["clientConfig"]["service"]["path"],
+        "/inject/namespace"
+    );
+    assert_eq!(hooks[1]["clientConfig"]["service"]["path"], "/inject");
+}
+
+#[test]
+fn the_dashboard_and_rules_ship_from_their_files() {
+    let plain = install();
+    let cm = find(&plain, "ConfigMap", "llmesh-dashboard");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value = serde_json::from_str(cm["data"]["llmesh.json"].as_str().unwrap()).unwrap();
+    let file: Value = serde_json::from_str(&read("charts/llmesh/dashboards/llmesh.json")).unwrap();
+    assert_eq!(shipped, file, "run make manifests");
+    let t = read("charts/llmesh/templates/grafana-dashboard.yaml");
+    assert!(t.contains(".Files.Get \"dashboards/llmesh.json\""));
+    let rules = read("charts/llmesh/templates/prometheus-rule.yaml");
+    assert!(rules.contains(".Files.Get \"prometheus/llmesh-rules.yaml\""));
+}
+
+#[test]
+fn the_values_schema_covers_every_value() {
+    let schema: Value = serde_json::from_str(&read("charts/llmesh/values.schema.json")).unwrap();
+    fn walk(values: &Value, schema: &Value, path: &str) {
+        let Some(obj) = values.as_object() else {
+            return;
+        };
+        let props = &schema["properties"];
+        for (k, v) in obj {
+            let s = &props[k];
+            assert!(
+                !s.is_null(),
+                "values.yaml {path}{k} is not in values.schema.json"
+            );
+            walk(v, s, &format!("{path}{k}."));
+        }
+    }
+    walk(&values(), &schema, "");
+}

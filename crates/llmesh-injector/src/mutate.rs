@@ -10,6 +10,8 @@ use crate::overrides::STATUS;
 
 /// Name of the sidecar container.
 pub const SIDECAR_NAME: &str = "llmesh-proxy";
+/// Label set to `"true"` on every injected pod (the PodMonitor selects it).
+pub const SIDECAR_LABEL: &str = "llmesh.io/sidecar";
 /// Where credential Secrets are mounted, one folder per Secret.
 pub const SECRETS_DIR: &str = "/var/run/secrets/llmesh";
 
@@ -298,6 +300,11 @@ pub fn patch(pod: &Value, cfg: &SidecarConfig, native: bool) -> Mutation {
             json!(cfg.ports.metrics.to_string()),
         );
         new.insert("prometheus.io/path".into(), json!("/metrics"));
+    }
+    // A label, so a PodMonitor (or kubectl) can select injected pods.
+    match pod.pointer("/metadata/labels").and_then(Value::as_object) {
+        Some(_) => m.ops.push(json!({"op": "add", "path": format!("/metadata/labels/{}", escape(SIDECAR_LABEL)), "value": "true"})),
+        None => m.ops.push(json!({"op": "add", "path": "/metadata/labels", "value": {SIDECAR_LABEL: "true"}})),
     }
     match existing {
         Some(_) => {
