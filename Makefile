@@ -5,7 +5,7 @@ MOCK_PORT ?= 18080
 POLICY ?= examples/local/policy.yaml
 export LLMESH_MOCK_KEY ?= mock-key-local-only
 
-.PHONY: run test lint fmt build release bench bench-faults bench-quota deps nextest clean crds
+.PHONY: run test lint fmt build release bench bench-faults bench-quota bench-injector deps nextest clean crds manifests image
 
 ## run: build, start the mock provider and the proxy on the embedded policy, print a curl line
 run:
@@ -51,6 +51,13 @@ deps:
 	  $$sudo apt-get update && \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
 	fi
+	@# helm lint in the tests (tests/injector/helm_lint.py) uses the Helm
+	@# library bundled in the PyPI package helm-sdkpy. It declares
+	@# Python >= 3.12 but runs on 3.11, hence --ignore-requires-python.
+	@if ! python3 -c 'import helm_sdkpy, yaml' >/dev/null 2>&1; then \
+	  echo "installing helm-sdkpy and PyYAML (pip) for helm lint"; \
+	  python3 -m pip install --quiet --ignore-requires-python helm-sdkpy pyyaml; \
+	fi
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  echo "installing redis-server (Debian package) for the quota store tests"; \
@@ -90,9 +97,36 @@ bench-quota: release
 	./target/release/llmesh-bench --quota $(BENCH_ARGS)
 
 ## crds: regenerate crds/*.yaml from the Rust types in crates/llmesh-api
-## (a test fails while the committed files differ from the types)
+## (a test fails while the committed files differ from the types), copy
+## them into the chart and into manifests/install.yaml
 crds:
 	$(CARGO) run -q -p llmesh-api --bin crdgen -- crds
+	cp crds/llmesh.io_*.yaml charts/llmesh/crds/
+	python3 manifests/sync.py
+
+## manifests: refresh the copied parts of manifests/install.yaml (CRDs,
+## dashboard) and check the rest against the chart (tests/injector/install.rs)
+manifests:
+	python3 manifests/sync.py
+	$(CARGO) nextest run -p llmesh-tests --test injector install::
+
+## image: one container image per binary from the Dockerfile (docker or
+## podman). IMAGE_REPO / IMAGE_TAG name them, e.g. for kind:
+##   make image IMAGE_TAG=dev && kind load docker-image ghcr.io/llmesh/llmesh-proxy:dev ...
+IMAGE_REPO ?= ghcr.io/llmesh
+IMAGE_TAG ?= 0.1.0
+CONTAINER ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+IMAGES := llmesh-proxy llmesh-injector llmesh-controller llmesh-mock
+image:
+	@[ -n "$(CONTAINER)" ] || { echo "make image needs docker or podman"; exit 1; }
+	for b in $(IMAGES); do \
+	  $(CONTAINER) build --target $$b -t $(IMAGE_REPO)/$$b:$(IMAGE_TAG) . || exit 1; \
+	done
+
+## bench-injector: the webhook's answer time (p50/p99) for a typical
+## Deployment pod, over HTTPS as the API server calls it. ~10 s.
+bench-injector:
+	$(CARGO) run --release -q -p llmesh-injector --example webhook_bench -- $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean
