@@ -39,7 +39,7 @@ fn webhook_configuration() -> Value {
 }
 
 /// A TLS client trusting only `ca_pem`, speaking HTTP/1.1 to `addr`.
-async fn connect(
+pub(crate) async fn connect(
     addr: SocketAddr,
     ca_pem: &str,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
@@ -60,7 +60,7 @@ async fn connect(
 }
 
 /// Posts the fixture review over an established TLS stream.
-async fn post_review(stream: tokio_rustls::client::TlsStream<TcpStream>) -> Value {
+pub(crate) async fn post_review(stream: tokio_rustls::client::TlsStream<TcpStream>) -> Value {
     let body =
         std::fs::read(root().join("tests/injector/fixtures/deployment-pod.review.json")).unwrap();
     let (mut sender, conn) =
