@@ -92,9 +92,12 @@ async fn injected_pod(addr: std::net::SocketAddr, ca: &str) -> Value {
     pod
 }
 
-/// (group, namespace, resource, name, verb) of a recorded request; `None`
-/// for non-resource paths such as `/version` (open to every client).
-fn attributes(line: &str) -> Option<(String, Option<String>, String, Option<String>, String)> {
+/// (group, namespace, resource, name, verb) of a request.
+type Attributes = (String, Option<String>, String, Option<String>, String);
+
+/// The attributes of a recorded request; `None` for non-resource paths
+/// such as `/version` (open to every client).
+fn attributes(line: &str) -> Option<Attributes> {
     let (method, target) = line.split_once(' ').unwrap();
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();

@@ -44,16 +44,21 @@ fn row(label: &str, mut samples: Vec<Duration>, wall: Duration) {
     );
 }
 
-async fn client(addr: std::net::SocketAddr, ca_pem: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+async fn client(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
@@ -79,7 +84,10 @@ async fn post(sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>)
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let took = started.elapsed();
-    assert!(body.windows(9).any(|w| w == b"JSONPatch"), "the pod was not injected");
+    assert!(
+        body.windows(9).any(|w| w == b"JSONPatch"),
+        "the pod was not injected"
+    );
     took
 }
 
@@ -108,8 +116,12 @@ async fn main() {
     let alone_wall = t.elapsed();
 
     let generated = tls::generate(&tls::service_names("llmesh-injector", "llmesh-system")).unwrap();
-    let store = tls::CertStore::new(tls::certified_key(generated.cert_pem.as_bytes(), generated.key_pem.as_bytes()).unwrap());
-    let server = Server::start("127.0.0.1:0".parse().unwrap(), injector, store).await.unwrap();
+    let store = tls::CertStore::new(
+        tls::certified_key(generated.cert_pem.as_bytes(), generated.key_pem.as_bytes()).unwrap(),
+    );
+    let server = Server::start("127.0.0.1:0".parse().unwrap(), injector, store)
+        .await
+        .unwrap();
 
     // One keep-alive connection, one review at a time.
     let mut sender = client(server.addr(), &generated.ca_pem).await;
@@ -156,11 +168,24 @@ async fn main() {
     }
     let fresh_wall = t.elapsed();
 
-    println!("llmesh-injector webhook latency (typical Deployment pod, {} byte AdmissionReview; ms)", REVIEW.len());
-    println!("| {:<38} | {:>6} | {:>8} | {:>8} | {:>8} | {:>8} | {:>9} |", "phase", "n", "p50", "p90", "p99", "max", "req/s");
-    println!("|{:-<40}|{:->8}|{:->10}|{:->10}|{:->10}|{:->10}|{:->11}|", "", "", "", "", "", "", "");
+    println!(
+        "llmesh-injector webhook latency (typical Deployment pod, {} byte AdmissionReview; ms)",
+        REVIEW.len()
+    );
+    println!(
+        "| {:<38} | {:>6} | {:>8} | {:>8} | {:>8} | {:>8} | {:>9} |",
+        "phase", "n", "p50", "p90", "p99", "max", "req/s"
+    );
+    println!(
+        "|{:-<40}|{:->8}|{:->10}|{:->10}|{:->10}|{:->10}|{:->11}|",
+        "", "", "", "", "", "", ""
+    );
     row("review only (in process)", alone, alone_wall);
     row("HTTPS, 1 keep-alive connection", serial, serial_wall);
-    row(&format!("HTTPS, {connections} connections at once"), concurrent, concurrent_wall);
+    row(
+        &format!("HTTPS, {connections} connections at once"),
+        concurrent,
+        concurrent_wall,
+    );
     row("HTTPS, new connection + handshake each", fresh, fresh_wall);
 }
