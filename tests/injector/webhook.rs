@@ -463,3 +463,41 @@ fn a_bad_configuration_is_refused_at_start() {
     assert_eq!(cfg.native_sidecar, NativeSidecar::Never);
     assert_eq!(cfg.quota.local_share, Some(2));
 }
+
+#[test]
+fn a_pod_without_an_api_token_gets_one_for_the_sidecar_only() {
+    let mut review = fixture("deployment-pod.review.json");
+    let pod = &mut review["request"]["object"];
+    pod["spec"]["automountServiceAccountToken"] = json!(false);
+    pod["spec"]["volumes"] = json!([]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([]);
+    let a = answer(&injector(true), &review, false);
+    let s = sidecar_of(&a.pod);
+    let mounts = s["volumeMounts"].as_array().unwrap();
+    assert!(mounts.contains(&json!({"name": "llmesh-api-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true})));
+    let volumes = a.pod["spec"]["volumes"].as_array().unwrap();
+    let token = volumes
+        .iter()
+        .find(|v| v["name"] == "llmesh-api-token")
+        .unwrap();
+    assert_eq!(
+        token["projected"]["sources"][0]["serviceAccountToken"]["path"],
+        "token"
+    );
+    assert_eq!(
+        a.pod["spec"]["containers"][0]["volumeMounts"],
+        json!([]),
+        "the app still has none"
+    );
+    // With the default automounting, nothing extra.
+    let a = answer(
+        &injector(true),
+        &fixture("deployment-pod.review.json"),
+        false,
+    );
+    assert!(a.pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| v["name"] != "llmesh-api-token"));
+}

@@ -12,6 +12,8 @@ use crate::overrides::STATUS;
 pub const SIDECAR_NAME: &str = "llmesh-proxy";
 /// Label set to `"true"` on every injected pod (the PodMonitor selects it).
 pub const SIDECAR_LABEL: &str = "llmesh.io/sidecar";
+/// The sidecar's own API token volume, for pods that turn automounting off.
+pub const TOKEN_VOLUME: &str = "llmesh-api-token";
 /// Where credential Secrets are mounted, one folder per Secret.
 pub const SECRETS_DIR: &str = "/var/run/secrets/llmesh";
 
@@ -195,7 +197,31 @@ pub fn sidecar_container(cfg: &SidecarConfig, workload: &str, native: bool) -> V
 pub fn patch(pod: &Value, cfg: &SidecarConfig, native: bool) -> Mutation {
     let mut m = Mutation::default();
     let workload = workload_name(pod);
-    let sidecar = sidecar_container(cfg, &workload, native);
+    let mut sidecar = sidecar_container(cfg, &workload, native);
+
+    // A pod that turns off the API token for its app still needs one for
+    // the sidecar, which watches the llmesh resources: a projected token,
+    // mounted into the sidecar only.
+    let no_token = pod
+        .pointer("/spec/automountServiceAccountToken")
+        .and_then(Value::as_bool)
+        == Some(false);
+    let mut volumes: Vec<Value> = Vec::new();
+    if no_token {
+        volumes.push(json!({"name": TOKEN_VOLUME, "projected": {"defaultMode": 0o444, "sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+        ]}}));
+        let mount = json!({"name": TOKEN_VOLUME, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true});
+        match sidecar
+            .get_mut("volumeMounts")
+            .and_then(Value::as_array_mut)
+        {
+            Some(mounts) => mounts.push(mount),
+            None => sidecar["volumeMounts"] = json!([mount]),
+        }
+    }
 
     // The sidecar: first init container (started before the others and the
     // app, stopped after them), or the last regular container.
@@ -219,14 +245,9 @@ pub fn patch(pod: &Value, cfg: &SidecarConfig, native: bool) -> Mutation {
     // Credential Secrets, mounted in the sidecar only. Files are root-owned
     // without an fsGroup, so they must be world-readable for the non-root
     // sidecar; no other container mounts the volume.
-    let volumes: Vec<Value> = cfg
-        .credential_secrets
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            json!({"name": format!("llmesh-secret-{i}"), "secret": {"secretName": s, "optional": true, "defaultMode": 0o444}})
-        })
-        .collect();
+    volumes.extend(cfg.credential_secrets.iter().enumerate().map(|(i, s)| {
+        json!({"name": format!("llmesh-secret-{i}"), "secret": {"secretName": s, "optional": true, "defaultMode": 0o444}})
+    }));
     if !volumes.is_empty() {
         match pod.pointer("/spec/volumes").and_then(Value::as_array) {
             Some(_) => {

@@ -145,16 +145,26 @@ async fn handle(
         Ok(b) => b,
         Err(e) => return Ok(text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n"))),
     };
-    tracing::info!(
-        outcome = outcome.label(),
-        reason = match outcome {
-            crate::review::Outcome::Skipped(why) => why,
-            _ => "",
-        },
-        namespace_enabled,
-        micros = started.elapsed().as_micros() as u64,
-        "admission review"
-    );
+    let micros = started.elapsed().as_micros() as u64;
+    match outcome {
+        // Every pod creation outside the excluded namespaces comes here:
+        // the unselected majority only at debug.
+        crate::review::Outcome::Skipped(why) => {
+            tracing::debug!(
+                outcome = outcome.label(),
+                reason = why,
+                namespace_enabled,
+                micros,
+                "admission review"
+            )
+        }
+        _ => tracing::info!(
+            outcome = outcome.label(),
+            namespace_enabled,
+            micros,
+            "admission review"
+        ),
+    }
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
