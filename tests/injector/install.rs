@@ -350,6 +350,19 @@ fn rbac_rules_and_bindings_are_the_charts() {
         }
     }
     assert_eq!(compared, 10);
+    // The controller's rules are those of manifests/controller.yaml, which
+    // tests/controller/deploy.rs checks against what the controller asks.
+    let standalone = yaml_docs(&read("manifests/controller.yaml"));
+    for (kind, name) in [
+        ("ClusterRole", "llmesh-controller"),
+        ("Role", "llmesh-controller-leader-election"),
+    ] {
+        assert_eq!(
+            find(&plain, kind, name)["rules"],
+            find(&standalone, kind, name)["rules"],
+            "{kind} {name}"
+        );
+    }
     // Least privilege: the sidecar only reads llmesh resources.
     let sidecar = find(&plain, "ClusterRole", "llmesh-sidecar");
     assert_eq!(
