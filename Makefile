@@ -98,17 +98,17 @@ bench-quota: release
 
 ## crds: regenerate crds/*.yaml from the Rust types in crates/llmesh-api
 ## (a test fails while the committed files differ from the types), copy
-## them into the chart and into manifests/install.yaml
+## them into the chart, and regenerate manifests/install.yaml
 crds:
 	$(CARGO) run -q -p llmesh-api --bin crdgen -- crds
 	cp crds/llmesh.io_*.yaml charts/llmesh/crds/
-	python3 manifests/sync.py
+	$(MAKE) manifests
 
-## manifests: refresh the copied parts of manifests/install.yaml (CRDs,
-## dashboard) and check the rest against the chart (tests/injector/install.rs)
+## manifests: manifests/install.yaml, the chart rendered by Helm (the
+## library in helm-sdkpy, see manifests/render.py) with its default values
 manifests:
-	python3 manifests/sync.py
-	$(CARGO) nextest run -p llmesh-tests --test injector install::
+	python3 manifests/render.py > manifests/install.yaml.tmp
+	mv manifests/install.yaml.tmp manifests/install.yaml
 
 ## image: one container image per binary from the Dockerfile (docker or
 ## podman). IMAGE_REPO / IMAGE_TAG name them, e.g. for kind:

@@ -1,12 +1,13 @@
 //! The Helm chart and `manifests/install.yaml`: Helm's own lint passes, the
-//! chart's CRDs are the generated ones, and the plain manifests hold the
-//! chart's objects with its default values (kinds, names, images, ports,
-//! RBAC rules, webhook settings, shipped dashboard and sidecar settings).
+//! chart's CRDs are the generated ones, `install.yaml` is the chart as Helm
+//! renders it with the default values (`manifests/render.py` runs a real
+//! `helm install` through helm-sdkpy against a recording API server), the
+//! chart renders with every option on, and, read without Helm, the
+//! templates and `install.yaml` agree on kinds, names, images, ports, RBAC
+//! rules, webhook settings, the shipped dashboard and the sidecar settings.
 //!
-//! Templates are not rendered here (Helm does that, in `helm lint` and on a
-//! cluster in `e2e/`): each template is read as YAML with its `{{ }}`
-//! expressions blanked, which keeps every literal field such as kinds,
-//! names and RBAC rules comparable.
+//! The last group reads each template as YAML with its `{{ }}` expressions
+//! blanked, which keeps every literal field comparable without rendering.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -477,4 +478,163 @@ fn the_values_schema_covers_every_value() {
         }
     }
     walk(&values(), &schema, "");
+}
+
+/// `manifests/render.py`'s output: the chart as Helm renders it.
+fn helm_render(extra: &[&str]) -> Vec<Value> {
+    let out = Command::new("python3")
+        .arg(root().join("manifests/render.py"))
+        .args(extra)
+        .output()
+        .expect("python3 is needed to render the chart (make deps)");
+    assert!(
+        out.status.success(),
+        "manifests/render.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    yaml_docs(&String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn install_yaml_is_the_chart_rendered_by_helm() {
+    let rendered = helm_render(&[]);
+    let plain = install();
+    assert_eq!(
+        plain.iter().map(key).collect::<Vec<_>>(),
+        rendered.iter().map(key).collect::<Vec<_>>(),
+        "run make manifests"
+    );
+    for (p, r) in plain.iter().zip(&rendered) {
+        assert_eq!(
+            p,
+            r,
+            "{:?} differs from the chart: run make manifests",
+            key(p)
+        );
+    }
+}
+
+#[test]
+fn the_chart_renders_with_every_option_on() {
+    let options = root().join("tests/injector/all-options.values.yaml");
+    let objs = helm_render(&["--values", options.to_str().unwrap(), "--no-namespace"]);
+    let kinds: BTreeSet<_> = objs
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_string())
+        .collect();
+    for k in [
+        "Certificate",
+        "PodMonitor",
+        "ServiceMonitor",
+        "PrometheusRule",
+    ] {
+        assert!(kinds.contains(k), "no {k} in {kinds:?}");
+    }
+    // An issuerRef given: no Issuer of the chart's own.
+    assert!(!kinds.contains("Issuer"));
+    let cert = find(&objs, "Certificate", "llmesh-injector");
+    assert_eq!(
+        cert["spec"]["issuerRef"],
+        serde_json::json!({"name": "internal-ca", "kind": "ClusterIssuer"})
+    );
+    assert_eq!(cert["spec"]["secretName"], "llmesh-injector-tls");
+
+    // cert-manager: the injector reads the mounted Secret, and cert-manager
+    // fills the caBundle.
+    let injector = find(&objs, "Deployment", "llmesh-injector");
+    let c = &injector["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&"--cert-file=/etc/llmesh-injector-tls/tls.crt"),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--key-file=/etc/llmesh-injector-tls/tls.key"),
+        "{args:?}"
+    );
+    let pod = &injector["spec"]["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert!(pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["secret"]["secretName"] == "llmesh-injector-tls"));
+    let mwc = find(&objs, "MutatingWebhookConfiguration", "llmesh-injector");
+    assert_eq!(
+        mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "llmesh-system/llmesh-injector"
+    );
+    for hook in mwc["webhooks"].as_array().unwrap() {
+        assert_eq!(hook["failurePolicy"], "Fail");
+        assert_eq!(hook["timeoutSeconds"], 3);
+        assert_eq!(
+            hook["namespaceSelector"]["matchExpressions"][1]["values"],
+            serde_json::json!([
+                "kube-system",
+                "kube-public",
+                "kube-node-lease",
+                "llmesh-system",
+                "monitoring"
+            ])
+        );
+    }
+
+    // The sidecar settings carry the quota store and share, and the injector accepts them.
+    let cm = find(&objs, "ConfigMap", "llmesh-injector-config");
+    let cfg: SidecarConfig =
+        serde_yaml::from_str(cm["data"]["sidecar.yaml"].as_str().unwrap()).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.quota.store, "redis://llmesh-redis.llmesh-system:6379/0");
+    assert_eq!(cfg.quota.local_share, Some(8));
+    assert_eq!(cfg.platform_namespace, "llmesh-platform");
+    assert_eq!(cfg.credential_secrets, ["llmesh-credentials", "team-keys"]);
+    let controller = &find(&objs, "Deployment", "llmesh-controller")["spec"]["template"]["spec"]
+        ["containers"][0];
+    assert!(controller["env"].as_array().unwrap().contains(
+        &serde_json::json!({"name": "LLMESH_QUOTA_STORE", "value": "redis://llmesh-redis.llmesh-system:6379/0"})
+    ));
+
+    // Sidecar RBAC in each listed namespace and the platform namespace.
+    let bindings: BTreeSet<(String, String)> = objs
+        .iter()
+        .filter(|o| o["kind"] == "RoleBinding" && o["roleRef"]["name"] == "llmesh-sidecar")
+        .map(|o| {
+            (
+                o["metadata"]["namespace"].as_str().unwrap().to_string(),
+                o["subjects"][0]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [
+        ("billing", "system:serviceaccounts:billing"),
+        ("llmesh-platform", "system:serviceaccounts"),
+        ("shop", "system:serviceaccounts:shop"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(bindings, want);
+
+    // Monitoring: injected pods, honoring their own labels; the alert rules
+    // are the rule file's groups.
+    let pm = find(&objs, "PodMonitor", "llmesh-sidecar");
+    assert_eq!(
+        pm["spec"]["selector"]["matchLabels"]["llmesh.io/sidecar"],
+        "true"
+    );
+    assert_eq!(
+        pm["spec"]["podMetricsEndpoints"][0]["port"],
+        "llmesh-metrics"
+    );
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["honorLabels"], true);
+    assert_eq!(pm["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    let rule = find(&objs, "PrometheusRule", "llmesh");
+    let file: Value =
+        serde_yaml::from_str(&read("charts/llmesh/prometheus/llmesh-rules.yaml")).unwrap();
+    assert_eq!(rule["spec"]["groups"], file["groups"]);
 }
