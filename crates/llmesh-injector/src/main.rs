@@ -59,6 +59,11 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "LLMESH_LOG", default_value = "info")]
     log: String,
+    /// Seconds to keep answering after SIGTERM, while the Service stops
+    /// sending to this replica: a review cut off mid-way would, with
+    /// failurePolicy Ignore, let a pod through without its sidecar.
+    #[arg(long, env = "LLMESH_INJECTOR_DRAIN_SECS", default_value_t = 5)]
+    drain_secs: u64,
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -150,7 +155,15 @@ async fn main() -> anyhow::Result<()> {
     println!("llmesh-injector listening https://{}", server.addr());
     tracing::info!(addr = %server.addr(), "serving");
     shutdown_signal().await;
-    tracing::info!("shutdown signal received");
+    tracing::info!(
+        drain_secs = args.drain_secs,
+        "shutdown signal received; still answering while endpoints update"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(args.drain_secs)) => {},
+        _ = shutdown_signal() => {},
+    }
+    drop(server);
     Ok(())
 }
 
