@@ -421,6 +421,8 @@ scrape_configs:
         "LLMeshRetryBudgetExhausted",
         "LLMeshConfigReloadFailing",
         "LLMeshSidecarDown",
+        "LLMeshQuotaBudgetHigh",
+        "LLMeshQuotaBudgetExhausted",
     ]
     .into();
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -19,6 +19,8 @@ use llmesh_proxy::{Proxy, ProxyConfig};
 use serde_json::Value;
 
 pub mod fake_kube;
+#[path = "../../crates/llmesh-quota/tests/support/redis_server.rs"]
+pub mod redis_server;
 pub use process::{field, proxy_command, spawn_mock, spawn_proxy, Proc, ProxyProc};
 
 pub const KEY: &str = "test-provider-key-0001";

@@ -60,6 +60,13 @@ pub struct Req<'a> {
     pub vault: Option<&'a Arc<llmesh_dlp::Vault>>,
     /// What the data policy found, for the audit line.
     pub audit: Option<&'a Arc<crate::dataguard::Audit>>,
+    /// A downgrade quota changed the model: the body is always rewritten.
+    pub downgraded: bool,
+    /// What the request holds against its quotas; every call billed for
+    /// it adds its usage.
+    pub charge: Option<&'a Arc<crate::quota::Charge>>,
+    /// The quota engine, when providers publish limits to pace under.
+    pub pacing: Option<&'a llmesh_quota::QuotaEngine>,
 }
 
 /// An attempt that produced an answer.
@@ -204,6 +211,7 @@ pub async fn attempt(
     let needs_usage_option = req.stream && upstream == Dialect::OpenAi && !req.include_usage;
     let body = if req.client == upstream
         && model == req.requested
+        && !req.downgraded
         && !needs_usage_option
         && req.continue_from.is_none()
     {

@@ -240,6 +240,7 @@ pub struct Context {
     restricted: Vec<String>,
     vault: Option<Arc<llmesh_dlp::Vault>>,
     audit: Option<Arc<crate::dataguard::Audit>>,
+    downgraded: bool,
 }
 
 impl Context {
@@ -261,6 +262,11 @@ impl Context {
             restricted: &self.restricted,
             vault: self.vault.as_ref(),
             audit: self.audit.as_ref(),
+            downgraded: self.downgraded,
+            // The call that accounts a continuation shares the broken
+            // one's charge (see `call_for`).
+            charge: None,
+            pacing: None,
         }
     }
 
@@ -315,6 +321,7 @@ impl Continuation {
                 restricted: req.restricted.to_vec(),
                 vault: req.vault.cloned(),
                 audit: req.audit.cloned(),
+                downgraded: req.downgraded,
             }),
             remaining: req.route.max_continuations,
             capture: Capture {
@@ -434,6 +441,7 @@ impl Continuation {
                 .unwrap_or_else(|| old.request_model.clone()),
             raw_request: old.raw_request.clone(),
             audit: old.audit.clone(),
+            charge: old.charge.clone(),
         }
     }
 }

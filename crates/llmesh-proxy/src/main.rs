@@ -43,6 +43,24 @@ struct Args {
     /// token to the pod's app, so no other pod can use this sidecar.
     #[arg(long, env = "LLMESH_INBOUND_TOKEN_FILE")]
     inbound_token_file: Option<PathBuf>,
+    /// Where LLMQuota counters live: `memory` (this sidecar only) or a
+    /// `redis://host:port/db` URL shared by every sidecar (usage records
+    /// then also go to the Redis stream `llmesh:usage`).
+    #[arg(long, env = "LLMESH_QUOTA_STORE", default_value = "memory", value_parser = llmesh_proxy::quota::StoreSetting::parse)]
+    quota_store: llmesh_proxy::quota::StoreSetting,
+    /// While Redis is unreachable, each sidecar enforces every limit
+    /// divided by this: the number of sidecars sharing a budget (e.g. the
+    /// Deployment's replicas).
+    #[arg(long, env = "LLMESH_QUOTA_LOCAL_SHARE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    quota_local_share: u32,
+    /// Completion tokens a quota reserves for a request that sets no
+    /// `max_tokens` (settled with the real count after the call).
+    #[arg(long, env = "LLMESH_QUOTA_DEFAULT_MAX_TOKENS", default_value_t = 1024)]
+    quota_default_max_tokens: u64,
+    /// File holding the key that caller header values (scope `caller`) are
+    /// hashed with; every sidecar sharing a store must use the same key.
+    #[arg(long, env = "LLMESH_CALLER_HASH_KEY_FILE")]
+    caller_hash_key_file: Option<PathBuf>,
     /// Largest request head (request line plus headers), in bytes; larger
     /// requests get 431. At least 8192.
     #[arg(long, default_value_t = 64 * 1024)]
@@ -168,6 +186,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let caller_hash_key = match &args.caller_hash_key_file {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading the caller hash key from {}", path.display()))?,
+        None => Vec::new(),
+    };
     let mut identity = Identity::from_env();
     if let Some(k) = &kube {
         // Outside a pod, the kubeconfig's namespace is the one to follow.
@@ -192,6 +215,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_messages: args.max_messages,
         inbound_token,
         kube,
+        quota: llmesh_proxy::quota::QuotaSettings {
+            store: args.quota_store,
+            local_share: args.quota_local_share,
+            default_max_tokens: args.quota_default_max_tokens,
+            caller_hash_key,
+        },
     };
     let proxy = Proxy::start(cfg).await?;
     // One plain line for scripts and tests that start the binary on port 0.

@@ -17,6 +17,9 @@ pub struct Table {
     pub snap: Snapshot,
     /// Live state of each route, parallel to `snap.routes`.
     pub routes: Vec<RouteRuntime>,
+    /// Quota engine of this snapshot (set when published); `None` when the
+    /// policy has no quota and no provider limits.
+    pub quota: Option<Arc<llmesh_quota::QuotaEngine>>,
 }
 
 /// Why a policy file was not taken.
@@ -166,7 +169,11 @@ pub fn build<'r>(
         });
     }
     Built {
-        table: Table { snap, routes },
+        table: Table {
+            snap,
+            routes,
+            quota: None,
+        },
         builder,
         errors,
         wiring_errors,
