@@ -127,6 +127,8 @@ pub fn is_reject(d: &Decision) -> bool {
 // === a real redis-server ===
 
 mod redis_server;
+// (Unused by the memory tests.)
+#[allow(unused_imports)]
 pub use redis_server::RedisServer;
 
 pub fn arc<T>(v: T) -> Arc<T> {
