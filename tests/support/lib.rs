@@ -4,6 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod process;
+/// A real redis-server on a free loopback port (the quota crate's helper).
+#[path = "../../crates/llmesh-quota/tests/support/redis_server.rs"]
+pub mod redis_server;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
