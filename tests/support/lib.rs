@@ -4,6 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod process;
+/// A real redis-server on a free loopback port (the quota crate's helper).
+#[path = "../../crates/llmesh-quota/tests/support/redis_server.rs"]
+pub mod redis_server;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,8 +22,6 @@ use llmesh_proxy::{Proxy, ProxyConfig};
 use serde_json::Value;
 
 pub mod fake_kube;
-#[path = "../../crates/llmesh-quota/tests/support/redis_server.rs"]
-pub mod redis_server;
 pub use process::{field, proxy_command, spawn_mock, spawn_proxy, Proc, ProxyProc};
 
 pub const KEY: &str = "test-provider-key-0001";

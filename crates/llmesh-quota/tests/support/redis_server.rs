@@ -1,6 +1,7 @@
-//! A real redis-server on a free loopback port, for tests. Shared by the
-//! quota crate's tests and the workspace's end-to-end tests (included by
-//! path from both).
+//! A real redis-server on a free loopback port, for tests of the quota
+//! engine and of the controller's spend readings (`tests/support` of the
+//! workspace includes this file by path).
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
