@@ -85,6 +85,9 @@ pub struct Call {
     pub raw_request: Bytes,
     /// What the data policy found, logged as an audit line at the end.
     pub audit: Option<Arc<crate::dataguard::Audit>>,
+    /// The call's `llm request` span (disabled when tracing is off), kept
+    /// open until the call is accounted.
+    pub span: tracing::Span,
 }
 
 fn op_name(op: Operation) -> &'static str {
@@ -281,6 +284,16 @@ impl Call {
 
         let cost = self.record_usage(outcome.usage, response_model);
         let usage = outcome.usage.unwrap_or_default();
+        crate::trace::finish_request(
+            &self.span,
+            crate::trace::Finished {
+                status: outcome.status,
+                error_type: outcome.error_type,
+                provider: gen_provider,
+                response_model,
+                usage: outcome.usage,
+            },
+        );
 
         let id = self.shared.identity();
         tracing::info!(

@@ -25,6 +25,7 @@ use llmesh_policy::{Provider, Route};
 use llmesh_wire::sse::{write_event, SseEvent, SseParser};
 use llmesh_wire::Dialect;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::account::Call;
 use crate::attempt::{attempt, Failure, Req, Success};
@@ -240,6 +241,9 @@ pub struct Context {
     restricted: Vec<String>,
     vault: Option<Arc<llmesh_dlp::Vault>>,
     audit: Option<Arc<crate::dataguard::Audit>>,
+    /// The request's span: a continuation runs in the response body, out
+    /// of the handler's span, and its attempt belongs under this one.
+    span: tracing::Span,
 }
 
 impl Context {
@@ -315,6 +319,7 @@ impl Continuation {
                 restricted: req.restricted.to_vec(),
                 vault: req.vault.cloned(),
                 audit: req.audit.cloned(),
+                span: tracing::Span::current(),
             }),
             remaining: req.route.max_continuations,
             capture: Capture {
@@ -384,13 +389,17 @@ impl Continuation {
         self.capture.parser = SseParser::new();
         let in_flight = rt.backends[backend].state.start_owned();
         let ctx = self.ctx.clone();
-        let future: Pending = Box::pin(async move {
-            let req = ctx.req(&from);
-            match ctx.backend(backend) {
-                Some(b) => attempt(&req, b, None).await,
-                None => Err(Failure::gone()),
+        let span = ctx.span.clone();
+        let future: Pending = Box::pin(
+            async move {
+                let req = ctx.req(&from);
+                match ctx.backend(backend) {
+                    Some(b) => attempt(&req, b, None).await,
+                    None => Err(Failure::gone()),
+                }
             }
-        });
+            .instrument(span),
+        );
         Some(Started {
             future,
             backend,
@@ -434,6 +443,7 @@ impl Continuation {
                 .unwrap_or_else(|| old.request_model.clone()),
             raw_request: old.raw_request.clone(),
             audit: old.audit.clone(),
+            span: old.span.clone(),
         }
     }
 }

@@ -298,6 +298,7 @@ impl Metrics {
         registry.register(Box::new(last_reload_ok.clone()))?;
         registry.register(Box::new(last_reload_time.clone()))?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(crate::trace::export_failures().clone()))?;
         // Make the reload families visible before the first reload happens.
         reloads.with_label_values(&["success"]);
         reloads.with_label_values(&["failure"]);

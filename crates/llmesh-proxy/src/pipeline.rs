@@ -380,6 +380,7 @@ async fn proxy_call(
         });
     };
     let route = m.route.clone();
+    crate::trace::routed(&requested, &route.name);
     let pattern = m.pattern.to_string();
     // The data policy sees the client's body before anything else does.
     let guarded = match &table.snap.data_guard {
