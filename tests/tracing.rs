@@ -253,10 +253,7 @@ fn proxy(dir: &tempfile::TempDir, endpoint: Option<&str>, extra: &[&str]) -> Pro
 }
 
 async fn chat(llm: &str, model: &str, headers: &[(&str, &str)]) -> StatusCode {
-    let body = openai_chat(
-        model,
-        &format!("write to {EMAIL} about {PROMPT_MARKER}"),
-    );
+    let body = openai_chat(model, &format!("write to {EMAIL} about {PROMPT_MARKER}"));
     let (status, _, _) = Http::new()
         .send(
             Method::POST,
@@ -295,15 +292,24 @@ async fn a_call_continues_the_apps_trace_with_one_span_per_attempt() {
         .await;
     let ours: Vec<&Got> = spans.iter().filter(|g| g.trace_id == APP_TRACE).collect();
     let request = ours.iter().find(|g| g.name == "llm request").unwrap();
-    assert_eq!(request.parent_span_id, APP_SPAN, "the app's span is the parent");
+    assert_eq!(
+        request.parent_span_id, APP_SPAN,
+        "the app's span is the parent"
+    );
     assert_eq!(request.kind, SpanKind::Server as i32);
     assert_eq!(request.attr("llmesh.route"), Some("retry"));
     assert_eq!(request.attr("gen_ai.operation.name"), Some("chat"));
     assert_eq!(request.attr("gen_ai.request.model"), Some("retry"));
     assert_eq!(request.attr("gen_ai.provider.name"), Some("openai"));
     assert_eq!(request.attr("http.response.status_code"), Some("200"));
-    assert!(request.attr("gen_ai.usage.input_tokens").is_some(), "{request:#?}");
-    assert!(request.attr("gen_ai.usage.output_tokens").is_some(), "{request:#?}");
+    assert!(
+        request.attr("gen_ai.usage.input_tokens").is_some(),
+        "{request:#?}"
+    );
+    assert!(
+        request.attr("gen_ai.usage.output_tokens").is_some(),
+        "{request:#?}"
+    );
     assert_eq!(request.res("service.name"), Some("llmesh-proxy"));
     assert_eq!(request.res("k8s.namespace.name"), Some("shop"));
     assert_eq!(request.res("k8s.pod.name"), Some("checkout-7d9f-abcde"));
@@ -361,7 +367,11 @@ async fn tracing_off_invents_no_traceparent_and_passes_the_apps_through() {
     let sent = mock.requests();
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0].header("traceparent"), None, "none invented");
-    assert_eq!(sent[1].header("traceparent"), Some(tp.as_str()), "untouched");
+    assert_eq!(
+        sent[1].header("traceparent"),
+        Some(tp.as_str()),
+        "untouched"
+    );
     assert_eq!(sent[1].header("tracestate"), Some("app=1"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(collector.spans().is_empty());
@@ -403,11 +413,17 @@ async fn sampling_follows_the_apps_flag_and_the_ratio_for_new_traces() {
     let sent = mock.requests();
     assert_eq!(sent.len(), 3);
     let first = sent[0].header("traceparent").unwrap();
-    assert!(first.starts_with("00-") && first.ends_with("-00"), "{first}");
+    assert!(
+        first.starts_with("00-") && first.ends_with("-00"),
+        "{first}"
+    );
     assert!(!first.contains(APP_TRACE));
     assert!(sent[1].header("traceparent").unwrap().ends_with("-01"));
     let third = sent[2].header("traceparent").unwrap();
-    assert!(third.starts_with(&format!("00-{}-", "1".repeat(32))), "{third}");
+    assert!(
+        third.starts_with(&format!("00-{}-", "1".repeat(32))),
+        "{third}"
+    );
     assert!(third.ends_with("-00"), "{third}");
 }
 
@@ -424,7 +440,11 @@ async fn an_unreachable_collector_costs_requests_nothing() {
     for _ in 0..5 {
         assert_eq!(chat(&p.llm, "plain", &[]).await, StatusCode::OK);
     }
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
 
     // The failures are counted and reported, once.
     let http = Http::new();
@@ -435,7 +455,10 @@ async fn an_unreachable_collector_costs_requests_nothing() {
         if metric_value(&text, "llmesh_trace_export_failures_total", &[]).unwrap_or(0.0) >= 1.0 {
             break;
         }
-        assert!(Instant::now() < deadline, "no export failure counted:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no export failure counted:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(chat(&p.llm, "plain", &[]).await, StatusCode::OK);

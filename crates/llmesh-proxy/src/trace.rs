@@ -349,11 +349,7 @@ fn next_attempt(parent: &Span) -> u32 {
 /// The client span of one upstream attempt, child of the current span
 /// (the request's). Record its end with [`AttemptSpan::done`]; one dropped
 /// before that (a hedge that lost) is marked cancelled.
-pub fn attempt_span(
-    op: Operation,
-    provider: &llmesh_policy::Provider,
-    model: &str,
-) -> AttemptSpan {
+pub fn attempt_span(op: Operation, provider: &llmesh_policy::Provider, model: &str) -> AttemptSpan {
     if !enabled() {
         return AttemptSpan {
             span: Span::none(),

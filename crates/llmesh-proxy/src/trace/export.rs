@@ -229,10 +229,7 @@ mod tests {
 
     #[test]
     fn traces_path_is_appended_once() {
-        assert_eq!(
-            traces_url("http://otel:4318"),
-            "http://otel:4318/v1/traces"
-        );
+        assert_eq!(traces_url("http://otel:4318"), "http://otel:4318/v1/traces");
         assert_eq!(
             traces_url("http://otel:4318/"),
             "http://otel:4318/v1/traces"
