@@ -212,6 +212,14 @@ spec:
 ---
 apiVersion: llmesh.io/v1alpha1
 kind: LLMRoute
+metadata: {{name: hedge}}
+spec:
+  models: [hedge]
+  backends: [{{provider: p1, model: slow}}, {{provider: p2, model: good, priority: 1}}]
+  hedge: {{delay: 100ms}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
 metadata: {{name: plain}}
 spec:
   models: [plain]
@@ -230,6 +238,8 @@ async fn mock_and_policy() -> (MockServer, tempfile::TempDir) {
     .unwrap();
     let bad: Behavior = serde_json::from_value(json!({"status": 503})).unwrap();
     mock.set_model_behavior("bad", bad);
+    let slow: Behavior = serde_json::from_value(json!({"latency_ms": 3000})).unwrap();
+    mock.set_model_behavior("slow", slow);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("key.txt"), format!("{KEY}\n")).unwrap();
     std::fs::write(dir.path().join("policy.yaml"), policy(&mock.url())).unwrap();
@@ -351,6 +361,65 @@ async fn a_call_continues_the_apps_trace_with_one_span_per_attempt() {
     for needle in [PROMPT_MARKER, EMAIL, KEY, "write to"] {
         assert!(!collector.raw_contains(needle), "{needle} was exported");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedge_that_lost_is_cancelled_and_a_stream_is_traced_to_its_end() {
+    let collector = Collector::start().await;
+    let (_mock, dir) = mock_and_policy().await;
+    let p = proxy(&dir, Some(&collector.url()), &[]);
+    let hedge_trace = "2".repeat(32);
+    let tp = format!("00-{hedge_trace}-{APP_SPAN}-01");
+    assert_eq!(
+        chat(&p.llm, "hedge", &[("traceparent", tp.as_str())]).await,
+        StatusCode::OK
+    );
+    let spans = collector
+        .wait("both hedged attempts", |s| {
+            s.iter()
+                .filter(|g| g.trace_id == hedge_trace && g.name == "llm attempt")
+                .count()
+                == 2
+        })
+        .await;
+    let mut outcomes: Vec<&str> = spans
+        .iter()
+        .filter(|g| g.trace_id == hedge_trace && g.name == "llm attempt")
+        .filter_map(|g| g.attr("llmesh.outcome"))
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["cancelled", "ok"]);
+
+    let stream_trace = "3".repeat(32);
+    let tp = format!("00-{stream_trace}-{APP_SPAN}-01");
+    let mut body = openai_chat("plain", "count to three");
+    body["stream"] = json!(true);
+    let (status, _, text) = Http::new()
+        .send(
+            Method::POST,
+            &format!("{}/v1/chat/completions", p.llm),
+            Bytes::from(body.to_string()),
+            &[("traceparent", tp.as_str())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&text).contains("[DONE]"));
+    let spans = collector
+        .wait("the stream's request span", |s| {
+            s.iter()
+                .any(|g| g.trace_id == stream_trace && g.name == "llm request")
+        })
+        .await;
+    let request = spans
+        .iter()
+        .find(|g| g.trace_id == stream_trace && g.name == "llm request")
+        .unwrap();
+    // Recorded when the stream ended, not when its headers went out.
+    assert!(
+        request.attr("gen_ai.usage.output_tokens").is_some(),
+        "{request:#?}"
+    );
+    assert_eq!(request.attr("http.response.status_code"), Some("200"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -319,7 +319,7 @@ impl Continuation {
                 restricted: req.restricted.to_vec(),
                 vault: req.vault.cloned(),
                 audit: req.audit.cloned(),
-                span: tracing::Span::current(),
+                span: crate::trace::current(),
             }),
             remaining: req.route.max_continuations,
             capture: Capture {

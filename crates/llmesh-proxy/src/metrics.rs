@@ -298,7 +298,10 @@ impl Metrics {
         registry.register(Box::new(last_reload_ok.clone()))?;
         registry.register(Box::new(last_reload_time.clone()))?;
         registry.register(Box::new(build_info))?;
-        registry.register(Box::new(crate::trace::export_failures().clone()))?;
+        // Only a sidecar that exports traces has this family.
+        if crate::trace::enabled() {
+            registry.register(Box::new(crate::trace::export_failures().clone()))?;
+        }
         // Make the reload families visible before the first reload happens.
         reloads.with_label_values(&["success"]);
         reloads.with_label_values(&["failure"]);

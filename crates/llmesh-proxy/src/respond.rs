@@ -73,7 +73,7 @@ pub(crate) fn call_for(req: &Req<'_>, labels: &Labels<'_>, b: &BackendRuntime) -
         upstream_model: model,
         raw_request: req.raw.clone(),
         audit: req.audit.cloned(),
-        span: tracing::Span::current(),
+        span: crate::trace::current(),
     }
 }
 

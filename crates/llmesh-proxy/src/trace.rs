@@ -67,6 +67,16 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// The current span when tracing is on (inside a call: its request span),
+/// else a disabled one without asking the subscriber.
+pub fn current() -> Span {
+    if enabled() {
+        Span::current()
+    } else {
+        Span::none()
+    }
+}
+
 /// Why trace export could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
