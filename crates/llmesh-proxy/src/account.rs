@@ -88,6 +88,9 @@ pub struct Call {
     /// The request's quota charge: this call's usage is added to it, and
     /// it is settled when the request's last call is accounted.
     pub charge: Option<Arc<crate::quota::Charge>>,
+    /// The call's `llm request` span (disabled when tracing is off), kept
+    /// open until the call is accounted.
+    pub span: tracing::Span,
 }
 
 fn op_name(op: Operation) -> &'static str {
@@ -325,6 +328,16 @@ impl Call {
         let cost = self.record_usage(outcome.usage, response_model);
         let usage = outcome.usage.unwrap_or_default();
         self.usage_record(&usage, cost, outcome.status);
+        crate::trace::finish_request(
+            &self.span,
+            crate::trace::Finished {
+                status: outcome.status,
+                error_type: outcome.error_type,
+                provider: gen_provider,
+                response_model,
+                usage: outcome.usage,
+            },
+        );
 
         let id = self.shared.identity();
         tracing::info!(

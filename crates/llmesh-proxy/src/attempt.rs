@@ -17,6 +17,7 @@ use llmesh_api::ErrorClass;
 use llmesh_policy::Route;
 use llmesh_wire::{Dialect, StreamOptions, StreamTranslator, Usage};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::account::OutputEstimate;
 use crate::classify::classify_status;
@@ -197,6 +198,20 @@ pub async fn attempt(
     b: &BackendRuntime,
     sent: Option<Arc<AtomicBool>>,
 ) -> Result<Success, Failure> {
+    let span = crate::trace::attempt_span(req.op, &b.backend.provider, upstream_model(req, b));
+    let result = send(req, b, sent, &span)
+        .instrument(span.span.clone())
+        .await;
+    span.done(&result);
+    result
+}
+
+async fn send(
+    req: &Req<'_>,
+    b: &BackendRuntime,
+    sent: Option<Arc<AtomicBool>>,
+    span: &crate::trace::AttemptSpan,
+) -> Result<Success, Failure> {
     let provider = &b.backend.provider;
     let upstream = dialect_of(provider.schema);
     let model = upstream_model(req, b);
@@ -228,7 +243,7 @@ pub async fn attempt(
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     };
     let body = crate::body::UpstreamBody::new(body, sent);
-    let up_req = build_request(
+    let mut up_req = build_request(
         provider,
         &path,
         body,
@@ -238,6 +253,7 @@ pub async fn attempt(
         req.request_id,
     )
     .map_err(|e| invalid(ProxyError::Unsupported(e)))?;
+    span.inject(up_req.headers_mut());
 
     let first_byte = (tokio::time::Instant::now() + timeouts.first_byte).min(req.deadline);
     let timeout_err = |phase: &'static str, after: Duration| {

@@ -29,6 +29,7 @@ pub mod server;
 pub mod stream;
 pub mod table;
 pub mod tokens;
+pub mod trace;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -209,7 +210,7 @@ impl Proxy {
         let s = shared.clone();
         tasks.push(tokio::spawn(server::serve(
             llm,
-            move |req| pipeline::handle(s.clone(), req),
+            move |req| trace::handle(s.clone(), req),
             rx.clone(),
             hdr,
             max_hdr,

@@ -106,6 +106,15 @@ struct Args {
     /// `text` (for humans).
     #[arg(long, env = "LLMESH_LOG_FORMAT", value_enum, default_value_t = llmesh_proxy::logging::LogFormat::Json)]
     log_format: llmesh_proxy::logging::LogFormat,
+    /// Export traces (OTLP over HTTP/protobuf) to this collector, e.g.
+    /// `http://otel-collector.observability:4318`; `/v1/traces` is appended
+    /// unless the URL ends with it. Unset or empty: no tracing at all.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Share of new traces recorded, 0.0 to 1.0. A request whose
+    /// `traceparent` carries a sampling decision follows it instead.
+    #[arg(long, env = "LLMESH_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
+    trace_sample_ratio: f64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +140,6 @@ fn cluster_config_present() -> bool {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    llmesh_proxy::logging::init(&args.log, args.log_format)?;
     // One thread avoids cross-thread wake-ups, which cost more than the
     // proxy's own work per request on a small pod.
     let mut builder = if args.threads <= 1 {
@@ -145,7 +153,27 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(run(args))
+    let mut traces = llmesh_proxy::trace::start(
+        args.otlp_endpoint.as_deref(),
+        args.trace_sample_ratio,
+        &Identity::from_env(),
+        runtime.handle().clone(),
+    )?;
+    let layer = traces.as_mut().and_then(|t| t.take_layer());
+    llmesh_proxy::logging::init_with(&args.log, args.log_format, layer)?;
+    if traces.is_some() {
+        tracing::info!(
+            sample_ratio = args.trace_sample_ratio,
+            "exporting traces over OTLP"
+        );
+    }
+    runtime.block_on(async move {
+        let result = run(args).await;
+        if let Some(t) = traces {
+            t.shutdown(Duration::from_secs(5)).await;
+        }
+        result
+    })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -418,6 +418,10 @@ impl Metrics {
         registry.register(Box::new(usage_records.clone()))?;
         registry.register(Box::new(usage_write_failures.clone()))?;
         registry.register(Box::new(usage_records_queued.clone()))?;
+        // Only a sidecar that exports traces has this family.
+        if crate::trace::enabled() {
+            registry.register(Box::new(crate::trace::export_failures().clone()))?;
+        }
         // Make the reload families visible before the first reload happens.
         reloads.with_label_values(&["success"]);
         reloads.with_label_values(&["failure"]);

@@ -382,6 +382,7 @@ async fn proxy_call(
     let mut route = m.route.clone();
     let mut pattern = m.pattern.to_string();
     let mut route_index = m.index;
+    crate::trace::routed(&requested, &route.name);
     // The data policy sees the client's body before anything else does.
     let guarded = match &table.snap.data_guard {
         Some(g) => crate::dataguard::apply(
@@ -434,6 +435,7 @@ async fn proxy_call(
         route_index = m.index;
         check_cleared(&route, &guarded.restricted)?;
         requested = to.to_string();
+        crate::trace::routed(&requested, &route.name);
     }
     let Some(rt) = table.routes.get(route_index) else {
         return Err(ProxyError::NoPolicy);

@@ -20,6 +20,7 @@ use llmesh_quota::{
     Reservation, Unit, UsageConfig, UsageRecord, UsageWriter, MICRO_USD,
 };
 use llmesh_wire::{Dialect, Usage};
+use tracing::Instrument;
 
 use crate::error::ProxyError;
 use crate::Shared;
@@ -271,6 +272,7 @@ pub(crate) async fn admit(
         }
     }
     let caller = callers.first().map(|(_, c)| *c);
+    let span = crate::trace::quota_span();
     let decision = engine
         .admit(&Admission {
             namespace: &id.namespace,
@@ -283,7 +285,9 @@ pub(crate) async fn admit(
             est_cost_usd: est_cost,
             now: SystemTime::now(),
         })
+        .instrument(span.clone())
         .await;
+    crate::trace::quota_decision(&span, decision.label());
     let m = &shared.metrics;
     let label = decision.label();
     let (reservation, downgrade_to) = match decision {

@@ -74,6 +74,7 @@ pub(crate) fn call_for(req: &Req<'_>, labels: &Labels<'_>, b: &BackendRuntime) -
         raw_request: req.raw.clone(),
         audit: req.audit.cloned(),
         charge: req.charge.cloned(),
+        span: crate::trace::current(),
     }
 }
 
