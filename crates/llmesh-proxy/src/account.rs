@@ -85,6 +85,8 @@ pub struct Call {
     pub raw_request: Bytes,
     /// What the data policy found, logged as an audit line at the end.
     pub audit: Option<Arc<crate::dataguard::Audit>>,
+    /// The backend's cached metric series.
+    pub series: Arc<crate::metrics::SeriesCache>,
     /// The request's quota charge: this call's usage is added to it, and
     /// it is settled when the request's last call is accounted.
     pub charge: Option<Arc<crate::quota::Charge>>,
@@ -209,14 +211,22 @@ impl Call {
         } else {
             response_model
         };
+        self.series.tokens(
+            m,
+            route,
+            provider,
+            model,
+            [
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_input_tokens,
+            ],
+        );
         for (kind, n) in [
             ("input", usage.input_tokens),
             ("output", usage.output_tokens),
             ("cached_input", usage.cached_input_tokens),
         ] {
-            m.tokens
-                .with_label_values(&[route, provider, model, kind])
-                .inc_by(n);
             if kind != "cached_input" || n > 0 {
                 m.token_usage
                     .with_label_values(&[
@@ -241,9 +251,7 @@ impl Call {
                     usage.cached_input_tokens,
                     usage.output_tokens,
                 );
-                m.cost
-                    .with_label_values(&[route, provider, model])
-                    .inc_by(cost);
+                self.series.cost(m, route, provider, model, cost);
                 cost
             }
             None => 0.0,
@@ -301,9 +309,13 @@ impl Call {
             .unwrap_or(model);
         let code = status_label(outcome.status);
 
-        m.requests
-            .with_label_values(&[route, provider, model, code, outcome.error_type])
-            .inc();
+        if code == "200" && outcome.error_type.is_empty() {
+            self.series.request_ok(m, route, provider, model);
+        } else {
+            m.requests
+                .with_label_values(&[route, provider, model, code, outcome.error_type])
+                .inc();
+        }
         m.duration
             .with_label_values(&[
                 op,

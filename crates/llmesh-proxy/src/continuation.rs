@@ -450,6 +450,7 @@ impl Continuation {
                 .unwrap_or_else(|| old.request_model.clone()),
             raw_request: old.raw_request.clone(),
             audit: old.audit.clone(),
+            series: b.series.clone(),
             charge: old.charge.clone(),
             span: old.span.clone(),
         }

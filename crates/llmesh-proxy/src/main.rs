@@ -53,6 +53,11 @@ struct Args {
     /// Deployment's replicas).
     #[arg(long, env = "LLMESH_QUOTA_LOCAL_SHARE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     quota_local_share: u32,
+    /// Longest wait for one Redis command, e.g. `50ms`; past it the request
+    /// is decided on the sidecar's local share and Redis is probed again
+    /// once a second.
+    #[arg(long, env = "LLMESH_QUOTA_REDIS_TIMEOUT", default_value = "50ms", value_parser = llmesh_policy::parse_duration)]
+    quota_redis_timeout: Duration,
     /// Completion tokens a quota reserves for a request that sets no
     /// `max_tokens` (settled with the real count after the call).
     #[arg(long, env = "LLMESH_QUOTA_DEFAULT_MAX_TOKENS", default_value_t = 1024)]
@@ -247,6 +252,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             store: args.quota_store,
             local_share: args.quota_local_share,
             default_max_tokens: args.quota_default_max_tokens,
+            redis_timeout: args.quota_redis_timeout,
             caller_hash_key,
         },
     };

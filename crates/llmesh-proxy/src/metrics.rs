@@ -5,10 +5,11 @@
 //! are registry-wide constant labels, so they cost nothing per request.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use prometheus::{
-    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::Identity;
@@ -481,5 +482,87 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed families.
         let _ = TextEncoder::new().encode(&families, &mut out);
         out
+    }
+}
+
+/// A series cached with the model label it was made for.
+struct Cached<T> {
+    model: String,
+    series: T,
+}
+
+/// The series of one route backend whose labels stay the same from request
+/// to request (route, provider, model label), looked up in their family
+/// once and kept with the backend in the policy table, so a request's
+/// accounting increments them without hashing labels or taking the
+/// family's lock. Each is made on first use, so the exposition is the same
+/// as without the cache; a request whose model label differs from the
+/// cached one (a backend without a fixed model on a route with several
+/// model patterns) falls back to the family.
+#[derive(Default)]
+pub struct SeriesCache {
+    requests_ok: OnceLock<Cached<IntCounter>>,
+    tokens: OnceLock<Cached<[IntCounter; 3]>>,
+    cost: OnceLock<Cached<Counter>>,
+    attempts_ok: OnceLock<Cached<IntCounter>>,
+}
+
+fn cached<'a, T>(
+    cell: &'a OnceLock<Cached<T>>,
+    model: &str,
+    make: impl FnOnce() -> T,
+) -> Option<&'a T> {
+    let c = cell.get_or_init(|| Cached {
+        model: model.to_string(),
+        series: make(),
+    });
+    (c.model == model).then_some(&c.series)
+}
+
+impl SeriesCache {
+    /// `llmesh_requests_total{code="200", error_type=""}` + 1.
+    pub fn request_ok(&self, m: &Metrics, route: &str, provider: &str, model: &str) {
+        let make = || {
+            m.requests
+                .with_label_values(&[route, provider, model, "200", ""])
+        };
+        match cached(&self.requests_ok, model, make) {
+            Some(c) => c.inc(),
+            None => make().inc(),
+        }
+    }
+
+    /// `llmesh_tokens_total` by type: input, output, cached input.
+    pub fn tokens(&self, m: &Metrics, route: &str, provider: &str, model: &str, n: [u64; 3]) {
+        let make = || {
+            ["input", "output", "cached_input"]
+                .map(|kind| m.tokens.with_label_values(&[route, provider, model, kind]))
+        };
+        match cached(&self.tokens, model, make) {
+            Some(c) => c.iter().zip(n).for_each(|(c, n)| c.inc_by(n)),
+            None => make().iter().zip(n).for_each(|(c, n)| c.inc_by(n)),
+        }
+    }
+
+    /// `llmesh_cost_usd_total` + `usd`.
+    pub fn cost(&self, m: &Metrics, route: &str, provider: &str, model: &str, usd: f64) {
+        let make = || m.cost.with_label_values(&[route, provider, model]);
+        match cached(&self.cost, model, make) {
+            Some(c) => c.inc_by(usd),
+            None => make().inc_by(usd),
+        }
+    }
+
+    /// `llmesh_attempts_total{outcome="ok"}` + 1 (`model` is the backend's
+    /// fixed model or empty).
+    pub fn attempt_ok(&self, m: &Metrics, route: &str, provider: &str, model: &str) {
+        let make = || {
+            m.attempts
+                .with_label_values(&[route, provider, model, "ok"])
+        };
+        match cached(&self.attempts_ok, model, make) {
+            Some(c) => c.inc(),
+            None => make().inc(),
+        }
     }
 }

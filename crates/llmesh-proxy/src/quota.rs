@@ -61,6 +61,9 @@ pub struct QuotaSettings {
     pub local_share: u32,
     /// Completion tokens reserved for a request that sets no `max_tokens`.
     pub default_max_tokens: u64,
+    /// Longest wait for one Redis command before the request is decided
+    /// on the local share.
+    pub redis_timeout: Duration,
     /// Key for hashing caller header values (same on every sidecar).
     pub caller_hash_key: Vec<u8>,
 }
@@ -71,6 +74,7 @@ impl Default for QuotaSettings {
             store: StoreSetting::Memory,
             local_share: 1,
             default_max_tokens: 1024,
+            redis_timeout: RedisConfig::default().command_timeout,
             caller_hash_key: Vec::new(),
         }
     }
@@ -116,6 +120,7 @@ impl QuotaState {
                 let cfg = RedisConfig {
                     url: url.clone(),
                     local_share_divisor: s.local_share.max(1),
+                    command_timeout: s.redis_timeout,
                     ..RedisConfig::default()
                 };
                 let err = |source| QuotaStartError::Redis {

@@ -137,6 +137,7 @@ pub fn build<'r>(
                     backend: b.clone(),
                     client,
                     state: builder.backend_state(route, chain, b),
+                    series: Arc::default(),
                 }),
                 Err(e) => {
                     errors.push(format!("LLMProvider/{}: spec.caFile: {e}", b.provider.name));
