@@ -76,19 +76,6 @@ async fn metrics_of(http: &Http, s: &Sidecar) -> String {
     String::from_utf8(body.to_vec()).unwrap()
 }
 
-/// Sum of a family's samples matching `labels`.
-fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Per-minute windows reset on the minute: start well inside one.
 async fn inside_minute(need: f64) {
     let s = SystemTime::now()
@@ -131,26 +118,45 @@ async fn counter(redis: &RedisServer, pattern: &str) -> i64 {
     total
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_sidecars_and_64_clients_share_one_token_budget() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    const LIMIT: i64 = 3000;
-    const MAX_TOKENS: u64 = 40;
-    inside_minute(20.0).await;
-    let (_mock, mock_url) = spawn_mock(KEY);
+/// A real Redis, the mock provider binary and a policy file with `quotas`,
+/// started inside a minute with `need` seconds left.
+struct Setup {
+    redis: RedisServer,
+    _mock: Proc,
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+}
+
+async fn setup(quotas: &str, need: f64) -> Option<Setup> {
+    let redis = RedisServer::start()?;
+    inside_minute(need).await;
+    let (mock, mock_url) = spawn_mock(KEY);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
     let file = dir.path().join("policy.yaml");
-    std::fs::write(
-        &file,
-        policy(
-            &mock_url,
-            &format!("---\napiVersion: llmesh.io/v1alpha1\nkind: LLMQuota\nmetadata: {{name: budget}}\nspec:\n  limits: {{tokensPerMinute: {LIMIT}}}\n"),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&file, policy(&mock_url, quotas)).unwrap();
+    Some(Setup {
+        redis,
+        _mock: mock,
+        _dir: dir,
+        file,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sidecars_and_64_clients_share_one_token_budget() {
+    const LIMIT: i64 = 3000;
+    const MAX_TOKENS: u64 = 40;
+    let quota = format!("---\napiVersion: llmesh.io/v1alpha1\nkind: LLMQuota\nmetadata: {{name: budget}}\nspec:\n  limits: {{tokensPerMinute: {LIMIT}}}\n");
+    let Some(Setup {
+        redis,
+        _mock,
+        _dir,
+        file,
+    }) = setup(&quota, 20.0).await
+    else {
+        return;
+    };
     let mut procs = sidecars(3, &file, &redis, "2s");
     let http = Http::new();
     let bases: Arc<Vec<String>> = Arc::new(procs.iter().map(|s| s.p.llm.clone()).collect());
@@ -280,19 +286,7 @@ async fn three_sidecars_and_64_clients_share_one_token_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_mid_load_is_survived_as_each_quota_says() {
-    let Some(mut redis) = RedisServer::start() else {
-        return;
-    };
-    inside_minute(25.0).await;
-    let (_mock, mock_url) = spawn_mock(KEY);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
-    let file = dir.path().join("policy.yaml");
-    std::fs::write(
-        &file,
-        policy(
-            &mock_url,
-            "---
+    let quotas = "---
 apiVersion: llmesh.io/v1alpha1
 kind: LLMQuota
 metadata: {name: open}
@@ -307,10 +301,16 @@ spec:
   models: [strict-model]
   limits: {requestsPerMinute: 100000}
   onStoreUnavailable: fail-closed
-",
-        ),
-    )
-    .unwrap();
+";
+    let Some(Setup {
+        mut redis,
+        _mock,
+        _dir,
+        file,
+    }) = setup(quotas, 25.0).await
+    else {
+        return;
+    };
     let mut procs = sidecars(2, &file, &redis, "1s");
     let http = Http::new();
     let bases: Vec<String> = procs.iter().map(|s| s.p.llm.clone()).collect();
