@@ -1,12 +1,13 @@
 //! `llmesh-controller` against the fake API server: the conditions it
 //! writes, its Events, no write storms (`controller/status.rs`), leader
 //! election with two replicas (`controller/leader.rs`), the real binary and
-//! the deployment manifest (`controller/deploy.rs`).
+//! the deployment manifest (`controller/deploy.rs`), spend against limit
+//! and threshold Events from a real Redis (`controller/spend.rs`).
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
-use llmesh_controller::{Controller, ControllerConfig, LeaseConfig};
+use llmesh_controller::{Controller, ControllerConfig, LeaseConfig, SpendConfig};
 use llmesh_tests::fake_kube::FakeKube;
 use llmesh_tests::{metric_value, Http};
 use serde_json::{json, Value};
@@ -15,6 +16,8 @@ use serde_json::{json, Value};
 mod deploy;
 #[path = "controller/leader.rs"]
 mod leader;
+#[path = "controller/spend.rs"]
+mod spend;
 #[path = "controller/status.rs"]
 mod status;
 
@@ -37,6 +40,7 @@ fn config(identity: &str) -> ControllerConfig {
         },
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
         debounce: Duration::from_millis(20),
+        spend: SpendConfig::default(),
     }
 }
 

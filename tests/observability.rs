@@ -34,10 +34,14 @@ const JOB: &str = "llmesh-sidecar";
 
 /// Panel queries allowed to return nothing after the test's traffic, each
 /// with the reason: (panel title, refId, why). Every other query must
-/// return at least one finite sample. Empty today: the traffic provokes
-/// even hedges, continuations and outlier ejections. A panel for a rare
+/// return at least one finite sample. The traffic provokes even hedges,
+/// continuations and outlier ejections. A panel for a rare
 /// event the test cannot provoke cheaply goes here.
-const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[];
+const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[(
+    "Trace export failures",
+    "A",
+    "the family exists only on sidecars exporting traces (--otlp-endpoint); tests/tracing.rs checks it",
+)];
 
 /// The mock and the proxy binaries, wired by a policy in a temporary folder.
 struct Stack {
@@ -421,6 +425,8 @@ scrape_configs:
         "LLMeshRetryBudgetExhausted",
         "LLMeshConfigReloadFailing",
         "LLMeshSidecarDown",
+        "LLMeshQuotaBudgetHigh",
+        "LLMeshQuotaBudgetExhausted",
     ]
     .into();
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -243,7 +243,7 @@ async fn objects_of_the_wrong_shape_are_rejected_with_the_field_path() {
 }
 
 #[tokio::test]
-async fn quotas_and_data_policies_are_accepted_but_not_enforced() {
+async fn quotas_and_data_policies_are_accepted_and_enforced() {
     let kube = FakeKube::start().await;
     kube.apply_yaml(&provider("team", "openai"));
     kube.apply_yaml(&route("team", "gpt-4o-mini", "openai"));
@@ -256,8 +256,8 @@ async fn quotas_and_data_policies_are_accepted_but_not_enforced() {
 
     until_condition(&kube, "team", "llmquotas", "budget", "Accepted", "True", 1).await;
     let enforced =
-        until_condition(&kube, "team", "llmquotas", "budget", "Enforced", "False", 1).await;
-    assert_eq!(enforced["reason"], "NotEnforced");
+        until_condition(&kube, "team", "llmquotas", "budget", "Enforced", "True", 1).await;
+    assert_eq!(enforced["reason"], "Enforced");
     until_condition(
         &kube,
         "team",
@@ -286,7 +286,7 @@ async fn quotas_and_data_policies_are_accepted_but_not_enforced() {
         "llmdatapolicies",
         "pii",
         "Enforced",
-        "False",
+        "True",
         1,
     )
     .await;

@@ -19,6 +19,7 @@ spec:
   schema: openai
   baseUrl: {mock}/v1
   credential: {{file: key.txt}}
+  limits: {{requestsPerMinute: 100000}}
   models:
     - {{name: gpt-4o-mini, pricing: {{input: 0.15, output: 0.6}}}}
     - {{name: tiny, contextWindow: 60}}
@@ -97,6 +98,9 @@ spec:
             "---\napiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {{name: {name}}}\nspec:\n  models: [{model}]\n  {body}\n  timeouts: {{firstByte: 5s, idle: 5s, total: 20s}}\n"
         ));
     }
+    // A warn quota the Claude traffic goes past at once: the quota panels
+    // have data and the budget alerts are pending, nothing is refused.
+    out.push_str("---\napiVersion: llmesh.io/v1alpha1\nkind: LLMQuota\nmetadata: {name: claude-budget}\nspec:\n  models: [claude-sonnet-4-5]\n  limits: {costPerDay: '0.0001'}\n  action: warn\n");
     // A data policy, so the redaction panel has data.
     out.push_str("---\napiVersion: llmesh.io/v1alpha1\nkind: LLMDataPolicy\nmetadata: {name: pii}\nspec:\n  rules: [{class: email, action: redact}]\n");
     out

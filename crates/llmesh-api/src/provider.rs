@@ -194,7 +194,9 @@ pub struct LLMProviderSpec {
     #[schemars(inner(pattern(CLASS_NAME), length(max = 63)), length(max = 64))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub clearance: Vec<String>,
-    /// The provider's published rate limits for this key (not enforced yet).
+    /// The provider's published rate limits for this key: sidecars pace
+    /// their calls under them (less `headroomPercent`) and prefer other
+    /// backends once a minute's budget is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ProviderLimits>,
 }

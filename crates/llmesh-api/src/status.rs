@@ -42,6 +42,8 @@ pub const REASON_INVALID: &str = "Invalid";
 /// Reason of an `Enforced=False` condition on kinds validated but not
 /// enforced by this version.
 pub const REASON_NOT_ENFORCED: &str = "NotEnforced";
+/// Reason of an `Enforced=True` condition: the sidecars apply the object.
+pub const REASON_ENFORCED: &str = "Enforced";
 
 /// Status of an `LLMProvider` or an `LLMRoute`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

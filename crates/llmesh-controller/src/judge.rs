@@ -13,8 +13,9 @@ use std::sync::Arc;
 use kube::api::DynamicObject;
 use llmesh_api::{
     AnyResource, BackendRef, CredentialRef, LLMRouteSpec, CONDITION_ACCEPTED, CONDITION_ENFORCED,
-    CONDITION_RESOLVED_REFS, REASON_ACCEPTED, REASON_BACKEND_NOT_FOUND, REASON_INVALID,
-    REASON_INVALID_BACKEND, REASON_MODEL_NOT_ROUTED, REASON_NOT_ENFORCED, REASON_RESOLVED_REFS,
+    CONDITION_RESOLVED_REFS, REASON_ACCEPTED, REASON_BACKEND_NOT_FOUND, REASON_ENFORCED,
+    REASON_INVALID, REASON_INVALID_BACKEND, REASON_MODEL_NOT_ROUTED, REASON_NOT_ENFORCED,
+    REASON_RESOLVED_REFS,
 };
 use llmesh_kube::Object;
 use llmesh_policy::{SecretSource, Snapshot};
@@ -290,10 +291,10 @@ fn verdict(
                 _ => Err(()),
             };
             conditions.push(quota_refs(downgrade, w));
-            conditions.push(not_enforced(o.kind));
+            conditions.push(enforced(o.kind, is_accepted));
         }
         "LLMDataPolicy" => {
-            conditions.push(not_enforced(o.kind));
+            conditions.push(enforced(o.kind, is_accepted));
             rule_count = Some(match readable {
                 Some(AnyResource::DataPolicy(d)) if is_accepted => {
                     Some(i64::try_from(d.spec.rules.len()).unwrap_or(i64::MAX))
@@ -320,12 +321,25 @@ fn false_cond(type_: &'static str, reason: &'static str, message: String) -> Con
     }
 }
 
-fn not_enforced(kind: &str) -> Cond {
-    false_cond(
-        CONDITION_ENFORCED,
-        REASON_NOT_ENFORCED,
-        format!("this version of llmesh validates {kind} objects but does not enforce them yet"),
-    )
+/// `Enforced`: the sidecars of the namespace apply an accepted object; a
+/// rejected one is not applied (they keep its last valid version, if any).
+fn enforced(kind: &str, accepted: bool) -> Cond {
+    if accepted {
+        Cond {
+            type_: CONDITION_ENFORCED,
+            status: Status::True,
+            reason: REASON_ENFORCED,
+            message: format!("the llmesh sidecars of the namespace enforce this {kind}"),
+        }
+    } else {
+        false_cond(
+            CONDITION_ENFORCED,
+            REASON_NOT_ENFORCED,
+            format!(
+                "this {kind} is rejected (see Accepted); sidecars do not apply this generation"
+            ),
+        )
+    }
 }
 
 fn route_refs(spec: &LLMRouteSpec, w: &Where<'_>) -> Cond {

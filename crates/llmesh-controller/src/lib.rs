@@ -7,6 +7,9 @@
 //! `Enforced`) and `status.observedGeneration` on each object, plus a
 //! Warning Event when an object is rejected. Several replicas may run: one
 //! leader, elected through a Lease, writes; the others watch and wait.
+//! With a shared quota store (Redis), the leader also writes each
+//! `LLMQuota`'s spend against its limit and raises threshold Events
+//! ([`spend`]).
 //!
 //! [`Controller::start`] runs it in-process (tests do); `main.rs` is a thin
 //! wrapper reading flags.
@@ -18,6 +21,7 @@ pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod server;
+pub mod spend;
 pub mod status;
 pub mod watch;
 pub mod writer;
@@ -35,10 +39,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use lease::{Leadership, LeaseConfig};
+pub use spend::{QuotaStore, SpendConfig};
 
 use crate::judge::Status;
 use crate::metrics::Metrics;
 use crate::server::Health;
+use crate::spend::{Quotas, Spend};
 use crate::watch::{Objects, Scope};
 use crate::writer::Writer;
 
@@ -57,6 +63,8 @@ pub struct ControllerConfig {
     /// Changes arriving within this time of the first are evaluated
     /// together.
     pub debounce: Duration,
+    /// Spend readings from the sidecars' quota store.
+    pub spend: SpendConfig,
 }
 
 /// Why the controller could not start.
@@ -88,6 +96,7 @@ pub struct Controller {
     stop_work: channel::Sender<bool>,
     stop_lease: channel::Sender<bool>,
     work: Option<JoinHandle<()>>,
+    spend: Option<JoinHandle<()>>,
     lease: Option<JoinHandle<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -96,6 +105,18 @@ impl Controller {
     /// Binds the metrics port and starts watching, electing and writing.
     pub async fn start(client: Client, cfg: ControllerConfig) -> Result<Controller, StartError> {
         cfg.lease.validate().map_err(StartError::Config)?;
+        if cfg.spend.interval.is_zero() {
+            return Err(StartError::Config(
+                "the spend interval must be above zero".into(),
+            ));
+        }
+        let store = match &cfg.spend.store {
+            QuotaStore::Memory => None,
+            QuotaStore::Redis(url) => Some(
+                spend::connect(url)
+                    .map_err(|e| StartError::Config(format!("the quota store URL: {e}")))?,
+            ),
+        };
         let listener = TcpListener::bind(cfg.metrics_listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -122,11 +143,27 @@ impl Controller {
             platform_namespace: cfg.platform_namespace.clone(),
         };
         let objects = watch::spawn(client.clone(), &scope, work_rx.clone());
-        let writer = Writer::new(client, cfg.lease.identity.clone(), metrics.clone());
+        let writer = Writer::new(client.clone(), cfg.lease.identity.clone(), metrics.clone());
+        let (quotas_tx, quotas_rx) = channel::channel(Quotas::default());
+        let spend = store.map(|conn| {
+            tokio::spawn(spend::run(
+                Spend {
+                    client,
+                    identity: cfg.lease.identity.clone(),
+                    conn,
+                    interval: cfg.spend.interval,
+                    metrics: metrics.clone(),
+                },
+                quotas_rx,
+                leadership.clone(),
+                work_rx.clone(),
+            ))
+        });
         let work = tokio::spawn(run(
             cfg,
             objects,
             writer,
+            quotas_tx,
             leadership.clone(),
             health.clone(),
             work_rx,
@@ -144,6 +181,7 @@ impl Controller {
             stop_work,
             stop_lease,
             work: Some(work),
+            spend,
             lease: Some(lease),
             server: Some(server),
         })
@@ -171,6 +209,9 @@ impl Controller {
         if let Some(work) = self.work.take() {
             let _ = work.await;
         }
+        if let Some(spend) = self.spend.take() {
+            let _ = spend.await;
+        }
         tracing::debug!("writes stopped");
         let _ = self.stop_lease.send(true);
         if let Some(lease) = self.lease.take() {
@@ -186,9 +227,14 @@ impl Controller {
 
 impl Drop for Controller {
     fn drop(&mut self) {
-        for task in [self.work.take(), self.lease.take(), self.server.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.work.take(),
+            self.spend.take(),
+            self.lease.take(),
+            self.server.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }
@@ -202,6 +248,7 @@ async fn run(
     cfg: ControllerConfig,
     mut objects: channel::Receiver<Option<Objects>>,
     mut writer: Writer,
+    quotas: channel::Sender<Quotas>,
     leadership: Leadership,
     health: Arc<Health>,
     mut shutdown: channel::Receiver<bool>,
@@ -259,6 +306,15 @@ async fn run(
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         log_rejections(&verdicts, &mut reported);
+        // The spend loop reads the quotas the sidecars enforce: accepted ones.
+        quotas.send_replace(Arc::new(
+            verdicts
+                .iter()
+                .filter(|v| v.kind == "LLMQuota")
+                .filter(|v| v.accepted().is_some_and(|a| a.status == Status::True))
+                .map(|v| v.object.clone())
+                .collect(),
+        ));
         health.ready.store(true, Ordering::Release);
         if !leadership.is_leader() {
             continue;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use llmesh_controller::{Controller, ControllerConfig, LeaseConfig};
+use llmesh_controller::{Controller, ControllerConfig, LeaseConfig, SpendConfig};
 
 /// Writes status conditions (Accepted, ResolvedRefs, Enforced) and Warning
 /// Events on LLMProvider, LLMRoute, LLMQuota and LLMDataPolicy objects.
@@ -46,6 +46,15 @@ struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "LLMESH_METRICS_LISTEN", default_value = "0.0.0.0:15510")]
     metrics_listen: SocketAddr,
+    /// The sidecars' quota store: `memory` (each sidecar counts alone, so
+    /// there is no shared spend to show) or the Redis URL they share, e.g.
+    /// `redis://redis.llmesh:6379/0`; then LLMQuota status shows spend
+    /// against limit and thresholds raise Events.
+    #[arg(long, env = "LLMESH_QUOTA_STORE", default_value = "memory")]
+    quota_store: llmesh_controller::QuotaStore,
+    /// How often the leader reads every LLMQuota's spend, e.g. `15s`.
+    #[arg(long, env = "LLMESH_SPEND_INTERVAL", default_value = "15s", value_parser = duration)]
+    spend_interval: Duration,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `llmesh_controller=debug`.
     #[arg(long, env = "LLMESH_LOG", default_value = "info")]
     log: String,
@@ -106,6 +115,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         metrics_listen: args.metrics_listen,
         debounce: args.debounce,
+        spend: SpendConfig {
+            store: args.quota_store,
+            interval: args.spend_interval,
+        },
     };
     let controller = Controller::start(client, cfg).await?;
     // One plain line for scripts and tests that start the binary on port 0.

@@ -17,6 +17,12 @@ pub struct Metrics {
     /// `llmesh_controller_evaluations_total`: full evaluations of the
     /// watched objects.
     pub evaluations: prometheus::IntCounter,
+    /// `llmesh_controller_quota_spend_reads_total{result}`: readings of an
+    /// LLMQuota's usage from the shared quota store.
+    pub spend_reads: IntCounterVec,
+    /// `llmesh_controller_quota_alerts_total{type,result}`: threshold
+    /// Events on LLMQuota objects.
+    pub quota_alerts: IntCounterVec,
 }
 
 impl Metrics {
@@ -52,6 +58,20 @@ impl Metrics {
             "llmesh_controller_evaluations_total",
             "Evaluations of every watched object (one per batch of changes).",
         )?;
+        let spend_reads = IntCounterVec::new(
+            Opts::new(
+                "llmesh_controller_quota_spend_reads_total",
+                "Readings of an LLMQuota's current usage from the shared quota store, by result (success, failure).",
+            ),
+            &["result"],
+        )?;
+        let quota_alerts = IntCounterVec::new(
+            Opts::new(
+                "llmesh_controller_quota_alerts_total",
+                "Events raised on LLMQuota objects for a crossed alert threshold, by type (Normal below 100%, Warning from 100%) and result.",
+            ),
+            &["type", "result"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "llmesh_build_info",
@@ -67,6 +87,8 @@ impl Metrics {
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
         registry.register(Box::new(evaluations.clone()))?;
+        registry.register(Box::new(spend_reads.clone()))?;
+        registry.register(Box::new(quota_alerts.clone()))?;
         registry.register(Box::new(build_info))?;
         // Every series exists from the start, so rate() and alerts see 0.
         for (kind, _) in llmesh_kube::KINDS {
@@ -76,6 +98,12 @@ impl Metrics {
             }
             rejected.with_label_values(&[kind]);
         }
+        for result in ["success", "failure"] {
+            spend_reads.with_label_values(&[result]);
+            for type_ in ["Normal", "Warning"] {
+                quota_alerts.with_label_values(&[type_, result]);
+            }
+        }
         Ok(Metrics {
             registry,
             leader,
@@ -83,6 +111,8 @@ impl Metrics {
             events,
             rejected,
             evaluations,
+            spend_reads,
+            quota_alerts,
         })
     }
 

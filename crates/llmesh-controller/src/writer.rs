@@ -122,19 +122,7 @@ impl Writer {
     }
 
     async fn patch(&self, v: &Verdict, plan: &Plan) -> Result<Option<Value>, kube::Error> {
-        let gvk = GroupVersionKind::gvk(GROUP, VERSION, v.kind);
-        let plural = llmesh_kube::KINDS
-            .iter()
-            .find(|(k, _)| *k == v.kind)
-            .map_or("", |(_, p)| *p);
-        let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
-        let m = &v.object.metadata;
-        let ns = m.namespace.as_deref().unwrap_or("");
-        let name = m.name.as_deref().unwrap_or("");
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
-        let result = api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&plan.patch))
-            .await;
+        let result = patch_status(&self.client, v.kind, &v.object, &plan.patch).await;
         let label = if result.is_ok() { "success" } else { "failure" };
         self.metrics
             .status_patches
@@ -154,38 +142,19 @@ impl Writer {
     /// A Warning Event regarding the object. A failure is logged and
     /// counted, not retried: the status holds the same message.
     async fn event(&self, v: &Verdict, note: &str) {
-        let m = &v.object.metadata;
-        let ns = m.namespace.clone().unwrap_or_default();
-        let name = m.name.clone().unwrap_or_default();
-        let now = Timestamp::now();
-        let event = Event {
-            metadata: ObjectMeta {
-                // The convention of client-go and kube-rs: the object's
-                // name and a unique suffix.
-                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-                namespace: Some(ns.clone()),
-                ..ObjectMeta::default()
+        let result = create_event(
+            &self.client,
+            &self.identity,
+            v.kind,
+            &v.object,
+            &EventNote {
+                type_: "Warning",
+                reason: REASON_INVALID,
+                action: "Validate",
+                note,
             },
-            event_time: Some(MicroTime(now)),
-            type_: Some("Warning".into()),
-            reason: Some(REASON_INVALID.into()),
-            action: Some("Validate".into()),
-            note: Some(note.to_string()),
-            regarding: Some(ObjectReference {
-                api_version: Some(API_VERSION.into()),
-                kind: Some(v.kind.into()),
-                name: Some(name),
-                namespace: Some(ns.clone()),
-                uid: m.uid.clone(),
-                resource_version: m.resource_version.clone(),
-                ..ObjectReference::default()
-            }),
-            reporting_controller: Some(REPORTING_CONTROLLER.into()),
-            reporting_instance: Some(status::truncate(&self.identity, 128)),
-            ..Event::default()
-        };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        let result = api.create(&PostParams::default(), &event).await;
+        )
+        .await;
         let label = if result.is_ok() { "success" } else { "failure" };
         self.metrics
             .events
@@ -198,4 +167,81 @@ impl Writer {
             }
         }
     }
+}
+
+/// Sends a JSON merge patch to the `/status` of `object` (of `kind`) and
+/// returns the object as the API server stored it.
+pub async fn patch_status(
+    client: &Client,
+    kind: &str,
+    object: &DynamicObject,
+    patch: &Value,
+) -> Result<DynamicObject, kube::Error> {
+    let gvk = GroupVersionKind::gvk(GROUP, VERSION, kind);
+    let plural = llmesh_kube::KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or("", |(_, p)| *p);
+    let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+    let m = &object.metadata;
+    let ns = m.namespace.as_deref().unwrap_or("");
+    let name = m.name.as_deref().unwrap_or("");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+}
+
+/// What an Event says.
+pub struct EventNote<'a> {
+    /// `Normal` or `Warning`.
+    pub type_: &'a str,
+    /// One CamelCase word.
+    pub reason: &'a str,
+    /// What the controller was doing.
+    pub action: &'a str,
+    /// For people (cut to [`status::MAX_NOTE`]).
+    pub note: &'a str,
+}
+
+/// Creates an `events.k8s.io/v1` Event regarding `object` (of `kind`),
+/// reported by `identity`.
+pub async fn create_event(
+    client: &Client,
+    identity: &str,
+    kind: &str,
+    object: &DynamicObject,
+    e: &EventNote<'_>,
+) -> Result<(), kube::Error> {
+    let m = &object.metadata;
+    let ns = m.namespace.clone().unwrap_or_default();
+    let name = m.name.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let event = Event {
+        metadata: ObjectMeta {
+            // The convention of client-go and kube-rs: the object's name
+            // and a unique suffix.
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            namespace: Some(ns.clone()),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(now)),
+        type_: Some(e.type_.into()),
+        reason: Some(e.reason.into()),
+        action: Some(e.action.into()),
+        note: Some(status::truncate(e.note, status::MAX_NOTE)),
+        regarding: Some(ObjectReference {
+            api_version: Some(API_VERSION.into()),
+            kind: Some(kind.into()),
+            name: Some(name),
+            namespace: Some(ns.clone()),
+            uid: m.uid.clone(),
+            resource_version: m.resource_version.clone(),
+            ..ObjectReference::default()
+        }),
+        reporting_controller: Some(REPORTING_CONTROLLER.into()),
+        reporting_instance: Some(status::truncate(identity, 128)),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &event).await.map(|_| ())
 }

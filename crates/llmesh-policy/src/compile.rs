@@ -149,8 +149,8 @@ pub fn compile(
     quota_specs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     data_specs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
 
-    // Quotas and data policies are validated and kept, not enforced yet:
-    // they are listed as such in the log and `/config_dump`.
+    // Quotas are enforced by the proxy's quota engine, built from these
+    // when the snapshot is published; `/config_dump` lists them.
     for q in quota_specs {
         let name = &q.metadata.name;
         if snap.quotas.iter().any(|o| &o.name == name) {
@@ -158,7 +158,6 @@ pub fn compile(
             continue;
         }
         if let Some(quota) = compile_quota(&mut cx, q) {
-            snap.inert.push(format!("LLMQuota/{name}"));
             snap.dump_resources
                 .push(kind_dump("LLMQuota", name, &quota.spec));
             snap.quotas.push(Arc::new(quota));

@@ -14,7 +14,7 @@ impl Snapshot {
             "providers": self.providers.values().map(|p| provider(p)).collect::<Vec<_>>(),
             "routes": self.routes.iter().map(|r| route(r)).collect::<Vec<_>>(),
             "models": self.model_names,
-            "notEnforced": self.dump_resources,
+            "quotas": self.dump_resources,
             "dataPolicies": self.dump_data_policies,
         })
     }

@@ -85,6 +85,14 @@ pub struct Call {
     pub raw_request: Bytes,
     /// What the data policy found, logged as an audit line at the end.
     pub audit: Option<Arc<crate::dataguard::Audit>>,
+    /// The backend's cached metric series.
+    pub series: Arc<crate::metrics::SeriesCache>,
+    /// The request's quota charge: this call's usage is added to it, and
+    /// it is settled when the request's last call is accounted.
+    pub charge: Option<Arc<crate::quota::Charge>>,
+    /// The call's `llm request` span (disabled when tracing is off), kept
+    /// open until the call is accounted.
+    pub span: tracing::Span,
 }
 
 fn op_name(op: Operation) -> &'static str {
@@ -136,6 +144,7 @@ impl Call {
                 ..usage
             };
             let cost = call.record_usage(Some(usage), "");
+            call.usage_record(&usage, cost, 499);
             let id = call.shared.identity();
             tracing::info!(
                 target: "llmesh::access",
@@ -202,14 +211,22 @@ impl Call {
         } else {
             response_model
         };
+        self.series.tokens(
+            m,
+            route,
+            provider,
+            model,
+            [
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_input_tokens,
+            ],
+        );
         for (kind, n) in [
             ("input", usage.input_tokens),
             ("output", usage.output_tokens),
             ("cached_input", usage.cached_input_tokens),
         ] {
-            m.tokens
-                .with_label_values(&[route, provider, model, kind])
-                .inc_by(n);
             if kind != "cached_input" || n > 0 {
                 m.token_usage
                     .with_label_values(&[
@@ -223,22 +240,59 @@ impl Call {
                     .observe(n as f64);
             }
         }
-        let Some(price) = self
+        let price = self
             .provider
             .model(&self.upstream_model)
-            .and_then(|info| info.price)
-        else {
-            return 0.0;
+            .and_then(|info| info.price);
+        let cost = match price {
+            Some(price) => {
+                let cost = price.cost(
+                    usage.input_tokens,
+                    usage.cached_input_tokens,
+                    usage.output_tokens,
+                );
+                self.series.cost(m, route, provider, model, cost);
+                cost
+            }
+            None => 0.0,
         };
-        let cost = price.cost(
-            usage.input_tokens,
-            usage.cached_input_tokens,
-            usage.output_tokens,
+        if let Some(c) = &self.charge {
+            c.add(&usage, cost);
+        }
+        crate::quota::pace(
+            &self.shared,
+            provider,
+            0,
+            usage.input_tokens.saturating_add(usage.output_tokens),
         );
-        m.cost
-            .with_label_values(&[route, provider, model])
-            .inc_by(cost);
         cost
+    }
+
+    /// Queues the usage record of this call for the Redis usage stream
+    /// (when the quota store is Redis). No prompt or completion text.
+    fn usage_record(&self, usage: &Usage, cost_usd: f64, status: u16) {
+        if self.shared.quota.usage.is_none() {
+            return;
+        }
+        let id = self.shared.identity();
+        crate::quota::record_usage(
+            &self.shared,
+            llmesh_quota::UsageRecord {
+                ts: std::time::SystemTime::now(),
+                namespace: id.namespace.clone(),
+                workload: id.workload.clone(),
+                pod: id.pod.clone(),
+                route: self.route.name.clone(),
+                provider: self.provider.name.clone(),
+                model: self.upstream_model.clone(),
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cached_input_tokens: usage.cached_input_tokens,
+                cost_usd,
+                status,
+                caller_hash: self.charge.as_ref().and_then(|c| c.caller),
+            },
+        );
     }
 
     fn record_at(self, outcome: Outcome, estimated: bool, elapsed: Duration) {
@@ -255,9 +309,13 @@ impl Call {
             .unwrap_or(model);
         let code = status_label(outcome.status);
 
-        m.requests
-            .with_label_values(&[route, provider, model, code, outcome.error_type])
-            .inc();
+        if code == "200" && outcome.error_type.is_empty() {
+            self.series.request_ok(m, route, provider, model);
+        } else {
+            m.requests
+                .with_label_values(&[route, provider, model, code, outcome.error_type])
+                .inc();
+        }
         m.duration
             .with_label_values(&[
                 op,
@@ -281,6 +339,17 @@ impl Call {
 
         let cost = self.record_usage(outcome.usage, response_model);
         let usage = outcome.usage.unwrap_or_default();
+        self.usage_record(&usage, cost, outcome.status);
+        crate::trace::finish_request(
+            &self.span,
+            crate::trace::Finished {
+                status: outcome.status,
+                error_type: outcome.error_type,
+                provider: gen_provider,
+                response_model,
+                usage: outcome.usage,
+            },
+        );
 
         let id = self.shared.identity();
         tracing::info!(

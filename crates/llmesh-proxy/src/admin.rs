@@ -39,6 +39,7 @@ pub async fn metrics_port(
     Ok(match req.uri().path() {
         "/metrics" => {
             crate::runtime::refresh_breaker_gauges(&shared);
+            crate::quota::refresh_gauges(&shared);
             text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

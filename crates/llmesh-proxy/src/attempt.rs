@@ -17,6 +17,7 @@ use llmesh_api::ErrorClass;
 use llmesh_policy::Route;
 use llmesh_wire::{Dialect, StreamOptions, StreamTranslator, Usage};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::account::OutputEstimate;
 use crate::classify::classify_status;
@@ -60,6 +61,13 @@ pub struct Req<'a> {
     pub vault: Option<&'a Arc<llmesh_dlp::Vault>>,
     /// What the data policy found, for the audit line.
     pub audit: Option<&'a Arc<crate::dataguard::Audit>>,
+    /// A downgrade quota changed the model: the body is always rewritten.
+    pub downgraded: bool,
+    /// What the request holds against its quotas; every call billed for
+    /// it adds its usage.
+    pub charge: Option<&'a Arc<crate::quota::Charge>>,
+    /// The quota engine, when providers publish limits to pace under.
+    pub pacing: Option<&'a llmesh_quota::QuotaEngine>,
 }
 
 /// An attempt that produced an answer.
@@ -190,6 +198,20 @@ pub async fn attempt(
     b: &BackendRuntime,
     sent: Option<Arc<AtomicBool>>,
 ) -> Result<Success, Failure> {
+    let span = crate::trace::attempt_span(req.op, &b.backend.provider, upstream_model(req, b));
+    let result = send(req, b, sent, &span)
+        .instrument(span.span.clone())
+        .await;
+    span.done(&result);
+    result
+}
+
+async fn send(
+    req: &Req<'_>,
+    b: &BackendRuntime,
+    sent: Option<Arc<AtomicBool>>,
+    span: &crate::trace::AttemptSpan,
+) -> Result<Success, Failure> {
     let provider = &b.backend.provider;
     let upstream = dialect_of(provider.schema);
     let model = upstream_model(req, b);
@@ -204,6 +226,7 @@ pub async fn attempt(
     let needs_usage_option = req.stream && upstream == Dialect::OpenAi && !req.include_usage;
     let body = if req.client == upstream
         && model == req.requested
+        && !req.downgraded
         && !needs_usage_option
         && req.continue_from.is_none()
     {
@@ -220,7 +243,7 @@ pub async fn attempt(
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     };
     let body = crate::body::UpstreamBody::new(body, sent);
-    let up_req = build_request(
+    let mut up_req = build_request(
         provider,
         &path,
         body,
@@ -230,6 +253,7 @@ pub async fn attempt(
         req.request_id,
     )
     .map_err(|e| invalid(ProxyError::Unsupported(e)))?;
+    span.inject(up_req.headers_mut());
 
     let first_byte = (tokio::time::Instant::now() + timeouts.first_byte).min(req.deadline);
     let timeout_err = |phase: &'static str, after: Duration| {

@@ -69,6 +69,8 @@ pub struct ProxyConfig {
     pub inbound_token: Option<String>,
     /// Take policy from the cluster instead of `policy_file`.
     pub kube: Option<crate::k8s::KubeSource>,
+    /// Quota store and admission settings.
+    pub quota: crate::quota::QuotaSettings,
 }
 
 impl ProxyConfig {
@@ -96,6 +98,7 @@ impl ProxyConfig {
             max_messages: 2048,
             inbound_token: None,
             kube: None,
+            quota: crate::quota::QuotaSettings::default(),
         }
     }
 }

@@ -25,6 +25,7 @@ use llmesh_policy::{Provider, Route};
 use llmesh_wire::sse::{write_event, SseEvent, SseParser};
 use llmesh_wire::Dialect;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::account::Call;
 use crate::attempt::{attempt, Failure, Req, Success};
@@ -240,6 +241,10 @@ pub struct Context {
     restricted: Vec<String>,
     vault: Option<Arc<llmesh_dlp::Vault>>,
     audit: Option<Arc<crate::dataguard::Audit>>,
+    downgraded: bool,
+    /// The request's span: a continuation runs in the response body, out
+    /// of the handler's span, and its attempt belongs under this one.
+    span: tracing::Span,
 }
 
 impl Context {
@@ -261,6 +266,11 @@ impl Context {
             restricted: &self.restricted,
             vault: self.vault.as_ref(),
             audit: self.audit.as_ref(),
+            downgraded: self.downgraded,
+            // The call that accounts a continuation shares the broken
+            // one's charge (see `call_for`).
+            charge: None,
+            pacing: None,
         }
     }
 
@@ -315,6 +325,8 @@ impl Continuation {
                 restricted: req.restricted.to_vec(),
                 vault: req.vault.cloned(),
                 audit: req.audit.cloned(),
+                downgraded: req.downgraded,
+                span: crate::trace::current(),
             }),
             remaining: req.route.max_continuations,
             capture: Capture {
@@ -384,13 +396,17 @@ impl Continuation {
         self.capture.parser = SseParser::new();
         let in_flight = rt.backends[backend].state.start_owned();
         let ctx = self.ctx.clone();
-        let future: Pending = Box::pin(async move {
-            let req = ctx.req(&from);
-            match ctx.backend(backend) {
-                Some(b) => attempt(&req, b, None).await,
-                None => Err(Failure::gone()),
+        let span = ctx.span.clone();
+        let future: Pending = Box::pin(
+            async move {
+                let req = ctx.req(&from);
+                match ctx.backend(backend) {
+                    Some(b) => attempt(&req, b, None).await,
+                    None => Err(Failure::gone()),
+                }
             }
-        });
+            .instrument(span),
+        );
         Some(Started {
             future,
             backend,
@@ -434,6 +450,9 @@ impl Continuation {
                 .unwrap_or_else(|| old.request_model.clone()),
             raw_request: old.raw_request.clone(),
             audit: old.audit.clone(),
+            series: b.series.clone(),
+            charge: old.charge.clone(),
+            span: old.span.clone(),
         }
     }
 }

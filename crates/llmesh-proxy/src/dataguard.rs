@@ -78,10 +78,14 @@ pub fn apply(
     raw: &[u8],
     headers: &HeaderMap,
 ) -> Result<Guarded, ProxyError> {
+    let span = crate::trace::redaction_span();
+    let _in_span = span.enter();
     let declared = declared(guard, headers);
     let mut body: Value =
         serde_json::from_slice(raw).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
     let outcome = guard.engine.process(&mut body, api_of(client, op));
+    let classes_found = outcome.found.iter().filter(|c| c.count > 0).count();
+    crate::trace::redaction_done(&span, classes_found, outcome.blocked);
     for c in &outcome.found {
         metrics
             .redactions

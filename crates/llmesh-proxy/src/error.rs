@@ -110,6 +110,17 @@ pub enum ProxyError {
         /// The classes, comma-separated.
         classes: String,
     },
+    /// A quota refused the request: 429 at a limit, 503 while a
+    /// fail-closed quota cannot be checked.
+    #[error("{message}")]
+    Quota {
+        /// 429 or 503.
+        status: u16,
+        /// Which quota and limit, and when to retry.
+        message: String,
+        /// `retry-after`, `x-ratelimit-*`, `x-llmesh-quota`.
+        headers: Vec<(&'static str, String)>,
+    },
     /// An error of a call that was already routed and accounted; only the
     /// response is left to send.
     #[error("{0}")]
@@ -140,6 +151,9 @@ impl ProxyError {
             ProxyError::NoPolicy | ProxyError::NoHealthyBackend { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ProxyError::Quota { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::TOO_MANY_REQUESTS)
+            }
         }
     }
 
@@ -158,6 +172,8 @@ impl ProxyError {
             ProxyError::NoHealthyBackend { .. } => "overloaded_error",
             ProxyError::NotCleared { .. } => "permission_error",
             ProxyError::InboundAuth => "authentication_error",
+            ProxyError::Quota { status: 429, .. } => "rate_limit_error",
+            ProxyError::Quota { .. } => "overloaded_error",
             _ => "invalid_request_error",
         }
     }
@@ -182,6 +198,8 @@ impl ProxyError {
             ProxyError::DataBlocked { .. } => "data_policy_blocked",
             ProxyError::NotCleared { .. } => "data_policy_restricted",
             ProxyError::InboundAuth => "invalid_inbound_token",
+            ProxyError::Quota { status: 429, .. } => "quota_exceeded",
+            ProxyError::Quota { .. } => "quota_unavailable",
         }
     }
 
@@ -189,7 +207,15 @@ impl ProxyError {
     pub fn into_response(&self, dialect: Dialect, request_id: &HeaderValue) -> Response<ProxyBody> {
         let body =
             llmesh_wire::error_body(dialect, self.kind(), self.metric_label(), &self.to_string());
-        json_response(self.status(), &body, request_id)
+        let mut resp = json_response(self.status(), &body, request_id);
+        if let ProxyError::Quota { headers, .. } = self {
+            for (name, value) in headers {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    resp.headers_mut().insert(*name, v);
+                }
+            }
+        }
+        resp
     }
 }
 

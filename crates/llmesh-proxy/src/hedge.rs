@@ -47,7 +47,7 @@ pub(crate) async fn race<'a>(
         return (a, wrap(r, a_flight, a_t0));
     }
     let now = clock();
-    let second = select_own(req.route, rt, tried, now, req.restricted)
+    let second = select_own(req, rt, tried, now)
         .filter(|&(_, fresh)| fresh)
         .map(|(i, _)| &rt.backends[i])
         .filter(|b| budget_allows(rt, now) && b.state.breaker.try_acquire(now));

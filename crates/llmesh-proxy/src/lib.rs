@@ -20,6 +20,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outlier;
 pub mod pipeline;
+pub mod quota;
 pub mod reload;
 pub(crate) mod respond;
 pub mod runtime;
@@ -28,6 +29,7 @@ pub mod server;
 pub mod stream;
 pub mod table;
 pub mod tokens;
+pub mod trace;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -67,6 +69,9 @@ pub enum StartError {
     /// The file watcher could not start.
     #[error("watching the policy file: {0}")]
     Watch(#[from] notify::Error),
+    /// The quota store is not usable.
+    #[error(transparent)]
+    Quota(#[from] quota::QuotaStartError),
 }
 
 /// State shared by every connection.
@@ -81,6 +86,8 @@ pub struct Shared {
     pub clients: ClientCache,
     /// Breakers, budgets and latencies kept across reloads.
     pub registry: runtime::Registry,
+    /// Quota counters and the usage writer, kept across reloads.
+    pub quota: quota::QuotaState,
     /// Set once a policy is loaded.
     pub ready: AtomicBool,
     generation: AtomicU64,
@@ -97,6 +104,7 @@ impl Shared {
     pub fn publish(&self, mut table: Table) {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         table.snap.generation = generation;
+        table.quota = self.quota.engine_for(&table.snap);
         let routes = table.snap.routes.len();
         let providers = table.snap.providers.len();
         let inert = table.snap.inert.join(", ");
@@ -157,8 +165,10 @@ impl Proxy {
             table: ArcSwap::from_pointee(Table {
                 snap: Default::default(),
                 routes: Vec::new(),
+                quota: None,
             }),
             metrics,
+            quota: quota::QuotaState::start(&cfg.quota)?,
             clients: ClientCache::new(cfg.ca_file.clone()),
             cfg,
             registry: runtime::Registry::default(),
@@ -200,7 +210,7 @@ impl Proxy {
         let s = shared.clone();
         tasks.push(tokio::spawn(server::serve(
             llm,
-            move |req| pipeline::handle(s.clone(), req),
+            move |req| trace::handle(s.clone(), req),
             rx.clone(),
             hdr,
             max_hdr,
@@ -259,5 +269,8 @@ impl Proxy {
         for t in self.tasks {
             let _ = t.await;
         }
+        // Settlements of the last requests run as tasks: let them land.
+        tokio::task::yield_now().await;
+        quota::flush(&self.shared, std::time::Duration::from_secs(5)).await;
     }
 }

@@ -23,6 +23,18 @@ static FILTER: OnceLock<(FilterHandle, std::sync::Mutex<String>)> = OnceLock::ne
 
 /// Installs the subscriber with `filter` (tracing EnvFilter syntax).
 pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    init_with(filter, format, None)
+}
+
+/// As [`init`], with `traces` (the OpenTelemetry layer of
+/// [`crate::trace::start`]) beside the log formatter. The log filter applies
+/// to the formatter only: the trace layer has its own, so a log level
+/// change neither starts nor stops spans.
+pub fn init_with(
+    filter: &str,
+    format: LogFormat,
+    traces: Option<crate::trace::BoxedLayer>,
+) -> anyhow::Result<()> {
     let env = parse(filter)?;
     let (filter_layer, handle) = reload::Layer::new(env);
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = match format {
@@ -40,8 +52,10 @@ pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
             .boxed(),
     };
     // The filter wraps the formatter, so a level change applies to it.
+    let mut layers = vec![fmt.with_filter(filter_layer).boxed()];
+    layers.extend(traces);
     tracing_subscriber::registry()
-        .with(fmt.with_filter(filter_layer))
+        .with(layers)
         .try_init()
         .map_err(|e| anyhow::anyhow!("installing the logger: {e}"))?;
     let _ = FILTER.set((handle, std::sync::Mutex::new(filter.to_string())));

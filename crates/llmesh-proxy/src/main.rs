@@ -43,6 +43,29 @@ struct Args {
     /// token to the pod's app, so no other pod can use this sidecar.
     #[arg(long, env = "LLMESH_INBOUND_TOKEN_FILE")]
     inbound_token_file: Option<PathBuf>,
+    /// Where LLMQuota counters live: `memory` (this sidecar only) or a
+    /// `redis://host:port/db` URL shared by every sidecar (usage records
+    /// then also go to the Redis stream `llmesh:usage`).
+    #[arg(long, env = "LLMESH_QUOTA_STORE", default_value = "memory", value_parser = llmesh_proxy::quota::StoreSetting::parse)]
+    quota_store: llmesh_proxy::quota::StoreSetting,
+    /// While Redis is unreachable, each sidecar enforces every limit
+    /// divided by this: the number of sidecars sharing a budget (e.g. the
+    /// Deployment's replicas).
+    #[arg(long, env = "LLMESH_QUOTA_LOCAL_SHARE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    quota_local_share: u32,
+    /// Longest wait for one Redis command, e.g. `50ms`; past it the request
+    /// is decided on the sidecar's local share and Redis is probed again
+    /// once a second.
+    #[arg(long, env = "LLMESH_QUOTA_REDIS_TIMEOUT", default_value = "50ms", value_parser = llmesh_policy::parse_duration)]
+    quota_redis_timeout: Duration,
+    /// Completion tokens a quota reserves for a request that sets no
+    /// `max_tokens` (settled with the real count after the call).
+    #[arg(long, env = "LLMESH_QUOTA_DEFAULT_MAX_TOKENS", default_value_t = 1024)]
+    quota_default_max_tokens: u64,
+    /// File holding the key that caller header values (scope `caller`) are
+    /// hashed with; every sidecar sharing a store must use the same key.
+    #[arg(long, env = "LLMESH_CALLER_HASH_KEY_FILE")]
+    caller_hash_key_file: Option<PathBuf>,
     /// Largest request head (request line plus headers), in bytes; larger
     /// requests get 431. At least 8192.
     #[arg(long, default_value_t = 64 * 1024)]
@@ -88,6 +111,15 @@ struct Args {
     /// `text` (for humans).
     #[arg(long, env = "LLMESH_LOG_FORMAT", value_enum, default_value_t = llmesh_proxy::logging::LogFormat::Json)]
     log_format: llmesh_proxy::logging::LogFormat,
+    /// Export traces (OTLP over HTTP/protobuf) to this collector, e.g.
+    /// `http://otel-collector.observability:4318`; `/v1/traces` is appended
+    /// unless the URL ends with it. Unset or empty: no tracing at all.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Share of new traces recorded, 0.0 to 1.0. A request whose
+    /// `traceparent` carries a sampling decision follows it instead.
+    #[arg(long, env = "LLMESH_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
+    trace_sample_ratio: f64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +145,6 @@ fn cluster_config_present() -> bool {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    llmesh_proxy::logging::init(&args.log, args.log_format)?;
     // One thread avoids cross-thread wake-ups, which cost more than the
     // proxy's own work per request on a small pod.
     let mut builder = if args.threads <= 1 {
@@ -127,7 +158,27 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(run(args))
+    let mut traces = llmesh_proxy::trace::start(
+        args.otlp_endpoint.as_deref(),
+        args.trace_sample_ratio,
+        &Identity::from_env(),
+        runtime.handle().clone(),
+    )?;
+    let layer = traces.as_mut().and_then(|t| t.take_layer());
+    llmesh_proxy::logging::init_with(&args.log, args.log_format, layer)?;
+    if traces.is_some() {
+        tracing::info!(
+            sample_ratio = args.trace_sample_ratio,
+            "exporting traces over OTLP"
+        );
+    }
+    runtime.block_on(async move {
+        let result = run(args).await;
+        if let Some(t) = traces {
+            t.shutdown(Duration::from_secs(5)).await;
+        }
+        result
+    })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -168,6 +219,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let caller_hash_key = match &args.caller_hash_key_file {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading the caller hash key from {}", path.display()))?,
+        None => Vec::new(),
+    };
     let mut identity = Identity::from_env();
     if let Some(k) = &kube {
         // Outside a pod, the kubeconfig's namespace is the one to follow.
@@ -192,6 +248,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_messages: args.max_messages,
         inbound_token,
         kube,
+        quota: llmesh_proxy::quota::QuotaSettings {
+            store: args.quota_store,
+            local_share: args.quota_local_share,
+            default_max_tokens: args.quota_default_max_tokens,
+            redis_timeout: args.quota_redis_timeout,
+            caller_hash_key,
+        },
     };
     let proxy = Proxy::start(cfg).await?;
     // One plain line for scripts and tests that start the binary on port 0.

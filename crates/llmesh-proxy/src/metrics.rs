@@ -5,10 +5,11 @@
 //! are registry-wide constant labels, so they cost nothing per request.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use prometheus::{
-    CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::Identity;
@@ -69,6 +70,36 @@ pub struct Metrics {
     pub outlier_ejections: IntCounterVec,
     /// llmesh_requests_in_flight
     pub in_flight: IntGauge,
+    /// llmesh_quota_decisions_total
+    pub quota_decisions: IntCounterVec,
+    /// llmesh_quota_alerts_total
+    pub quota_alerts: IntCounterVec,
+    /// llmesh_quota_used
+    pub quota_used: GaugeVec,
+    /// llmesh_quota_limit
+    pub quota_limit: GaugeVec,
+    /// llmesh_quota_remaining
+    pub quota_remaining: GaugeVec,
+    /// llmesh_provider_budget_exhausted
+    pub provider_budget_exhausted: IntGaugeVec,
+    /// llmesh_quota_store_degraded
+    pub quota_store_degraded: IntGauge,
+    /// llmesh_quota_store_errors_total
+    pub quota_store_errors: IntCounter,
+    /// llmesh_quota_local_admissions_total
+    pub quota_local_admissions: IntCounter,
+    /// llmesh_quota_fail_closed_total
+    pub quota_fail_closed: IntCounter,
+    /// llmesh_quota_settlements_dropped_total
+    pub quota_dropped_settlements: IntCounter,
+    /// llmesh_quota_settlements_pending
+    pub quota_pending_settlements: IntGauge,
+    /// llmesh_usage_records_total
+    pub usage_records: IntCounterVec,
+    /// llmesh_usage_write_failures_total
+    pub usage_write_failures: IntCounter,
+    /// llmesh_usage_records_queued
+    pub usage_records_queued: IntGauge,
     /// llmesh_config_reloads_total
     pub reloads: IntCounterVec,
     /// llmesh_config_generation
@@ -263,6 +294,81 @@ impl Metrics {
             "llmesh_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful policy load.",
         )?;
+        let quota_decisions = IntCounterVec::new(
+            Opts::new(
+                "llmesh_quota_decisions_total",
+                "Requests a quota covered, by decision (allow, warn, downgrade, reject) and the quota (namespace/name) that decided.",
+            ),
+            &["decision", "quota"],
+        )?;
+        let quota_alerts = IntCounterVec::new(
+            Opts::new(
+                "llmesh_quota_alerts_total",
+                "Quota alert thresholds (alertThresholds, percent of a limit) reached in a window, seen by this sidecar.",
+            ),
+            &["quota", "limit", "threshold"],
+        )?;
+        let quota_gauge = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["quota", "limit", "scope"])
+        };
+        let quota_used = quota_gauge(
+            "llmesh_quota_used",
+            "Use of a quota's limit in the current window as last seen in the store (USD for cost limits; highest scope id for non-namespace scopes).",
+        )?;
+        let quota_limit = quota_gauge(
+            "llmesh_quota_limit",
+            "A quota's limit (USD for cost limits).",
+        )?;
+        let quota_remaining = quota_gauge(
+            "llmesh_quota_remaining",
+            "What is left of a quota's limit in the current window (USD for cost limits).",
+        )?;
+        let provider_budget_exhausted = IntGaugeVec::new(
+            Opts::new(
+                "llmesh_provider_budget_exhausted",
+                "1 while a provider's published per-minute limits (less headroom) are used up and routing prefers other backends.",
+            ),
+            &["provider"],
+        )?;
+        let quota_store_degraded = IntGauge::new(
+            "llmesh_quota_store_degraded",
+            "1 while the shared quota store is unreachable and quotas are counted locally or fail closed.",
+        )?;
+        let quota_store_errors = IntCounter::new(
+            "llmesh_quota_store_errors_total",
+            "Quota store operations that failed (timeouts, connection errors).",
+        )?;
+        let quota_local_admissions = IntCounter::new(
+            "llmesh_quota_local_admissions_total",
+            "Admissions decided on this sidecar's share of the limits while the shared store was unreachable.",
+        )?;
+        let quota_fail_closed = IntCounter::new(
+            "llmesh_quota_fail_closed_total",
+            "Requests refused because a fail-closed quota could not be checked.",
+        )?;
+        let quota_dropped_settlements = IntCounter::new(
+            "llmesh_quota_settlements_dropped_total",
+            "Settlements that could not be replayed on the shared store (queue full), logged.",
+        )?;
+        let quota_pending_settlements = IntGauge::new(
+            "llmesh_quota_settlements_pending",
+            "Settlements waiting for the shared store to come back.",
+        )?;
+        let usage_records = IntCounterVec::new(
+            Opts::new(
+                "llmesh_usage_records_total",
+                "Usage records for the Redis usage stream, by result (delivered, dropped).",
+            ),
+            &["result"],
+        )?;
+        let usage_write_failures = IntCounter::new(
+            "llmesh_usage_write_failures_total",
+            "Writes of usage records to Redis that failed and were retried.",
+        )?;
+        let usage_records_queued = IntGauge::new(
+            "llmesh_usage_records_queued",
+            "Usage records waiting to be written to Redis.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "llmesh_build_info",
@@ -298,9 +404,30 @@ impl Metrics {
         registry.register(Box::new(last_reload_ok.clone()))?;
         registry.register(Box::new(last_reload_time.clone()))?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(quota_decisions.clone()))?;
+        registry.register(Box::new(quota_alerts.clone()))?;
+        registry.register(Box::new(quota_used.clone()))?;
+        registry.register(Box::new(quota_limit.clone()))?;
+        registry.register(Box::new(quota_remaining.clone()))?;
+        registry.register(Box::new(provider_budget_exhausted.clone()))?;
+        registry.register(Box::new(quota_store_degraded.clone()))?;
+        registry.register(Box::new(quota_store_errors.clone()))?;
+        registry.register(Box::new(quota_local_admissions.clone()))?;
+        registry.register(Box::new(quota_fail_closed.clone()))?;
+        registry.register(Box::new(quota_dropped_settlements.clone()))?;
+        registry.register(Box::new(quota_pending_settlements.clone()))?;
+        registry.register(Box::new(usage_records.clone()))?;
+        registry.register(Box::new(usage_write_failures.clone()))?;
+        registry.register(Box::new(usage_records_queued.clone()))?;
+        // Only a sidecar that exports traces has this family.
+        if crate::trace::enabled() {
+            registry.register(Box::new(crate::trace::export_failures().clone()))?;
+        }
         // Make the reload families visible before the first reload happens.
         reloads.with_label_values(&["success"]);
         reloads.with_label_values(&["failure"]);
+        usage_records.with_label_values(&["delivered"]);
+        usage_records.with_label_values(&["dropped"]);
         for (kind, _) in llmesh_kube::KINDS {
             rejected_resources.with_label_values(&[kind]);
         }
@@ -326,6 +453,21 @@ impl Metrics {
             redactions,
             outlier_ejections,
             in_flight,
+            quota_decisions,
+            quota_alerts,
+            quota_used,
+            quota_limit,
+            quota_remaining,
+            provider_budget_exhausted,
+            quota_store_degraded,
+            quota_store_errors,
+            quota_local_admissions,
+            quota_fail_closed,
+            quota_dropped_settlements,
+            quota_pending_settlements,
+            usage_records,
+            usage_write_failures,
+            usage_records_queued,
             reloads,
             generation,
             last_reload_ok,
@@ -340,5 +482,87 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed families.
         let _ = TextEncoder::new().encode(&families, &mut out);
         out
+    }
+}
+
+/// A series cached with the model label it was made for.
+struct Cached<T> {
+    model: String,
+    series: T,
+}
+
+/// The series of one route backend whose labels stay the same from request
+/// to request (route, provider, model label), looked up in their family
+/// once and kept with the backend in the policy table, so a request's
+/// accounting increments them without hashing labels or taking the
+/// family's lock. Each is made on first use, so the exposition is the same
+/// as without the cache; a request whose model label differs from the
+/// cached one (a backend without a fixed model on a route with several
+/// model patterns) falls back to the family.
+#[derive(Default)]
+pub struct SeriesCache {
+    requests_ok: OnceLock<Cached<IntCounter>>,
+    tokens: OnceLock<Cached<[IntCounter; 3]>>,
+    cost: OnceLock<Cached<Counter>>,
+    attempts_ok: OnceLock<Cached<IntCounter>>,
+}
+
+fn cached<'a, T>(
+    cell: &'a OnceLock<Cached<T>>,
+    model: &str,
+    make: impl FnOnce() -> T,
+) -> Option<&'a T> {
+    let c = cell.get_or_init(|| Cached {
+        model: model.to_string(),
+        series: make(),
+    });
+    (c.model == model).then_some(&c.series)
+}
+
+impl SeriesCache {
+    /// `llmesh_requests_total{code="200", error_type=""}` + 1.
+    pub fn request_ok(&self, m: &Metrics, route: &str, provider: &str, model: &str) {
+        let make = || {
+            m.requests
+                .with_label_values(&[route, provider, model, "200", ""])
+        };
+        match cached(&self.requests_ok, model, make) {
+            Some(c) => c.inc(),
+            None => make().inc(),
+        }
+    }
+
+    /// `llmesh_tokens_total` by type: input, output, cached input.
+    pub fn tokens(&self, m: &Metrics, route: &str, provider: &str, model: &str, n: [u64; 3]) {
+        let make = || {
+            ["input", "output", "cached_input"]
+                .map(|kind| m.tokens.with_label_values(&[route, provider, model, kind]))
+        };
+        match cached(&self.tokens, model, make) {
+            Some(c) => c.iter().zip(n).for_each(|(c, n)| c.inc_by(n)),
+            None => make().iter().zip(n).for_each(|(c, n)| c.inc_by(n)),
+        }
+    }
+
+    /// `llmesh_cost_usd_total` + `usd`.
+    pub fn cost(&self, m: &Metrics, route: &str, provider: &str, model: &str, usd: f64) {
+        let make = || m.cost.with_label_values(&[route, provider, model]);
+        match cached(&self.cost, model, make) {
+            Some(c) => c.inc_by(usd),
+            None => make().inc_by(usd),
+        }
+    }
+
+    /// `llmesh_attempts_total{outcome="ok"}` + 1 (`model` is the backend's
+    /// fixed model or empty).
+    pub fn attempt_ok(&self, m: &Metrics, route: &str, provider: &str, model: &str) {
+        let make = || {
+            m.attempts
+                .with_label_values(&[route, provider, model, "ok"])
+        };
+        match cached(&self.attempts_ok, model, make) {
+            Some(c) => c.inc(),
+            None => make().inc(),
+        }
     }
 }

@@ -379,8 +379,10 @@ async fn proxy_call(
             ),
         });
     };
-    let route = m.route.clone();
-    let pattern = m.pattern.to_string();
+    let mut route = m.route.clone();
+    let mut pattern = m.pattern.to_string();
+    let mut route_index = m.index;
+    crate::trace::routed(&requested, &route.name);
     // The data policy sees the client's body before anything else does.
     let guarded = match &table.snap.data_guard {
         Some(g) => crate::dataguard::apply(
@@ -394,19 +396,48 @@ async fn proxy_call(
         None => crate::dataguard::Guarded::default(),
     };
     let raw = guarded.body.clone().unwrap_or(raw);
-    if !guarded.restricted.is_empty() {
-        let mut all = route
-            .backends
-            .iter()
-            .chain(route.fallbacks.iter().flat_map(|f| f.backends.iter()));
-        if !all.any(|b| crate::dataguard::cleared(&b.provider, &guarded.restricted)) {
-            return Err(ProxyError::NotCleared {
-                route: route.name.clone(),
-                classes: guarded.restricted.join(", "),
-            });
+    check_cleared(&route, &guarded.restricted)?;
+    // Quotas: admission reserves the request's tokens, cost and slot now;
+    // the reservation is settled with the real usage when its last call
+    // is accounted.
+    let mut prompt_tokens: Option<u64> = None;
+    let mut requested = requested;
+    let admitted = match &table.quota {
+        Some(engine) => {
+            crate::quota::admit(
+                shared,
+                engine,
+                &route,
+                &requested,
+                &parts.headers,
+                &raw,
+                client,
+                max_output,
+                &mut prompt_tokens,
+            )
+            .await?
         }
+        None => crate::quota::Admitted::default(),
+    };
+    if let Some(to) = &admitted.downgrade_to {
+        let Some(m) = table.snap.route_for(to, &parts.headers) else {
+            return Err(ProxyError::Quota {
+                status: 429,
+                message: format!(
+                    "a downgrade quota's limit is reached and its downgradeTo model `{}` is not served here",
+                    truncate_path(to)
+                ),
+                headers: vec![("retry-after", "60".to_string())],
+            });
+        };
+        route = m.route.clone();
+        pattern = m.pattern.to_string();
+        route_index = m.index;
+        check_cleared(&route, &guarded.restricted)?;
+        requested = to.to_string();
+        crate::trace::routed(&requested, &route.name);
     }
-    let Some(rt) = table.routes.get(m.index) else {
+    let Some(rt) = table.routes.get(route_index) else {
         return Err(ProxyError::NoPolicy);
     };
     let req = Req {
@@ -426,12 +457,15 @@ async fn proxy_call(
         restricted: &guarded.restricted,
         vault: guarded.vault.as_ref(),
         audit: guarded.audit.as_ref(),
+        downgraded: admitted.downgrade_to.is_some(),
+        charge: admitted.charge.as_ref(),
+        pacing: table.quota.as_deref().filter(|e| e.paces_any()),
     };
     let labels = Labels {
         pattern: &pattern,
         start,
         table: &table,
-        route_index: m.index,
+        route_index,
     };
     if let Some(b) = &rt.budget {
         b.deposit(clock());
@@ -451,13 +485,12 @@ async fn proxy_call(
     let mut retries = 0u32;
     let mut attempts = 0u32;
     let mut last: Option<(Failure, &BackendRuntime)> = None;
-    let mut prompt_tokens: Option<u64> = None;
     let mut iterations = 0u32;
     let mut hedged = false;
     loop {
         let now = clock();
         let picked = match chain {
-            None => select_own(&route, rt, tried, now, req.restricted).map(|(i, _)| {
+            None => select_own(&req, rt, tried, now).map(|(i, _)| {
                 tried |= bit(i);
                 &rt.backends[i]
             }),
@@ -505,6 +538,9 @@ async fn proxy_call(
                     continue;
                 }
                 attempts += 1;
+                if req.pacing.is_some() {
+                    crate::quota::pace(shared, &b.backend.provider.name, 1, 0);
+                }
                 let in_flight = b.state.start_owned();
                 let t0 = clock();
                 match route.hedge.filter(|_| chain.is_none() && !hedged) {
@@ -538,7 +574,9 @@ async fn proxy_call(
                 b.state.ttft.observe(ttfb, now);
                 b.state.latency.observe(ttfb);
                 note_attempt(&req, b, "ok");
-                return Ok(respond(&req, &labels, b, success, in_flight, attempts));
+                let mut resp = respond(&req, &labels, b, success, in_flight, attempts);
+                quota_headers(&mut resp, &admitted);
+                return Ok(resp);
             }
             Err((f, Some(in_flight))) => {
                 record_failure(&req, b, &f);
@@ -563,8 +601,7 @@ async fn proxy_call(
             // Retry-After speaks for the backend that sent it: another
             // backend is tried at once; the same one only after it,
             // and not at all if it is longer than we would wait.
-            let fresh =
-                select_own(&route, rt, tried, now, req.restricted).is_some_and(|(_, fresh)| fresh);
+            let fresh = select_own(&req, rt, tried, now).is_some_and(|(_, fresh)| fresh);
             let wait = match f.retry_after {
                 Some(_) if fresh => Some(Duration::ZERO),
                 Some(ra) if ra > r.backoff_max => None,
@@ -630,6 +667,43 @@ async fn proxy_call(
         None => Err(ProxyError::NoHealthyBackend {
             route: route.name.clone(),
         }),
+    }
+}
+
+/// Refuses a request carrying data classes no backend of `route` is
+/// cleared for.
+fn check_cleared(route: &llmesh_policy::Route, restricted: &[String]) -> Result<(), ProxyError> {
+    if restricted.is_empty() {
+        return Ok(());
+    }
+    let mut all = route
+        .backends
+        .iter()
+        .chain(route.fallbacks.iter().flat_map(|f| f.backends.iter()));
+    if all.any(|b| crate::dataguard::cleared(&b.provider, restricted)) {
+        return Ok(());
+    }
+    Err(ProxyError::NotCleared {
+        route: route.name.clone(),
+        classes: restricted.join(", "),
+    })
+}
+
+/// The tightest quota limit's `x-ratelimit-*` headers, and
+/// `x-llmesh-quota-downgraded-to` when a downgrade quota changed the model.
+fn quota_headers(resp: &mut Response<ProxyBody>, admitted: &crate::quota::Admitted) {
+    let h = resp.headers_mut();
+    if let Some(rate) = &admitted.rate {
+        for (name, value) in rate.headers() {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+    }
+    if let Some(to) = &admitted.downgrade_to {
+        if let Ok(v) = HeaderValue::from_str(to) {
+            h.insert("x-llmesh-quota-downgraded-to", v);
+        }
     }
 }
 

@@ -45,11 +45,15 @@ pub(crate) fn note_attempt(req: &Req<'_>, b: &BackendRuntime, outcome: &str) {
     // The breaker gauge is read from the breakers at scrape time
     // (runtime::refresh_breaker_gauges), so only the counter is touched here.
     let model = b.backend.model.as_deref().unwrap_or("");
-    req.shared
-        .metrics
-        .attempts
-        .with_label_values(&[&req.route.name, &b.backend.provider.name, model, outcome])
-        .inc();
+    let m = &req.shared.metrics;
+    if outcome == "ok" {
+        b.series
+            .attempt_ok(m, &req.route.name, &b.backend.provider.name, model);
+    } else {
+        m.attempts
+            .with_label_values(&[&req.route.name, &b.backend.provider.name, model, outcome])
+            .inc();
+    }
 }
 
 pub(crate) fn call_for(req: &Req<'_>, labels: &Labels<'_>, b: &BackendRuntime) -> Call {
@@ -73,6 +77,9 @@ pub(crate) fn call_for(req: &Req<'_>, labels: &Labels<'_>, b: &BackendRuntime) -
         upstream_model: model,
         raw_request: req.raw.clone(),
         audit: req.audit.cloned(),
+        series: b.series.clone(),
+        charge: req.charge.cloned(),
+        span: crate::trace::current(),
     }
 }
 

@@ -24,6 +24,8 @@ pub struct BackendRuntime {
     pub client: UpstreamClient,
     /// Breaker, outstanding count, latency.
     pub state: Arc<BackendState>,
+    /// Its metric series, looked up once.
+    pub series: Arc<crate::metrics::SeriesCache>,
 }
 
 /// Everything live for one route.

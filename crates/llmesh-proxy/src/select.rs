@@ -1,9 +1,9 @@
 //! Choosing the backend of an attempt: the route's own backends by
 //! strategy and priority group, or the next entry of a fallback chain.
 
-use llmesh_policy::Route;
 use llmesh_resilience::{balance, Candidate, Strategy};
 
+use crate::attempt::Req;
 use crate::runtime::{BackendRuntime, RouteRuntime};
 
 pub(crate) fn clock() -> std::time::Instant {
@@ -22,14 +22,17 @@ pub(crate) fn budget_allows(rt: &RouteRuntime, now: std::time::Instant) -> bool 
 /// A backend of the route's own, by its strategy, from the best priority
 /// group that has an available backend. Backends in `tried` are avoided
 /// while others are available; the flag says whether the pick is untried.
-/// `restricted` lists data classes a backend's provider must be cleared for.
+/// Backends must be cleared for the request's restricted data classes.
+/// Backends whose provider's published per-minute budget is used up are
+/// avoided while another backend has room.
 pub(crate) fn select_own(
-    route: &Route,
+    req: &Req<'_>,
     rt: &RouteRuntime,
     tried: u64,
     now: std::time::Instant,
-    restricted: &[String],
 ) -> Option<(usize, bool)> {
+    let route = req.route;
+    let restricted = req.restricted;
     let strategy = &route.strategy;
     let cleared = |b: &BackendRuntime| {
         restricted.is_empty() || crate::dataguard::cleared(&b.backend.provider, restricted)
@@ -39,12 +42,26 @@ pub(crate) fn select_own(
         return (only.state.breaker.would_admit(now) && cleared(only))
             .then_some((0, tried & 1 == 0));
     }
+    let room: Vec<bool> = match req.pacing {
+        Some(engine) => rt
+            .backends
+            .iter()
+            .map(|b| crate::quota::has_room(engine, &b.backend.provider.name))
+            .collect(),
+        None => Vec::new(),
+    };
+    let has_room = |i: usize| room.get(i).copied().unwrap_or(true);
     let needs_p90 = matches!(strategy, Strategy::Cost { .. });
     let mut groups: Vec<u32> = rt.backends.iter().map(|b| b.backend.priority).collect();
     groups.sort_unstable();
     groups.dedup();
     let mut cands: Vec<Candidate> = Vec::with_capacity(rt.backends.len());
-    for avoid_tried in [true, false] {
+    let passes: &[(bool, bool)] = if room.contains(&false) {
+        &[(true, true), (false, true), (true, false), (false, false)]
+    } else {
+        &[(true, false), (false, false)]
+    };
+    for &(avoid_tried, avoid_paced) in passes {
         for &group in &groups {
             cands.clear();
             cands.extend(rt.backends.iter().enumerate().map(|(i, b)| {
@@ -64,6 +81,7 @@ pub(crate) fn select_own(
                     cost_per_mtok: price_per_mtok(&b.backend),
                     available: b.backend.priority == group
                         && !(avoid_tried && tried & bit(i) != 0)
+                        && (!avoid_paced || has_room(i))
                         && b.state.breaker.would_admit(now)
                         && cleared(b),
                 }

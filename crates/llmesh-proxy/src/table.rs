@@ -17,6 +17,9 @@ pub struct Table {
     pub snap: Snapshot,
     /// Live state of each route, parallel to `snap.routes`.
     pub routes: Vec<RouteRuntime>,
+    /// Quota engine of this snapshot (set when published); `None` when the
+    /// policy has no quota and no provider limits.
+    pub quota: Option<Arc<llmesh_quota::QuotaEngine>>,
 }
 
 /// Why a policy file was not taken.
@@ -134,6 +137,7 @@ pub fn build<'r>(
                     backend: b.clone(),
                     client,
                     state: builder.backend_state(route, chain, b),
+                    series: Arc::default(),
                 }),
                 Err(e) => {
                     errors.push(format!("LLMProvider/{}: spec.caFile: {e}", b.provider.name));
@@ -166,7 +170,11 @@ pub fn build<'r>(
         });
     }
     Built {
-        table: Table { snap, routes },
+        table: Table {
+            snap,
+            routes,
+            quota: None,
+        },
         builder,
         errors,
         wiring_errors,

@@ -116,6 +116,45 @@ impl<S: QuotaStore> QuotaEngine<S> {
         self.rules.rules.is_empty()
     }
 
+    /// What admitting a request for `model` needs: `None` when no quota
+    /// covers it (admission can be skipped), `Some(true)` when a covering
+    /// quota, or the quota a downgrade would land on, counts tokens or
+    /// cost (count the prompt first), `Some(false)` when only requests
+    /// and slots are counted.
+    pub fn coverage(&self, namespace: &str, workload: &str, model: &str) -> Option<bool> {
+        let counts_tokens = |r: &Rule| {
+            r.limits
+                .iter()
+                .any(|l| matches!(l.name.unit(), Unit::Tokens | Unit::MicroUsd))
+        };
+        let mut covered = None;
+        for rule in self.rules.rules.iter() {
+            if !rule.covers(namespace, workload, model) {
+                continue;
+            }
+            let mut tokens = counts_tokens(rule);
+            if let Some(to) = &rule.downgrade_to {
+                tokens |= self
+                    .rules
+                    .rules
+                    .iter()
+                    .any(|r| r.covers(namespace, workload, to) && counts_tokens(r));
+            }
+            covered = Some(covered.unwrap_or(false) | tokens);
+        }
+        covered
+    }
+
+    /// Whether `provider` has published limits this engine paces.
+    pub fn paces(&self, provider: &str) -> bool {
+        self.rules.providers.contains_key(provider)
+    }
+
+    /// Whether any provider has published limits.
+    pub fn paces_any(&self) -> bool {
+        !self.rules.providers.is_empty()
+    }
+
     /// The compiled rules.
     pub fn rules(&self) -> &[Rule] {
         &self.rules.rules

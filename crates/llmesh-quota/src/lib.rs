@@ -18,6 +18,8 @@
 //!   per settle; local fallback or fail-closed while Redis is down).
 //! - [`UsageWriter`] appends one [`UsageRecord`] per request to a Redis
 //!   stream; [`cost`] reads it back for `llmesh cost`.
+//! - [`spend`] reads a quota's shared counters back (the controller's
+//!   `status` and threshold Events).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -31,6 +33,7 @@ mod redis_store;
 mod reservation;
 mod rules;
 mod runtime;
+pub mod spend;
 mod store;
 mod usage;
 mod window;

@@ -228,7 +228,7 @@ fn quotas_and_data_policies_are_accepted_but_not_enforced() {
         [
             t("Accepted", "True", "Accepted"),
             t("ResolvedRefs", "True", "ResolvedRefs"),
-            t("Enforced", "False", "NotEnforced")
+            t("Enforced", "True", "Enforced")
         ]
     );
     assert_eq!(
@@ -239,7 +239,7 @@ fn quotas_and_data_policies_are_accepted_but_not_enforced() {
         conds(&v, "team", "pii"),
         [
             t("Accepted", "True", "Accepted"),
-            t("Enforced", "False", "NotEnforced")
+            t("Enforced", "True", "Enforced")
         ]
     );
     let pii = v.iter().find(|v| v.kind == "LLMDataPolicy").unwrap();
