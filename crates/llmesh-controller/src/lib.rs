@@ -18,7 +18,6 @@
 
 pub mod judge;
 pub mod lease;
-pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod spend;

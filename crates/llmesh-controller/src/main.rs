@@ -83,7 +83,7 @@ fn default_identity() -> String {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    llmesh_controller::logging::init(&args.log)?;
+    llmesh_process::init_json_logs(&args.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -126,29 +126,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "llmesh-controller listening metrics=http://{}",
         controller.metrics_addr()
     );
-    shutdown_signal().await;
+    llmesh_process::shutdown_signal().await;
     tracing::info!("shutdown signal received; giving up the lease");
     controller.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

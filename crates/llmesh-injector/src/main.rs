@@ -66,24 +66,10 @@ struct Args {
     drain_secs: u64,
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| anyhow::anyhow!("invalid --log filter {filter:?}: {e}"))?;
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("installing the logger: {e}"))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(&args.log)?;
+    llmesh_process::init_json_logs(&args.log)?;
     let sidecar = match &args.config {
         Some(path) => SidecarConfig::from_file(path)?,
         None => SidecarConfig::default(),
@@ -154,33 +140,15 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::start(args.listen, injector, store).await?;
     println!("llmesh-injector listening https://{}", server.addr());
     tracing::info!(addr = %server.addr(), "serving");
-    shutdown_signal().await;
+    llmesh_process::shutdown_signal().await;
     tracing::info!(
         drain_secs = args.drain_secs,
         "shutdown signal received; still answering while endpoints update"
     );
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs(args.drain_secs)) => {},
-        _ = shutdown_signal() => {},
+        _ = llmesh_process::shutdown_signal() => {},
     }
     drop(server);
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

@@ -264,29 +264,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         proxy.metrics_addr(),
         proxy.admin_addr()
     );
-    shutdown_signal().await;
+    llmesh_process::shutdown_signal().await;
     tracing::info!("shutdown signal received, draining");
     proxy.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
