@@ -462,6 +462,39 @@ fn a_bad_configuration_is_refused_at_start() {
     let cfg = SidecarConfig::from_file(&path).unwrap();
     assert_eq!(cfg.native_sidecar, NativeSidecar::Never);
     assert_eq!(cfg.quota.local_share, Some(2));
+    std::fs::write(
+        &path,
+        "image: ghcr.io/llmesh/llmesh-proxy:0.1.0\notlpEndpoint: otel-collector:4317\n",
+    )
+    .unwrap();
+    let e = SidecarConfig::from_file(&path).unwrap_err().to_string();
+    assert!(e.contains("otlpEndpoint"), "{e}");
+}
+
+#[test]
+fn a_trace_collector_reaches_the_sidecar_only() {
+    let mut inj = injector(true);
+    inj.sidecar.otlp_endpoint = "http://otel-collector.observability:4318".into();
+    let a = answer(&inj, &fixture("deployment-pod.review.json"), false);
+    let otel = json!({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector.observability:4318"});
+    assert!(sidecar_of(&a.pod)["env"]
+        .as_array()
+        .unwrap()
+        .contains(&otel));
+    for c in a.pod["spec"]["containers"].as_array().unwrap() {
+        let env = c["env"].as_array().cloned().unwrap_or_default();
+        assert!(!env.contains(&otel), "{}", c["name"]);
+    }
+    // Without one, no variable at all: the proxy's tracing stays off.
+    let a = answer(
+        &injector(true),
+        &fixture("deployment-pod.review.json"),
+        false,
+    );
+    let env = sidecar_of(&a.pod)["env"].as_array().unwrap().clone();
+    assert!(env
+        .iter()
+        .all(|e| e["name"] != "OTEL_EXPORTER_OTLP_ENDPOINT"));
 }
 
 #[test]

@@ -43,6 +43,9 @@ pub struct SidecarConfig {
     pub base_urls: bool,
     /// User and group the sidecar runs as.
     pub run_as_user: i64,
+    /// OTLP/HTTP collector the sidecar exports traces to
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT`); empty: no traces.
+    pub otlp_endpoint: String,
 }
 
 /// Ports of the sidecar (PRODUCT.md fixes the defaults).
@@ -120,6 +123,7 @@ impl Default for SidecarConfig {
             native_sidecar: NativeSidecar::Auto,
             base_urls: true,
             run_as_user: 65532,
+            otlp_endpoint: String::new(),
         }
     }
 }
@@ -196,6 +200,7 @@ impl SidecarConfig {
                 "must be at least 1",
             ));
         }
+        validate_otlp_endpoint(&self.otlp_endpoint)?;
         if self.run_as_user <= 0 {
             return Err(InvalidSetting::new(
                 "runAsUser",
@@ -306,6 +311,22 @@ pub(crate) fn validate_secret_name(field: &str, name: &str) -> Result<(), Invali
             field,
             format!("{name:?} is not a Secret name (lower-case letters, digits, '-' and '.')"),
         ))
+    }
+}
+
+fn validate_otlp_endpoint(url: &str) -> Result<(), InvalidSetting> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.contains(char::is_whitespace) => Ok(()),
+        _ => Err(InvalidSetting::new(
+            "otlpEndpoint",
+            format!("{url:?}: use http(s)://collector:4318 (OTLP over HTTP)"),
+        )),
     }
 }
 

@@ -140,6 +140,9 @@ pub fn sidecar_container(cfg: &SidecarConfig, workload: &str, native: bool) -> V
     if !cfg.quota.store.is_empty() {
         env.push(json!({"name": "LLMESH_QUOTA_STORE", "value": cfg.quota.store}));
     }
+    if !cfg.otlp_endpoint.is_empty() {
+        env.push(json!({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": cfg.otlp_endpoint}));
+    }
     if let Some(share) = cfg.quota.local_share {
         env.push(json!({"name": "LLMESH_QUOTA_LOCAL_SHARE", "value": share.to_string()}));
     }
