@@ -33,6 +33,28 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     crds
 }
 
+/// `(kind, openAPIV3Schema as JSON)` of each CRD, for validating documents
+/// the way the API server would (the tests and tools that check manifests).
+pub fn crd_schemas() -> Vec<(String, serde_json::Value)> {
+    crds()
+        .into_iter()
+        .filter_map(|crd| {
+            let schema = crd
+                .spec
+                .versions
+                .first()?
+                .schema
+                .as_ref()?
+                .open_api_v3_schema
+                .as_ref()?;
+            Some((
+                crd.spec.names.kind.clone(),
+                serde_json::to_value(schema).ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// schemars names Rust's number types (`uint32`, `uint64`, `double`); the
 /// API server knows `int32` and `int64` and warns about the rest on every
 /// install. Unsigned integers become `int64` (a `u32` keeps its upper

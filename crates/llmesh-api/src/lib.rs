@@ -25,7 +25,7 @@ mod route;
 mod schema;
 mod status;
 
-pub use crd::{crd_files, crds, RenderError};
+pub use crd::{crd_files, crd_schemas, crds, RenderError};
 pub use data_policy::{DataAction, DataRule, LLMDataPolicy, LLMDataPolicySpec, BUILTIN_CLASSES};
 pub use document::{parse_documents, AnyResource, ObjectMeta, ParseError, Resource};
 pub use provider::{

@@ -17,29 +17,12 @@ fn crds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crds")
 }
 
-/// (kind, openAPIV3Schema as JSON) of each CRD.
-fn schemas() -> Vec<(String, Value)> {
-    llmesh_api::crds()
-        .into_iter()
-        .map(|crd| {
-            let v = &crd.spec.versions[0];
-            let schema = v
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap();
-            (
-                crd.spec.names.kind.clone(),
-                serde_json::to_value(schema).unwrap(),
-            )
-        })
-        .collect()
-}
-
 fn schema_of(kind: &str) -> Value {
-    schemas().into_iter().find(|(k, _)| k == kind).unwrap().1
+    llmesh_api::crd_schemas()
+        .into_iter()
+        .find(|(k, _)| k == kind)
+        .unwrap()
+        .1
 }
 
 #[test]
@@ -236,7 +219,7 @@ fn structural(path: &str, s: &Value, errs: &mut Vec<String>, preserved: &mut Vec
 
 #[test]
 fn every_schema_is_structural() {
-    for (kind, schema) in schemas() {
+    for (kind, schema) in llmesh_api::crd_schemas() {
         let mut errs = Vec::new();
         let mut preserved = Vec::new();
         structural(&kind, &schema, &mut errs, &mut preserved);
@@ -324,7 +307,7 @@ fn rules(path: &str, s: &Value, out: &mut Vec<(String, Value, String, String)>) 
 
 fn all_rules() -> Vec<(String, String, Value, String, String)> {
     let mut out = Vec::new();
-    for (kind, schema) in schemas() {
+    for (kind, schema) in llmesh_api::crd_schemas() {
         let mut r = Vec::new();
         rules("", &schema, &mut r);
         out.extend(

@@ -66,30 +66,9 @@ fn json_schema(s: &Value) -> Value {
     Value::Object(out)
 }
 
-/// (kind, openAPIV3Schema) of each CRD.
-fn crd_schemas() -> Vec<(String, Value)> {
-    llmesh_api::crds()
-        .into_iter()
-        .map(|crd| {
-            let v = &crd.spec.versions[0];
-            let schema = v
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap();
-            (
-                crd.spec.names.kind.clone(),
-                serde_json::to_value(schema).unwrap(),
-            )
-        })
-        .collect()
-}
-
 /// Schema and CEL errors of each document of `text` against its CRD.
 fn crd_errors(text: &str) -> Vec<String> {
-    let schemas = crd_schemas();
+    let schemas = llmesh_api::crd_schemas();
     let mut errors = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
         let value: Value = serde::Deserialize::deserialize(doc).unwrap();
