@@ -4,10 +4,10 @@
 //! pacing.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::StatusCode;
-use llmesh_tests::{anthropic_msg, default_policy, metric_value, openai_chat, Env};
+use llmesh_tests::{anthropic_msg, default_policy, inside_minute, metric_value, openai_chat, Env};
 use serde_json::json;
 
 const NS_QUOTA: &str = "test-ns/budget";
@@ -18,18 +18,6 @@ fn with_quota(quota_spec: &'static str) -> impl Fn(&str) -> String {
             "{}\n---\napiVersion: llmesh.io/v1alpha1\nkind: LLMQuota\nmetadata: {{name: budget}}\nspec: {quota_spec}\n",
             default_policy(mock)
         )
-    }
-}
-
-/// Per-minute windows reset on the minute: start a test well inside one.
-async fn inside_minute() {
-    let s = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        % 60.0;
-    if s > 50.0 {
-        tokio::time::sleep(Duration::from_secs_f64(60.5 - s)).await;
     }
 }
 
@@ -55,7 +43,7 @@ async fn until_metric(env: &Env, name: &str, labels: &[(&str, &str)], ok: impl F
 
 #[tokio::test]
 async fn a_request_limit_answers_429_in_the_clients_format() {
-    inside_minute().await;
+    inside_minute(10.0).await;
     let env = Env::start_with(with_quota("{limits: {requestsPerMinute: 2}}")).await;
     let req = openai_chat("gpt-4o-mini", "hello");
     let (s, h, _) = env.post("/v1/chat/completions", &req).await;
@@ -132,7 +120,7 @@ async fn a_request_limit_answers_429_in_the_clients_format() {
 
 #[tokio::test]
 async fn tokens_are_reserved_up_front_and_settled_with_the_real_usage() {
-    inside_minute().await;
+    inside_minute(10.0).await;
     let env = Env::start_with(with_quota("{limits: {tokensPerMinute: 3000}}")).await;
     let labels = [("quota", NS_QUOTA), ("limit", "tokensPerMinute")];
 
@@ -189,7 +177,7 @@ async fn tokens_are_reserved_up_front_and_settled_with_the_real_usage() {
 
 #[tokio::test]
 async fn a_full_downgrade_quota_serves_the_cheaper_model() {
-    inside_minute().await;
+    inside_minute(10.0).await;
     let env = Env::start_with(with_quota(
         "{models: [claude-sonnet-4-5], limits: {requestsPerMinute: 1}, action: downgrade, downgradeTo: gpt-4o-mini}",
     ))
@@ -223,7 +211,7 @@ async fn a_full_downgrade_quota_serves_the_cheaper_model() {
 
 #[tokio::test]
 async fn a_warn_quota_serves_counts_and_alerts() {
-    inside_minute().await;
+    inside_minute(10.0).await;
     let env = Env::start_with(with_quota(
         "{limits: {requestsPerMinute: 1}, action: warn, alertThresholds: [50, 100, 200]}",
     ))
@@ -317,7 +305,7 @@ async fn concurrency_slots_are_freed_when_calls_end_or_clients_leave() {
 
 #[tokio::test]
 async fn callers_get_their_own_budget_and_their_ids_never_show() {
-    inside_minute().await;
+    inside_minute(10.0).await;
     let env = Env::start_with(with_quota(
         "{scope: caller, callerHeader: x-team-user, limits: {requestsPerMinute: 1}}",
     ))
@@ -383,7 +371,7 @@ spec:
 
 #[tokio::test]
 async fn routing_moves_off_a_provider_whose_published_budget_is_used() {
-    inside_minute().await;
+    inside_minute(10.0).await;
     let env = Env::start_with(paced_policy).await;
     let req = openai_chat("gpt-4o-mini", "hello");
     let mut by = std::collections::HashMap::<String, u32>::new();

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::Method;
@@ -74,18 +74,6 @@ async fn metrics_of(http: &Http, s: &Sidecar) -> String {
     let (st, _, body) = http.get(&format!("{}/metrics", s.p.metrics)).await;
     assert_eq!(st, 200);
     String::from_utf8(body.to_vec()).unwrap()
-}
-
-/// Per-minute windows reset on the minute: start well inside one.
-async fn inside_minute(need: f64) {
-    let s = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        % 60.0;
-    if s > 60.0 - need {
-        tokio::time::sleep(Duration::from_secs_f64(60.5 - s)).await;
-    }
 }
 
 async fn post(http: &Http, base: &str, model: &str, max_tokens: u64) -> (u16, Value) {

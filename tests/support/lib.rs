@@ -302,6 +302,19 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         .and_then(|v| v.parse().ok())
 }
 
+/// Per-minute quota windows reset on the minute: returns once at least
+/// `need` seconds of the current minute are left (waiting for the next
+/// one if fewer are), so a test's counts stay in one window.
+pub async fn inside_minute(need: f64) {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+        % 60.0;
+    if s > 60.0 - need {
+        tokio::time::sleep(Duration::from_secs_f64(60.5 - s)).await;
+    }
+}
+
 /// Sum of every series of `name` whose line contains each
 /// `label="value"` pair in `labels` (e.g. a counter over all its routes).
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

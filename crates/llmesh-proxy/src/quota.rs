@@ -172,12 +172,8 @@ impl Charge {
         self.input.fetch_add(usage.input_tokens, Ordering::Relaxed);
         self.output
             .fetch_add(usage.output_tokens, Ordering::Relaxed);
-        let micro = if cost_usd.is_finite() && cost_usd > 0.0 {
-            (cost_usd * MICRO_USD).round() as u64
-        } else {
-            0
-        };
-        self.micro_usd.fetch_add(micro, Ordering::Relaxed);
+        self.micro_usd
+            .fetch_add(llmesh_quota::micro_usd(cost_usd), Ordering::Relaxed);
     }
 }
 

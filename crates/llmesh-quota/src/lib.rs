@@ -51,7 +51,7 @@ pub use redis_store::{
     counter_key, provider_key, RedisConfig, RedisStore, RedisTicket, SharedTicket,
 };
 pub use reservation::Reservation;
-pub use rules::{Limit, LimitName, Rule, Unit, DEFAULT_CALLER_HEADER, MICRO_USD};
+pub use rules::{micro_usd, Limit, LimitName, Rule, Unit, DEFAULT_CALLER_HEADER, MICRO_USD};
 pub use runtime::QuotaRuntime;
 pub use store::{Counts, Plan, PlanEntry, QuotaStore, Reserved, ScopeId, StoreStats};
 pub use usage::{UsageConfig, UsageRecord, UsageStats, UsageWriter, USAGE_STREAM};

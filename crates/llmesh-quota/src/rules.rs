@@ -239,7 +239,7 @@ pub(crate) fn tokens_of(kind: TokenKind, input: u64, output: u64) -> u64 {
 }
 
 /// USD to integer micro-USD (negative and non-finite amounts count as 0).
-pub(crate) fn micro_usd(usd: f64) -> u64 {
+pub fn micro_usd(usd: f64) -> u64 {
     if usd.is_finite() && usd > 0.0 {
         (usd * MICRO_USD).round() as u64
     } else {
