@@ -38,8 +38,12 @@ pub struct Req<'a> {
     pub stream: bool,
     /// The client asked for the usage chunk.
     pub include_usage: bool,
-    /// The model the client asked for.
+    /// The model the request is routed as (upstream models of backends
+    /// without a fixed model are this).
     pub requested: &'a str,
+    /// The model named in the client's body: `requested`, unless a
+    /// downgrade quota routed the request as another model.
+    pub body_model: &'a str,
     /// The client's body.
     pub raw: &'a Bytes,
     /// The client's headers.
@@ -61,8 +65,6 @@ pub struct Req<'a> {
     pub vault: Option<&'a Arc<llmesh_dlp::Vault>>,
     /// What the data policy found, for the audit line.
     pub audit: Option<&'a Arc<crate::dataguard::Audit>>,
-    /// A downgrade quota changed the model: the body is always rewritten.
-    pub downgraded: bool,
     /// What the request holds against its quotas; every call billed for
     /// it adds its usage.
     pub charge: Option<&'a Arc<crate::quota::Charge>>,
@@ -225,8 +227,7 @@ async fn send(
     // unless the client set it.
     let needs_usage_option = req.stream && upstream == Dialect::OpenAi && !req.include_usage;
     let body = if req.client == upstream
-        && model == req.requested
-        && !req.downgraded
+        && model == req.body_model
         && !needs_usage_option
         && req.continue_from.is_none()
     {

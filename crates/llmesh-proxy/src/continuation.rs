@@ -241,7 +241,7 @@ pub struct Context {
     restricted: Vec<String>,
     vault: Option<Arc<llmesh_dlp::Vault>>,
     audit: Option<Arc<crate::dataguard::Audit>>,
-    downgraded: bool,
+    body_model: String,
     /// The request's span: a continuation runs in the response body, out
     /// of the handler's span, and its attempt belongs under this one.
     span: tracing::Span,
@@ -266,7 +266,7 @@ impl Context {
             restricted: &self.restricted,
             vault: self.vault.as_ref(),
             audit: self.audit.as_ref(),
-            downgraded: self.downgraded,
+            body_model: &self.body_model,
             // The call that accounts a continuation shares the broken
             // one's charge (see `call_for`).
             charge: None,
@@ -325,7 +325,7 @@ impl Continuation {
                 restricted: req.restricted.to_vec(),
                 vault: req.vault.cloned(),
                 audit: req.audit.cloned(),
-                downgraded: req.downgraded,
+                body_model: req.body_model.to_string(),
                 span: crate::trace::current(),
             }),
             remaining: req.route.max_continuations,

@@ -401,7 +401,6 @@ async fn proxy_call(
     // the reservation is settled with the real usage when its last call
     // is accounted.
     let mut prompt_tokens: Option<u64> = None;
-    let mut requested = requested;
     let admitted = match &table.quota {
         Some(engine) => {
             crate::quota::admit(
@@ -434,8 +433,7 @@ async fn proxy_call(
         pattern = m.pattern.to_string();
         route_index = m.index;
         check_cleared(&route, &guarded.restricted)?;
-        requested = to.to_string();
-        crate::trace::routed(&requested, &route.name);
+        crate::trace::routed(to, &route.name);
     }
     let Some(rt) = table.routes.get(route_index) else {
         return Err(ProxyError::NoPolicy);
@@ -446,7 +444,10 @@ async fn proxy_call(
         op: endpoint.operation(),
         stream,
         include_usage,
-        requested: &requested,
+        // The model routed as: a downgrade quota's target, else the
+        // client's.
+        requested: admitted.downgrade_to.as_deref().unwrap_or(&requested),
+        body_model: &requested,
         raw: &raw,
         headers: &parts.headers,
         request_id: &request_id,
@@ -457,7 +458,6 @@ async fn proxy_call(
         restricted: &guarded.restricted,
         vault: guarded.vault.as_ref(),
         audit: guarded.audit.as_ref(),
-        downgraded: admitted.downgrade_to.is_some(),
         charge: admitted.charge.as_ref(),
         pacing: table.quota.as_deref().filter(|e| e.paces_any()),
     };

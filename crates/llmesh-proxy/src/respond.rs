@@ -68,7 +68,7 @@ pub(crate) fn call_for(req: &Req<'_>, labels: &Labels<'_>, b: &BackendRuntime) -
         route: req.route.clone(),
         provider: b.backend.provider.clone(),
         request_model: labels.pattern.to_string(),
-        requested: req.requested.to_string(),
+        requested: req.body_model.to_string(),
         model_label: b
             .backend
             .model
