@@ -135,7 +135,8 @@ impl Default for UsageConfig {
 /// What the writer did, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageStats {
-    /// Records waiting to be written.
+    /// Records held and not yet written (waiting, or in the batch being
+    /// written).
     pub queued: u64,
     /// Records written.
     pub delivered: u64,
@@ -162,6 +163,10 @@ struct Inner {
     delivered: AtomicU64,
     dropped: AtomicU64,
     failed_writes: AtomicU64,
+    /// Records taken off the queue into the batch being written: still
+    /// held, so they count as queued and against the buffer. Changed only
+    /// under the queue's lock.
+    writing: AtomicU64,
 }
 
 impl UsageWriter {
@@ -181,6 +186,7 @@ impl UsageWriter {
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             failed_writes: AtomicU64::new(0),
+            writing: AtomicU64::new(0),
         });
         let task = tokio::spawn(inner.clone().run(conn));
         Ok(UsageWriter {
@@ -195,7 +201,8 @@ impl UsageWriter {
         let i = &self.inner;
         {
             let mut q = i.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            if q.len() >= i.cfg.buffer || i.closing.load(Ordering::Acquire) {
+            let held = q.len() as u64 + i.writing.load(Ordering::Relaxed);
+            if held >= i.cfg.buffer as u64 || i.closing.load(Ordering::Acquire) {
                 drop(q);
                 i.dropped_n(1, "usage buffer full (or writer shut down)");
                 return;
@@ -230,7 +237,8 @@ impl UsageWriter {
         }
         let left = {
             let mut q = i.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            let n = q.len() as u64;
+            // A batch cut off mid-write by the deadline is lost too.
+            let n = q.len() as u64 + i.writing.swap(0, Ordering::Relaxed);
             q.clear();
             n
         };
@@ -243,12 +251,12 @@ impl UsageWriter {
 
 impl Inner {
     fn stats(&self) -> UsageStats {
+        let queued = {
+            let q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            q.len() as u64 + self.writing.load(Ordering::Relaxed)
+        };
         UsageStats {
-            queued: self
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .len() as u64,
+            queued,
             delivered: self.delivered.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             failed_writes: self.failed_writes.load(Ordering::Relaxed),
@@ -271,6 +279,7 @@ impl Inner {
             let batch: Vec<UsageRecord> = {
                 let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                 let n = q.len().min(self.cfg.batch);
+                self.writing.store(n as u64, Ordering::Relaxed);
                 q.drain(..n).collect()
             };
             if batch.is_empty() {
@@ -282,8 +291,12 @@ impl Inner {
             }
             match self.write(&mut conn, &batch).await {
                 Ok(()) => {
-                    self.delivered
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    {
+                        let _q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                        self.delivered
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        self.writing.store(0, Ordering::Relaxed);
+                    }
                     backoff = Duration::from_millis(50);
                     if self.failing.swap(false, Ordering::AcqRel) {
                         tracing::info!(stream = %self.cfg.stream, "usage records delivered again");
@@ -302,6 +315,7 @@ impl Inner {
                         for r in batch.into_iter().rev() {
                             q.push_front(r);
                         }
+                        self.writing.store(0, Ordering::Relaxed);
                         let over = q.len().saturating_sub(self.cfg.buffer);
                         q.truncate(self.cfg.buffer);
                         over as u64
