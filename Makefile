@@ -54,9 +54,11 @@ deps:
 	@# helm lint in the tests (tests/injector/helm_lint.py) uses the Helm
 	@# library bundled in the PyPI package helm-sdkpy. It declares
 	@# Python >= 3.12 but runs on 3.11, hence --ignore-requires-python.
-	@if ! python3 -c 'import helm_sdkpy, yaml' >/dev/null 2>&1; then \
-	  echo "installing helm-sdkpy and PyYAML (pip) for helm lint"; \
-	  python3 -m pip install --quiet --ignore-requires-python helm-sdkpy pyyaml; \
+	@# PyYAML reads documents as kubectl does (YAML 1.1) in the tests, and
+	@# jsonschema checks what manifests/render.py's API server is sent.
+	@if ! python3 -c 'import helm_sdkpy, yaml, jsonschema' >/dev/null 2>&1; then \
+	  echo "installing helm-sdkpy, PyYAML and jsonschema (pip) for the chart and document tests"; \
+	  python3 -m pip install --quiet --ignore-requires-python helm-sdkpy pyyaml jsonschema; \
 	fi
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \

@@ -11,7 +11,16 @@ object and keeps what it is sent: Helm renders the templates, orders the
 objects and creates them, and what arrives is printed, CRDs first. Helm's
 own release record and its bookkeeping labels and annotations are left out.
 
-    python3 manifests/render.py [--values FILE.yaml] [--namespace NS] [--no-namespace]
+The recording server decodes what it is sent as a real API server would,
+so a chart a real cluster refuses fails here too: Helm converts the
+templates' YAML to JSON with YAML 1.1 rules (an unquoted `on` is `true`), and
+a CRD whose `required` then holds a boolean, an unknown or mistyped
+JSONSchemaProps field, or an llmesh object that breaks its CRD's schema or
+has an unknown field (strict decoding) is answered with the API server's
+error, which fails the install and this script. (Built-in kinds are not
+checked: Helm decodes them into their Go types before sending.)
+
+    python3 manifests/render.py [--values FILE.yaml] [--namespace NS] [--no-namespace] [--chart DIR]
 """
 import argparse
 import asyncio
@@ -59,8 +68,143 @@ CORE = [
     ("serviceaccounts", "ServiceAccount", True),
     ("services", "Service", True),
 ]
+# Helm's install order of kinds (kinds it does not list come last).
+HELM_INSTALL_ORDER = [
+    "PriorityClass", "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange",
+    "PodSecurityPolicy", "PodDisruptionBudget", "ServiceAccount", "Secret", "SecretList",
+    "ConfigMap", "StorageClass", "PersistentVolume", "PersistentVolumeClaim",
+    "CustomResourceDefinition", "ClusterRole", "ClusterRoleList", "ClusterRoleBinding",
+    "ClusterRoleBindingList", "Role", "RoleList", "RoleBinding", "RoleBindingList", "Service",
+    "DaemonSet", "Pod", "ReplicationController", "ReplicaSet", "Deployment",
+    "HorizontalPodAutoscaler", "StatefulSet", "Job", "CronJob", "IngressClass", "Ingress",
+    "APIService", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+]
 # Labels that only make sense for a Helm release.
 HELM_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/instance", "helm.sh/chart")
+
+
+# The fields of apiextensions.k8s.io/v1 JSONSchemaProps.
+SCHEMA_FIELDS = {
+    "$ref", "$schema", "additionalItems", "additionalProperties", "allOf", "anyOf", "default",
+    "definitions", "dependencies", "description", "enum", "example", "exclusiveMaximum",
+    "exclusiveMinimum", "externalDocs", "format", "id", "items", "maxItems", "maxLength",
+    "maxProperties", "maximum", "minItems", "minLength", "minProperties", "minimum", "multipleOf",
+    "not", "nullable", "oneOf", "pattern", "patternProperties", "properties", "required", "title",
+    "type", "uniqueItems", "x-kubernetes-embedded-resource", "x-kubernetes-int-or-string",
+    "x-kubernetes-list-map-keys", "x-kubernetes-list-type", "x-kubernetes-map-type",
+    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations",
+}
+TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
+         "boolean": bool}
+INT_FIELDS = ("maxItems", "minItems", "maxLength", "minLength", "maxProperties", "minProperties")
+
+
+def of_type(ty, v):
+    if ty in ("integer", "number") and isinstance(v, bool):
+        return False
+    return isinstance(v, TYPES[ty])
+
+
+def schema_problems(path, s, out):
+    """What the API server refuses in one JSONSchemaProps node."""
+    if not isinstance(s, dict):
+        return out.append(f"{path}: a schema must be an object")
+    out.extend(f"{path}: unknown field {k!r}" for k in s if k not in SCHEMA_FIELDS)
+    ty = s.get("type")
+    if ty is not None and ty not in TYPES:
+        out.append(f"{path}.type: unsupported value {ty!r}")
+        ty = None
+    for k in ("description", "pattern", "format", "title"):
+        if k in s and not isinstance(s[k], str):
+            out.append(f"{path}.{k}: cannot unmarshal {type(s[k]).__name__} into a string")
+    for k in INT_FIELDS:
+        if k in s and (isinstance(s[k], bool) or not isinstance(s[k], int)):
+            out.append(f"{path}.{k}: cannot unmarshal {s[k]!r} into an integer")
+    props = s.get("properties") or {}
+    for i, r in enumerate(s.get("required") or []):
+        if not isinstance(r, str):
+            out.append(f"{path}.required[{i}]: json: cannot unmarshal {type(r).__name__} into Go struct "
+                       f"field JSONSchemaProps.required of type string")
+        elif r not in props:
+            out.append(f"{path}.required[{i}]: {r!r} is not one of the properties")
+    for i, v in enumerate(s.get("enum") or []):
+        if ty and not of_type(ty, v) and not (v is None and s.get("nullable")):
+            out.append(f"{path}.enum[{i}]: {v!r} is not of type {ty}")
+    for i, rule in enumerate(s.get("x-kubernetes-validations") or []):
+        if not isinstance(rule.get("rule"), str):
+            out.append(f"{path}.x-kubernetes-validations[{i}].rule: must be a string")
+    for name, child in props.items():
+        schema_problems(f"{path}.properties[{name}]", child, out)
+    for k in ("items", "additionalProperties"):
+        if isinstance(s.get(k), dict):
+            schema_problems(f"{path}.{k}", s[k], out)
+    return out
+
+
+def crd_problems(crd):
+    out = []
+    for i, v in enumerate((crd.get("spec") or {}).get("versions") or []):
+        schema = (v.get("schema") or {}).get("openAPIV3Schema")
+        if schema is None:
+            out.append(f"spec.versions[{i}]: no schema")
+        else:
+            schema_problems(f"spec.versions[{i}].schema.openAPIV3Schema", schema, out)
+    return out
+
+
+def unknown_fields(schema, v, path, out):
+    """Strict field validation: fields the schema does not declare."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return out
+    if isinstance(v, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for k, child in v.items():
+            at = f"{path}.{k}" if path else k
+            if props is not None and k in props:
+                unknown_fields(props[k], child, at, out)
+            elif isinstance(extra, dict):
+                unknown_fields(extra, child, at, out)
+            elif props is not None and extra is not True:
+                out.append(f'unknown field "{at}"')
+    elif isinstance(v, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(v):
+            unknown_fields(schema["items"], item, f"{path}[{i}]", out)
+    return out
+
+
+def as_json_schema(s):
+    """openAPIV3Schema -> JSON Schema for types, formats and bounds."""
+    out = {}
+    for k, v in s.items():
+        if k == "nullable" or k.startswith("x-kubernetes-"):
+            continue
+        if k == "properties":
+            out[k] = {n: as_json_schema(p) for n, p in v.items()}
+        elif k in ("items", "additionalProperties") and isinstance(v, dict):
+            out[k] = as_json_schema(v)
+        else:
+            out[k] = v
+    if s.get("nullable"):
+        out["type"] = [out.get("type"), "null"]
+    return out
+
+
+def object_problems(obj, crds):
+    """Why the API server refuses a custom object (the CRD must be known)."""
+    import jsonschema
+
+    plural = {c["spec"]["names"]["kind"]: c for c in crds.values()}
+    crd = plural.get(obj.get("kind"))
+    if crd is None:
+        return [f"no matches for kind {obj.get('kind')!r}"]
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+    out = unknown_fields(schema, body, "", [])
+    validator = jsonschema.Draft7Validator(as_json_schema(schema))
+    out += [f"{'.'.join(map(str, e.absolute_path))}: Invalid value: {e.message}"
+            for e in validator.iter_errors(body)]
+    return out
 
 
 def resource_list(group_version, items):
@@ -78,6 +222,7 @@ def resource_list(group_version, items):
 
 class Recorder(BaseHTTPRequestHandler):
     created = []
+    refused = []
     stored = {}
     lock = threading.Lock()
 
@@ -130,11 +275,36 @@ class Recorder(BaseHTTPRequestHandler):
             return None
         return json.loads(raw or b"{}")
 
+    def refuse(self, code, reason, message):
+        self.reply(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                          "reason": reason, "code": code, "message": message})
+
+    def problems(self, obj):
+        """(code, reason, message) a real API server answers for obj, or None."""
+        kind = obj.get("kind")
+        name = (obj.get("metadata") or {}).get("name")
+        if kind == "CustomResourceDefinition":
+            found = crd_problems(obj)
+            if found:
+                return 400, "BadRequest", (f'CustomResourceDefinition in version "v1" cannot be handled '
+                                           f'as a CustomResourceDefinition: {"; ".join(found)}')
+        elif str(obj.get("apiVersion", "")).startswith("llmesh.io/"):
+            with self.lock:
+                crds = {p: o for p, o in self.stored.items() if o.get("kind") == "CustomResourceDefinition"}
+            found = object_problems(obj, crds)
+            if found:
+                return 422, "Invalid", f"{kind} {name!r} is invalid: {'; '.join(found)}"
+        return None
+
     def do_POST(self):
         obj = self.read_body()
         if obj is None:
             return self.reply(201, {"kind": "Secret", "apiVersion": "v1",
                                     "metadata": {"name": "helm-release", "resourceVersion": "1"}})
+        refused = self.problems(obj)
+        if refused:
+            Recorder.refused.append(refused[2])
+            return self.refuse(*refused)
         with self.lock:
             self.created.append(json.loads(json.dumps(obj)))
             meta = obj.setdefault("metadata", {})
@@ -157,7 +327,7 @@ class Recorder(BaseHTTPRequestHandler):
             self.reply(200, self.stored.get(self.path.split("?")[0], {}))
 
 
-def render(values, namespace):
+def render(values, namespace, chart=CHART):
     import helm_sdkpy as helm
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
@@ -171,9 +341,15 @@ def render(values, namespace):
     )
     try:
         config = helm.Configuration(namespace=namespace, kubeconfig=kubeconfig)
-        asyncio.run(helm.Install(config).run("llmesh", str(CHART), values=values, wait=False, timeout=60))
+        asyncio.run(helm.Install(config).run("llmesh", str(chart), values=values, wait=False, timeout=60))
+    except Exception as e:
+        if Recorder.refused:
+            sys.exit("the API server refused the chart:\n" + "\n".join(Recorder.refused))
+        raise e
     finally:
         server.shutdown()
+    if Recorder.refused:
+        sys.exit("the API server refused the chart:\n" + "\n".join(Recorder.refused))
     objects = Recorder.created
     for o in objects:
         meta = o.setdefault("metadata", {})
@@ -186,9 +362,14 @@ def render(values, namespace):
             meta["annotations"] = notes
         else:
             meta.pop("annotations", None)
-    # CRDs first (Helm creates them before the rest), then Helm's order.
-    return [o for o in objects if o["kind"] == "CustomResourceDefinition"] + \
-           [o for o in objects if o["kind"] != "CustomResourceDefinition"]
+    # CRDs first (Helm creates them before the rest), then Helm's install
+    # order: by kind, then by name. Helm sends the objects of one kind
+    # concurrently, so the order they arrive in is not the order to print.
+    def order(o):
+        kind = o["kind"]
+        rank = HELM_INSTALL_ORDER.index(kind) if kind in HELM_INSTALL_ORDER else len(HELM_INSTALL_ORDER)
+        return (kind != "CustomResourceDefinition", rank, kind, o["metadata"].get("name", ""))
+    return sorted(objects, key=order)
 
 
 def dump(objects):
@@ -210,14 +391,16 @@ def main():
     ap.add_argument("--values", help="a values file merged over the chart's defaults")
     ap.add_argument("--namespace", default="llmesh-system")
     ap.add_argument("--no-namespace", action="store_true", help="leave out the Namespace object")
+    ap.add_argument("--chart", default=str(CHART), help="the chart folder (default charts/llmesh)")
     args = ap.parse_args()
     try:
         import helm_sdkpy  # noqa: F401
+        import jsonschema  # noqa: F401
         import yaml
     except ImportError as e:
-        sys.exit(f"render.py needs helm-sdkpy and PyYAML ({e}); run `make deps`")
+        sys.exit(f"render.py needs helm-sdkpy, PyYAML and jsonschema ({e}); run `make deps`")
     values = yaml.safe_load(pathlib.Path(args.values).read_text()) if args.values else None
-    objects = render(values, args.namespace)
+    objects = render(values, args.namespace, pathlib.Path(args.chart))
     if not args.no_namespace:
         objects.insert(0, {"apiVersion": "v1", "kind": "Namespace",
                            "metadata": {"name": args.namespace,

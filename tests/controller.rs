@@ -70,7 +70,7 @@ fn provider(ns: &str, name: &str) -> String {
 }
 
 fn route(ns: &str, name: &str, provider: &str) -> String {
-    format!("{{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {{name: {name}, namespace: {ns}}}, spec: {{models: [{name}], backends: [{{provider: {provider}}}]}}}}")
+    format!("{{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {{name: {name}, namespace: {ns}}}, spec: {{models: [{name}], backends: [{{provider: '{provider}'}}]}}}}")
 }
 
 /// The condition of `type_` on the stored object.

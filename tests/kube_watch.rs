@@ -271,7 +271,7 @@ mod proxy {
             "{provider: nope, model: m9}",
         ));
         // A shape error (models must be a list).
-        c.kube.apply_yaml("{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {name: shape, namespace: test-ns}, spec: {models: 7, backends: []}}");
+        c.kube.apply_yaml_past_the_schema("{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {name: shape, namespace: test-ns}, spec: {models: 7, backends: []}}");
         let t0 = Instant::now();
         loop {
             let m = c.metrics().await;

@@ -221,7 +221,7 @@ async fn an_unchanged_object_is_not_patched_again() {
 #[tokio::test]
 async fn objects_of_the_wrong_shape_are_rejected_with_the_field_path() {
     let kube = FakeKube::start().await;
-    kube.apply_yaml("{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {name: shape, namespace: team}, spec: {models: 7, backends: []}}");
+    kube.apply_yaml_past_the_schema("{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {name: shape, namespace: team}, spec: {models: 7, backends: []}}");
     kube.apply_yaml(&provider("team", "openai"));
     kube.apply_yaml(&route("team", "chat", "openai"));
     let c = start(&kube, "a").await;

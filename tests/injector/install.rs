@@ -495,6 +495,61 @@ fn helm_render(extra: &[&str]) -> Vec<Value> {
     yaml_docs(&String::from_utf8(out.stdout).unwrap())
 }
 
+/// Copies the chart to a temporary folder, changes (or adds) one file there,
+/// and renders it; the failure message when render.py's API server refuses it.
+fn render_changed_chart(file: &str, change: impl Fn(&str) -> String) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("llmesh");
+    let src = root().join("charts/llmesh");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(&src)
+        .arg(&chart)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let path = chart.join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, change(&text)).unwrap();
+    let out = Command::new("python3")
+        .arg(root().join("manifests/render.py"))
+        .arg("--chart")
+        .arg(&chart)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+#[test]
+fn the_recording_server_refuses_what_a_real_api_server_refuses() {
+    // The LLMRoute CRD as it was with a field named `on`: Helm, like
+    // kubectl, reads YAML 1.1 and sends `required: [true, backends]`.
+    let err = render_changed_chart("crds/llmesh.io_llmroutes.yaml", |t| {
+        t.replace("                    when:\n", "                    on:\n")
+            .replace("                  when:\n", "                  on:\n")
+            .replace("- when\n", "- on\n")
+    })
+    .unwrap_err();
+    assert!(
+        err.contains("cannot be handled as a CustomResourceDefinition")
+            && err.contains("cannot unmarshal bool into Go struct field JSONSchemaProps.required of type string"),
+        "{err}"
+    );
+    // An llmesh object in a template, written with the old field name:
+    // strict decoding refuses the key YAML 1.1 made of `on`.
+    let err = render_changed_chart("templates/route.yaml", |_| {
+        "apiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {name: chat, namespace: default}\nspec:\n  models: [chat]\n  backends: [{provider: openai}]\n  retries: {on: [server-error]}\n".to_string()
+    })
+    .unwrap_err();
+    assert!(err.contains("unknown field \"spec.retries.true\""), "{err}");
+    // The chart as it is renders.
+    render_changed_chart("values.yaml", |t| t.to_string()).unwrap();
+}
+
 #[test]
 fn install_yaml_is_the_chart_rendered_by_helm() {
     let rendered = helm_render(&[]);

@@ -52,7 +52,7 @@ spec:
             "failover",
             "backends: [{provider: oai, model: bad}]
   retries: {attempts: 0}
-  fallbacks: [{on: [server-error], backends: [{provider: ant, model: claude-sonnet-4-5}]}]",
+  fallbacks: [{when: [server-error], backends: [{provider: ant, model: claude-sonnet-4-5}]}]",
         ),
         (
             "brk",
@@ -77,7 +77,7 @@ spec:
             "pre",
             "pre",
             "backends: [{provider: oai, model: tiny}]
-  fallbacks: [{on: [context-length], backends: [{provider: oai, model: huge}]}]",
+  fallbacks: [{when: [context-length], backends: [{provider: oai, model: huge}]}]",
         ),
         (
             "cont",

@@ -20,6 +20,13 @@
 //!   injector's certificate and caBundle), in `fake_kube/admission.rs`:
 //!   [`FakeKube::put_webhook_configuration`], [`FakeKube::webhook_configuration`],
 //!   [`FakeKube::secret`], [`FakeKube::set_minor_version`].
+//! - Bodies are decoded as the real server decodes them (`kubectl.rs`): an
+//!   llmesh object must pass its CRD's schema with strict field validation
+//!   and its CEL rules ([`FakeKube::apply`] panics, [`FakeKube::try_apply`]
+//!   returns the refusal; [`FakeKube::apply_yaml`] reads YAML as kubectl
+//!   does, YAML 1.1), a status patch must fit the status schema, and a
+//!   built-in kind must decode into its Kubernetes type without a field
+//!   YAML 1.1 made out of `on` / `yes`.
 //! - Tests change objects ([`FakeKube::apply`], [`FakeKube::delete`]),
 //!   cut every open watch ([`FakeKube::drop_watches`]), compact history
 //!   ([`FakeKube::compact`]) or make every request fail
@@ -179,18 +186,59 @@ impl FakeKube {
     }
 
     /// Creates or replaces an object given as YAML/JSON text of one llmesh
-    /// resource (`metadata.namespace` must be set). Returns its new
-    /// resourceVersion.
+    /// resource (`metadata.namespace` must be set), read as `kubectl apply`
+    /// reads it (YAML 1.1). Returns its new resourceVersion; panics with the
+    /// API server's message if it would refuse the object.
     pub fn apply_yaml(&self, text: &str) -> u64 {
-        let v: Value = serde_yaml_value(text);
-        self.apply(v)
+        let mut docs = crate::kubectl::read_as_kubectl(text)
+            .unwrap_or_else(|e| panic!("kubectl cannot read the object: {e}"));
+        assert_eq!(docs.len(), 1, "fake_kube takes one YAML object");
+        self.apply(docs.remove(0))
+    }
+
+    /// Stores an object the generated CRD would refuse, as a cluster whose
+    /// CRD is older or laxer than the sidecar's (version skew, a CRD
+    /// installed by hand) stores it: for the tests of what the sidecar and
+    /// the controller do with a wrongly shaped object.
+    pub fn apply_yaml_past_the_schema(&self, text: &str) -> u64 {
+        let mut docs = crate::kubectl::read_as_kubectl(text)
+            .unwrap_or_else(|e| panic!("kubectl cannot read the object: {e}"));
+        assert_eq!(docs.len(), 1, "fake_kube takes one YAML object");
+        assert!(
+            crate::kubectl::admit(&docs[0]).is_err(),
+            "the API server accepts this object: use apply_yaml"
+        );
+        self.store(docs.remove(0))
     }
 
     /// Creates or replaces an object (server fields are filled in). As on a
     /// real API server with a status subresource, the status in `obj` is
     /// ignored and the stored one kept, and the generation moves only when
-    /// the spec changes.
-    pub fn apply(&self, mut obj: Value) -> u64 {
+    /// the spec changes. Panics with the API server's message if it would
+    /// refuse the object (see [`FakeKube::try_apply`]).
+    pub fn apply(&self, obj: Value) -> u64 {
+        match self.try_apply(obj) {
+            Ok(rv) => rv,
+            Err(message) => panic!("the API server refuses the object: {message}"),
+        }
+    }
+
+    /// [`FakeKube::apply`], or the API server's refusal: strict decoding
+    /// against the CRD's schema (unknown fields, types, bounds) and its CEL
+    /// rules.
+    pub fn try_apply(&self, obj: Value) -> Result<u64, String> {
+        if let Err(errors) = crate::kubectl::admit(&obj) {
+            return Err(format!(
+                "{} {:?} is invalid: {}",
+                obj["kind"].as_str().unwrap_or("?"),
+                obj["metadata"]["name"].as_str().unwrap_or("?"),
+                errors.join("; ")
+            ));
+        }
+        Ok(self.store(obj))
+    }
+
+    fn store(&self, mut obj: Value) -> u64 {
         let ns = obj["metadata"]["namespace"].as_str().unwrap().to_string();
         let name = obj["metadata"]["name"].as_str().unwrap().to_string();
         let kind = obj["kind"].as_str().unwrap().to_string();
@@ -408,8 +456,63 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-fn serde_yaml_value(text: &str) -> Value {
-    serde_yaml::from_str(text).expect("fake_kube takes one YAML object")
+/// Decodes a body as the API server does for a built-in kind: into the
+/// Kubernetes type (a field of the wrong type is a 400), refusing the
+/// `true` / `false` keys YAML 1.1 makes of an unquoted `on` or `yes`
+/// (strict field validation knows no such field).
+fn decode_builtin<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    body: &[u8],
+) -> Result<Value, Box<Response<Body>>> {
+    let refuse = |m: String| {
+        Box::new(json_response(
+            StatusCode::BAD_REQUEST,
+            &status(400, "BadRequest", &m),
+        ))
+    };
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| refuse(format!("the body is not JSON: {e}")))?;
+    if let Err(e) = serde_json::from_value::<T>(v.clone()) {
+        return Err(refuse(format!(
+            "{kind} in version \"v1\" cannot be handled as a {kind}: {e}"
+        )));
+    }
+    let mut unknown = Vec::new();
+    boolean_keys("", &v, &mut unknown);
+    if !unknown.is_empty() {
+        return Err(refuse(format!(
+            "strict decoding error: {}",
+            unknown.join(", ")
+        )));
+    }
+    Ok(v)
+}
+
+fn boolean_keys(path: &str, v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                let at = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                let free_form = path.ends_with("labels")
+                    || path.ends_with("annotations")
+                    || path.ends_with("data");
+                if matches!(k.as_str(), "true" | "false" | "null") && !free_form {
+                    out.push(format!("unknown field \"{at}\""));
+                }
+                boolean_keys(&at, child, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                boolean_keys(&format!("{path}[{i}]"), item, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn query_map(q: Option<&str>) -> BTreeMap<String, String> {
@@ -565,6 +668,20 @@ fn patch_status(
     if let Some(p) = patch.get("status") {
         let mut current = obj.get("status").cloned().unwrap_or(Value::Null);
         merge_patch(&mut current, p);
+        if let Err(errors) = crate::kubectl::admit_status(kind_of(&plural), &current) {
+            return json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &status(
+                    422,
+                    "Invalid",
+                    &format!(
+                        "{} {name:?} is invalid: {}",
+                        kind_of(&plural),
+                        errors.join("; ")
+                    ),
+                ),
+            );
+        }
         obj["status"] = current;
     }
     st.rv += 1;

@@ -22,6 +22,7 @@ use llmesh_proxy::{Proxy, ProxyConfig};
 use serde_json::Value;
 
 pub mod fake_kube;
+pub mod kubectl;
 pub use process::{field, proxy_command, spawn_mock, spawn_proxy, Proc, ProxyProc};
 
 pub const KEY: &str = "test-provider-key-0001";
@@ -279,7 +280,10 @@ impl Http {
         headers: &[(&str, &str)],
     ) -> http::Response<Incoming> {
         let mut req = Request::builder().method(method).uri(url);
-        if !body.is_empty() {
+        let typed = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if !body.is_empty() && !typed {
             req = req.header("content-type", "application/json");
         }
         for (k, v) in headers {

@@ -304,7 +304,7 @@ impl ErrorClass {
 /// Retries of failed attempts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("!has(self.on) || !('invalid-request' in self.on)")
+#[x_kube(validation = Rule::new("!has(self.when) || !('invalid-request' in self.when)")
     .message("invalid-request is never retried"))]
 pub struct RetryPolicy {
     /// Extra attempts after the first (default 2).
@@ -314,7 +314,7 @@ pub struct RetryPolicy {
     /// rate-limited). `invalid-request` is never retried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
-    pub on: Vec<ErrorClass>,
+    pub when: Vec<ErrorClass>,
     /// First backoff step (default `100ms`); each retry waits a random time
     /// up to base × 2^retry (full jitter), or the upstream's Retry-After.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -342,12 +342,12 @@ fn default_attempts() -> u32 {
 /// A fallback chain for some error classes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("!('invalid-request' in self.on)")
+#[x_kube(validation = Rule::new("!('invalid-request' in self.when)")
     .message("invalid-request never fails over"))]
 pub struct FallbackChain {
     /// The classes this chain handles.
     #[schemars(length(min = 1, max = 8))]
-    pub on: Vec<ErrorClass>,
+    pub when: Vec<ErrorClass>,
     /// Tried in order.
     #[schemars(length(min = 1, max = 64))]
     pub backends: Vec<BackendRef>,

@@ -512,17 +512,17 @@ fn cases() -> Vec<Case> {
         case(
             "LLMRoute",
             route(
-                json!({"fallbacks": [{"on": ["context-length"], "backends": [{"provider": "b"}]}]}),
+                json!({"fallbacks": [{"when": ["context-length"], "backends": [{"provider": "b"}]}]}),
             ),
             route(
-                json!({"fallbacks": [{"on": ["invalid-request"], "backends": [{"provider": "b"}]}]}),
+                json!({"fallbacks": [{"when": ["invalid-request"], "backends": [{"provider": "b"}]}]}),
             ),
             "invalid-request never fails over",
         ),
         case(
             "LLMRoute",
-            route(json!({"retries": {"on": ["timeout"]}})),
-            route(json!({"retries": {"on": ["timeout", "invalid-request"]}})),
+            route(json!({"retries": {"when": ["timeout"]}})),
+            route(json!({"retries": {"when": ["timeout", "invalid-request"]}})),
             "invalid-request is never retried",
         ),
         case(

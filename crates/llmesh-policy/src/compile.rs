@@ -567,7 +567,7 @@ fn compile_route(
     let headers = compile_match_headers(cx, name, &spec.headers);
     let strategy = compile_strategy(cx, name, &spec.strategy);
     let retry = spec.retries.as_ref().map(|r| {
-        let on = if r.on.is_empty() {
+        let on = if r.when.is_empty() {
             ClassSet::of(&[
                 ErrorClass::Connect,
                 ErrorClass::Timeout,
@@ -575,15 +575,15 @@ fn compile_route(
                 ErrorClass::RateLimited,
             ])
         } else {
-            if r.on.contains(&ErrorClass::InvalidRequest) {
+            if r.when.contains(&ErrorClass::InvalidRequest) {
                 cx.err(
                     K,
                     name,
-                    "spec.retries.on",
+                    "spec.retries.when",
                     "invalid-request is never retried",
                 );
             }
-            ClassSet::of(&r.on)
+            ClassSet::of(&r.when)
         };
         let percent = r.budget_percent.unwrap_or(20.0);
         if !(0.0..=1000.0).contains(&percent) {
@@ -618,19 +618,19 @@ fn compile_route(
     let mut fallbacks = Vec::new();
     for (i, f) in spec.fallbacks.iter().enumerate() {
         let field = format!("spec.fallbacks[{i}]");
-        if f.on.is_empty() {
+        if f.when.is_empty() {
             cx.err(
                 K,
                 name,
-                &format!("{field}.on"),
+                &format!("{field}.when"),
                 "must name at least one error class",
             );
         }
-        if f.on.contains(&ErrorClass::InvalidRequest) {
+        if f.when.contains(&ErrorClass::InvalidRequest) {
             cx.err(
                 K,
                 name,
-                &format!("{field}.on"),
+                &format!("{field}.when"),
                 "invalid-request never fails over",
             );
         }
@@ -645,7 +645,7 @@ fn compile_route(
         let field = format!("{field}.backends");
         let backends = compile_backends(cx, name, &field, &f.backends, providers);
         fallbacks.push(Fallback {
-            on: ClassSet::of(&f.on),
+            on: ClassSet::of(&f.when),
             backends,
         });
     }

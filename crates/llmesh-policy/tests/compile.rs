@@ -172,9 +172,9 @@ spec:
   backends:
     - {provider: a, model: gpt-4o-mini}
     - {provider: b, model: claude-haiku, priority: 1}
-  retries: {attempts: 3, on: [server-error, rate-limited], backoffBase: 50ms, budgetPercent: 10}
+  retries: {attempts: 3, when: [server-error, rate-limited], backoffBase: 50ms, budgetPercent: 10}
   fallbacks:
-    - on: [context-length]
+    - when: [context-length]
       backends: [{provider: b, model: claude-sonnet-4-5}]
   circuitBreaker: {consecutiveFailures: 3, openFor: 10s}
 ---
@@ -234,7 +234,10 @@ fn resilience_settings_compile() {
 #[test]
 fn bad_resilience_fields_are_named() {
     let text = ROUTING
-        .replace("on: [server-error, rate-limited]", "on: [invalid-request]")
+        .replace(
+            "when: [server-error, rate-limited]",
+            "when: [invalid-request]",
+        )
         .replace("backoffBase: 50ms", "backoffBase: soon")
         .replace(
             "[{provider: b, model: claude-sonnet-4-5}]\n  circuit",
@@ -244,7 +247,7 @@ fn bad_resilience_fields_are_named() {
     let msgs: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     let has = |needle: &str| msgs.iter().any(|m| m.contains(needle));
     assert!(
-        has("spec.retries.on: invalid-request is never retried"),
+        has("spec.retries.when: invalid-request is never retried"),
         "{msgs:#?}"
     );
     assert!(has("spec.retries.backoffBase"), "{msgs:#?}");

@@ -9,7 +9,10 @@ use std::sync::Mutex;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::{json_response, not_found, status, Body, State};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+
+use super::{decode_builtin, json_response, not_found, status, Body, State};
 
 /// The path an object of these paths is stored under.
 pub(super) fn secret_key(ns: &str, name: &str) -> String {
@@ -58,8 +61,9 @@ pub(super) fn route(
                     None => not_found(),
                 },
                 (&Method::POST, None) => {
-                    let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
-                        return Some(bad(400, "BadRequest", "the body is not JSON"));
+                    let mut obj = match decode_builtin::<Secret>("Secret", body) {
+                        Ok(o) => o,
+                        Err(r) => return Some(*r),
                     };
                     let Some(name) = obj["metadata"]["name"].as_str().map(str::to_string) else {
                         return Some(bad(400, "BadRequest", "metadata.name is required"));
@@ -78,8 +82,9 @@ pub(super) fn route(
                     json_response(StatusCode::CREATED, &obj)
                 }
                 (&Method::PUT, Some(name)) => {
-                    let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
-                        return Some(bad(400, "BadRequest", "the body is not JSON"));
+                    let mut obj = match decode_builtin::<Secret>("Secret", body) {
+                        Ok(o) => o,
+                        Err(r) => return Some(*r),
                     };
                     let key = secret_key(ns, name);
                     let stored_rv = st
@@ -132,6 +137,12 @@ pub(super) fn route(
                             "Invalid",
                             &format!("the patch does not apply: {e}"),
                         ));
+                    }
+                    if let Err(r) = decode_builtin::<MutatingWebhookConfiguration>(
+                        "MutatingWebhookConfiguration",
+                        obj.to_string().as_bytes(),
+                    ) {
+                        return Some(*r);
                     }
                     stamp(&mut st, &mut obj);
                     st.patches.push(key.clone());

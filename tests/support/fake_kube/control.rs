@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::{json_response, not_found, status, Body, State};
+use k8s_openapi::api::coordination::v1::Lease;
+
+use super::{decode_builtin, json_response, not_found, status, Body, State};
 
 fn bad_request(message: &str) -> Response<Body> {
     json_response(StatusCode::BAD_REQUEST, &status(400, "BadRequest", message))
@@ -29,8 +31,9 @@ pub(super) fn leases(
             None => not_found(),
         },
         (&Method::POST, None) => {
-            let Ok(mut lease) = serde_json::from_slice::<Value>(body) else {
-                return bad_request("the body is not JSON");
+            let mut lease = match decode_builtin::<Lease>("Lease", body) {
+                Ok(l) => l,
+                Err(r) => return *r,
             };
             let Some(name) = lease["metadata"]["name"].as_str().map(str::to_string) else {
                 return bad_request("metadata.name is required");
@@ -56,8 +59,9 @@ pub(super) fn leases(
             json_response(StatusCode::CREATED, &lease)
         }
         (&Method::PUT, Some(name)) => {
-            let Ok(mut lease) = serde_json::from_slice::<Value>(body) else {
-                return bad_request("the body is not JSON");
+            let mut lease = match decode_builtin::<Lease>("Lease", body) {
+                Ok(l) => l,
+                Err(r) => return *r,
             };
             let key = (ns.to_string(), name.to_string());
             let Some(stored) = st.leases.get(&key) else {
@@ -98,8 +102,16 @@ pub(super) fn create_event(
             &status(405, "MethodNotAllowed", "the fake only creates events"),
         );
     }
-    let Ok(mut event) = serde_json::from_slice::<Value>(body) else {
-        return bad_request("the body is not JSON");
+    let decoded = if serde_json::from_slice::<Value>(body)
+        .is_ok_and(|e| e["apiVersion"] == "events.k8s.io/v1")
+    {
+        decode_builtin::<k8s_openapi::api::events::v1::Event>("Event", body)
+    } else {
+        decode_builtin::<k8s_openapi::api::core::v1::Event>("Event", body)
+    };
+    let mut event = match decoded {
+        Ok(e) => e,
+        Err(r) => return *r,
     };
     let mut st = state.lock().unwrap();
     st.rv += 1;
