@@ -14,6 +14,7 @@
 //! [`Controller::start`] runs it in-process (tests do); `main.rs` is a thin
 //! wrapper reading flags.
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
 #![deny(missing_docs)]
 
 pub mod judge;

@@ -77,6 +77,7 @@
 //! answers: [`Vault::restore_json`].
 
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
 #![deny(missing_docs)]
 
 mod builtin;

@@ -8,6 +8,7 @@
 //! - [`server`]: HTTPS with rustls; [`tls`]: certificates from files
 //!   (hot-swapped) or self-generated; [`cluster`]: the Secret and caBundle.
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
 #![deny(missing_docs)]
 
 pub mod cluster;

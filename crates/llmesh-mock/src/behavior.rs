@@ -91,16 +91,25 @@ pub struct Behavior {
 /// Why a control value was rejected (answered with 400).
 #[derive(Debug, thiserror::Error)]
 pub enum BehaviorError {
+    /// An `x-mock-*` header whose value does not parse.
     #[error("invalid value {value:?} for header {header}: {reason}")]
     BadHeader {
+        /// The header's name.
         header: String,
+        /// The value given.
         value: String,
+        /// What is wrong with it.
         reason: String,
     },
+    /// An `x-mock-*` header the mock does not know.
     #[error("unknown mock control header {0} (known: x-mock-behavior, x-mock-latency-ms, x-mock-ttft-ms, x-mock-chunk-delay-ms, x-mock-output-tokens, x-mock-cached-tokens, x-mock-status, x-mock-fail-percent, x-mock-retry-after-s, x-mock-hang, x-mock-reset-after-chunks, x-mock-tool-call, x-mock-tool-args, x-mock-error-type, x-mock-error-message, x-mock-content-filter, x-mock-omit-usage)")]
     UnknownHeader(String),
+    /// Behavior JSON (a control API body, or the binary's default) that
+    /// does not parse.
     #[error("invalid behavior JSON: {0}")]
     BadJson(#[from] serde_json::Error),
+    /// A behavior with a value out of range (status, fail percent, output
+    /// tokens).
     #[error("invalid behavior: {0}")]
     Invalid(String),
 }

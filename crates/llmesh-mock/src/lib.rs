@@ -1,4 +1,3 @@
-#![forbid(unsafe_code)]
 //! A fake LLM provider speaking the OpenAI, Anthropic and Gemini wire
 //! formats, with deterministic token accounting and fault injection.
 //!
@@ -17,6 +16,9 @@
 //! Behavior sources, later overriding earlier: the instance default, the
 //! per-model rule, `x-mock-<field>` headers (kebab-case), the
 //! `x-mock-behavior` JSON header.
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
 
 mod anthropic;
 mod behavior;
@@ -69,6 +71,7 @@ impl Default for MockConfig {
 /// recorded).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedRequest {
+    /// The HTTP method, e.g. `POST`.
     pub method: String,
     /// Path plus query string, e.g. `/v1beta/models/m:streamGenerateContent?alt=sse`.
     pub path: String,

@@ -2,6 +2,7 @@
 //! and waiting for SIGTERM or Ctrl-C. (The sidecar's logging, which can
 //! also print text and change level at runtime, is its own.)
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
 
 use tracing_subscriber::EnvFilter;
 

@@ -21,6 +21,7 @@
 //! - [`spend`] reads a quota's shared counters back (the controller's
 //!   `status` and threshold Events).
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
 #![deny(missing_docs)]
 
 mod caller;

@@ -10,6 +10,7 @@
 //! internal lock only for a few field updates.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
 #![deny(missing_docs)]
 
 pub mod backoff;

@@ -14,6 +14,7 @@
 //! [`TranslateError::Unsupported`].
 
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
 #![deny(missing_docs)]
 
 mod anthropic;
