@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use llmesh_api::{parse_documents, AnyResource, CredentialRef};
-use llmesh_policy::{compile, SecretSource};
+use llmesh_policy::{compile, SecretError, SecretSource};
 use llmesh_tests::kubectl::{
     admit, crd_problems, is_yaml11_special, read_as_kubectl, read_as_yaml12,
 };
@@ -274,7 +274,7 @@ fn every_document_reads_the_same_in_yaml_1_1_and_yaml_1_2() {
 struct AnyKey;
 
 impl SecretSource for AnyKey {
-    fn resolve(&self, _: &CredentialRef) -> Result<String, String> {
+    fn resolve(&self, _: &CredentialRef) -> Result<String, SecretError> {
         Ok("test-key".into())
     }
 }
@@ -384,8 +384,7 @@ fn every_llmesh_document_is_accepted_by_the_api_server_and_compiles() {
                 .iter()
                 .find(|(k, _)| {
                     let k = k.replace('"', "");
-                    e.resource.starts_with(k.split('/').next().unwrap())
-                        && e.resource.ends_with(k.split('/').nth(1).unwrap())
+                    k == e.key().to_string()
                 })
                 .map(|(_, (o, _))| o.as_str())
                 .unwrap_or("?");

@@ -8,7 +8,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use crate::document::{AnyResource, ObjectMeta, Resource};
-use crate::{LLMDataPolicy, LLMProvider, LLMQuota, LLMRoute, API_VERSION};
+use crate::{LLMDataPolicy, LLMProvider, LLMQuota, LLMRoute, ResourceKind, API_VERSION};
 
 /// The four CustomResourceDefinitions, in a fixed order (provider, route,
 /// quota, data policy).
@@ -135,10 +135,10 @@ fn meta(m: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Object
     }
 }
 
-fn resource<S>(kind: &str, metadata: ObjectMeta, spec: S) -> Resource<S> {
+fn resource<S>(kind: ResourceKind, metadata: ObjectMeta, spec: S) -> Resource<S> {
     Resource {
         api_version: API_VERSION.to_string(),
-        kind: kind.to_string(),
+        kind: kind.as_str().to_string(),
         metadata,
         spec,
     }
@@ -146,24 +146,24 @@ fn resource<S>(kind: &str, metadata: ObjectMeta, spec: S) -> Resource<S> {
 
 impl From<LLMProvider> for AnyResource {
     fn from(o: LLMProvider) -> Self {
-        AnyResource::Provider(resource("LLMProvider", meta(o.metadata), o.spec))
+        AnyResource::Provider(resource(ResourceKind::Provider, meta(o.metadata), o.spec))
     }
 }
 
 impl From<LLMRoute> for AnyResource {
     fn from(o: LLMRoute) -> Self {
-        AnyResource::Route(resource("LLMRoute", meta(o.metadata), o.spec))
+        AnyResource::Route(resource(ResourceKind::Route, meta(o.metadata), o.spec))
     }
 }
 
 impl From<LLMQuota> for AnyResource {
     fn from(o: LLMQuota) -> Self {
-        AnyResource::Quota(resource("LLMQuota", meta(o.metadata), o.spec))
+        AnyResource::Quota(resource(ResourceKind::Quota, meta(o.metadata), o.spec))
     }
 }
 
 impl From<LLMDataPolicy> for AnyResource {
     fn from(o: LLMDataPolicy) -> Self {
-        AnyResource::DataPolicy(resource("LLMDataPolicy", meta(o.metadata), o.spec))
+        AnyResource::DataPolicy(resource(ResourceKind::DataPolicy, meta(o.metadata), o.spec))
     }
 }

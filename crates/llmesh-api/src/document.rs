@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{LLMDataPolicySpec, LLMProviderSpec, LLMQuotaSpec, LLMRouteSpec, API_VERSION};
+use crate::{
+    LLMDataPolicySpec, LLMProviderSpec, LLMQuotaSpec, LLMRouteSpec, ResourceKey, ResourceKind,
+    API_VERSION,
+};
 
 /// The subset of Kubernetes object metadata llmesh reads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -57,15 +60,30 @@ pub enum AnyResource {
 }
 
 impl AnyResource {
-    /// `Kind/name` for messages.
-    pub fn key(&self) -> String {
-        let (kind, meta) = match self {
-            AnyResource::Provider(r) => ("LLMProvider", &r.metadata),
-            AnyResource::Route(r) => ("LLMRoute", &r.metadata),
-            AnyResource::Quota(r) => ("LLMQuota", &r.metadata),
-            AnyResource::DataPolicy(r) => ("LLMDataPolicy", &r.metadata),
-        };
-        format!("{kind}/{}", meta.name)
+    /// Its kind.
+    pub fn kind(&self) -> ResourceKind {
+        match self {
+            AnyResource::Provider(_) => ResourceKind::Provider,
+            AnyResource::Route(_) => ResourceKind::Route,
+            AnyResource::Quota(_) => ResourceKind::Quota,
+            AnyResource::DataPolicy(_) => ResourceKind::DataPolicy,
+        }
+    }
+
+    /// Its metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            AnyResource::Provider(r) => &r.metadata,
+            AnyResource::Route(r) => &r.metadata,
+            AnyResource::Quota(r) => &r.metadata,
+            AnyResource::DataPolicy(r) => &r.metadata,
+        }
+    }
+
+    /// `Kind/name`: the key objects are merged and matched by (its
+    /// `Display` is the text for messages).
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey::new(self.kind(), self.metadata().name.clone())
     }
 }
 
@@ -212,8 +230,8 @@ spec: {limits: {requestsPerMinute: 60}}
 "#;
         let docs = parse_documents(text).unwrap();
         assert_eq!(docs.len(), 3);
-        assert_eq!(docs[0].key(), "LLMProvider/p");
-        assert_eq!(docs[1].key(), "LLMRoute/r");
+        assert_eq!(docs[0].key().to_string(), "LLMProvider/p");
+        assert_eq!(docs[1].key(), ResourceKey::new(ResourceKind::Route, "r"));
     }
 
     #[test]

@@ -15,10 +15,12 @@
 //! goes from the first to the second. The specs are the same types in both.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
 
 mod crd;
 mod data_policy;
 mod document;
+mod kind;
 mod provider;
 mod quota;
 mod route;
@@ -28,6 +30,7 @@ mod status;
 pub use crd::{crd_files, crd_schemas, crds, RenderError};
 pub use data_policy::{DataAction, DataRule, LLMDataPolicy, LLMDataPolicySpec, BUILTIN_CLASSES};
 pub use document::{parse_documents, AnyResource, ObjectMeta, ParseError, Resource};
+pub use kind::{ResourceKey, ResourceKind};
 pub use provider::{
     ApiSchema, CredentialRef, LLMProvider, LLMProviderSpec, ModelSpec, Pricing, ProviderLimits,
     SecretKeyRef,

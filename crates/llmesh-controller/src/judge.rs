@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use kube::api::DynamicObject;
 use llmesh_api::{
-    AnyResource, BackendRef, CredentialRef, LLMRouteSpec, CONDITION_ACCEPTED, CONDITION_ENFORCED,
-    CONDITION_RESOLVED_REFS, REASON_ACCEPTED, REASON_BACKEND_NOT_FOUND, REASON_ENFORCED,
-    REASON_INVALID, REASON_INVALID_BACKEND, REASON_MODEL_NOT_ROUTED, REASON_NOT_ENFORCED,
-    REASON_RESOLVED_REFS,
+    AnyResource, BackendRef, CredentialRef, LLMRouteSpec, ResourceKey, ResourceKind,
+    CONDITION_ACCEPTED, CONDITION_ENFORCED, CONDITION_RESOLVED_REFS, REASON_ACCEPTED,
+    REASON_BACKEND_NOT_FOUND, REASON_ENFORCED, REASON_INVALID, REASON_INVALID_BACKEND,
+    REASON_MODEL_NOT_ROUTED, REASON_NOT_ENFORCED, REASON_RESOLVED_REFS,
 };
-use llmesh_kube::Object;
-use llmesh_policy::{SecretSource, Snapshot};
+use llmesh_kube::{Object, ShapeError};
+use llmesh_policy::{SecretError, SecretSource, Snapshot};
 
 /// `status` of a condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,13 +130,11 @@ pub fn judge(objects: &[Object], platform: Option<&str>) -> Vec<Verdict> {
 struct SpecOnly;
 
 impl SecretSource for SpecOnly {
-    fn resolve(&self, r: &CredentialRef) -> Result<String, String> {
+    fn resolve(&self, r: &CredentialRef) -> Result<String, SecretError> {
         let placeholder = || Ok("not-read-by-the-controller".to_string());
         match (&r.env, &r.file, &r.secret_key_ref) {
-            (Some(var), None, None) if var.is_empty() => {
-                Err("the environment variable name is empty".into())
-            }
-            (None, Some(file), None) if file.is_empty() => Err("the file path is empty".into()),
+            (Some(var), None, None) if var.is_empty() => Err(SecretError::EmptyEnvName),
+            (None, Some(file), None) if file.is_empty() => Err(SecretError::EmptyFilePath),
             (Some(_), None, None) | (None, Some(_), None) => placeholder(),
             (None, None, Some(s)) => {
                 // The sidecar turns both parts into path components and
@@ -144,25 +142,17 @@ impl SecretSource for SpecOnly {
                 let bad =
                     |p: &str| p.is_empty() || p == "." || p == ".." || p.contains(['/', '\\']);
                 if bad(&s.name) || bad(&s.key) {
-                    Err(format!(
-                        "secretKeyRef {}/{} is not a Secret name and key",
-                        s.name, s.key
-                    ))
+                    Err(SecretError::NotASecretKey {
+                        name: s.name.clone(),
+                        key: s.key.clone(),
+                    })
                 } else {
                     placeholder()
                 }
             }
-            _ => Err("set exactly one of env, file or secretKeyRef".into()),
+            _ => Err(SecretError::NotExactlyOne),
         }
     }
-}
-
-/// `Kind/name` from a compile error's `Kind/namespace/name`.
-fn key_of_error(resource: &str) -> String {
-    let mut parts = resource.split('/');
-    let kind = parts.next().unwrap_or("");
-    let name = parts.next_back().unwrap_or("");
-    format!("{kind}/{name}")
 }
 
 fn judge_namespace(
@@ -171,7 +161,7 @@ fn judge_namespace(
     inherited: &[&Object],
     platform: Option<&str>,
 ) -> Vec<Verdict> {
-    let own_keys: HashSet<String> = own.iter().map(|o| o.key()).collect();
+    let own_keys: HashSet<ResourceKey> = own.iter().map(|o| o.key()).collect();
     let merged: Vec<&Object> = own
         .iter()
         .copied()
@@ -183,7 +173,7 @@ fn judge_namespace(
         )
         .collect();
 
-    let mut read: HashMap<String, Result<AnyResource, String>> = HashMap::new();
+    let mut read: HashMap<ResourceKey, Result<AnyResource, ShapeError>> = HashMap::new();
     let mut docs = Vec::with_capacity(merged.len());
     // Provider name -> namespace it comes from, read or not: tells a
     // missing provider from an invalid one.
@@ -193,7 +183,7 @@ fn judge_namespace(
         if let Ok(doc) = &r {
             docs.push(doc.clone());
         }
-        if o.kind == "LLMProvider" {
+        if o.kind == ResourceKind::Provider {
             let name = o.object.metadata.name.clone().unwrap_or_default();
             let from = o.object.metadata.namespace.clone().unwrap_or_default();
             providers.insert(name, from);
@@ -201,12 +191,12 @@ fn judge_namespace(
         read.insert(o.key(), r);
     }
     let (snap, errors) = llmesh_policy::compile(&docs, ns, &SpecOnly);
-    let mut field_errors: HashMap<String, Vec<String>> = HashMap::new();
+    let mut field_errors: HashMap<ResourceKey, Vec<String>> = HashMap::new();
     for e in errors {
         field_errors
-            .entry(key_of_error(&e.resource))
+            .entry(e.key())
             .or_default()
-            .push(format!("{}: {}", e.field, e.message));
+            .push(format!("{}: {}", e.field, e.reason));
     }
 
     let where_ = Where {
@@ -239,7 +229,7 @@ struct Where<'a> {
 
 fn verdict(
     o: &Object,
-    resource: Option<&Result<AnyResource, String>>,
+    resource: Option<&Result<AnyResource, ShapeError>>,
     errors: &[String],
     w: &Where<'_>,
 ) -> Verdict {
@@ -250,7 +240,7 @@ fn verdict(
         _ => None,
     };
     let accepted = match resource {
-        Some(Err(e)) => false_cond(CONDITION_ACCEPTED, REASON_INVALID, e.clone()),
+        Some(Err(e)) => false_cond(CONDITION_ACCEPTED, REASON_INVALID, e.to_string()),
         _ if !errors.is_empty() => {
             false_cond(CONDITION_ACCEPTED, REASON_INVALID, errors.join("; "))
         }
@@ -276,7 +266,7 @@ fn verdict(
 
     let mut rule_count = None;
     match o.kind {
-        "LLMRoute" => conditions.push(match readable {
+        ResourceKind::Route => conditions.push(match readable {
             Some(AnyResource::Route(r)) => route_refs(&r.spec, w),
             _ => Cond {
                 type_: CONDITION_RESOLVED_REFS,
@@ -285,16 +275,16 @@ fn verdict(
                 message: "the spec cannot be read, so its references are not checked".into(),
             },
         }),
-        "LLMQuota" => {
+        ResourceKind::Quota => {
             let downgrade = match readable {
                 Some(AnyResource::Quota(q)) => Ok(q.spec.downgrade_to.as_deref()),
                 _ => Err(()),
             };
             conditions.push(quota_refs(downgrade, w));
-            conditions.push(enforced(o.kind, is_accepted));
+            conditions.push(enforced(o.kind.as_str(), is_accepted));
         }
-        "LLMDataPolicy" => {
-            conditions.push(enforced(o.kind, is_accepted));
+        ResourceKind::DataPolicy => {
+            conditions.push(enforced(o.kind.as_str(), is_accepted));
             rule_count = Some(match readable {
                 Some(AnyResource::DataPolicy(d)) if is_accepted => {
                     Some(i64::try_from(d.spec.rules.len()).unwrap_or(i64::MAX))
@@ -302,10 +292,10 @@ fn verdict(
                 _ => None,
             });
         }
-        _ => {}
+        ResourceKind::Provider => {}
     }
     Verdict {
-        kind: o.kind,
+        kind: o.kind.as_str(),
         object: o.object.clone(),
         conditions,
         rule_count,

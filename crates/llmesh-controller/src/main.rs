@@ -60,7 +60,7 @@ struct Args {
     log: String,
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
+fn duration(text: &str) -> Result<Duration, llmesh_policy::DurationError> {
     llmesh_policy::parse_duration(text)
 }
 

@@ -61,12 +61,12 @@ fn collect(watched: &[Watched], platform: Option<&str>) -> Vec<Object> {
     out.sort_by(|a, b| {
         (
             a.object.metadata.namespace.as_deref(),
-            a.kind,
+            a.kind.as_str(),
             &a.object.metadata.name,
         )
             .cmp(&(
                 b.object.metadata.namespace.as_deref(),
-                b.kind,
+                b.kind.as_str(),
                 &b.object.metadata.name,
             ))
     });

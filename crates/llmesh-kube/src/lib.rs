@@ -9,6 +9,7 @@
 //! latest state and a slow consumer never blocks the watches.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,15 +20,26 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
-use llmesh_api::{AnyResource, API_VERSION, GROUP, VERSION};
+use llmesh_api::{
+    AnyResource, LLMDataPolicy, LLMProvider, LLMQuota, LLMRoute, ResourceKey, ResourceKind, GROUP,
+    VERSION,
+};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use tokio::sync::watch;
 
-/// The four kinds and their plural resource names.
+/// The four kinds and their plural resource names, as text (metric labels).
 pub const KINDS: [(&str, &str); 4] = [
-    ("LLMProvider", "llmproviders"),
-    ("LLMRoute", "llmroutes"),
-    ("LLMQuota", "llmquotas"),
-    ("LLMDataPolicy", "llmdatapolicies"),
+    (
+        ResourceKind::Provider.as_str(),
+        ResourceKind::Provider.plural(),
+    ),
+    (ResourceKind::Route.as_str(), ResourceKind::Route.plural()),
+    (ResourceKind::Quota.as_str(), ResourceKind::Quota.plural()),
+    (
+        ResourceKind::DataPolicy.as_str(),
+        ResourceKind::DataPolicy.plural(),
+    ),
 ];
 
 /// Which namespaces to watch.
@@ -43,8 +55,8 @@ pub struct Scope {
 /// One object as seen in the cluster.
 #[derive(Debug, Clone)]
 pub struct Object {
-    /// Its kind, e.g. `LLMRoute`.
-    pub kind: &'static str,
+    /// Its kind (from the watch: list items need not carry it).
+    pub kind: ResourceKind,
     /// True when it comes from the platform namespace.
     pub platform: bool,
     /// The object.
@@ -52,12 +64,12 @@ pub struct Object {
 }
 
 impl Object {
-    /// `Kind/name`, the key two namespaces' objects are merged by.
-    pub fn key(&self) -> String {
-        format!(
-            "{}/{}",
+    /// `Kind/name`, the key two namespaces' objects are merged by (the
+    /// same as [`AnyResource::key`] of what it reads as).
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey::new(
             self.kind,
-            self.object.metadata.name.as_deref().unwrap_or("")
+            self.object.metadata.name.as_deref().unwrap_or(""),
         )
     }
 
@@ -72,7 +84,7 @@ impl Object {
     }
 
     /// The object as an llmesh resource, or why it cannot be read.
-    pub fn to_resource(&self) -> Result<AnyResource, String> {
+    pub fn to_resource(&self) -> Result<AnyResource, ShapeError> {
         to_resource(self.kind, &self.object)
     }
 }
@@ -86,36 +98,76 @@ pub struct View {
     pub objects: Vec<Object>,
 }
 
-/// Reads a watched object into an llmesh resource. The kind comes from the
-/// watch (list items need not carry it); status and server-set metadata
-/// are ignored.
-pub fn to_resource(kind: &str, obj: &DynamicObject) -> Result<AnyResource, String> {
-    let mut v = serde_json::to_value(obj).map_err(|e| e.to_string())?;
-    if let Some(map) = v.as_object_mut() {
-        map.insert("apiVersion".into(), API_VERSION.into());
-        map.insert("kind".into(), kind.into());
-        map.remove("status");
-        if let Some(meta) = map.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-            meta.remove("managedFields");
+/// Why a watched object cannot be read as an llmesh resource: a field of
+/// the wrong shape (an object the API server took past the schema, or
+/// written before the schema was installed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ShapeError {
+    /// Path of the offending field, e.g. `spec.models` (`.` for the object
+    /// itself, as when `spec` is missing).
+    pub path: String,
+    /// What is wrong, e.g. ``invalid type: integer `7`, expected a sequence``.
+    pub reason: String,
+}
+
+/// The part of a watched object's body llmesh reads. Status and anything
+/// else next to `spec` is ignored.
+#[derive(Deserialize)]
+struct Body<S> {
+    spec: S,
+}
+
+fn spec<S: DeserializeOwned>(obj: &DynamicObject) -> Result<S, ShapeError> {
+    // serde_path_to_error names the failing field (`spec.models`), as the
+    // file mode's reader does.
+    serde_path_to_error::deserialize::<_, Body<S>>(&obj.data)
+        .map(|b| b.spec)
+        .map_err(|e| ShapeError {
+            path: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })
+}
+
+/// Reads a watched object into an llmesh resource: its spec is decoded
+/// into the kind's api type, its metadata carried over. The kind comes from
+/// the watch (list items need not carry it); status and server-set
+/// metadata are ignored.
+pub fn to_resource(kind: ResourceKind, obj: &DynamicObject) -> Result<AnyResource, ShapeError> {
+    let metadata = obj.metadata.clone();
+    Ok(match kind {
+        ResourceKind::Provider => LLMProvider {
+            metadata,
+            spec: spec(obj)?,
+            status: None,
         }
-    }
-    // JSON is YAML, so the file mode's reader (and its field-path errors)
-    // serves both sources.
-    let mut docs = llmesh_api::parse_documents(&v.to_string()).map_err(|e| match e {
-        llmesh_api::ParseError::Shape { message, .. } => message,
-        other => other.to_string(),
-    })?;
-    match docs.pop() {
-        Some(r) if docs.is_empty() => Ok(r),
-        _ => Err("expected exactly one object".into()),
-    }
+        .into(),
+        ResourceKind::Route => LLMRoute {
+            metadata,
+            spec: spec(obj)?,
+            status: None,
+        }
+        .into(),
+        ResourceKind::Quota => LLMQuota {
+            metadata,
+            spec: spec(obj)?,
+            status: None,
+        }
+        .into(),
+        ResourceKind::DataPolicy => LLMDataPolicy {
+            metadata,
+            spec: spec(obj)?,
+            status: None,
+        }
+        .into(),
+    })
 }
 
 /// One reflector's store: the objects of one kind in one namespace (or in
 /// every namespace).
 pub struct Watched {
-    /// The kind, e.g. `LLMRoute`.
-    pub kind: &'static str,
+    /// The kind.
+    pub kind: ResourceKind,
     /// True for the platform namespace's store.
     pub platform: bool,
     /// The reflector's store.
@@ -163,9 +215,9 @@ where
     let mut watched = Vec::new();
     let mut streams: Vec<BoxStream<'static, (usize, Result<bool, watcher::Error>)>> = Vec::new();
     for (ns, platform) in targets {
-        for (kind, plural) in KINDS {
-            let gvk = GroupVersionKind::gvk(GROUP, VERSION, kind);
-            let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+        for kind in ResourceKind::ALL {
+            let gvk = GroupVersionKind::gvk(GROUP, VERSION, kind.as_str());
+            let ar = ApiResource::from_gvk_with_plural(&gvk, kind.plural());
             let api: Api<DynamicObject> = match ns {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
                 None => Api::all_with(client.clone(), &ar),
@@ -204,13 +256,17 @@ where
                     Ok(done) => {
                         synced[index] |= done;
                         if failing.remove(&index) {
-                            tracing::info!(kind = w.kind, platform = w.platform, "watch recovered");
+                            tracing::info!(
+                                kind = w.kind.as_str(),
+                                platform = w.platform,
+                                "watch recovered"
+                            );
                         }
                     }
                     Err(e) => {
                         if failing.insert(index) {
                             tracing::warn!(
-                                kind = w.kind,
+                                kind = w.kind.as_str(),
                                 platform = w.platform,
                                 error = %e,
                                 "watch failed; retrying with backoff, the last policy keeps serving"
@@ -248,7 +304,7 @@ fn merge(watched: &[Watched]) -> View {
             own.extend(objs);
         }
     }
-    let shadowed: HashSet<String> = own.iter().map(Object::key).collect();
+    let shadowed: HashSet<ResourceKey> = own.iter().map(Object::key).collect();
     own.extend(
         platform
             .into_iter()
@@ -266,4 +322,67 @@ pub fn plain_client(url: &str, namespace: &str) -> Result<Client, kube::Error> {
     let mut config = kube::Config::new(uri);
     config.default_namespace = namespace.to_string();
     Client::try_from(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dynamic(kind: &str, spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "llmesh.io/v1alpha1", "kind": kind,
+            "metadata": {"name": "chat", "namespace": "team", "generation": 2,
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": spec,
+            // Whatever a writer left in status does not keep the spec from
+            // being read.
+            "status": {"conditions": 7},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn reads_the_spec_into_the_api_type_as_the_file_mode_does() {
+        let obj = dynamic(
+            "LLMRoute",
+            json!({"models": ["m"], "backends": [{"provider": "p"}]}),
+        );
+        let got = to_resource(ResourceKind::Route, &obj).unwrap();
+        let file = llmesh_api::parse_documents(
+            "apiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {name: chat, namespace: team, generation: 2}\nspec: {models: [m], backends: [{provider: p}]}\n",
+        )
+        .unwrap()
+        .remove(0);
+        assert_eq!(got, file);
+        assert_eq!(got.key(), ResourceKey::new(ResourceKind::Route, "chat"));
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_shape_is_named_by_its_path() {
+        let obj = dynamic("LLMRoute", json!({"models": 7, "backends": []}));
+        let e = to_resource(ResourceKind::Route, &obj).unwrap_err();
+        assert_eq!(e.path, "spec.models");
+        assert_eq!(
+            e.to_string(),
+            "spec.models: invalid type: integer `7`, expected a sequence"
+        );
+        let obj = dynamic(
+            "LLMProvider",
+            json!({"schema": "openai", "models": [{"name": "m", "contextWindow": "big"}]}),
+        );
+        let e = to_resource(ResourceKind::Provider, &obj).unwrap_err();
+        assert_eq!(e.path, "spec.models[0].contextWindow", "{e}");
+        let obj = dynamic("LLMQuota", json!({"limits": {}, "surprise": 1}));
+        let e = to_resource(ResourceKind::Quota, &obj).unwrap_err();
+        assert!(e.reason.contains("unknown field `surprise`"), "{e}");
+    }
+
+    #[test]
+    fn an_object_without_a_spec_is_refused() {
+        let mut obj = dynamic("LLMDataPolicy", json!({}));
+        obj.data = json!({});
+        let e = to_resource(ResourceKind::DataPolicy, &obj).unwrap_err();
+        assert_eq!(e.to_string(), ".: missing field `spec`");
+    }
 }

@@ -9,7 +9,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use llmesh_api::{
     AnyResource, ApiSchema, BackendRef, CredentialRef, ErrorClass, LLMDataPolicySpec,
-    LLMProviderSpec, LLMQuotaSpec, LLMRouteSpec, Resource, Strategy,
+    LLMProviderSpec, LLMQuotaSpec, LLMRouteSpec, Resource, ResourceKey, ResourceKind, Strategy,
 };
 
 use crate::data_policy::{compile_data_policy, is_class_name};
@@ -21,23 +21,72 @@ use crate::route::{
 use crate::snapshot::{BaseUrl, ModelInfo, Price, Provider, Snapshot};
 
 /// One problem with one field of one resource. The resource is left out of
-/// the snapshot; the message never contains a secret.
+/// the snapshot; the reason never contains a secret.
+///
+/// Displayed as `Kind/namespace/name: field: reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{resource}: {field}: {message}")]
+#[error("{kind}/{namespace}/{name}: {field}: {reason}")]
 pub struct CompileError {
-    /// `Kind/namespace/name`.
-    pub resource: String,
+    /// Kind of the resource.
+    pub kind: ResourceKind,
+    /// The namespace that was compiled (an object inherited from the
+    /// platform namespace is named under the namespace that inherits it).
+    pub namespace: String,
+    /// `metadata.name` of the resource.
+    pub name: String,
     /// Path of the offending field, e.g. `spec.backends[1].provider`.
     pub field: String,
     /// What is wrong.
-    pub message: String,
+    pub reason: String,
+}
+
+impl CompileError {
+    /// `Kind/name` of the resource: the same key as [`AnyResource::key`]
+    /// of the resource that failed.
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey::new(self.kind, self.name.clone())
+    }
+}
+
+/// Why a credential cannot be had. Never holds the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The reference sets none, or more than one, of its sources.
+    #[error("set exactly one of env, file or secretKeyRef")]
+    NotExactlyOne,
+    /// `env:` names an empty variable name.
+    #[error("the environment variable name is empty")]
+    EmptyEnvName,
+    /// `file:` is empty.
+    #[error("the file path is empty")]
+    EmptyFilePath,
+    /// `env:` names a variable that is not set.
+    #[error("environment variable {0} is not set")]
+    EnvNotSet(String),
+    /// The file (or mounted Secret key) cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `secretKeyRef` parts that are not a Secret name and key (they
+    /// would step out of the secrets folder).
+    #[error("secretKeyRef {name}/{key} is not a Secret name and key")]
+    NotASecretKey {
+        /// `secretKeyRef.name`.
+        name: String,
+        /// `secretKeyRef.key`.
+        key: String,
+    },
 }
 
 /// Looks up credential values. File mode reads env vars and files; both
 /// modes read Secrets where the injector mounts them.
 pub trait SecretSource {
     /// The key named by `r`, or why it cannot be had (without the value).
-    fn resolve(&self, r: &CredentialRef) -> Result<String, String>;
+    fn resolve(&self, r: &CredentialRef) -> Result<String, SecretError>;
 }
 
 /// Where the injector mounts the Secrets named by `secretKeyRef` into the
@@ -64,17 +113,20 @@ impl Default for EnvFileSecrets {
     }
 }
 
-fn read_key(path: &Path) -> Result<String, String> {
+fn read_key(path: &Path) -> Result<String, SecretError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        .map_err(|source| SecretError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 impl SecretSource for EnvFileSecrets {
-    fn resolve(&self, r: &CredentialRef) -> Result<String, String> {
+    fn resolve(&self, r: &CredentialRef) -> Result<String, SecretError> {
         match (&r.env, &r.file, &r.secret_key_ref) {
             (Some(var), None, None) => {
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+                std::env::var(var).map_err(|_| SecretError::EnvNotSet(var.clone()))
             }
             (None, Some(file), None) => {
                 let path = match &self.base_dir {
@@ -89,14 +141,14 @@ impl SecretSource for EnvFileSecrets {
                 let bad =
                     |p: &str| p.is_empty() || p == "." || p == ".." || p.contains(['/', '\\']);
                 if bad(&s.name) || bad(&s.key) {
-                    return Err(format!(
-                        "secretKeyRef {}/{} is not a Secret name and key",
-                        s.name, s.key
-                    ));
+                    return Err(SecretError::NotASecretKey {
+                        name: s.name.clone(),
+                        key: s.key.clone(),
+                    });
                 }
                 read_key(&self.secrets_dir.join(&s.name).join(&s.key))
             }
-            _ => Err("set exactly one of env, file or secretKeyRef".into()),
+            _ => Err(SecretError::NotExactlyOne),
         }
     }
 }
@@ -107,11 +159,19 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub(crate) fn err(&mut self, kind: &str, name: &str, field: &str, message: impl Into<String>) {
+    pub(crate) fn err(
+        &mut self,
+        kind: ResourceKind,
+        name: &str,
+        field: &str,
+        reason: impl std::fmt::Display,
+    ) {
         self.errors.push(CompileError {
-            resource: format!("{kind}/{}/{name}", self.namespace),
-            field: field.into(),
-            message: message.into(),
+            kind,
+            namespace: self.namespace.to_string(),
+            name: name.to_string(),
+            field: field.to_string(),
+            reason: reason.to_string(),
         });
     }
 }
@@ -154,12 +214,17 @@ pub fn compile(
     for q in quota_specs {
         let name = &q.metadata.name;
         if snap.quotas.iter().any(|o| &o.name == name) {
-            cx.err("LLMQuota", name, "metadata.name", "duplicate quota name");
+            cx.err(
+                ResourceKind::Quota,
+                name,
+                "metadata.name",
+                "duplicate quota name",
+            );
             continue;
         }
         if let Some(quota) = compile_quota(&mut cx, q) {
             snap.dump_resources
-                .push(kind_dump("LLMQuota", name, &quota.spec));
+                .push(kind_dump(ResourceKind::Quota, name, &quota.spec));
             snap.quotas.push(Arc::new(quota));
         }
     }
@@ -167,7 +232,7 @@ pub fn compile(
         let name = &d.metadata.name;
         if snap.data_policies.iter().any(|o| &o.name == name) {
             cx.err(
-                "LLMDataPolicy",
+                ResourceKind::DataPolicy,
                 name,
                 "metadata.name",
                 "duplicate data policy name",
@@ -176,7 +241,7 @@ pub fn compile(
         }
         if let Some(policy) = compile_data_policy(&mut cx, d) {
             snap.dump_data_policies
-                .push(kind_dump("LLMDataPolicy", name, &policy.spec));
+                .push(kind_dump(ResourceKind::DataPolicy, name, &policy.spec));
             snap.data_policies.push(Arc::new(policy));
         }
     }
@@ -187,7 +252,7 @@ pub fn compile(
         let name = &p.metadata.name;
         if snap.providers.contains_key(name) {
             cx.err(
-                "LLMProvider",
+                ResourceKind::Provider,
                 name,
                 "metadata.name",
                 "duplicate provider name",
@@ -204,7 +269,12 @@ pub fn compile(
     for r in route_specs {
         let name = &r.metadata.name;
         if names_seen.insert(name.clone(), ()).is_some() {
-            cx.err("LLMRoute", name, "metadata.name", "duplicate route name");
+            cx.err(
+                ResourceKind::Route,
+                name,
+                "metadata.name",
+                "duplicate route name",
+            );
             continue;
         }
         if let Some(route) = compile_route(&mut cx, r, &snap.providers) {
@@ -239,7 +309,7 @@ pub fn compile(
                 .find(|o| o.headers == route.headers && o.order == route.order)
             {
                 cx.err(
-                    "LLMRoute",
+                    ResourceKind::Route,
                     &route.name,
                     &format!("spec.models[{i}]"),
                     format!(
@@ -274,9 +344,9 @@ pub fn compile(
     (snap, cx.errors)
 }
 
-fn kind_dump(kind: &str, name: &str, spec: &impl serde::Serialize) -> serde_json::Value {
+fn kind_dump(kind: ResourceKind, name: &str, spec: &impl serde::Serialize) -> serde_json::Value {
     let spec = serde_json::to_value(spec).unwrap_or(serde_json::Value::Null);
-    serde_json::json!({"kind": kind, "name": name, "enforced": false, "spec": spec})
+    serde_json::json!({"kind": kind.as_str(), "name": name, "enforced": false, "spec": spec})
 }
 
 fn default_base_url(schema: ApiSchema) -> Option<&'static str> {
@@ -329,7 +399,7 @@ fn compile_provider(
     let name = &p.metadata.name;
     let spec = &p.spec;
     let before = cx.errors.len();
-    const K: &str = "LLMProvider";
+    const K: ResourceKind = ResourceKind::Provider;
 
     let base_text = spec.base_url.as_deref().or(default_base_url(spec.schema));
     let base_url = match base_text {
@@ -517,7 +587,7 @@ fn compile_route(
     let name = &r.metadata.name;
     let spec = &r.spec;
     let before = cx.errors.len();
-    const K: &str = "LLMRoute";
+    const K: ResourceKind = ResourceKind::Route;
 
     if spec.models.is_empty() {
         cx.err(K, name, "spec.models", "must name at least one model");
@@ -754,11 +824,11 @@ fn duration_or(
         None => default,
         Some(Ok(d)) if !d.is_zero() => d,
         Some(Ok(_)) => {
-            cx.err("LLMRoute", name, field, "must be > 0");
+            cx.err(ResourceKind::Route, name, field, "must be > 0");
             default
         }
         Some(Err(e)) => {
-            cx.err("LLMRoute", name, field, e);
+            cx.err(ResourceKind::Route, name, field, e);
             default
         }
     }
@@ -775,7 +845,7 @@ fn compile_backends(
     for (i, b) in refs.iter().enumerate() {
         match providers.get(&b.provider) {
             None => cx.err(
-                "LLMRoute",
+                ResourceKind::Route,
                 name,
                 &format!("{field}[{i}].provider"),
                 format!("no valid LLMProvider named {:?}", b.provider),
@@ -805,7 +875,7 @@ fn compile_match_headers(
         ) {
             (Ok(hn), Ok(hv)) => out.push((hn, hv)),
             _ => cx.err(
-                "LLMRoute",
+                ResourceKind::Route,
                 name,
                 &field,
                 "not a valid header name and value",
@@ -827,7 +897,12 @@ fn compile_strategy(cx: &mut Ctx<'_>, name: &str, s: &Strategy) -> StrategyKind 
             let p = exploration_percent.unwrap_or(5.0);
             if !(0.0..=100.0).contains(&p) {
                 let field = format!("{F}.explorationPercent");
-                cx.err("LLMRoute", name, &field, "must be between 0 and 100");
+                cx.err(
+                    ResourceKind::Route,
+                    name,
+                    &field,
+                    "must be between 0 and 100",
+                );
             }
             StrategyKind::Latency {
                 exploration: p / 100.0,
@@ -838,11 +913,11 @@ fn compile_strategy(cx: &mut Ctx<'_>, name: &str, s: &Strategy) -> StrategyKind 
             match parse_duration(latency_budget) {
                 Ok(d) if !d.is_zero() => StrategyKind::Cost { latency_budget: d },
                 Ok(_) => {
-                    cx.err("LLMRoute", name, &field, "must be > 0");
+                    cx.err(ResourceKind::Route, name, &field, "must be > 0");
                     StrategyKind::Weighted
                 }
                 Err(e) => {
-                    cx.err("LLMRoute", name, &field, e);
+                    cx.err(ResourceKind::Route, name, &field, e);
                     StrategyKind::Weighted
                 }
             }

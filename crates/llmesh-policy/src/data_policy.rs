@@ -3,7 +3,7 @@
 //! rather than found on the request path later.
 
 use http::header::HeaderName;
-use llmesh_api::{LLMDataPolicySpec, Resource, BUILTIN_CLASSES};
+use llmesh_api::{LLMDataPolicySpec, Resource, ResourceKind, BUILTIN_CLASSES};
 use regex::RegexBuilder;
 
 use crate::compile::Ctx;
@@ -19,7 +19,7 @@ pub struct DataPolicy {
     pub spec: LLMDataPolicySpec,
 }
 
-const K: &str = "LLMDataPolicy";
+const K: ResourceKind = ResourceKind::DataPolicy;
 
 /// Compiled size a single custom pattern may reach: generous for real
 /// detectors, small enough that a policy cannot make every sidecar build a

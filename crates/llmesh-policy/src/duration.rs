@@ -2,24 +2,54 @@
 
 use std::time::Duration;
 
+/// Why a text is not a duration. Each variant but `Empty` holds the text
+/// as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Nothing (or only spaces) was written.
+    #[error("empty duration")]
+    Empty,
+    /// A number without a unit after it.
+    #[error("{0:?}: missing unit (ms, s, m or h)")]
+    MissingUnit(String),
+    /// A unit without a number before it.
+    #[error("{0:?}: expected a number")]
+    ExpectedNumber(String),
+    /// Digits and dots that are not a number (`1..2s`).
+    #[error("{0:?}: bad number")]
+    BadNumber(String),
+    /// A unit other than `ms`, `s`, `m` or `h`.
+    #[error("{text:?}: unknown unit {unit:?} (ms, s, m or h)")]
+    UnknownUnit {
+        /// The text as written.
+        text: String,
+        /// The unit found.
+        unit: String,
+    },
+    /// More than a `Duration` holds.
+    #[error("{0:?}: too long")]
+    TooLong(String),
+}
+
 /// Parses a duration such as `300ms`, `10s`, `1m30s` or `2h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
+    let owned = || text.to_string();
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
         let digits = rest
             .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(|| format!("{text:?}: missing unit (ms, s, m or h)"))?;
+            .ok_or_else(|| DurationError::MissingUnit(owned()))?;
         if digits == 0 {
-            return Err(format!("{text:?}: expected a number"));
+            return Err(DurationError::ExpectedNumber(owned()));
         }
         let value: f64 = rest[..digits]
             .parse()
-            .map_err(|_| format!("{text:?}: bad number"))?;
+            .map_err(|_| DurationError::BadNumber(owned()))?;
         let unit_end = rest[digits..]
             .find(|c: char| c.is_ascii_digit())
             .map_or(rest.len(), |i| i + digits);
@@ -28,9 +58,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m or h)")),
+            other => {
+                return Err(DurationError::UnknownUnit {
+                    text: owned(),
+                    unit: other.to_string(),
+                })
+            }
         };
-        total += Duration::from_secs_f64(value * per_unit);
+        // `from_secs_f64` and `+=` panic past `Duration::MAX`.
+        total = Duration::try_from_secs_f64(value * per_unit)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .ok_or_else(|| DurationError::TooLong(owned()))?;
         rest = &rest[unit_end..];
     }
     Ok(total)
@@ -54,5 +93,14 @@ mod tests {
         for bad in ["", "10", "s", "10x", "ms10", "1..2s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        let huge = format!("{}h", "9".repeat(30));
+        assert_eq!(
+            parse_duration(&huge),
+            Err(DurationError::TooLong(huge.clone()))
+        );
+        assert_eq!(
+            parse_duration("10x").unwrap_err().to_string(),
+            r#""10x": unknown unit "x" (ms, s, m or h)"#
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! file mode and the Kubernetes mode share this one path.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
 
 mod compile;
 mod data_policy;
@@ -15,10 +16,12 @@ mod quota;
 mod route;
 mod snapshot;
 
-pub use compile::{compile, CompileError, EnvFileSecrets, SecretSource, DEFAULT_SECRETS_DIR};
+pub use compile::{
+    compile, CompileError, EnvFileSecrets, SecretError, SecretSource, DEFAULT_SECRETS_DIR,
+};
 pub use data_policy::{DataGuard, DataPolicy, DEFAULT_CLASS_HEADER};
-pub use duration::parse_duration;
-pub use quota::{parse_usd, Quota};
+pub use duration::{parse_duration, DurationError};
+pub use quota::{parse_usd, Quota, UsdError};
 pub use route::{
     Backend, BreakerSettings, ClassSet, Fallback, RetrySettings, Route, RouteMatch, StrategyKind,
     Timeouts,

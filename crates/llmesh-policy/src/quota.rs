@@ -2,7 +2,7 @@
 //! enforcement arrives; these checks mirror the CRD's schema and CEL rules
 //! so the file mode refuses what `kubectl apply` would.
 
-use llmesh_api::{LLMQuotaSpec, QuotaAction, QuotaScope, Resource};
+use llmesh_api::{LLMQuotaSpec, QuotaAction, QuotaScope, Resource, ResourceKind};
 
 use crate::compile::Ctx;
 use crate::data_policy::check_header_name;
@@ -18,7 +18,7 @@ pub struct Quota {
     pub spec: LLMQuotaSpec,
 }
 
-const K: &str = "LLMQuota";
+const K: ResourceKind = ResourceKind::Quota;
 
 pub(crate) fn compile_quota(cx: &mut Ctx<'_>, q: &Resource<LLMQuotaSpec>) -> Option<Quota> {
     let name = &q.metadata.name;
@@ -116,18 +116,27 @@ pub(crate) fn compile_quota(cx: &mut Ctx<'_>, q: &Resource<LLMQuotaSpec>) -> Opt
     })
 }
 
+/// Why a text is not a USD amount.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsdError {
+    /// Not digits with an optional decimal part (the text as written).
+    #[error("{0:?} is not a decimal USD amount such as \"12.50\"")]
+    NotDecimal(String),
+    /// Zero (an amount must be more than 0).
+    #[error("must be more than 0")]
+    NotPositive,
+}
+
 /// A USD amount written as a decimal string (`"50"`, `"12.50"`), above 0.
-pub fn parse_usd(text: &str) -> Result<f64, String> {
+pub fn parse_usd(text: &str) -> Result<f64, UsdError> {
     let (whole, frac) = text.split_once('.').unwrap_or((text, "0"));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(whole) || !digits(frac) {
-        return Err(format!(
-            "{text:?} is not a decimal USD amount such as \"12.50\""
-        ));
+        return Err(UsdError::NotDecimal(text.to_string()));
     }
     match text.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err("must be more than 0".into()),
+        _ => Err(UsdError::NotPositive),
     }
 }
 

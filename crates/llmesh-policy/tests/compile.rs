@@ -1,16 +1,16 @@
 #![allow(clippy::unwrap_used)]
 
 use http::HeaderMap;
-use llmesh_api::{parse_documents, CredentialRef};
-use llmesh_policy::{compile, SecretSource};
+use llmesh_api::{parse_documents, CredentialRef, ResourceKey, ResourceKind};
+use llmesh_policy::{compile, SecretError, SecretSource};
 
 struct Fixed;
 impl SecretSource for Fixed {
-    fn resolve(&self, r: &CredentialRef) -> Result<String, String> {
+    fn resolve(&self, r: &CredentialRef) -> Result<String, SecretError> {
         match r.env.as_deref() {
             Some("GOOD") => Ok("sk-test-123".into()),
-            Some(v) => Err(format!("environment variable {v} is not set")),
-            None => Err("no env".into()),
+            Some(v) => Err(SecretError::EnvNotSet(v.into())),
+            None => Err(SecretError::NotExactlyOne),
         }
     }
 }
@@ -147,6 +147,17 @@ spec:
         "{msgs:#?}"
     );
     assert!(has("LLMRoute/team-a/thief: spec.models[0]: model \"gpt-4o-mini\" is already served by route chat with the same order and headers"), "{msgs:#?}");
+    // The parts are typed: no need to split the text to find the object.
+    let e = errors
+        .iter()
+        .find(|e| e.field == "spec.backends[0].provider")
+        .unwrap();
+    assert_eq!(
+        (e.kind, e.namespace.as_str(), e.name.as_str()),
+        (ResourceKind::Route, "team-a", "broken")
+    );
+    assert_eq!(e.reason, "no valid LLMProvider named \"nokey\"");
+    assert_eq!(e.key(), ResourceKey::new(ResourceKind::Route, "broken"));
     // the good ones still compile
     assert_eq!(snap.routes.len(), 1);
     assert_eq!(snap.providers.len(), 2);

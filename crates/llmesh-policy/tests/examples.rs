@@ -31,7 +31,7 @@ fn there_is_one_example_per_kind() {
     for path in kube_examples() {
         let docs = parse_documents(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(docs.len(), 1, "{}: one resource per file", path.display());
-        kinds.push(docs[0].key().split('/').next().unwrap().to_string());
+        kinds.push(docs[0].kind().as_str());
     }
     kinds.sort();
     assert_eq!(

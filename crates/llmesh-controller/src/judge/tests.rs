@@ -15,7 +15,7 @@ fn obj(kind: &'static str, ns: &str, name: &str, spec: Value) -> Object {
     }))
     .unwrap();
     Object {
-        kind,
+        kind: ResourceKind::from_name(kind).unwrap(),
         platform: ns == "llmesh-system",
         object: Arc::new(object),
     }
