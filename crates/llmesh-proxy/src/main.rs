@@ -165,20 +165,37 @@ fn main() -> anyhow::Result<()> {
         runtime.handle().clone(),
     )?;
     let layer = traces.as_mut().and_then(|t| t.take_layer());
-    llmesh_proxy::logging::init_with(&args.log, args.log_format, layer)?;
+    // Log lines are written by a background thread; the guard keeps it
+    // running and, dropped last, writes out what is still queued, so the
+    // lines of a normal exit (SIGTERM included) reach stdout.
+    let log_guard = llmesh_proxy::logging::init_with(&args.log, args.log_format, layer)?;
     if traces.is_some() {
         tracing::info!(
             sample_ratio = args.trace_sample_ratio,
             "exporting traces over OTLP"
         );
     }
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
+        let drops = tokio::spawn(llmesh_proxy::logging::warn_on_dropped_lines(
+            Duration::from_secs(10),
+        ));
         let result = run(args).await;
         if let Some(t) = traces {
             t.shutdown(Duration::from_secs(5)).await;
         }
+        drops.abort();
         result
-    })
+    });
+    // Tasks still on the runtime may log as they are dropped: before the
+    // log writer stops.
+    drop(runtime);
+    drop(log_guard);
+    // The warning above only runs every few seconds: the last drops are
+    // told on stderr, which is not the queue that overflowed.
+    if let Some(n) = llmesh_proxy::logging::dropped_lines().filter(|&n| n > 0) {
+        eprintln!("llmesh-proxy: {n} log lines were dropped because stdout could not keep up");
+    }
+    result
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
