@@ -2,15 +2,14 @@
 //! line per request. Never prompt or completion text.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::HeaderValue;
-use llmesh_policy::{Provider, Route};
-use llmesh_wire::{Dialect, Usage};
+use llmesh_policy::Provider;
+use llmesh_wire::Usage;
 
+use crate::context::RequestCtx;
+use crate::runtime::BackendRuntime;
 use crate::upstream::Operation;
-use crate::Shared;
 
 /// How to estimate output tokens when the upstream reported no usage.
 #[derive(Debug)]
@@ -54,45 +53,37 @@ impl Outcome {
     }
 }
 
-/// Everything known about a routed call, carried to its end.
+/// One call to a backend, carried to its end: the request's context and
+/// what is particular to the backend that answered (or was billed).
 pub struct Call {
-    pub(crate) shared: Arc<Shared>,
-    /// Request id (also sent as `x-request-id`).
-    pub request_id: HeaderValue,
-    /// When the request arrived.
-    pub start: Instant,
-    /// Chat or embeddings.
-    pub op: Operation,
-    /// The API the client speaks.
-    pub client: Dialect,
-    /// Streaming requested.
-    pub stream: bool,
-    /// The route.
-    pub route: Arc<Route>,
+    /// The request.
+    pub ctx: Arc<RequestCtx>,
     /// The provider.
     pub provider: Arc<Provider>,
-    /// Model label: the route pattern that matched (bounded by policy).
-    pub request_model: String,
-    /// Model name the client asked for (log only).
-    pub requested: String,
     /// Model sent upstream.
     pub upstream_model: String,
     /// Model label for per-backend series: the backend's fixed model, or
     /// the route pattern.
     pub model_label: String,
-    /// The client's body, kept (by reference count) only to estimate
-    /// prompt tokens if the upstream reports none.
-    pub raw_request: Bytes,
-    /// What the data policy found, logged as an audit line at the end.
-    pub audit: Option<Arc<crate::dataguard::Audit>>,
     /// The backend's cached metric series.
     pub series: Arc<crate::metrics::SeriesCache>,
-    /// The request's quota charge: this call's usage is added to it, and
-    /// it is settled when the request's last call is accounted.
-    pub charge: Option<Arc<crate::quota::Charge>>,
-    /// The call's `llm request` span (disabled when tracing is off), kept
-    /// open until the call is accounted.
-    pub span: tracing::Span,
+}
+
+impl Call {
+    /// The call of `ctx` on backend `b`.
+    pub fn new(ctx: &Arc<RequestCtx>, b: &BackendRuntime) -> Call {
+        Call {
+            ctx: ctx.clone(),
+            provider: b.backend.provider.clone(),
+            upstream_model: b.backend.upstream_model(&ctx.requested).to_string(),
+            model_label: b
+                .backend
+                .model
+                .clone()
+                .unwrap_or_else(|| ctx.pattern.clone()),
+            series: b.series.clone(),
+        }
+    }
 }
 
 fn op_name(op: Operation) -> &'static str {
@@ -111,7 +102,7 @@ impl Call {
             self.record(outcome, false);
             return;
         }
-        let elapsed_at_end = self.start.elapsed();
+        let elapsed_at_end = crate::clock::since(self.ctx.start);
         self.estimate_then(None, move |call, usage| {
             let mut outcome = outcome;
             let output = match &outcome.output_estimate {
@@ -145,14 +136,14 @@ impl Call {
             };
             let cost = call.record_usage(Some(usage), "");
             call.usage_record(&usage, cost, 499);
-            let id = call.shared.identity();
+            let id = call.ctx.shared.identity();
             tracing::info!(
                 target: "llmesh::access",
-                request_id = call.request_id.to_str().unwrap_or(""),
+                request_id = call.ctx.request_id.to_str().unwrap_or(""),
                 namespace = id.namespace.as_str(),
                 workload = id.workload.as_str(),
                 pod = id.pod.as_str(),
-                route = call.route.name.as_str(),
+                route = call.ctx.route.name.as_str(),
                 provider = call.provider.name.as_str(),
                 model_used = call.upstream_model.as_str(),
                 billed_attempt = reason,
@@ -174,7 +165,7 @@ impl Call {
     /// on a blocking thread (the tokenizer is too slow for the runtime).
     fn estimate_then(self, known: Option<Usage>, then: impl FnOnce(Call, Usage) + Send + 'static) {
         let task = move || {
-            let input = crate::tokens::estimate_prompt(self.client, &self.raw_request);
+            let input = crate::tokens::estimate_prompt(self.ctx.client, &self.ctx.raw);
             let base = known.unwrap_or_default();
             let usage = Usage {
                 input_tokens: input,
@@ -191,7 +182,7 @@ impl Call {
     }
 
     fn record(self, outcome: Outcome, estimated: bool) {
-        let elapsed = self.start.elapsed();
+        let elapsed = crate::clock::since(self.ctx.start);
         self.record_at(outcome, estimated, elapsed);
     }
 
@@ -200,9 +191,9 @@ impl Call {
         let Some(usage) = usage else {
             return 0.0;
         };
-        let m = &self.shared.metrics;
-        let op = op_name(self.op);
-        let route = self.route.name.as_str();
+        let m = &self.ctx.shared.metrics;
+        let op = op_name(self.ctx.op);
+        let route = self.ctx.route.name.as_str();
         let provider = self.provider.name.as_str();
         let gen_provider = self.provider.provider_name.as_str();
         let model = self.model_label.as_str();
@@ -232,7 +223,7 @@ impl Call {
                     .with_label_values(&[
                         op,
                         gen_provider,
-                        &self.request_model,
+                        &self.ctx.pattern,
                         response_model,
                         kind,
                         route,
@@ -256,11 +247,11 @@ impl Call {
             }
             None => 0.0,
         };
-        if let Some(c) = &self.charge {
+        if let Some(c) = &self.ctx.charge {
             c.add(&usage, cost);
         }
         crate::quota::pace(
-            &self.shared,
+            self.ctx.pacing(),
             provider,
             0,
             usage.input_tokens.saturating_add(usage.output_tokens),
@@ -271,18 +262,19 @@ impl Call {
     /// Queues the usage record of this call for the Redis usage stream
     /// (when the quota store is Redis). No prompt or completion text.
     fn usage_record(&self, usage: &Usage, cost_usd: f64, status: u16) {
-        if self.shared.quota.usage.is_none() {
+        let shared = &self.ctx.shared;
+        if shared.quota.usage.is_none() {
             return;
         }
-        let id = self.shared.identity();
+        let id = shared.identity();
         crate::quota::record_usage(
-            &self.shared,
+            &shared.quota,
             llmesh_quota::UsageRecord {
-                ts: std::time::SystemTime::now(),
+                ts: crate::clock::wall(),
                 namespace: id.namespace.clone(),
                 workload: id.workload.clone(),
                 pod: id.pod.clone(),
-                route: self.route.name.clone(),
+                route: self.ctx.route.name.clone(),
                 provider: self.provider.name.clone(),
                 model: self.upstream_model.clone(),
                 input_tokens: usage.input_tokens,
@@ -290,15 +282,16 @@ impl Call {
                 cached_input_tokens: usage.cached_input_tokens,
                 cost_usd,
                 status,
-                caller_hash: self.charge.as_ref().and_then(|c| c.caller),
+                caller_hash: self.ctx.charge.as_ref().and_then(|c| c.caller),
             },
         );
     }
 
     fn record_at(self, outcome: Outcome, estimated: bool, elapsed: Duration) {
-        let m = &self.shared.metrics;
-        let op = op_name(self.op);
-        let route = self.route.name.as_str();
+        let ctx = &self.ctx;
+        let m = &ctx.shared.metrics;
+        let op = op_name(ctx.op);
+        let route = ctx.route.name.as_str();
         let provider = self.provider.name.as_str();
         let gen_provider = self.provider.provider_name.as_str();
         let model = self.model_label.as_str();
@@ -320,7 +313,7 @@ impl Call {
             .with_label_values(&[
                 op,
                 gen_provider,
-                &self.request_model,
+                &ctx.pattern,
                 response_model,
                 outcome.error_type,
                 route,
@@ -333,7 +326,7 @@ impl Call {
         }
         if let Some(t) = outcome.ttfc {
             m.time_to_first_chunk
-                .with_label_values(&[op, gen_provider, &self.request_model, response_model, route])
+                .with_label_values(&[op, gen_provider, &ctx.pattern, response_model, route])
                 .observe(t.as_secs_f64());
         }
 
@@ -341,7 +334,7 @@ impl Call {
         let usage = outcome.usage.unwrap_or_default();
         self.usage_record(&usage, cost, outcome.status);
         crate::trace::finish_request(
-            &self.span,
+            &ctx.span,
             crate::trace::Finished {
                 status: outcome.status,
                 error_type: outcome.error_type,
@@ -351,20 +344,20 @@ impl Call {
             },
         );
 
-        let id = self.shared.identity();
+        let id = ctx.shared.identity();
         tracing::info!(
             target: "llmesh::access",
-            request_id = self.request_id.to_str().unwrap_or(""),
+            request_id = ctx.request_id.to_str().unwrap_or(""),
             namespace = id.namespace.as_str(),
             workload = id.workload.as_str(),
             pod = id.pod.as_str(),
             route,
-            model_requested = self.requested.as_str(),
+            model_requested = ctx.body_model.as_str(),
             provider,
             model_used = self.upstream_model.as_str(),
             response_model,
-            api = self.client.as_str(),
-            stream = self.stream,
+            api = ctx.client.as_str(),
+            stream = ctx.stream,
             status = outcome.status,
             error_type = outcome.error_type,
             input_tokens = usage.input_tokens,
@@ -376,10 +369,10 @@ impl Call {
             ttft_ms = outcome.ttfc.map(|t| t.as_secs_f64() * 1000.0),
             "request"
         );
-        if let Some(a) = &self.audit {
+        if let Some(a) = &ctx.audit {
             tracing::info!(
                 target: "llmesh::audit",
-                request_id = self.request_id.to_str().unwrap_or(""),
+                request_id = ctx.request_id.to_str().unwrap_or(""),
                 namespace = id.namespace.as_str(),
                 workload = id.workload.as_str(),
                 pod = id.pod.as_str(),

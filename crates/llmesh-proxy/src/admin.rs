@@ -10,7 +10,10 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::{full, ProxyBody};
-use crate::Shared;
+use llmesh_quota::{QuotaStore, Unit, MICRO_USD};
+
+use crate::quota::{has_room, quota_label};
+use crate::shared::Shared;
 
 fn text(
     status: StatusCode,
@@ -38,8 +41,8 @@ pub async fn metrics_port(
     }
     Ok(match req.uri().path() {
         "/metrics" => {
-            crate::runtime::refresh_breaker_gauges(&shared);
-            crate::quota::refresh_gauges(&shared);
+            refresh_breaker_gauges(&shared);
+            refresh_quota_gauges(&shared);
             text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -159,5 +162,92 @@ fn logging_endpoint(req: &Request<Incoming>) -> Response<ProxyBody> {
             }
         }
         _ => show(StatusCode::METHOD_NOT_ALLOWED, "GET or PUT only".into()),
+    }
+}
+
+/// Sets `llmesh_circuit_breaker_state` for every backend of the active
+/// table from the breakers themselves, so a scrape sees an open breaker turn
+/// half-open when its time is up, not only when traffic next touches it.
+fn refresh_breaker_gauges(shared: &Shared) {
+    let table = shared.table.load();
+    let now = crate::clock::now();
+    let gauge = &shared.metrics.breaker_state;
+    for (route, rt) in table.snap.routes.iter().zip(&table.routes) {
+        if route.breaker.is_none() {
+            continue;
+        }
+        for b in rt.backends.iter().chain(rt.fallbacks.iter().flatten()) {
+            let model = b.backend.model.as_deref().unwrap_or("");
+            gauge
+                .with_label_values(&[&route.name, &b.backend.provider.name, model])
+                .set(b.state.breaker.state(now).as_gauge());
+        }
+    }
+}
+
+/// Sets the quota gauges from the active engine and the store, at scrape
+/// time.
+fn refresh_quota_gauges(shared: &Shared) {
+    let m = &shared.metrics;
+    let table = shared.table.load();
+    m.quota_used.reset();
+    m.quota_limit.reset();
+    m.quota_remaining.reset();
+    m.provider_budget_exhausted.reset();
+    let now = crate::clock::wall();
+    if let Some(engine) = &table.quota {
+        for u in engine.usage(now) {
+            let q = quota_label(&u.limit);
+            let scale = if u.limit.limit.unit() == Unit::MicroUsd {
+                MICRO_USD
+            } else {
+                1.0
+            };
+            let labels = [q.as_str(), u.limit.limit.as_str(), u.scope];
+            m.quota_used
+                .with_label_values(&labels)
+                .set(u.used as f64 / scale);
+            m.quota_limit
+                .with_label_values(&labels)
+                .set(u.max as f64 / scale);
+            m.quota_remaining
+                .with_label_values(&labels)
+                .set(u.remaining() as f64 / scale);
+        }
+        for p in table.snap.providers.values() {
+            if engine.paces(&p.name) {
+                let out = !has_room(engine, &p.name, now);
+                m.provider_budget_exhausted
+                    .with_label_values(&[&p.name])
+                    .set(i64::from(out));
+            }
+        }
+    }
+    let st = shared.quota.runtime.store().stats();
+    m.quota_store_degraded.set(i64::from(st.degraded));
+    sync_counter(&m.quota_store_errors, st.errors);
+    sync_counter(&m.quota_local_admissions, st.local_admissions);
+    sync_counter(&m.quota_fail_closed, st.fail_closed_refusals);
+    sync_counter(&m.quota_dropped_settlements, st.dropped_settlements);
+    m.quota_pending_settlements
+        .set(i64::try_from(st.pending_settlements).unwrap_or(i64::MAX));
+    if let Some(w) = &shared.quota.usage {
+        let u = w.stats();
+        sync_counter(
+            &m.usage_records.with_label_values(&["delivered"]),
+            u.delivered,
+        );
+        sync_counter(&m.usage_records.with_label_values(&["dropped"]), u.dropped);
+        sync_counter(&m.usage_write_failures, u.failed_writes);
+        m.usage_records_queued
+            .set(i64::try_from(u.queued).unwrap_or(i64::MAX));
+    }
+}
+
+/// Moves a counter up to a total kept elsewhere.
+fn sync_counter(c: &prometheus::IntCounter, total: u64) {
+    let cur = c.get();
+    if total > cur {
+        c.inc_by(total - cur);
     }
 }

@@ -9,68 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue};
-use http::StatusCode;
+use http::header::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use llmesh_api::ErrorClass;
-use llmesh_policy::Route;
 use llmesh_wire::{Dialect, StreamOptions, StreamTranslator, Usage};
 use serde_json::Value;
 use tracing::Instrument;
 
 use crate::account::OutputEstimate;
 use crate::classify::classify_status;
-use crate::error::ProxyError;
+use crate::context::RequestCtx;
+use crate::error::{ProxyError, UpstreamError};
+use crate::prefill::ContinueFrom;
 use crate::runtime::BackendRuntime;
 use crate::upstream::{build_request, dialect_of, upstream_path, Operation};
-use crate::Shared;
-
-/// What every attempt of one request shares.
-pub struct Req<'a> {
-    /// Shared state.
-    pub shared: &'a Arc<Shared>,
-    /// The client's API.
-    pub client: Dialect,
-    /// Chat or embeddings.
-    pub op: Operation,
-    /// Streaming asked for.
-    pub stream: bool,
-    /// The client asked for the usage chunk.
-    pub include_usage: bool,
-    /// The model the request is routed as (upstream models of backends
-    /// without a fixed model are this).
-    pub requested: &'a str,
-    /// The model named in the client's body: `requested`, unless a
-    /// downgrade quota routed the request as another model.
-    pub body_model: &'a str,
-    /// The client's body.
-    pub raw: &'a Bytes,
-    /// The client's headers.
-    pub headers: &'a HeaderMap,
-    /// Request id.
-    pub request_id: &'a HeaderValue,
-    /// The route.
-    pub route: &'a Arc<Route>,
-    /// The route's total deadline for the whole request.
-    pub deadline: tokio::time::Instant,
-    /// `max_tokens` (or `max_completion_tokens`) asked for, 0 if none.
-    pub max_output: u64,
-    /// Continue a broken stream: the answer so far, sent as the start of
-    /// the assistant's turn.
-    pub continue_from: Option<&'a crate::continuation::ContinueFrom>,
-    /// Data classes the chosen provider must be cleared for.
-    pub restricted: &'a [String],
-    /// Redacted values to put back into the answer.
-    pub vault: Option<&'a Arc<llmesh_dlp::Vault>>,
-    /// What the data policy found, for the audit line.
-    pub audit: Option<&'a Arc<crate::dataguard::Audit>>,
-    /// What the request holds against its quotas; every call billed for
-    /// it adds its usage.
-    pub charge: Option<&'a Arc<crate::quota::Charge>>,
-    /// The quota engine, when providers publish limits to pace under.
-    pub pacing: Option<&'a llmesh_quota::QuotaEngine>,
-}
 
 /// An attempt that produced an answer.
 pub enum Success {
@@ -96,31 +49,28 @@ pub enum Success {
     },
 }
 
-/// An attempt that failed, with its class.
+/// How one attempt (or a hedged pair) went: the answer with its in-flight
+/// guard and start time, or the failure with the guard if a call was made.
+pub type AttemptResult = Result<
+    (
+        Success,
+        llmesh_resilience::OwnedInFlight,
+        std::time::Instant,
+    ),
+    (Failure, Option<llmesh_resilience::OwnedInFlight>),
+>;
+
+/// An attempt that failed: its class decides retry and failover, its
+/// error is what the client sees if it is the last word.
+#[derive(Debug)]
 pub struct Failure {
     /// Decides retry and fallback.
     pub class: ErrorClass,
-    /// What to show the client if this is the last word.
-    pub kind: FailureKind,
+    /// The client's answer if this is the last failure (for an upstream
+    /// error status, [`ProxyError::Upstream`] with its body).
+    pub error: ProxyError,
     /// The upstream's Retry-After, if any.
     pub retry_after: Option<Duration>,
-}
-
-/// The two shapes of failure.
-pub enum FailureKind {
-    /// llmesh's own error (connect, timeout, garbage).
-    Proxy(ProxyError),
-    /// The upstream answered with an error status.
-    Upstream {
-        /// Its status.
-        status: StatusCode,
-        /// Headers worth passing on (Retry-After, rate limits).
-        keep: HeaderMap,
-        /// Its body.
-        body: Bytes,
-        /// Its API, to translate the body.
-        dialect: Dialect,
-    },
 }
 
 impl Failure {
@@ -135,54 +85,49 @@ impl Failure {
         )
     }
 
-    fn proxy(class: ErrorClass, err: ProxyError) -> Failure {
+    fn proxy(class: ErrorClass, error: ProxyError) -> Failure {
         Failure {
             class,
-            kind: FailureKind::Proxy(err),
+            error,
             retry_after: None,
         }
     }
 }
 
 /// The `x-llmesh-*` / upstream model of an attempt on `b`.
-pub fn upstream_model<'a>(req: &'a Req<'_>, b: &'a BackendRuntime) -> &'a str {
-    b.backend.upstream_model(req.requested)
+pub fn upstream_model<'a>(req: &'a RequestCtx, b: &'a BackendRuntime) -> &'a str {
+    b.backend.upstream_model(&req.requested)
 }
 
 /// Context-window preflight: `Some` failure (class context-length) when
 /// `b`'s model has a context window in the policy that cannot hold the
 /// prompt plus `max_tokens`. The prompt is counted with the tokenizer only
 /// when the body is too big to fit for sure (a token is at least one byte),
-/// once per request (`cache`), on a blocking thread.
+/// once per request (kept in the context), on a blocking thread.
 pub async fn preflight(
-    req: &Req<'_>,
+    req: &RequestCtx,
     b: &BackendRuntime,
-    cache: &mut Option<u64>,
-) -> Option<Failure> {
+) -> Result<Option<Failure>, ProxyError> {
     if req.op != Operation::Chat {
-        return None;
+        return Ok(None);
     }
     let model = upstream_model(req, b);
-    let window = b.backend.provider.model(model)?.context_window?;
-    if req.raw.len() as u64 + req.max_output <= window {
-        return None;
-    }
-    let prompt = match *cache {
-        Some(n) => n,
-        None => {
-            let (raw, client) = (req.raw.clone(), req.client);
-            let n =
-                tokio::task::spawn_blocking(move || crate::tokens::estimate_prompt(client, &raw))
-                    .await
-                    .unwrap_or(0);
-            *cache = Some(n);
-            n
-        }
+    let Some(window) = b
+        .backend
+        .provider
+        .model(model)
+        .and_then(|m| m.context_window)
+    else {
+        return Ok(None);
     };
-    if prompt + req.max_output <= window {
-        return None;
+    if req.raw.len() as u64 + req.max_output <= window {
+        return Ok(None);
     }
-    Some(Failure::proxy(
+    let prompt = req.prompt_tokens().await?;
+    if prompt + req.max_output <= window {
+        return Ok(None);
+    }
+    Ok(Some(Failure::proxy(
         ErrorClass::ContextLength,
         ProxyError::ContextWindow {
             model: model.to_string(),
@@ -190,28 +135,37 @@ pub async fn preflight(
             max_output: req.max_output,
             window,
         },
-    ))
+    )))
 }
 
 /// Runs one attempt on `b`. `sent`, when given, is set once the request
 /// body is handed to a connection (the upstream has the request).
+/// `continue_from` makes it a continuation of a broken stream.
 pub async fn attempt(
-    req: &Req<'_>,
+    req: &RequestCtx,
     b: &BackendRuntime,
     sent: Option<Arc<AtomicBool>>,
+    continue_from: Option<&ContinueFrom>,
 ) -> Result<Success, Failure> {
     let span = crate::trace::attempt_span(req.op, &b.backend.provider, upstream_model(req, b));
-    let result = send(req, b, sent, &span)
+    let result = send(req, b, sent, continue_from, &span)
         .instrument(span.span.clone())
         .await;
-    span.done(&result);
+    span.done(result.as_ref().err().map(|f| {
+        let status = match &f.error {
+            ProxyError::Upstream(u) => Some(u.status.as_u16()),
+            _ => None,
+        };
+        (f.class.as_str(), status)
+    }));
     result
 }
 
 async fn send(
-    req: &Req<'_>,
+    req: &RequestCtx,
     b: &BackendRuntime,
     sent: Option<Arc<AtomicBool>>,
+    continue_from: Option<&ContinueFrom>,
     span: &crate::trace::AttemptSpan,
 ) -> Result<Success, Failure> {
     let provider = &b.backend.provider;
@@ -220,8 +174,7 @@ async fn send(
     let timeouts = req.route.timeouts;
     let invalid = |e: ProxyError| Failure::proxy(ErrorClass::InvalidRequest, e);
 
-    let path = upstream_path(upstream, req.op, model, req.stream)
-        .map_err(|e| invalid(ProxyError::Unsupported(e)))?;
+    let path = upstream_path(upstream, req.op, model, req.stream).map_err(invalid)?;
     // Same API, same model, nothing to add: the client's bytes go upstream
     // as they are. OpenAI streams need `stream_options.include_usage` added
     // unless the client set it.
@@ -229,31 +182,32 @@ async fn send(
     let body = if req.client == upstream
         && model == req.body_model
         && !needs_usage_option
-        && req.continue_from.is_none()
+        && continue_from.is_none()
     {
         req.raw.clone()
     } else {
-        let parsed = serde_json::from_slice::<Value>(req.raw)
+        let parsed = serde_json::from_slice::<Value>(&req.raw)
             .map_err(|e| invalid(ProxyError::InvalidJson(e.to_string())))?;
         let mut v = llmesh_wire::translate_request(req.client, upstream, parsed, model)
             .map_err(|e| invalid(ProxyError::InvalidRequest(e.to_string())))?;
-        if let Some(from) = req.continue_from {
-            crate::continuation::prefill(provider, &mut v, from)
-                .map_err(|e| invalid(ProxyError::Unsupported(e)))?;
+        if let Some(from) = continue_from {
+            crate::prefill::prefill(provider, &mut v, from).map_err(invalid)?;
         }
-        Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+        let bytes = serde_json::to_vec(&v)
+            .map_err(|e| invalid(ProxyError::Encode(format!("the upstream request: {e}"))))?;
+        Bytes::from(bytes)
     };
     let body = crate::body::UpstreamBody::new(body, sent);
     let mut up_req = build_request(
         provider,
         &path,
         body,
-        req.headers,
+        &req.headers,
         req.client,
         upstream,
-        req.request_id,
+        &req.request_id,
     )
-    .map_err(|e| invalid(ProxyError::Unsupported(e)))?;
+    .map_err(invalid)?;
     span.inject(up_req.headers_mut());
 
     let first_byte = (tokio::time::Instant::now() + timeouts.first_byte).min(req.deadline);
@@ -308,24 +262,33 @@ async fn send(
         let retry_after = keep
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| llmesh_resilience::parse_retry_after(v, std::time::SystemTime::now()));
-        let body = tokio::time::timeout_at(
+            .and_then(|v| llmesh_resilience::parse_retry_after(v, crate::clock::wall()));
+        // The error body says what went wrong; one that does not arrive in
+        // time or breaks is a failure of its own, never an empty body.
+        let body = match tokio::time::timeout_at(
             req.deadline,
             Limited::new(resp.into_body(), 1024 * 1024).collect(),
         )
         .await
-        .ok()
-        .and_then(Result::ok)
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+        {
+            Err(_) => return Err(timeout_err("total", timeouts.total)),
+            Ok(Err(e)) => {
+                return Err(protocol_err(format!(
+                    "reading the {status} error body: {e}"
+                )))
+            }
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        let class = classify_status(status.as_u16(), &body);
         return Err(Failure {
-            class: classify_status(status.as_u16(), &body),
-            kind: FailureKind::Upstream {
+            class,
+            error: ProxyError::Upstream(Box::new(UpstreamError {
                 status,
+                class,
                 keep,
                 body,
                 dialect: upstream,
-            },
+            })),
             retry_after,
         });
     }
@@ -404,7 +367,10 @@ fn whole(client: Dialect, upstream: Dialect, bytes: Bytes) -> Result<Success, St
         let response_model = llmesh_wire::response_model_of(upstream, &parsed).map(str::to_string);
         let (body, usage) =
             llmesh_wire::translate_response(client, upstream, parsed).map_err(|e| e.to_string())?;
-        let out = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let out = Bytes::from(
+            serde_json::to_vec(&body)
+                .map_err(|e| format!("encoding the translated answer: {e}"))?,
+        );
         (out, usage, response_model, Some(body))
     };
     let output_estimate = if usage.is_none() {

@@ -70,7 +70,7 @@ pub struct ProxyConfig {
     /// Take policy from the cluster instead of `policy_file`.
     pub kube: Option<crate::k8s::KubeSource>,
     /// Quota store and admission settings.
-    pub quota: crate::quota::QuotaSettings,
+    pub quota: QuotaSettings,
 }
 
 impl ProxyConfig {
@@ -98,7 +98,62 @@ impl ProxyConfig {
             max_messages: 2048,
             inbound_token: None,
             kube: None,
-            quota: crate::quota::QuotaSettings::default(),
+            quota: QuotaSettings::default(),
+        }
+    }
+}
+
+/// Where quota counters live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSetting {
+    /// In this process (exact for one sidecar).
+    Memory,
+    /// Shared by every sidecar through Redis at this URL.
+    Redis(String),
+}
+
+impl StoreSetting {
+    /// `memory` or a `redis://` / `rediss://` URL.
+    pub fn parse(text: &str) -> Result<StoreSetting, String> {
+        let t = text.trim();
+        if t.is_empty() || t == "memory" {
+            return Ok(StoreSetting::Memory);
+        }
+        if t.starts_with("redis://") || t.starts_with("rediss://") {
+            return Ok(StoreSetting::Redis(t.to_string()));
+        }
+        Err(format!(
+            "quota store must be `memory` or a redis:// URL, not {:?}",
+            t.chars().take(64).collect::<String>()
+        ))
+    }
+}
+
+/// Start-up settings of quota enforcement.
+#[derive(Debug, Clone)]
+pub struct QuotaSettings {
+    /// The counters' store.
+    pub store: StoreSetting,
+    /// While Redis is unreachable each sidecar enforces every limit divided
+    /// by this (the number of sidecars expected to share a budget).
+    pub local_share: u32,
+    /// Completion tokens reserved for a request that sets no `max_tokens`.
+    pub default_max_tokens: u64,
+    /// Longest wait for one Redis command before the request is decided
+    /// on the local share.
+    pub redis_timeout: Duration,
+    /// Key for hashing caller header values (same on every sidecar).
+    pub caller_hash_key: Vec<u8>,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings {
+            store: StoreSetting::Memory,
+            local_share: 1,
+            default_max_tokens: 1024,
+            redis_timeout: llmesh_quota::RedisConfig::default().command_timeout,
+            caller_hash_key: Vec::new(),
         }
     }
 }

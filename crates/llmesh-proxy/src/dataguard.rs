@@ -69,6 +69,26 @@ fn declared(guard: &DataGuard, headers: &HeaderMap) -> Vec<String> {
     out
 }
 
+/// The data policy stage: the table's policy, if it has one, over the
+/// client's body.
+pub fn guard(
+    table: &crate::table::Table,
+    metrics: &Metrics,
+    inbound: &crate::inbound::Inbound,
+) -> Result<Guarded, ProxyError> {
+    match &table.snap.data_guard {
+        Some(g) => apply(
+            g,
+            metrics,
+            inbound.endpoint.dialect(),
+            inbound.endpoint.operation(),
+            &inbound.raw,
+            &inbound.headers,
+        ),
+        None => Ok(Guarded::default()),
+    }
+}
+
 /// Runs the policy over the client's body.
 pub fn apply(
     guard: &DataGuard,
@@ -118,7 +138,12 @@ pub fn apply(
             declared: declared.join(","),
         })
     });
-    let body = rewritten.then(|| Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
+    let body = match rewritten {
+        true => Some(Bytes::from(serde_json::to_vec(&body).map_err(|e| {
+            ProxyError::Encode(format!("the redacted request: {e}"))
+        })?)),
+        false => None,
+    };
     let vault = (guard.restore && !outcome.vault.is_empty()).then(|| Arc::new(outcome.vault));
     Ok(Guarded {
         body,

@@ -121,17 +121,83 @@ pub enum ProxyError {
         /// `retry-after`, `x-ratelimit-*`, `x-llmesh-quota`.
         headers: Vec<(&'static str, String)>,
     },
-    /// An error of a call that was already routed and accounted; only the
-    /// response is left to send.
-    #[error("{0}")]
-    Routed(Box<ProxyError>),
+    /// The upstream answered with an error status: passed on to the client,
+    /// translated into its API's error format.
+    #[error("upstream answered {}", .0.status)]
+    Upstream(Box<UpstreamError>),
+    /// A stream the upstream broke, stalled or cut short after the client
+    /// had its first event (and no continuation took over).
+    #[error("{}", .fault.message())]
+    Stream {
+        /// What happened.
+        fault: StreamFault,
+    },
+    /// A JSON document could not be encoded (never expected: an error
+    /// rather than an empty body sent on).
+    #[error("could not encode {0}")]
+    Encode(String),
+    /// The tokenizer failed while counting the prompt.
+    #[error("counting the prompt's tokens failed: {0}")]
+    Tokenizer(String),
+}
+
+/// An upstream's error answer, as the client will get it.
+#[derive(Debug)]
+pub struct UpstreamError {
+    /// The upstream's status.
+    pub status: StatusCode,
+    /// Its class (the metric label).
+    pub class: llmesh_api::ErrorClass,
+    /// Headers worth passing on (Retry-After, rate limits).
+    pub keep: http::HeaderMap,
+    /// Its body.
+    pub body: Bytes,
+    /// Its API, to translate the body.
+    pub dialect: Dialect,
+}
+
+/// How a stream ended early, after its first event reached the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamFault {
+    /// The upstream connection broke.
+    Broken,
+    /// The upstream closed the stream before its end marker.
+    Incomplete,
+    /// Nothing arrived for the route's idle timeout.
+    Idle {
+        /// The idle timeout.
+        after_ms: u128,
+    },
+    /// The route's total timeout passed.
+    Deadline,
+    /// The upstream's events could not be translated.
+    Translate(String),
+}
+
+impl StreamFault {
+    fn message(&self) -> String {
+        match self {
+            StreamFault::Broken => "upstream connection broke in the middle of the stream".into(),
+            StreamFault::Incomplete => "upstream ended the stream before it was complete".into(),
+            StreamFault::Idle { after_ms } => {
+                format!("upstream sent nothing for {after_ms} ms (idle timeout)")
+            }
+            StreamFault::Deadline => "upstream stream exceeded the route's total timeout".into(),
+            StreamFault::Translate(e) => format!("upstream stream could not be translated: {e}"),
+        }
+    }
 }
 
 impl ProxyError {
     /// HTTP status sent to the client.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::Routed(inner) => inner.status(),
+            ProxyError::Upstream(u) => u.status,
+            ProxyError::Stream { fault } => match fault {
+                StreamFault::Idle { .. } | StreamFault::Deadline => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            ProxyError::Encode(_) | ProxyError::Tokenizer(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyRead(_)
             | ProxyError::ContextWindow { .. }
@@ -158,9 +224,15 @@ impl ProxyError {
     }
 
     /// Error type in the API format (mapped per dialect by llmesh-wire).
-    fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
-            ProxyError::Routed(inner) => inner.kind(),
+            ProxyError::Stream { fault } => match fault {
+                StreamFault::Idle { .. } | StreamFault::Deadline => "timeout_error",
+                _ => "api_error",
+            },
+            ProxyError::Upstream(_) | ProxyError::Encode(_) | ProxyError::Tokenizer(_) => {
+                "api_error"
+            }
             ProxyError::BodyTooLarge { .. } => "request_too_large",
             ProxyError::UnknownModel { .. } | ProxyError::UnsupportedEndpoint { .. } => {
                 "not_found_error"
@@ -181,7 +253,15 @@ impl ProxyError {
     /// Low-cardinality label for metrics and the `code` field of errors.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            ProxyError::Routed(inner) => inner.metric_label(),
+            ProxyError::Upstream(u) => crate::classify::label(u.class),
+            ProxyError::Stream { fault } => match fault {
+                StreamFault::Broken => "upstream_stream_broken",
+                StreamFault::Incomplete => "upstream_stream_incomplete",
+                StreamFault::Idle { .. } | StreamFault::Deadline => "upstream_timeout",
+                StreamFault::Translate(_) => "upstream_protocol",
+            },
+            ProxyError::Encode(_) => "encode",
+            ProxyError::Tokenizer(_) => "tokenizer",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BodyRead(_) => "body_read",
             ProxyError::InvalidJson(_) => "invalid_json",
@@ -205,6 +285,13 @@ impl ProxyError {
 
     /// The error as a response in the client's API format.
     pub fn into_response(&self, dialect: Dialect, request_id: &HeaderValue) -> Response<ProxyBody> {
+        if let ProxyError::Upstream(u) = self {
+            let translated =
+                llmesh_wire::translate_error(dialect, u.dialect, u.status.as_u16(), &u.body);
+            let mut out = json_response(u.status, &translated, request_id);
+            out.headers_mut().extend(u.keep.clone());
+            return out;
+        }
         let body =
             llmesh_wire::error_body(dialect, self.kind(), self.metric_label(), &self.to_string());
         let mut resp = json_response(self.status(), &body, request_id);

@@ -6,95 +6,85 @@ use std::time::Duration;
 
 use llmesh_resilience::OwnedInFlight;
 
-use crate::attempt::{attempt, Failure, Req, Success};
-use crate::respond::{call_for, note_attempt, record_failure, Labels};
-use crate::runtime::{BackendRuntime, RouteRuntime};
-use crate::select::{budget_allows, clock, select_own};
+use crate::account::Call;
+use crate::attempt::{attempt, AttemptResult};
+use crate::clock;
+use crate::context::RequestCtx;
+use crate::plan::{backend_at, Plan, Slot};
+use crate::runtime::AttemptOutcome;
 
-/// How one attempt (or a hedged pair) ended: the answer with its in-flight
-/// guard and start time, or the failure with the guard if a call was made.
-pub(crate) type AttemptResult =
-    Result<(Success, OwnedInFlight, std::time::Instant), (Failure, Option<OwnedInFlight>)>;
-
-/// The first attempt, hedged: if `a` has produced nothing after `delay`, a
-/// second backend of the route (one not tried yet, budget permitting) is
-/// raced against it. The first success wins and the other attempt is
-/// dropped, which cancels its upstream call; if one fails, the other is
-/// awaited. A cancelled attempt whose request had reached the upstream is
-/// billed there, so its prompt tokens are accounted (see `Call::bill`).
-// Failures are the rare path and are moved once; boxing them would cost
-// every one an allocation for nothing.
-#[allow(clippy::too_many_arguments, clippy::result_large_err)]
-pub(crate) async fn race<'a>(
-    req: &Req<'_>,
-    labels: &Labels<'_>,
-    rt: &'a RouteRuntime,
-    a: &'a BackendRuntime,
+/// The first attempt, hedged: if the backend at `a` has produced nothing
+/// after `delay`, a second backend the plan gives
+/// ([`Plan::hedge_partner`]) is raced against it. The first success wins
+/// and the other attempt is dropped, which cancels its upstream call; if
+/// one fails, the other is awaited. A cancelled attempt whose request had
+/// reached the upstream is billed there, so its prompt tokens are accounted
+/// (see `Call::bill`).
+pub(crate) async fn race(
+    ctx: &Arc<RequestCtx>,
+    plan: &mut Plan,
+    a: Slot,
     a_flight: OwnedInFlight,
     a_t0: std::time::Instant,
-    tried: u64,
     delay: Duration,
-    attempts: &mut u32,
-) -> (&'a BackendRuntime, AttemptResult) {
-    let wrap = |r: Result<Success, Failure>, flight: OwnedInFlight, t0| match r {
+) -> (Slot, AttemptResult) {
+    let wrap = |r, flight: OwnedInFlight, t0| match r {
         Ok(s) => Ok((s, flight, t0)),
         Err(f) => Err((f, Some(flight))),
     };
+    let table = ctx.table.clone();
+    let Some(a_rt) = backend_at(&table, ctx.route_index, a) else {
+        return (a, Err((crate::attempt::Failure::gone(), Some(a_flight))));
+    };
     let a_sent = Arc::new(AtomicBool::new(false));
-    let fa = attempt(req, a, Some(a_sent.clone()));
+    let fa = attempt(ctx, a_rt, Some(a_sent.clone()), None);
     tokio::pin!(fa);
     if let Ok(r) = tokio::time::timeout(delay, &mut fa).await {
         return (a, wrap(r, a_flight, a_t0));
     }
-    let now = clock();
-    let second = select_own(req, rt, tried, now)
-        .filter(|&(_, fresh)| fresh)
-        .map(|(i, _)| &rt.backends[i])
-        .filter(|b| budget_allows(rt, now) && b.state.breaker.try_acquire(now));
-    let Some(b) = second else {
+    let partner = plan.hedge_partner(clock::now()).map(Slot::Own);
+    let Some((b, b_rt)) = partner.and_then(|s| Some((s, backend_at(&table, ctx.route_index, s)?)))
+    else {
         return (a, wrap(fa.await, a_flight, a_t0));
     };
-    *attempts += 1;
-    let hedges = &req.shared.metrics.hedges;
-    let b_flight = b.state.start_owned();
-    let b_t0 = clock();
+    let m = &ctx.shared.metrics;
+    let hedges = &m.hedges;
+    let route = ctx.route.name.as_str();
+    let b_flight = b_rt.state.start_owned();
+    let b_t0 = clock::now();
     let b_sent = Arc::new(AtomicBool::new(false));
-    let fb = attempt(req, b, Some(b_sent.clone()));
+    let fb = attempt(ctx, b_rt, Some(b_sent.clone()), None);
     tokio::pin!(fb);
-    // A cancelled attempt did not fail: its breaker permit is returned as a
-    // success so a half-open probe slot is never lost.
-    let cancelled = |loser: &BackendRuntime, sent: &AtomicBool| {
-        let now = clock();
-        loser.state.breaker.on_success(now);
-        note_attempt(req, loser, "hedge_cancelled");
+    let cancelled = |loser: &crate::runtime::BackendRuntime, sent: &AtomicBool| {
+        loser.record(m, AttemptOutcome::Cancelled, clock::now());
         if sent.load(Ordering::Relaxed) {
-            call_for(req, labels, loser).bill(None, 0, "hedge_cancelled");
+            Call::new(ctx, loser).bill(None, 0, "hedge_cancelled");
         }
     };
     tokio::select! {
         ra = &mut fa => match ra {
             Ok(s) => {
-                cancelled(b, &b_sent);
-                hedges.with_label_values(&[&req.route.name, "lost"]).inc();
+                cancelled(b_rt, &b_sent);
+                hedges.with_label_values(&[route, "lost"]).inc();
                 (a, Ok((s, a_flight, a_t0)))
             }
             Err(f) => {
-                record_failure(req, a, &f);
+                a_rt.record(m, AttemptOutcome::Failed(f.class), clock::now());
                 drop(a_flight);
-                hedges.with_label_values(&[&req.route.name, "won"]).inc();
+                hedges.with_label_values(&[route, "won"]).inc();
                 (b, wrap(fb.await, b_flight, b_t0))
             }
         },
         rb = &mut fb => match rb {
             Ok(s) => {
-                cancelled(a, &a_sent);
-                hedges.with_label_values(&[&req.route.name, "won"]).inc();
+                cancelled(a_rt, &a_sent);
+                hedges.with_label_values(&[route, "won"]).inc();
                 (b, Ok((s, b_flight, b_t0)))
             }
             Err(f) => {
-                record_failure(req, b, &f);
+                b_rt.record(m, AttemptOutcome::Failed(f.class), clock::now());
                 drop(b_flight);
-                hedges.with_label_values(&[&req.route.name, "lost"]).inc();
+                hedges.with_label_values(&[route, "lost"]).inc();
                 (a, wrap(fa.await, a_flight, a_t0))
             }
         },

@@ -11,12 +11,12 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use llmesh_api::AnyResource;
+use llmesh_api::{AnyResource, ResourceKey, ResourceKind};
 use llmesh_kube::{Scope, View};
 use tokio::sync::watch;
 
+use crate::shared::Shared;
 use crate::table;
-use crate::Shared;
 
 /// Where the cluster is.
 #[derive(Clone)]
@@ -38,7 +38,7 @@ impl std::fmt::Debug for KubeSource {
 /// Last valid version of each object, and what was reported last time.
 #[derive(Default)]
 struct Memory {
-    good: HashMap<String, AnyResource>,
+    good: HashMap<ResourceKey, AnyResource>,
     reported: BTreeSet<String>,
 }
 
@@ -84,25 +84,19 @@ pub fn spawn(shared: Arc<Shared>, source: KubeSource, mut shutdown: watch::Recei
     });
 }
 
-/// `Kind/name` from a compile error's `Kind/namespace/name`.
-fn key_of_error(resource: &str) -> String {
-    let mut parts = resource.split('/');
-    let kind = parts.next().unwrap_or("");
-    let name = parts.next_back().unwrap_or("");
-    format!("{kind}/{name}")
-}
-
 fn apply(shared: &Shared, view: &View, memory: &mut Memory) {
-    let present: HashSet<String> = view.objects.iter().map(|o| o.key()).collect();
+    let present: HashSet<ResourceKey> = view.objects.iter().map(|o| o.key()).collect();
     memory.good.retain(|k, _| present.contains(k));
 
     // (kind, message) of every object not served as it is now.
-    let mut rejected: Vec<(&'static str, String)> = Vec::new();
+    let mut rejected: Vec<(ResourceKind, String)> = Vec::new();
     let mut docs = Vec::with_capacity(view.objects.len());
-    // `Kind/name` -> (kind, `Kind/namespace/name`), to name compile errors.
-    let mut names: HashMap<String, (&'static str, String)> = HashMap::new();
+    // `Kind/name` -> `Kind/namespace/name` of the object, to name compile
+    // errors: an object inherited from the platform namespace fails under
+    // the pod's namespace but lives in the platform's.
+    let mut names: HashMap<ResourceKey, String> = HashMap::new();
     for o in &view.objects {
-        names.insert(o.key(), (o.kind, o.full_name()));
+        names.insert(o.key(), o.full_name());
         match o.to_resource() {
             Ok(r) => docs.push(r),
             Err(e) => {
@@ -124,15 +118,13 @@ fn apply(shared: &Shared, view: &View, memory: &mut Memory) {
     };
     let mut built = build(&docs);
     // Objects that no longer compile fall back to their last valid version.
-    let failed: HashSet<String> = built
-        .errors
-        .iter()
-        .map(|e| key_of_error(&e.resource))
-        .collect();
+    let failed: HashSet<ResourceKey> = built.errors.iter().map(|e| e.key()).collect();
     for e in &built.errors {
-        let key = key_of_error(&e.resource);
-        let (kind, name) = names.get(&key).cloned().unwrap_or(("", key));
-        rejected.push((kind, format!("{name}: {}: {}", e.field, e.message)));
+        let name = names
+            .get(&e.key())
+            .cloned()
+            .unwrap_or_else(|| format!("{}/{}/{}", e.kind, e.namespace, e.name));
+        rejected.push((e.kind, format!("{name}: {}: {}", e.field, e.reason)));
     }
     let mut substituted = false;
     for d in &mut docs {
@@ -149,11 +141,7 @@ fn apply(shared: &Shared, view: &View, memory: &mut Memory) {
     if substituted {
         built = build(&docs);
     }
-    let still_failed: HashSet<String> = built
-        .errors
-        .iter()
-        .map(|e| key_of_error(&e.resource))
-        .collect();
+    let still_failed: HashSet<ResourceKey> = built.errors.iter().map(|e| e.key()).collect();
     for d in &docs {
         let key = d.key();
         if !still_failed.contains(&key) {
@@ -161,14 +149,14 @@ fn apply(shared: &Shared, view: &View, memory: &mut Memory) {
         }
     }
     for w in &built.wiring_errors {
-        rejected.push(("LLMProvider", w.clone()));
+        rejected.push((ResourceKind::Provider, w.clone()));
     }
 
     let m = &shared.metrics;
-    for (kind, _) in llmesh_kube::KINDS {
+    for kind in ResourceKind::ALL {
         let n = rejected.iter().filter(|(k, _)| *k == kind).count();
         m.rejected_resources
-            .with_label_values(&[kind])
+            .with_label_values(&[kind.as_str()])
             .set(n as i64);
     }
     let now: BTreeSet<String> = rejected.iter().map(|(_, msg)| msg.clone()).collect();
@@ -181,7 +169,7 @@ fn apply(shared: &Shared, view: &View, memory: &mut Memory) {
     memory.reported = now;
 
     built.builder.commit();
-    shared.publish(built.table);
+    shared.publish(built.compiled);
     if !rejected.is_empty() {
         let all: Vec<&str> = rejected.iter().map(|(_, m)| m.as_str()).collect();
         shared.set_last_error(Some(format!(

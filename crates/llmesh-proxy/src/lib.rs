@@ -4,28 +4,38 @@
 //! serves until [`Proxy::shutdown`]. The binary in `main.rs` is a thin
 //! wrapper; tests start the same thing in-process on ephemeral ports.
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
 
 pub mod account;
 pub mod admin;
+pub mod admission;
+pub mod answer;
 pub mod attempt;
+pub mod attempts;
 pub mod body;
 pub mod classify;
+pub mod clock;
 pub mod config;
+pub mod context;
 pub mod continuation;
 pub mod dataguard;
 pub mod error;
 pub(crate) mod hedge;
+pub mod inbound;
 pub mod k8s;
 pub mod logging;
 pub mod metrics;
 pub mod outlier;
 pub mod pipeline;
+pub mod plan;
+pub mod prefill;
 pub mod quota;
 pub mod reload;
-pub(crate) mod respond;
+pub mod route;
 pub mod runtime;
-pub(crate) mod select;
 pub mod server;
+pub mod shared;
 pub mod stream;
 pub mod table;
 pub mod tokens;
@@ -33,9 +43,8 @@ pub mod trace;
 pub mod upstream;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -43,6 +52,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{Identity, ProxyConfig};
+pub use shared::Shared;
 
 use crate::metrics::Metrics;
 use crate::table::Table;
@@ -74,73 +84,6 @@ pub enum StartError {
     Quota(#[from] quota::QuotaStartError),
 }
 
-/// State shared by every connection.
-pub struct Shared {
-    /// The active table; swapped whole.
-    pub table: ArcSwap<Table>,
-    /// Metric families.
-    pub metrics: Metrics,
-    /// Start-up settings.
-    pub cfg: ProxyConfig,
-    /// Upstream clients kept across reloads.
-    pub clients: ClientCache,
-    /// Breakers, budgets and latencies kept across reloads.
-    pub registry: runtime::Registry,
-    /// Quota counters and the usage writer, kept across reloads.
-    pub quota: quota::QuotaState,
-    /// Set once a policy is loaded.
-    pub ready: AtomicBool,
-    generation: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-impl Shared {
-    /// The pod identity.
-    pub fn identity(&self) -> &Identity {
-        &self.cfg.identity
-    }
-
-    /// Publishes a new table with the next generation number.
-    pub fn publish(&self, mut table: Table) {
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        table.snap.generation = generation;
-        table.quota = self.quota.engine_for(&table.snap);
-        let routes = table.snap.routes.len();
-        let providers = table.snap.providers.len();
-        let inert = table.snap.inert.join(", ");
-        self.table.store(Arc::new(table));
-        self.ready.store(true, Ordering::Release);
-        let m = &self.metrics;
-        m.reloads.with_label_values(&["success"]).inc();
-        m.generation.set(generation as i64);
-        m.last_reload_ok.set(1);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        m.last_reload_time.set(now);
-        self.set_last_error(None);
-        tracing::info!(generation, routes, providers, "policy loaded");
-        if !inert.is_empty() {
-            tracing::warn!(
-                resources = inert.as_str(),
-                "resources accepted but not enforced by this version"
-            );
-        }
-    }
-
-    /// The reason of the last failed reload, if the last reload failed.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|g| g.clone())
-    }
-
-    fn set_last_error(&self, e: Option<String>) {
-        if let Ok(mut g) = self.last_error.lock() {
-            *g = e;
-        }
-    }
-}
-
 /// A running proxy.
 pub struct Proxy {
     shared: Arc<Shared>,
@@ -162,11 +105,7 @@ impl Proxy {
     pub async fn start(cfg: ProxyConfig) -> Result<Proxy, StartError> {
         let metrics = Metrics::new(&cfg.identity)?;
         let shared = Arc::new(Shared {
-            table: ArcSwap::from_pointee(Table {
-                snap: Default::default(),
-                routes: Vec::new(),
-                quota: None,
-            }),
+            table: ArcSwap::from_pointee(Table::empty()),
             metrics,
             quota: quota::QuotaState::start(&cfg.quota)?,
             clients: ClientCache::new(cfg.ca_file.clone()),
@@ -210,7 +149,7 @@ impl Proxy {
         let s = shared.clone();
         tasks.push(tokio::spawn(server::serve(
             llm,
-            move |req| trace::handle(s.clone(), req),
+            move |req| pipeline::handle(s.clone(), req),
             rx.clone(),
             hdr,
             max_hdr,
@@ -271,6 +210,6 @@ impl Proxy {
         }
         // Settlements of the last requests run as tasks: let them land.
         tokio::task::yield_now().await;
-        quota::flush(&self.shared, std::time::Duration::from_secs(5)).await;
+        quota::flush(&self.shared.quota, std::time::Duration::from_secs(5)).await;
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::Shared;
+use crate::shared::Shared;
 
 /// How often backends are compared.
 pub const INTERVAL: Duration = Duration::from_secs(1);

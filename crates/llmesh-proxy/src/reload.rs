@@ -11,7 +11,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use crate::Shared;
+use crate::shared::Shared;
 
 /// Starts the watcher; it stops when `shutdown` flips.
 pub fn spawn(

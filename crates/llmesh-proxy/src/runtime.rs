@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use llmesh_api::ErrorClass;
 use llmesh_policy::{Backend, BreakerSettings, Route};
 use llmesh_resilience::{BackendState, BreakerConfig, RetryBudget};
 
@@ -18,6 +19,8 @@ use crate::upstream::UpstreamClient;
 
 /// One backend of a route, ready to call.
 pub struct BackendRuntime {
+    /// The route's name (the `route` label of its series).
+    pub route: Arc<str>,
     /// The compiled backend (provider, model, weight, priority).
     pub backend: Backend,
     /// Pooled client for its provider.
@@ -26,6 +29,72 @@ pub struct BackendRuntime {
     pub state: Arc<BackendState>,
     /// Its metric series, looked up once.
     pub series: Arc<crate::metrics::SeriesCache>,
+}
+
+/// How a call to a backend went, as its breaker, latency estimators and
+/// `llmesh_attempts_total` count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// It answered; `ttfb` (time to first byte or event) feeds the latency
+    /// balancers when the answer is a first attempt's, not a continuation's.
+    Answered {
+        /// Time to the first byte, if measured.
+        ttfb: Option<Duration>,
+    },
+    /// It failed with this class. A failure the request caused (invalid,
+    /// too long, filtered) is the backend answering properly: the breaker
+    /// counts it as a success.
+    Failed(ErrorClass),
+    /// A hedge's losing attempt, cancelled: its breaker permit is returned
+    /// as a success so a half-open probe slot is never lost.
+    Cancelled,
+    /// A stream that had answered broke, stalled or was continued
+    /// elsewhere: a breaker failure (its attempt was already counted).
+    StreamBroke,
+}
+
+impl BackendRuntime {
+    /// The one place a call's outcome counts against its backend: breaker,
+    /// latency estimators and the attempts metric.
+    pub fn record(&self, metrics: &crate::metrics::Metrics, outcome: AttemptOutcome, now: Instant) {
+        let model = self.backend.model.as_deref().unwrap_or("");
+        let provider = self.backend.provider.name.as_str();
+        let breaker = &self.state.breaker;
+        let label = match outcome {
+            AttemptOutcome::Answered { ttfb } => {
+                breaker.on_success(now);
+                if let Some(t) = ttfb {
+                    self.state.ttft.observe(t, now);
+                    self.state.latency.observe(t);
+                }
+                // The most frequent series is cached: no label lookup.
+                self.series
+                    .attempt_ok(metrics, &self.route, provider, model);
+                return;
+            }
+            AttemptOutcome::Failed(class) => {
+                match class {
+                    ErrorClass::InvalidRequest
+                    | ErrorClass::ContextLength
+                    | ErrorClass::ContentFilter => breaker.on_success(now),
+                    _ => breaker.on_failure(now),
+                }
+                class.as_str()
+            }
+            AttemptOutcome::Cancelled => {
+                breaker.on_success(now);
+                "hedge_cancelled"
+            }
+            AttemptOutcome::StreamBroke => {
+                breaker.on_failure(now);
+                return;
+            }
+        };
+        metrics
+            .attempts
+            .with_label_values(&[&self.route, provider, model, label])
+            .inc();
+    }
 }
 
 /// Everything live for one route.
@@ -172,26 +241,6 @@ impl Builder<'_> {
         }
         if let Ok(mut m) = registry.counters.lock() {
             *m = counters;
-        }
-    }
-}
-
-/// Sets `llmesh_circuit_breaker_state` for every backend of the active
-/// table from the breakers themselves, so a scrape sees an open breaker turn
-/// half-open when its time is up, not only when traffic next touches it.
-pub fn refresh_breaker_gauges(shared: &crate::Shared) {
-    let table = shared.table.load();
-    let now = tokio::time::Instant::now().into_std();
-    let gauge = &shared.metrics.breaker_state;
-    for (route, rt) in table.snap.routes.iter().zip(&table.routes) {
-        if route.breaker.is_none() {
-            continue;
-        }
-        for b in rt.backends.iter().chain(rt.fallbacks.iter().flatten()) {
-            let model = b.backend.model.as_deref().unwrap_or("");
-            gauge
-                .with_label_values(&[&route.name, &b.backend.provider.name, model])
-                .set(b.state.breaker.state(now).as_gauge());
         }
     }
 }

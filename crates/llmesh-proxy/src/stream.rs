@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -15,16 +15,18 @@ use llmesh_wire::StreamTranslator;
 use tokio::time::Sleep;
 
 use crate::account::{Call, Outcome, OutputEstimate};
-use crate::attempt::Success;
+use crate::attempt::{Failure, Success};
 use crate::body::BodyError;
-use crate::continuation::{counts_against_backend, Continuation, Started};
+use crate::clock;
+use crate::continuation::{Continuation, Started};
+use crate::error::{ProxyError, StreamFault};
+use crate::plan::{backend_at, Slot};
+use crate::runtime::{AttemptOutcome, BackendRuntime};
 
 /// A continuation under way, and the error to report if it fails.
 struct Resuming {
     started: Started,
-    error_type: &'static str,
-    kind: &'static str,
-    message: String,
+    fault: StreamFault,
 }
 
 /// Body of a streamed response. Polling it polls the upstream, so a slow
@@ -35,6 +37,8 @@ pub struct StreamingBody {
     first: Option<Bytes>,
     /// Counts the stream as in flight on its backend until it ends.
     in_flight: OwnedInFlight,
+    /// The backend the stream comes from.
+    slot: Slot,
     translator: StreamTranslator,
     call: Option<Call>,
     idle: Duration,
@@ -50,24 +54,26 @@ pub struct StreamingBody {
 }
 
 impl StreamingBody {
-    /// Wraps an upstream body whose first bytes were already read.
-    /// `deadline` is the route's total deadline.
+    /// Wraps an upstream body from the backend at `slot` whose first bytes
+    /// were already read. The route's idle and total deadlines apply.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         upstream: Incoming,
         first: Bytes,
         in_flight: OwnedInFlight,
+        slot: Slot,
         translator: StreamTranslator,
         call: Call,
-        idle: Duration,
-        deadline: tokio::time::Instant,
         cont: Option<Box<Continuation>>,
         restore: Option<Box<crate::dataguard::StreamRestore>>,
     ) -> Self {
+        let idle = call.ctx.route.timeouts.idle;
+        let deadline = call.ctx.deadline;
         StreamingBody {
             upstream,
             first: Some(first),
             in_flight,
+            slot,
             translator,
             call: Some(call),
             idle,
@@ -81,82 +87,62 @@ impl StreamingBody {
         }
     }
 
-    /// The upstream stream broke (`error_type` etc. describe how): continue
-    /// it elsewhere if the route allows (`None`), else the error event that
-    /// ends it.
-    fn broken(
-        &mut self,
-        error_type: &'static str,
-        kind: &'static str,
-        message: &str,
-    ) -> Option<Bytes> {
+    /// The upstream stream broke (`fault` says how): continue it elsewhere
+    /// if the route allows (`None`), else the error event that ends it.
+    fn broken(&mut self, fault: StreamFault) -> Option<Bytes> {
         let chunks = self.translator.content_chunks();
-        if let Some(started) = self
-            .cont
-            .as_mut()
-            .and_then(|c| c.start(self.in_flight.backend(), chunks))
-        {
+        let current = self.in_flight.backend().clone();
+        if let Some(started) = self.cont.as_mut().and_then(|c| c.start(&current, chunks)) {
+            let err = ProxyError::Stream {
+                fault: fault.clone(),
+            };
             tracing::warn!(
-                error_type,
+                error_type = err.metric_label(),
                 "upstream stream broke; continuing on another backend"
             );
-            self.resuming = Some(Resuming {
-                started,
-                error_type,
-                kind,
-                message: message.to_string(),
-            });
+            self.resuming = Some(Resuming { started, fault });
             return None;
         }
-        Some(self.fail(error_type, kind, message))
+        Some(self.fail(fault))
+    }
+
+    fn backend(&self, slot: Slot) -> Option<&BackendRuntime> {
+        let ctx = self.call.as_ref().map(|c| &c.ctx)?;
+        backend_at(&ctx.table, ctx.route_index, slot)
     }
 
     /// A continuation attempt ended: on success its stream replaces the
     /// broken one (`None`); on failure the original error ends the stream.
-    fn resumed(
-        &mut self,
-        r: Result<Success, crate::attempt::Failure>,
-        resuming: Resuming,
-    ) -> Option<Bytes> {
-        let Resuming {
-            started,
-            error_type,
-            kind,
-            message,
-        } = resuming;
-        let now = tokio::time::Instant::now().into_std();
-        let Some(cont) = self.cont.as_ref() else {
-            return Some(self.fail(error_type, kind, &message));
+    fn resumed(&mut self, r: Result<Success, Failure>, resuming: Resuming) -> Option<Bytes> {
+        let Resuming { started, fault } = resuming;
+        let now = clock::now();
+        let Some(call) = self.call.as_ref() else {
+            return Some(self.fail(fault));
         };
-        let Some(b) = cont.backend(started.backend) else {
-            return Some(self.fail(error_type, kind, &message));
+        let ctx = call.ctx.clone();
+        let from = call.provider.name.clone();
+        let m = &ctx.shared.metrics;
+        let route = ctx.route.name.as_str();
+        let Some(b) = backend_at(&ctx.table, ctx.route_index, started.slot) else {
+            return Some(self.fail(fault));
         };
-        let m = &cont.shared().metrics;
-        let route = cont.route_name();
-        let model = b.backend.model.as_deref().unwrap_or("");
-        let from = self
-            .call
-            .as_ref()
-            .map_or("", |c| c.provider.name.as_str())
-            .to_string();
         match r {
             Ok(Success::Stream {
                 upstream,
                 first,
                 translator,
             }) => {
-                b.state.breaker.on_success(now);
-                m.attempts
-                    .with_label_values(&[route, &b.backend.provider.name, model, "ok"])
-                    .inc();
+                b.record(m, AttemptOutcome::Answered { ttfb: None }, now);
                 m.continuations
                     .with_label_values(&[route, &from, "ok"])
                     .inc();
                 // The broken stream counts against its backend, and what it
                 // was billed is accounted on its own.
-                self.in_flight.backend().breaker.on_failure(now);
+                if let Some(old) = self.backend(self.slot) {
+                    old.record(m, AttemptOutcome::StreamBroke, now);
+                }
                 if let Some(old) = self.call.take() {
-                    self.call = Some(cont.call_for(&old, b));
+                    self.call = Some(Call::new(&ctx, b));
                     old.bill(
                         self.translator.usage(),
                         self.translator.content_chunks(),
@@ -167,6 +153,7 @@ impl StreamingBody {
                 self.first = Some(first);
                 self.translator = translator;
                 self.in_flight = started.in_flight;
+                self.slot = started.slot;
                 let next = tokio::time::Instant::now() + self.idle;
                 self.idle_timer.as_mut().reset(next);
                 None
@@ -175,22 +162,15 @@ impl StreamingBody {
                 m.continuations
                     .with_label_values(&[route, &from, "failed"])
                     .inc();
-                Some(self.fail(error_type, kind, &message))
+                Some(self.fail(fault))
             }
             Err(f) => {
-                if counts_against_backend(&f) {
-                    b.state.breaker.on_failure(now);
-                } else {
-                    b.state.breaker.on_success(now);
-                }
-                m.attempts
-                    .with_label_values(&[route, &b.backend.provider.name, model, f.class.as_str()])
-                    .inc();
+                b.record(m, AttemptOutcome::Failed(f.class), now);
                 m.continuations
                     .with_label_values(&[route, &from, "failed"])
                     .inc();
                 drop(started.in_flight);
-                Some(self.fail(error_type, kind, &message))
+                Some(self.fail(fault))
             }
         }
     }
@@ -200,8 +180,16 @@ impl StreamingBody {
         // A stream the upstream broke or stalled counts against its breaker;
         // one the client abandoned does not.
         if status >= 500 {
-            let now = tokio::time::Instant::now().into_std();
-            self.in_flight.backend().breaker.on_failure(now);
+            if let Some(call) = &self.call {
+                let ctx = &call.ctx;
+                if let Some(b) = backend_at(&ctx.table, ctx.route_index, self.slot) {
+                    b.record(
+                        &ctx.shared.metrics,
+                        AttemptOutcome::StreamBroke,
+                        clock::now(),
+                    );
+                }
+            }
         }
         if let Some(call) = self.call.take() {
             call.finish(Outcome {
@@ -218,23 +206,19 @@ impl StreamingBody {
     /// Ends the stream with an error event the client's SDK understands
     /// (OpenAI SDKs raise on a `data:` object with `error`, Anthropic SDKs
     /// on `event: error`).
-    fn fail(&mut self, error_type: &'static str, kind: &str, message: &str) -> Bytes {
+    fn fail(&mut self, fault: StreamFault) -> Bytes {
+        let err = ProxyError::Stream { fault };
         let mut out = Vec::new();
         self.translator
-            .write_error(kind, error_type, message, &mut out);
-        let status = if error_type == "upstream_timeout" {
-            504
-        } else {
-            502
-        };
-        self.end(status, error_type);
+            .write_error(err.kind(), err.metric_label(), &err.to_string(), &mut out);
+        self.end(err.status().as_u16(), err.metric_label());
         Bytes::from(out)
     }
 
     fn note_first_chunk(&mut self) {
         if self.ttfc.is_none() {
             if let Some(call) = &self.call {
-                self.ttfc = Some(call.start.elapsed());
+                self.ttfc = Some(clock::since(call.ctx.start));
             }
         }
     }
@@ -278,8 +262,8 @@ impl Body for StreamingBody {
                     };
                     let mut out = Vec::with_capacity(data.len() + 64);
                     if let Err(e) = this.translator.push(&data, &mut out) {
-                        let msg = format!("upstream stream could not be translated: {e}");
-                        out.extend_from_slice(&this.fail("upstream_protocol", "api_error", &msg));
+                        let fault = StreamFault::Translate(e.to_string());
+                        out.extend_from_slice(&this.fail(fault));
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                     }
                     let next = tokio::time::Instant::now() + this.idle;
@@ -297,8 +281,7 @@ impl Body for StreamingBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     tracing::warn!(error = %e, "upstream stream broke");
-                    let msg = "upstream connection broke in the middle of the stream";
-                    match this.broken("upstream_stream_broken", "api_error", msg) {
+                    match this.broken(StreamFault::Broken) {
                         Some(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
                         None => continue,
                     }
@@ -319,8 +302,7 @@ impl Body for StreamingBody {
                         // marker: the answer is truncated; continue it or
                         // say so. (A continuation starts from what the
                         // client has, so the closing events are dropped.)
-                        let msg = "upstream ended the stream before it was complete";
-                        match this.broken("upstream_stream_incomplete", "api_error", msg) {
+                        match this.broken(StreamFault::Incomplete) {
                             Some(bytes) => out.extend_from_slice(&bytes),
                             None => continue,
                         }
@@ -333,18 +315,16 @@ impl Body for StreamingBody {
                 }
                 Poll::Pending => {
                     if this.idle_timer.as_mut().poll(cx).is_ready() {
-                        let msg = format!(
-                            "upstream sent nothing for {} ms (idle timeout)",
-                            this.idle.as_millis()
-                        );
-                        match this.broken("upstream_timeout", "timeout_error", &msg) {
+                        let fault = StreamFault::Idle {
+                            after_ms: this.idle.as_millis(),
+                        };
+                        match this.broken(fault) {
                             Some(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
                             None => continue,
                         }
                     }
                     if this.deadline.as_mut().poll(cx).is_ready() {
-                        let msg = "upstream stream exceeded the route's total timeout";
-                        let bytes = this.fail("upstream_timeout", "timeout_error", msg);
+                        let bytes = this.fail(StreamFault::Deadline);
                         return Poll::Ready(Some(Ok(Frame::data(bytes))));
                     }
                     return Poll::Pending;
@@ -368,6 +348,6 @@ impl Drop for StreamingBody {
 }
 
 /// `Instant` of a deadline `d` from `start`.
-pub fn deadline_from(start: Instant, d: Duration) -> tokio::time::Instant {
+pub fn deadline_from(start: std::time::Instant, d: Duration) -> tokio::time::Instant {
     tokio::time::Instant::from_std(start + d)
 }

@@ -11,15 +11,53 @@ use crate::runtime::{self, BackendRuntime, Registry, RouteRuntime};
 use crate::upstream::ClientCache;
 
 /// One immutable table. A request loads it once and keeps that `Arc` to the
-/// end, so it never sees half of one policy and half of another.
+/// end, so it never sees half of one policy and half of another. It is
+/// made whole in one place, [`Table::new`], right before it is published.
 pub struct Table {
+    /// The compiled policy, with its generation number.
+    pub snap: Snapshot,
+    /// Live state of each route, parallel to `snap.routes`.
+    pub routes: Vec<RouteRuntime>,
+    /// Quota engine of this snapshot; `None` when the policy has no quota
+    /// and no provider limits.
+    pub quota: Option<Arc<llmesh_quota::QuotaEngine>>,
+}
+
+/// A policy compiled and wired (clients, live state, series caches), not
+/// yet numbered or given its quota engine.
+pub struct Compiled {
     /// The compiled policy.
     pub snap: Snapshot,
     /// Live state of each route, parallel to `snap.routes`.
     pub routes: Vec<RouteRuntime>,
-    /// Quota engine of this snapshot (set when published); `None` when the
-    /// policy has no quota and no provider limits.
-    pub quota: Option<Arc<llmesh_quota::QuotaEngine>>,
+}
+
+impl Table {
+    /// The table of `compiled` as generation `generation`, with the quota
+    /// engine `quota` made from its snapshot.
+    pub fn new(
+        compiled: Compiled,
+        generation: u64,
+        quota: impl FnOnce(&Snapshot) -> Option<Arc<llmesh_quota::QuotaEngine>>,
+    ) -> Table {
+        let Compiled { mut snap, routes } = compiled;
+        snap.generation = generation;
+        let quota = quota(&snap);
+        Table {
+            snap,
+            routes,
+            quota,
+        }
+    }
+
+    /// The table before any policy is loaded.
+    pub fn empty() -> Table {
+        Table {
+            snap: Snapshot::default(),
+            routes: Vec::new(),
+            quota: None,
+        }
+    }
 }
 
 /// Why a policy file was not taken.
@@ -60,7 +98,7 @@ pub fn load_file<'r>(
     namespace: &str,
     clients: &ClientCache,
     registry: &'r Registry,
-) -> Result<(Table, runtime::Builder<'r>), LoadError> {
+) -> Result<(Compiled, runtime::Builder<'r>), LoadError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: shown.clone(),
@@ -95,13 +133,13 @@ pub fn load_file<'r>(
             errors,
         });
     }
-    Ok((built.table, built.builder))
+    Ok((built.compiled, built.builder))
 }
 
-/// A table built from resources, with what was left out of it.
+/// A policy built from resources, with what was left out of it.
 pub struct Built<'r> {
-    /// The table (resources with errors are left out).
-    pub table: Table,
+    /// The policy (resources with errors are left out).
+    pub compiled: Compiled,
     /// Live state to commit when the table is published.
     pub builder: runtime::Builder<'r>,
     /// Resources that failed to compile, with the field and reason.
@@ -126,6 +164,7 @@ pub fn build<'r>(
     let mut builder = registry.builder();
     let mut routes = Vec::with_capacity(snap.routes.len());
     for route in &snap.routes {
+        let route_name: Arc<str> = Arc::from(route.name.as_str());
         let mut wire = |chain: &str, b: &llmesh_policy::Backend, errors: &mut Vec<String>| {
             // Relative CA paths, like credential files, start at the policy file.
             let ca = b.provider.ca_file.as_deref().map(|f| match base_dir {
@@ -134,6 +173,7 @@ pub fn build<'r>(
             });
             match clients.get(ca.as_deref(), route.timeouts.connect) {
                 Ok(client) => Some(BackendRuntime {
+                    route: route_name.clone(),
                     backend: b.clone(),
                     client,
                     state: builder.backend_state(route, chain, b),
@@ -170,11 +210,7 @@ pub fn build<'r>(
         });
     }
     Built {
-        table: Table {
-            snap,
-            routes,
-            quota: None,
-        },
+        compiled: Compiled { snap, routes },
         builder,
         errors,
         wiring_errors,

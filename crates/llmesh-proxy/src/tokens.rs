@@ -14,6 +14,17 @@ pub fn count(text: &str) -> u64 {
         .len() as u64
 }
 
+/// [`estimate_prompt`] on a blocking thread. A tokenizer that panics is an
+/// error of the request, never a count of 0.
+pub async fn count_prompt(
+    client: Dialect,
+    raw: bytes::Bytes,
+) -> Result<u64, crate::error::ProxyError> {
+    tokio::task::spawn_blocking(move || estimate_prompt(client, &raw))
+        .await
+        .map_err(|e| crate::error::ProxyError::Tokenizer(e.to_string()))
+}
+
 /// Estimated prompt tokens of a client request body.
 pub fn estimate_prompt(dialect: Dialect, raw: &[u8]) -> u64 {
     let Ok(body) = serde_json::from_slice::<Value>(raw) else {

@@ -24,13 +24,10 @@
 
 mod export;
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Method, Request, Response};
-use hyper::body::Incoming;
+use http::{HeaderMap, Method};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::KeyValue;
@@ -39,17 +36,14 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing::field::Empty;
-use tracing::{Instrument, Span};
+use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, Registry};
 
-use crate::attempt::{Failure, FailureKind, Success};
-use crate::body::ProxyBody;
 use crate::config::Identity;
 use crate::upstream::Operation;
-use crate::Shared;
 
 pub use export::{export_failures, traces_url};
 
@@ -180,26 +174,15 @@ impl Tracing {
     }
 }
 
-/// Serves one request on the LLM port inside its `llm request` span.
-pub async fn handle(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    if !enabled() {
-        return crate::pipeline::handle(shared, req).await;
+/// Records the response status on a request span (`ERROR` from 500 up).
+pub fn response_status(span: &Span, status: u16) {
+    if span.is_disabled() {
+        return;
     }
-    let span = request_span(req.method(), req.uri().path(), req.headers());
-    let resp = crate::pipeline::handle(shared, req)
-        .instrument(span.clone())
-        .await;
-    if let Ok(r) = &resp {
-        let status = r.status().as_u16();
-        span.record("http.response.status_code", status);
-        if status >= 500 {
-            span.record("otel.status_code", "ERROR");
-        }
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
     }
-    resp
 }
 
 /// The `gen_ai.operation.name` of an LLM endpoint; `None` for anything
@@ -215,8 +198,12 @@ fn operation_of(method: &Method, path: &str) -> Option<&'static str> {
     }
 }
 
-/// The server span of a call, child of the app's `traceparent` if any.
-fn request_span(method: &Method, path: &str, headers: &HeaderMap) -> Span {
+/// The server span of a call, child of the app's `traceparent` if any
+/// (disabled when tracing is off or the path is no LLM call).
+pub fn request_span(method: &Method, path: &str, headers: &HeaderMap) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
     let Some(op) = operation_of(method, path) else {
         return Span::none();
     };
@@ -397,24 +384,23 @@ pub struct AttemptSpan {
 }
 
 impl AttemptSpan {
-    /// Records how the attempt ended.
-    pub fn done(mut self, result: &Result<Success, Failure>) {
+    /// Records how the attempt ended: `None` when it answered, else its
+    /// error class and the upstream's status if it sent one.
+    pub fn done(mut self, failed: Option<(&str, Option<u16>)>) {
         self.open = false;
         if self.span.is_disabled() {
             return;
         }
-        match result {
-            Ok(_) => {
+        match failed {
+            None => {
                 self.span.record("llmesh.outcome", "ok");
             }
-            Err(f) => {
-                let class = f.class.as_str();
+            Some((class, status)) => {
                 self.span.record("llmesh.outcome", class);
                 self.span.record("error.type", class);
                 self.span.record("otel.status_code", "ERROR");
-                if let FailureKind::Upstream { status, .. } = &f.kind {
-                    self.span
-                        .record("http.response.status_code", status.as_u16());
+                if let Some(status) = status {
+                    self.span.record("http.response.status_code", status);
                 }
             }
         }

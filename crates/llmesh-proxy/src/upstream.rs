@@ -17,6 +17,7 @@ use llmesh_policy::Provider;
 use llmesh_wire::Dialect;
 
 use crate::body::UpstreamBody;
+use crate::error::ProxyError;
 
 /// The HTTP client used for one class of upstreams.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
@@ -130,7 +131,7 @@ pub fn upstream_path(
     op: Operation,
     model: &str,
     stream: bool,
-) -> Result<String, String> {
+) -> Result<String, ProxyError> {
     Ok(match (dialect, op) {
         (Dialect::OpenAi, Operation::Chat) => "/chat/completions".into(),
         (Dialect::OpenAi, Operation::Embeddings) => "/embeddings".into(),
@@ -143,9 +144,9 @@ pub fn upstream_path(
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
             {
-                return Err(format!(
+                return Err(ProxyError::Unsupported(format!(
                     "model name {model:?} cannot be sent to a Gemini upstream"
-                ));
+                )));
             }
             if stream {
                 format!("/models/{model}:streamGenerateContent?alt=sse")
@@ -154,10 +155,10 @@ pub fn upstream_path(
             }
         }
         (d, Operation::Embeddings) => {
-            return Err(format!(
+            return Err(ProxyError::Unsupported(format!(
                 "embeddings are only supported on OpenAI-compatible providers, not {}",
                 d.as_str()
-            ))
+            )))
         }
     })
 }
@@ -208,11 +209,11 @@ pub fn build_request(
     client: Dialect,
     upstream: Dialect,
     request_id: &HeaderValue,
-) -> Result<Request<UpstreamBody>, String> {
+) -> Result<Request<UpstreamBody>, ProxyError> {
     let uri = provider
         .base_url
         .join(path)
-        .map_err(|e| format!("building upstream URL: {e}"))?;
+        .map_err(|e| ProxyError::Unsupported(format!("building upstream URL: {e}")))?;
     let mut req = Request::new(body);
     *req.method_mut() = Method::POST;
     *req.uri_mut() = uri;

@@ -183,7 +183,7 @@ impl Reported {
         let Ok(mut last) = self.last.lock() else {
             return;
         };
-        let now = Instant::now();
+        let now = crate::clock::now();
         if last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
             return;
         }

@@ -1,0 +1,88 @@
+//! The request context: everything known about a request once it is
+//! admitted, owned, created once and shared (`Arc`) by every later stage:
+//! the attempts, the answer, the stream body, a continuation, and the
+//! accounting of each call.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue};
+use llmesh_policy::Route;
+use llmesh_wire::Dialect;
+
+use crate::shared::Shared;
+use crate::table::Table;
+use crate::upstream::Operation;
+
+/// One admitted request (see the module doc).
+pub struct RequestCtx {
+    /// Shared state of the sidecar.
+    pub shared: Arc<Shared>,
+    /// The table the request started with: every stage reads this one, so
+    /// a request never sees two policies.
+    pub table: Arc<Table>,
+    /// Position of the route in `table`.
+    pub route_index: usize,
+    /// The route.
+    pub route: Arc<Route>,
+    /// The route entry that matched (the `request_model` metric label).
+    pub pattern: String,
+    /// The API the client speaks.
+    pub client: Dialect,
+    /// Chat or embeddings.
+    pub op: Operation,
+    /// Streaming asked for.
+    pub stream: bool,
+    /// The client asked for the usage chunk.
+    pub include_usage: bool,
+    /// The model the request is routed as: a downgrade quota's target, else
+    /// the client's.
+    pub requested: String,
+    /// The model named in the client's body.
+    pub body_model: String,
+    /// The body sent upstream (the data policy's rewrite, if it made one).
+    pub raw: Bytes,
+    /// The client's headers.
+    pub headers: HeaderMap,
+    /// Request id (also sent as `x-request-id`).
+    pub request_id: HeaderValue,
+    /// When the request arrived (on [`crate::clock::now`]).
+    pub start: Instant,
+    /// The route's total deadline.
+    pub deadline: tokio::time::Instant,
+    /// `max_tokens` (or `max_completion_tokens`) asked for, 0 if none.
+    pub max_output: u64,
+    /// Data classes the chosen provider must be cleared for.
+    pub restricted: Vec<String>,
+    /// Redacted values to put back into the answer.
+    pub vault: Option<Arc<llmesh_dlp::Vault>>,
+    /// What the data policy found, for the audit line.
+    pub audit: Option<Arc<crate::dataguard::Audit>>,
+    /// What the request holds against its quotas; every call billed for it
+    /// adds its usage, and it is settled when the context is dropped.
+    pub charge: Option<Arc<crate::quota::Charge>>,
+    /// The prompt's token count, counted at most once (admission or the
+    /// context-window preflight).
+    pub prompt_tokens: OnceLock<u64>,
+    /// The request's span: the answer and a continuation run after the
+    /// handler returned, and their work belongs under it.
+    pub span: tracing::Span,
+}
+
+impl RequestCtx {
+    /// The prompt's tokens, counted once (on a blocking thread: the
+    /// tokenizer is too slow for the runtime) and kept.
+    pub async fn prompt_tokens(&self) -> Result<u64, crate::error::ProxyError> {
+        if let Some(n) = self.prompt_tokens.get() {
+            return Ok(*n);
+        }
+        let n = crate::tokens::count_prompt(self.client, self.raw.clone()).await?;
+        Ok(*self.prompt_tokens.get_or_init(|| n))
+    }
+
+    /// The quota engine, when providers publish limits to pace under.
+    pub fn pacing(&self) -> Option<&Arc<llmesh_quota::QuotaEngine>> {
+        self.table.quota.as_ref().filter(|e| e.paces_any())
+    }
+}
