@@ -75,12 +75,12 @@ impl Call {
         Call {
             ctx: ctx.clone(),
             provider: b.backend.provider.clone(),
-            upstream_model: b.backend.upstream_model(&ctx.requested).to_string(),
+            upstream_model: b.backend.upstream_model(ctx.requested()).to_string(),
             model_label: b
                 .backend
                 .model
                 .clone()
-                .unwrap_or_else(|| ctx.pattern.clone()),
+                .unwrap_or_else(|| ctx.pattern().to_string()),
             series: b.series.clone(),
         }
     }
@@ -223,7 +223,7 @@ impl Call {
                     .with_label_values(&[
                         op,
                         gen_provider,
-                        &self.ctx.pattern,
+                        self.ctx.pattern(),
                         response_model,
                         kind,
                         route,
@@ -313,7 +313,7 @@ impl Call {
             .with_label_values(&[
                 op,
                 gen_provider,
-                &ctx.pattern,
+                ctx.pattern(),
                 response_model,
                 outcome.error_type,
                 route,
@@ -326,7 +326,7 @@ impl Call {
         }
         if let Some(t) = outcome.ttfc {
             m.time_to_first_chunk
-                .with_label_values(&[op, gen_provider, &ctx.pattern, response_model, route])
+                .with_label_values(&[op, gen_provider, ctx.pattern(), response_model, route])
                 .observe(t.as_secs_f64());
         }
 

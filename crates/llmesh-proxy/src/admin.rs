@@ -43,6 +43,9 @@ pub async fn metrics_port(
         "/metrics" => {
             refresh_breaker_gauges(&shared);
             refresh_quota_gauges(&shared);
+            if let Some(n) = crate::logging::dropped_lines() {
+                sync_counter(&shared.metrics.log_lines_dropped, n);
+            }
             text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -96,7 +96,7 @@ impl Failure {
 
 /// The `x-llmesh-*` / upstream model of an attempt on `b`.
 pub fn upstream_model<'a>(req: &'a RequestCtx, b: &'a BackendRuntime) -> &'a str {
-    b.backend.upstream_model(&req.requested)
+    b.backend.upstream_model(req.requested())
 }
 
 /// Context-window preflight: `Some` failure (class context-length) when

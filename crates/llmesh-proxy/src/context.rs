@@ -26,8 +26,8 @@ pub struct RequestCtx {
     pub route_index: usize,
     /// The route.
     pub route: Arc<Route>,
-    /// The route entry that matched (the `request_model` metric label).
-    pub pattern: String,
+    /// Which entry of `route.models` matched (see [`RequestCtx::pattern`]).
+    pub pattern_index: usize,
     /// The API the client speaks.
     pub client: Dialect,
     /// Chat or embeddings.
@@ -36,9 +36,9 @@ pub struct RequestCtx {
     pub stream: bool,
     /// The client asked for the usage chunk.
     pub include_usage: bool,
-    /// The model the request is routed as: a downgrade quota's target, else
-    /// the client's.
-    pub requested: String,
+    /// The model a downgrade quota routed the request as, if one did (see
+    /// [`RequestCtx::requested`]).
+    pub downgraded_to: Option<Arc<str>>,
     /// The model named in the client's body.
     pub body_model: String,
     /// The body sent upstream (the data policy's rewrite, if it made one).
@@ -71,6 +71,20 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The route entry that matched (the `request_model` metric label).
+    pub fn pattern(&self) -> &str {
+        self.route
+            .models
+            .get(self.pattern_index)
+            .map_or("", String::as_str)
+    }
+
+    /// The model the request is routed as: a downgrade quota's target, else
+    /// the client's.
+    pub fn requested(&self) -> &str {
+        self.downgraded_to.as_deref().unwrap_or(&self.body_model)
+    }
+
     /// The prompt's tokens, counted once (on a blocking thread: the
     /// tokenizer is too slow for the runtime) and kept.
     pub async fn prompt_tokens(&self) -> Result<u64, crate::error::ProxyError> {

@@ -168,7 +168,9 @@ pub fn restore_whole(vault: &Vault, api: Api, body: Bytes) -> Bytes {
     if vault.restore_json(&mut v, api) == 0 {
         return body;
     }
-    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    // Encoding a parsed document cannot fail; were it to, the answer goes
+    // as the upstream sent it rather than empty.
+    serde_json::to_vec(&v).map(Bytes::from).unwrap_or(body)
 }
 
 /// Restores placeholders in a client-format event stream. Each text or
@@ -240,7 +242,7 @@ impl StreamRestore {
             Dialect::Anthropic => self.anthropic(&mut v, ev.event.as_deref(), out),
             _ => self.openai(&mut v),
         }
-        let data = serde_json::to_vec(&v).unwrap_or_default();
+        let data = serde_json::to_vec(&v).unwrap_or_else(|_| ev.data.clone().into_bytes());
         write_event(out, ev.event.as_deref(), &data);
     }
 

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub outlier_ejections: IntCounterVec,
     /// llmesh_requests_in_flight
     pub in_flight: IntGauge,
+    /// llmesh_log_lines_dropped_total
+    pub log_lines_dropped: IntCounter,
     /// llmesh_quota_decisions_total
     pub quota_decisions: IntCounterVec,
     /// llmesh_quota_alerts_total
@@ -275,6 +277,10 @@ impl Metrics {
             "llmesh_requests_in_flight",
             "Requests being served right now.",
         )?;
+        let log_lines_dropped = IntCounter::new(
+            "llmesh_log_lines_dropped_total",
+            "Log lines dropped because stdout could not keep up (the log writer's buffer was full).",
+        )?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "llmesh_config_reloads_total",
@@ -388,6 +394,7 @@ impl Metrics {
         registry.register(Box::new(cost.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(log_lines_dropped.clone()))?;
         registry.register(Box::new(attempts.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(failovers.clone()))?;
@@ -453,6 +460,7 @@ impl Metrics {
             redactions,
             outlier_ejections,
             in_flight,
+            log_lines_dropped,
             quota_decisions,
             quota_alerts,
             quota_used,

@@ -93,16 +93,12 @@ async fn routed(
         route_index: routed.index,
         deadline: deadline_from(start, routed.route.timeouts.total),
         route: routed.route,
-        pattern: routed.pattern,
+        pattern_index: routed.pattern_index,
         client: endpoint.dialect(),
         op: endpoint.operation(),
         stream: inbound.stream,
         include_usage: inbound.include_usage,
-        requested: admitted
-            .downgrade_to
-            .as_deref()
-            .unwrap_or(&inbound.model)
-            .to_string(),
+        downgraded_to: admitted.downgrade_to.clone(),
         body_model: inbound.model,
         raw,
         headers: inbound.headers,

@@ -17,8 +17,8 @@ pub struct Routed {
     pub index: usize,
     /// The route.
     pub route: Arc<Route>,
-    /// The entry of `route.models` that matched (the metric label).
-    pub pattern: String,
+    /// Which entry of `route.models` matched (the metric label).
+    pub pattern_index: usize,
 }
 
 /// The route serving `model` with `headers` in `table`.
@@ -41,7 +41,12 @@ pub fn resolve(table: &Table, model: &str, headers: &HeaderMap) -> Result<Routed
     Ok(Routed {
         index: m.index,
         route: m.route.clone(),
-        pattern: m.pattern.to_string(),
+        pattern_index: m
+            .route
+            .models
+            .iter()
+            .position(|p| p == m.pattern)
+            .unwrap_or(0),
     })
 }
 

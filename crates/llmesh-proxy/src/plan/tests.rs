@@ -89,6 +89,14 @@ fn next_try(plan: &mut Plan) -> (Slot, Duration) {
     }
 }
 
+/// The next step, which must be a `Try`.
+fn pick_now(plan: &mut Plan) -> Pick {
+    match plan.next(clock::now()) {
+        Step::Try(p) => p,
+        s => panic!("no try: {s:?}"),
+    }
+}
+
 fn fail(plan: &mut Plan, slot: Slot, class: ErrorClass) -> Verdict {
     plan.record(
         slot,
@@ -357,9 +365,7 @@ async fn the_first_attempt_is_hedged_and_the_partner_is_another_backend() {
   retries: {attempts: 1, budgetMinPerSecond: 100}",
     );
     let mut p = plan(&t);
-    let Step::Try(first) = p.next(clock::now()) else {
-        panic!("no try");
-    };
+    let first = pick_now(&mut p);
     assert_eq!(first.hedge, Some(Duration::from_millis(200)));
     // The race: the partner is the other backend, and counts as an attempt.
     let partner = p.hedge_partner(clock::now()).map(Slot::Own).unwrap();
@@ -380,9 +386,7 @@ async fn the_first_attempt_is_hedged_and_the_partner_is_another_backend() {
   retries: {attempts: 2, budgetMinPerSecond: 100}",
     );
     let mut p = plan(&t);
-    let Step::Try(first) = p.next(clock::now()) else {
-        panic!("no try");
-    };
+    assert!(pick_now(&mut p).hedge.is_some());
     let partner = p.hedge_partner(clock::now()).map(Slot::Own).unwrap();
     assert!(matches!(
         fail(&mut p, partner, ErrorClass::ServerError),
@@ -396,7 +400,6 @@ async fn the_first_attempt_is_hedged_and_the_partner_is_another_backend() {
         }
     };
     assert_eq!(retry.hedge, None);
-    let _ = first;
 }
 
 #[tokio::test(start_paused = true)]
