@@ -343,3 +343,56 @@ async fn text_logs_and_a_log_level_changed_at_runtime() {
     proxy.terminate();
     mock.terminate();
 }
+
+/// Access lines leave the request path through a background writer: the
+/// lines of requests served right before SIGTERM still reach stdout before
+/// the process exits, and so does its last line.
+#[tokio::test]
+async fn access_lines_written_just_before_sigterm_reach_stdout() {
+    let (mut mock, mock_url) = spawn_mock(KEY);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, default_policy(&mock_url)).unwrap();
+    let ProxyProc {
+        proc: mut proxy,
+        llm,
+        ..
+    } = spawn_proxy(&mut proxy_command(&policy));
+    let http = Http::new();
+    let body = bytes::Bytes::from(openai_chat("gpt-4o-mini", "hello").to_string());
+    let url = format!("{llm}/v1/chat/completions");
+    let sends = (0..40).map(|_| http.send(http::Method::POST, &url, body.clone(), &[]));
+    let mut ids = Vec::new();
+    for (status, headers, _) in futures_util::future::join_all(sends).await {
+        assert_eq!(status, 200);
+        ids.push(headers["x-request-id"].to_str().unwrap().to_string());
+    }
+    // At once: the lines may still be queued for the writer thread.
+    assert!(proxy.terminate().success(), "{}", proxy.output());
+    mock.terminate();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines: Vec<Value> = proxy
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect();
+        let logged = |id: &String| lines.iter().any(|v| v["request_id"] == json!(id));
+        let missing = ids.iter().filter(|id| !logged(id)).count();
+        let last = lines
+            .iter()
+            .any(|v| v["message"] == "shutdown signal received, draining");
+        if missing == 0 && last {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of 40 access lines and the shutdown line ({last}) missing:\n{}",
+            proxy.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
