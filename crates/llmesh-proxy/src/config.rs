@@ -68,7 +68,7 @@ pub struct ProxyConfig {
     /// (`Authorization: Bearer`, `x-api-key` or `api-key`).
     pub inbound_token: Option<String>,
     /// Take policy from the cluster instead of `policy_file`.
-    pub kube: Option<crate::k8s::KubeSource>,
+    pub kube: Option<KubeSource>,
     /// Quota store and admission settings.
     pub quota: QuotaSettings,
 }
@@ -155,5 +155,22 @@ impl Default for QuotaSettings {
             redis_timeout: llmesh_quota::RedisConfig::default().command_timeout,
             caller_hash_key: Vec::new(),
         }
+    }
+}
+
+/// Where the cluster is.
+#[derive(Clone)]
+pub struct KubeSource {
+    /// API server client.
+    pub client: kube::Client,
+    /// Namespace of cluster-wide defaults, merged under the pod's own.
+    pub platform_namespace: Option<String>,
+}
+
+impl std::fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSource")
+            .field("platform_namespace", &self.platform_namespace)
+            .finish_non_exhaustive()
     }
 }

@@ -18,22 +18,7 @@ use tokio::sync::watch;
 use crate::shared::Shared;
 use crate::table;
 
-/// Where the cluster is.
-#[derive(Clone)]
-pub struct KubeSource {
-    /// API server client.
-    pub client: kube::Client,
-    /// Namespace of cluster-wide defaults, merged under the pod's own.
-    pub platform_namespace: Option<String>,
-}
-
-impl std::fmt::Debug for KubeSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeSource")
-            .field("platform_namespace", &self.platform_namespace)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::config::KubeSource;
 
 /// Last valid version of each object, and what was reported last time.
 #[derive(Default)]
