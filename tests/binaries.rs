@@ -8,14 +8,21 @@ use std::time::{Duration, Instant};
 use llmesh_tests::*;
 use serde_json::{json, Value};
 
+/// A folder with the provider key and the default policy for the mock at
+/// `mock_url` (with `extra` documents appended), and the policy's path.
+fn policy_dir(mock_url: &str, extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, default_policy(mock_url) + extra).unwrap();
+    (dir, policy)
+}
+
 #[tokio::test]
 async fn mock_and_proxy_binaries_serve_log_and_stop_cleanly() {
     let (mut mock, mock_url) = spawn_mock(KEY);
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, default_policy(&mock_url)).unwrap();
+    let (_dir, policy) = policy_dir(&mock_url, "");
     let ProxyProc {
         proc: mut proxy,
         llm,
@@ -210,11 +217,8 @@ async fn the_proxy_binary_follows_a_cluster_from_a_kubeconfig() {
 #[tokio::test]
 async fn no_secret_or_personal_data_reaches_the_logs() {
     let (mut mock, mock_url) = spawn_mock(KEY);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
-    let policy = dir.path().join("policy.yaml");
     let data_policy = "---\napiVersion: llmesh.io/v1alpha1\nkind: LLMDataPolicy\nmetadata: {name: pii}\nspec:\n  rules:\n    - {class: email, action: redact}\n    - {class: secret, action: block}\n    - {class: us-ssn, action: mask}\n";
-    std::fs::write(&policy, default_policy(&mock_url) + data_policy).unwrap();
+    let (_dir, policy) = policy_dir(&mock_url, data_policy);
     let ProxyProc {
         proc: mut proxy,
         llm,
@@ -277,10 +281,7 @@ async fn no_secret_or_personal_data_reaches_the_logs() {
 #[tokio::test]
 async fn text_logs_and_a_log_level_changed_at_runtime() {
     let (mut mock, mock_url) = spawn_mock(KEY);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, default_policy(&mock_url)).unwrap();
+    let (_dir, policy) = policy_dir(&mock_url, "");
     let ProxyProc {
         proc: mut proxy,
         llm,
@@ -350,10 +351,7 @@ async fn text_logs_and_a_log_level_changed_at_runtime() {
 #[tokio::test]
 async fn access_lines_written_just_before_sigterm_reach_stdout() {
     let (mut mock, mock_url) = spawn_mock(KEY);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, default_policy(&mock_url)).unwrap();
+    let (_dir, policy) = policy_dir(&mock_url, "");
     let ProxyProc {
         proc: mut proxy,
         llm,

@@ -73,6 +73,15 @@ fn plan(table: &Arc<Table>) -> Plan {
     plan_with(table, &[])
 }
 
+/// One failure on own backend `i` of the route (opens a breaker that opens
+/// after one).
+fn trip(t: &Table, i: usize) {
+    t.routes[0].backends[i]
+        .state
+        .breaker
+        .on_failure(clock::now());
+}
+
 fn provider(plan: &Plan, slot: Slot) -> String {
     plan.backend(slot).unwrap().backend.provider.name.clone()
 }
@@ -321,10 +330,7 @@ async fn lower_priority_groups_serve_only_while_the_first_is_out() {
         let (s, _) = next_try(&mut p);
         assert_eq!(provider(&p, s), "a");
     }
-    t.routes[0].backends[0]
-        .state
-        .breaker
-        .on_failure(clock::now());
+    trip(&t, 0);
     let mut p = plan(&t);
     let (s, _) = next_try(&mut p);
     assert_eq!(provider(&p, s), "b");
@@ -337,10 +343,7 @@ async fn a_connect_chain_takes_over_when_every_own_backend_is_out() {
   circuitBreaker: {consecutiveFailures: 1, openFor: 30s}
   fallbacks: [{when: [connect], backends: [{provider: d}]}]",
     );
-    t.routes[0].backends[0]
-        .state
-        .breaker
-        .on_failure(clock::now());
+    trip(&t, 0);
     let mut p = plan(&t);
     let (s, _) = next_try(&mut p);
     assert_eq!(s, Slot::Chain(0, 0));
