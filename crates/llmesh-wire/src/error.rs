@@ -60,7 +60,7 @@ impl TranslateError {
 /// is an llmesh error code; only OpenAI bodies have a place for it.
 pub fn error_body(client: Dialect, kind: &str, code: &str, message: &str) -> Value {
     match client {
-        Dialect::OpenAi => json!({
+        Dialect::OpenAi | Dialect::Responses => json!({
             "error": {
                 "message": message,
                 "type": openai_type(kind),
@@ -81,13 +81,14 @@ pub fn error_body(client: Dialect, kind: &str, code: &str, message: &str) -> Val
 
 /// Convert an upstream error response into the client's dialect.
 ///
-/// Same dialect: the body is returned as parsed JSON when it is JSON. In every
-/// other case the upstream message is extracted (or the raw text, truncated,
+/// Same dialect: the body is returned as parsed JSON when it is JSON (OpenAI
+/// Chat Completions and the Responses API share one error shape, so they
+/// count as the same dialect here). In every other case the upstream message is extracted (or the raw text, truncated,
 /// when the body is not JSON) and re-wrapped; the error kind follows the HTTP
 /// status. Never panics, whatever the bytes.
 pub fn translate_error(client: Dialect, upstream: Dialect, status: u16, body: &[u8]) -> Value {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    if client == upstream {
+    if client == upstream || (openai_shaped(client) && openai_shaped(upstream)) {
         if let Some(v) = parsed {
             return v;
         }
@@ -113,6 +114,10 @@ pub fn translate_error(client: Dialect, upstream: Dialect, status: u16, body: &[
 }
 
 const MAX_MESSAGE: usize = 2000;
+
+fn openai_shaped(d: Dialect) -> bool {
+    matches!(d, Dialect::OpenAi | Dialect::Responses)
+}
 
 /// An error reported by an upstream, in neutral form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +150,7 @@ pub(crate) fn extract(upstream: Dialect, v: &Value) -> Option<UpstreamError> {
         .unwrap_or_else(|| "upstream error".into());
     let str_at = |k: &str| err.get(k).and_then(Value::as_str).map(str::to_owned);
     let (kind, code) = match upstream {
-        Dialect::OpenAi => {
+        Dialect::OpenAi | Dialect::Responses => {
             let ty = str_at("type");
             let code = str_at("code").or_else(|| ty.clone());
             (kind_for_openai_type(ty.as_deref().unwrap_or("")), code)
@@ -285,6 +290,36 @@ mod tests {
             error_body(Dialect::Gemini, "rate_limit_error", "c", "m"),
             json!({"error": {"code": 429, "message": "m", "status": "RESOURCE_EXHAUSTED"}})
         );
+    }
+
+    #[test]
+    fn responses_errors_have_the_openai_shape() {
+        assert_eq!(
+            error_body(Dialect::Responses, "rate_limit_error", "c", "m"),
+            error_body(Dialect::OpenAi, "rate_limit_error", "c", "m")
+        );
+        let body = br#"{"error":{"message":"bad","type":"invalid_request_error","code":"x"}}"#;
+        for (c, u) in [
+            (Dialect::Responses, Dialect::OpenAi),
+            (Dialect::Responses, Dialect::Responses),
+        ] {
+            let out = translate_error(c, u, 400, body);
+            assert_eq!(out["error"]["code"], "x");
+            assert_eq!(out["error"]["message"], "bad");
+        }
+        let out = translate_error(
+            Dialect::Responses,
+            Dialect::Anthropic,
+            529,
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        );
+        assert_eq!(
+            out,
+            json!({"error": {"message": "Overloaded", "type": "server_error", "param": null,
+                "code": "overloaded_error"}})
+        );
+        let out = translate_error(Dialect::Anthropic, Dialect::Responses, 429, body);
+        assert_eq!(out["error"]["type"], "rate_limit_error");
     }
 
     #[test]

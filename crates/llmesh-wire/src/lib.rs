@@ -1,6 +1,6 @@
 //! Pure translation between the LLM wire dialects llmesh speaks: OpenAI Chat
-//! Completions, Anthropic Messages and Gemini `generateContent`, plus an SSE
-//! parser and a streaming translator.
+//! Completions, the OpenAI Responses API, Anthropic Messages and Gemini
+//! `generateContent`, plus an SSE parser and a streaming translator.
 //!
 //! Nothing here does I/O: the proxy hands in parsed request bodies, raw
 //! response bytes and SSE chunks, and gets back JSON values and bytes to send.
@@ -12,6 +12,15 @@
 //! Gemini is an upstream-only dialect: no translation from a Gemini client to
 //! another upstream exists, and such calls fail with
 //! [`TranslateError::Unsupported`].
+//!
+//! The Responses API (`POST /v1/responses`) is a client dialect: a Responses
+//! client is translated Responses → Chat Completions → Anthropic/Gemini (and
+//! back), or passed through to an upstream that speaks the Responses API
+//! natively. As an upstream, Responses only serves Responses clients. Its
+//! answers need more than the upstream body (a response id, the request's
+//! settings), hence [`translate_response_for_responses`] and
+//! [`StreamTranslator::for_responses`] with a [`ResponseEcho`]; see the
+//! `src/responses/mod.rs` for what maps and what is refused.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
@@ -23,6 +32,7 @@ mod gemini;
 mod json;
 mod openai;
 mod reasons;
+mod responses;
 pub mod sse;
 mod stream;
 mod usage;
@@ -30,6 +40,7 @@ mod usage;
 use serde_json::Value;
 
 pub use error::{error_body, translate_error, TranslateError};
+pub use responses::{responses_input_items, translate_response_for_responses, ResponseEcho};
 pub use stream::{StreamOptions, StreamTranslator};
 pub use usage::{response_model_of, usage_of, Usage};
 
@@ -42,6 +53,9 @@ pub enum Dialect {
     Anthropic,
     /// Gemini `generateContent` / `streamGenerateContent?alt=sse`.
     Gemini,
+    /// OpenAI Responses API (`POST {base}/responses`). A client dialect; as
+    /// an upstream it only serves Responses clients (pass-through).
+    Responses,
 }
 
 impl Dialect {
@@ -51,6 +65,7 @@ impl Dialect {
             Dialect::OpenAi => "openai",
             Dialect::Anthropic => "anthropic",
             Dialect::Gemini => "gemini",
+            Dialect::Responses => "responses",
         }
     }
 
@@ -60,6 +75,7 @@ impl Dialect {
             "openai" => Some(Dialect::OpenAi),
             "anthropic" => Some(Dialect::Anthropic),
             "gemini" => Some(Dialect::Gemini),
+            "responses" => Some(Dialect::Responses),
             _ => None,
         }
     }
@@ -86,6 +102,12 @@ impl std::fmt::Display for Dialect {
 /// Same dialect on both sides changes only `model` (and, for OpenAI,
 /// `stream_options`); every other field, known or not, passes through.
 ///
+/// A Responses client with another upstream is translated to Chat
+/// Completions first (then to Anthropic or Gemini); fields that cannot be
+/// expressed are refused with [`TranslateError::InvalidRequest`] naming the
+/// field (see `src/responses/mod.rs`). Other clients cannot
+/// use a Responses upstream ([`TranslateError::Unsupported`]).
+///
 /// OpenAI `response_format` has no Anthropic equivalent: for an Anthropic
 /// upstream it becomes an extra system instruction asking for JSON only
 /// (quoting the schema for `json_schema`). The model usually complies but this
@@ -111,6 +133,24 @@ pub fn translate_request(
             body.remove("model");
             Ok(Value::Object(body))
         }
+        (Dialect::Responses, Dialect::Responses) => {
+            body.insert("model".into(), Value::String(upstream_model.into()));
+            Ok(Value::Object(body))
+        }
+        (Dialect::Responses, upstream) => {
+            let pivot = responses::to_chat(&body, upstream, upstream_model)?;
+            match upstream {
+                Dialect::Anthropic => {
+                    let req = openai::ChatRequest::parse(&pivot)?;
+                    anthropic::request_from_openai(req, upstream_model)
+                }
+                Dialect::Gemini => {
+                    let req = openai::ChatRequest::parse(&pivot)?;
+                    gemini::request_from_openai(req, upstream_model)
+                }
+                Dialect::OpenAi | Dialect::Responses => Ok(Value::Object(pivot)),
+            }
+        }
         (Dialect::OpenAi, Dialect::Anthropic) => {
             let req = openai::ChatRequest::parse(&body)?;
             anthropic::request_from_openai(req, upstream_model)
@@ -128,20 +168,30 @@ pub fn translate_request(
             gemini::request_from_openai(req, upstream_model)
         }
         (Dialect::Gemini, _) => Err(gemini_client_unsupported()),
+        (_, Dialect::Responses) => Err(responses_upstream_unsupported()),
     }
 }
 
 /// Translate a non-streaming upstream response into the client dialect and
 /// extract its usage (read from the upstream body, so it is exact even when
 /// the client dialect cannot express every detail).
+///
+/// For a Responses client with another upstream this is
+/// [`translate_response_for_responses`] with an empty [`ResponseEcho`] (a
+/// synthesized id, the current time, no request settings); the proxy should
+/// call that function directly.
 pub fn translate_response(
     client: Dialect,
     upstream: Dialect,
     body: Value,
 ) -> Result<(Value, Option<Usage>), TranslateError> {
+    if client == Dialect::Responses {
+        return translate_response_for_responses(upstream, body, &ResponseEcho::default());
+    }
     let usage = usage_of(upstream, &body);
     let translated = match (upstream, client) {
         (u, c) if u == c => body,
+        (Dialect::Responses, _) => return Err(responses_upstream_unsupported()),
         (Dialect::Anthropic, Dialect::OpenAi) => anthropic::response_to_openai(&body)?,
         (Dialect::OpenAi, Dialect::Anthropic) => anthropic::response_from_openai(&body)?,
         (Dialect::Gemini, Dialect::OpenAi) => gemini::response_to_openai(&body)?,
@@ -161,7 +211,7 @@ pub fn translate_response(
 /// for them.
 pub fn is_stream_request(client: Dialect, body: &Value) -> bool {
     match client {
-        Dialect::OpenAi | Dialect::Anthropic => {
+        Dialect::OpenAi | Dialect::Anthropic | Dialect::Responses => {
             body.get("stream").and_then(Value::as_bool).unwrap_or(false)
         }
         Dialect::Gemini => false,
@@ -169,10 +219,18 @@ pub fn is_stream_request(client: Dialect, body: &Value) -> bool {
 }
 
 fn gemini_client_unsupported() -> TranslateError {
-    TranslateError::Unsupported(
-        "the gemini dialect is only supported for upstreams, not for clients".into(),
-    )
+    TranslateError::Unsupported(GEMINI_CLIENT_UNSUPPORTED.into())
 }
+
+pub(crate) const GEMINI_CLIENT_UNSUPPORTED: &str =
+    "the gemini dialect is only supported for upstreams, not for clients";
+
+fn responses_upstream_unsupported() -> TranslateError {
+    TranslateError::Unsupported(RESPONSES_UPSTREAM_UNSUPPORTED.into())
+}
+
+pub(crate) const RESPONSES_UPSTREAM_UNSUPPORTED: &str =
+    "a responses upstream only serves responses clients";
 
 #[cfg(test)]
 mod tests {
@@ -188,6 +246,132 @@ mod tests {
             assert_eq!(Dialect::from_name(d.as_str()), Some(d));
         }
         assert_eq!(Dialect::from_name("OpenAI"), None);
+    }
+
+    #[test]
+    fn responses_dialect_name() {
+        assert_eq!(Dialect::Responses.as_str(), "responses");
+        assert_eq!(Dialect::from_name("responses"), Some(Dialect::Responses));
+        assert_eq!(Dialect::Responses.to_string(), "responses");
+    }
+
+    #[test]
+    fn responses_pairings() {
+        let body = json!({"model": "m", "input": "hi", "background": true, "x": 1});
+        let out =
+            translate_request(Dialect::Responses, Dialect::Responses, body.clone(), "up").unwrap();
+        assert_eq!(
+            out,
+            json!({"model": "up", "input": "hi", "background": true, "x": 1})
+        );
+        for client in [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini] {
+            let err = translate_request(client, Dialect::Responses, body.clone(), "up");
+            assert!(
+                matches!(err, Err(TranslateError::Unsupported(_))),
+                "{client}"
+            );
+            let err = translate_response(client, Dialect::Responses, json!({}));
+            assert!(
+                matches!(err, Err(TranslateError::Unsupported(_))),
+                "{client}"
+            );
+        }
+        let native = json!({"id": "resp_1", "model": "gpt-5",
+            "usage": {"input_tokens": 4, "output_tokens": 2}});
+        let (out, usage) =
+            translate_response(Dialect::Responses, Dialect::Responses, native.clone()).unwrap();
+        assert_eq!(out, native);
+        assert_eq!(usage.map(|u| u.input_tokens), Some(4));
+        let chat = json!({"model": "gpt", "choices": [{"index": 0,
+            "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}]});
+        let (out, _) = translate_response(Dialect::Responses, Dialect::OpenAi, chat).unwrap();
+        assert_eq!(out["object"], "response");
+        assert!(out["id"].as_str().unwrap().starts_with("resp_"));
+        assert!(is_stream_request(
+            Dialect::Responses,
+            &json!({"stream": true})
+        ));
+        assert!(!is_stream_request(Dialect::Responses, &json!({})));
+    }
+
+    #[test]
+    fn responses_request_through_the_pivot() {
+        let body = json!({"model": "m", "instructions": "sys", "input": "hi",
+            "max_output_tokens": 10, "stream": true});
+        let out = translate_request(
+            Dialect::Responses,
+            Dialect::Anthropic,
+            body.clone(),
+            "claude",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({"model": "claude", "max_tokens": 10, "system": "sys", "stream": true,
+                "messages": [{"role": "user", "content": "hi"}]})
+        );
+        let out = translate_request(
+            Dialect::Responses,
+            Dialect::Gemini,
+            body,
+            "gemini-2.5-flash",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                "systemInstruction": {"parts": [{"text": "sys"}]},
+                "generationConfig": {"maxOutputTokens": 10}})
+        );
+        let err = translate_request(
+            Dialect::Responses,
+            Dialect::Gemini,
+            json!({"input": [{"type": "item_reference", "id": "x"}]}),
+            "g",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.message(),
+            "`input[0].type` \"item_reference\" is not supported for this upstream"
+        );
+    }
+
+    #[test]
+    fn responses_output_replays_as_the_next_input() {
+        let answer = json!({"id": "msg_1", "type": "message", "role": "assistant",
+            "model": "claude", "stop_reason": "tool_use", "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Rome"}}],
+            "usage": {"input_tokens": 5, "output_tokens": 3}});
+        let echo = ResponseEcho {
+            id: "resp_1".into(),
+            created_at: 1,
+            request: serde_json::Map::new(),
+        };
+        let (resp, usage) =
+            translate_response_for_responses(Dialect::Anthropic, answer, &echo).unwrap();
+        assert_eq!(usage.map(|u| u.output_tokens), Some(3));
+        let mut input = responses_input_items(&json!({"input": "weather?"})).unwrap();
+        input.extend(resp["output"].as_array().unwrap().iter().cloned());
+        input
+            .push(json!({"type": "function_call_output", "call_id": "toolu_1", "output": "sunny"}));
+        let next = json!({"model": "m", "input": input});
+        let out =
+            translate_request(Dialect::Responses, Dialect::Anthropic, next.clone(), "c").unwrap();
+        assert_eq!(
+            out["messages"],
+            json!([
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Rome"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}])
+        );
+        for upstream in [Dialect::OpenAi, Dialect::Gemini] {
+            assert!(translate_request(Dialect::Responses, upstream, next.clone(), "m").is_ok());
+        }
     }
 
     #[test]

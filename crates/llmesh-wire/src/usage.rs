@@ -25,12 +25,15 @@ pub struct Usage {
 /// Usage of a non-streaming response body in its own dialect.
 ///
 /// Also understands OpenAI embeddings responses (`usage.prompt_tokens` only).
+/// Responses API bodies report `usage.input_tokens`, `usage.output_tokens`
+/// and `usage.input_tokens_details.cached_tokens`.
 /// `None` when the body carries no usage object.
 pub fn usage_of(dialect: Dialect, body: &Value) -> Option<Usage> {
     match dialect {
         Dialect::OpenAi => body.get("usage").and_then(openai_usage),
         Dialect::Anthropic => body.get("usage").and_then(anthropic_usage),
         Dialect::Gemini => body.get("usageMetadata").and_then(gemini_usage),
+        Dialect::Responses => body.get("usage").and_then(responses_usage),
     }
 }
 
@@ -38,7 +41,7 @@ pub fn usage_of(dialect: Dialect, body: &Value) -> Option<Usage> {
 /// `modelVersion`).
 pub fn response_model_of(dialect: Dialect, body: &Value) -> Option<&str> {
     let key = match dialect {
-        Dialect::OpenAi | Dialect::Anthropic => "model",
+        Dialect::OpenAi | Dialect::Anthropic | Dialect::Responses => "model",
         Dialect::Gemini => "modelVersion",
     };
     body.get(key).and_then(Value::as_str)
@@ -54,6 +57,22 @@ pub(crate) fn openai_usage(u: &Value) -> Option<Usage> {
         output_tokens: u64_at(u, "completion_tokens"),
         cached_input_tokens: u
             .get("prompt_tokens_details")
+            .map(|d| u64_at(d, "cached_tokens"))
+            .unwrap_or(0),
+    })
+}
+
+/// Parse a Responses API `usage` object (its input count includes cached
+/// tokens, like OpenAI's).
+pub(crate) fn responses_usage(u: &Value) -> Option<Usage> {
+    if !u.is_object() {
+        return None;
+    }
+    Some(Usage {
+        input_tokens: u64_at(u, "input_tokens"),
+        output_tokens: u64_at(u, "output_tokens"),
+        cached_input_tokens: u
+            .get("input_tokens_details")
             .map(|d| u64_at(d, "cached_tokens"))
             .unwrap_or(0),
     })
@@ -161,6 +180,32 @@ mod tests {
             })
         );
         assert_eq!(response_model_of(Dialect::Gemini, &body), Some("gemini-x"));
+    }
+
+    #[test]
+    fn responses_usage_and_model() {
+        let body = json!({"model": "gpt-5", "usage": {"input_tokens": 30, "output_tokens": 7,
+            "input_tokens_details": {"cached_tokens": 12},
+            "output_tokens_details": {"reasoning_tokens": 3}, "total_tokens": 37}});
+        assert_eq!(
+            usage_of(Dialect::Responses, &body),
+            Some(Usage {
+                input_tokens: 30,
+                output_tokens: 7,
+                cached_input_tokens: 12
+            })
+        );
+        assert_eq!(response_model_of(Dialect::Responses, &body), Some("gpt-5"));
+        assert_eq!(usage_of(Dialect::Responses, &json!({"usage": null})), None);
+        assert_eq!(
+            usage_of(Dialect::Responses, &json!({"usage": {"input_tokens": 2}})),
+            Some(Usage {
+                input_tokens: 2,
+                output_tokens: 0,
+                cached_input_tokens: 0
+            })
+        );
+        assert_eq!(response_model_of(Dialect::Responses, &json!({})), None);
     }
 
     #[test]

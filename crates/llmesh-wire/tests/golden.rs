@@ -6,6 +6,12 @@
 //! Inputs are `input.json` (request/response) or `input.sse` (stream);
 //! outputs `expected.json` or `expected.sse` plus `expected_stats.json`.
 //! Run with `LLMESH_BLESS=1` to rewrite the expected files.
+//!
+//! Responses clients (`"client": "responses"`) have their responses and
+//! streams translated with a `ResponseEcho` of id `response_id` (default
+//! `resp_golden`), `created_at` 1700000000 and, as the client's request,
+//! `request.json` when the case has one. Their stream stats also hold the
+//! `final_response`.
 
 // Test helpers outside #[test] fns are not covered by clippy's
 // allow-unwrap-in-tests.
@@ -15,7 +21,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use llmesh_wire::{
-    translate_request, translate_response, Dialect, StreamOptions, StreamTranslator, Usage,
+    translate_request, translate_response, translate_response_for_responses, Dialect, ResponseEcho,
+    StreamOptions, StreamTranslator, Usage,
 };
 use serde_json::{json, Value};
 
@@ -26,6 +33,7 @@ fn dialect(name: &str) -> Dialect {
         "openai" => Dialect::OpenAi,
         "anthropic" => Dialect::Anthropic,
         "gemini" => Dialect::Gemini,
+        "responses" => Dialect::Responses,
         other => panic!("unknown dialect {other}"),
     }
 }
@@ -62,14 +70,39 @@ fn check_json(path: &Path, actual: &Value, failures: &mut Vec<String>) {
     check_text(path, &text, failures);
 }
 
+fn echo(dir: &Path, case: &Value) -> ResponseEcho {
+    let request = match fs::read_to_string(dir.join("request.json")) {
+        Ok(text) => serde_json::from_str::<Value>(&text)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone(),
+        Err(_) => serde_json::Map::new(),
+    };
+    ResponseEcho {
+        id: case["response_id"]
+            .as_str()
+            .unwrap_or("resp_golden")
+            .to_owned(),
+        created_at: CREATED,
+        request,
+    }
+}
+
 fn run_stream(
     client: Dialect,
     upstream: Dialect,
     opts: StreamOptions,
+    echo: &ResponseEcho,
     input: &[u8],
     chunk: usize,
 ) -> (Vec<u8>, StreamTranslator) {
-    let mut t = StreamTranslator::new(client, upstream, opts).with_created(CREATED);
+    let t = if client == Dialect::Responses {
+        StreamTranslator::for_responses(upstream, echo.clone())
+    } else {
+        StreamTranslator::new(client, upstream, opts)
+    };
+    let mut t = t.with_created(CREATED);
     let mut out = Vec::new();
     for piece in input.chunks(chunk.max(1)) {
         t.push(piece, &mut out).unwrap();
@@ -96,7 +129,12 @@ fn run_case(dir: &Path, failures: &mut Vec<String>) {
             check_json(&dir.join("expected.json"), &actual, failures);
         }
         "response" => {
-            let actual = match translate_response(client, upstream, read_json()) {
+            let translated = if client == Dialect::Responses {
+                translate_response_for_responses(upstream, read_json(), &echo(dir, &case))
+            } else {
+                translate_response(client, upstream, read_json())
+            };
+            let actual = match translated {
                 Ok((mut body, usage)) => {
                     if body.get("created").is_some() {
                         body["created"] = json!(CREATED);
@@ -112,9 +150,10 @@ fn run_case(dir: &Path, failures: &mut Vec<String>) {
             let opts = StreamOptions {
                 include_usage: case["include_usage"].as_bool().unwrap_or(false),
             };
-            let (whole, t) = run_stream(client, upstream, opts, &input, input.len());
+            let echo = echo(dir, &case);
+            let (whole, t) = run_stream(client, upstream, opts, &echo, &input, input.len());
             for size in [1, 7] {
-                let (split, _) = run_stream(client, upstream, opts, &input, size);
+                let (split, _) = run_stream(client, upstream, opts, &echo, &input, size);
                 if split != whole {
                     failures.push(format!(
                         "{}: output differs when fed {size} bytes at a time",
@@ -133,12 +172,15 @@ fn run_case(dir: &Path, failures: &mut Vec<String>) {
                 &String::from_utf8(whole).unwrap(),
                 failures,
             );
-            let stats = json!({
+            let mut stats = json!({
                 "usage": usage_json(t.usage()),
                 "model": t.response_model(),
                 "completed": t.completed(),
                 "content_chunks": t.content_chunks(),
             });
+            if client == Dialect::Responses {
+                stats["final_response"] = t.final_response().cloned().unwrap_or(Value::Null);
+            }
             check_json(&dir.join("expected_stats.json"), &stats, failures);
         }
         other => panic!("unknown kind {other}"),

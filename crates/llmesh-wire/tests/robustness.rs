@@ -7,8 +7,9 @@
 
 use llmesh_wire::sse::{SseEvent, SseParser};
 use llmesh_wire::{
-    translate_error, translate_request, translate_response, usage_of, Dialect, StreamOptions,
-    StreamTranslator,
+    response_model_of, responses_input_items, translate_error, translate_request,
+    translate_response, translate_response_for_responses, usage_of, Dialect, ResponseEcho,
+    StreamOptions, StreamTranslator,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -105,18 +106,26 @@ const STRINGS: &[&str] = &[
 ];
 
 fn json_value() -> impl Strategy<Value = Value> {
+    json_value_of(KEYS, STRINGS)
+}
+
+/// Random JSON whose keys and strings come mostly from the given lists.
+fn json_value_of(
+    keys: &'static [&'static str],
+    strings: &'static [&'static str],
+) -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         any::<f64>().prop_map(Value::from),
-        proptest::sample::select(STRINGS).prop_map(Value::from),
+        proptest::sample::select(strings).prop_map(Value::from),
         ".{0,8}".prop_map(Value::String),
     ];
-    leaf.prop_recursive(5, 64, 6, |inner| {
+    leaf.prop_recursive(5, 64, 6, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec((proptest::sample::select(KEYS), inner), 0..6).prop_map(|kv| {
+            prop::collection::vec((proptest::sample::select(keys), inner), 0..6).prop_map(|kv| {
                 Value::Object(
                     kv.into_iter()
                         .map(|(k, v)| (k.to_owned(), v))
@@ -125,6 +134,143 @@ fn json_value() -> impl Strategy<Value = Value> {
             }),
         ]
     })
+}
+
+const ALL_DIALECTS: [Dialect; 4] = [
+    Dialect::OpenAi,
+    Dialect::Anthropic,
+    Dialect::Gemini,
+    Dialect::Responses,
+];
+
+/// Field names and values of the Responses API, on top of the others.
+const RESPONSES_KEYS: &[&str] = &[
+    "input",
+    "instructions",
+    "type",
+    "role",
+    "content",
+    "text",
+    "call_id",
+    "name",
+    "arguments",
+    "output",
+    "id",
+    "status",
+    "summary",
+    "image_url",
+    "file_id",
+    "detail",
+    "refusal",
+    "tools",
+    "tool_choice",
+    "parameters",
+    "strict",
+    "format",
+    "schema",
+    "verbosity",
+    "reasoning",
+    "effort",
+    "max_output_tokens",
+    "temperature",
+    "include",
+    "truncation",
+    "background",
+    "stream",
+    "user",
+    "safety_identifier",
+    "metadata",
+    "store",
+    "response",
+    "sequence_number",
+    "item_id",
+    "output_index",
+    "delta",
+    "usage",
+    "input_tokens",
+    "output_tokens",
+    "input_tokens_details",
+    "cached_tokens",
+    "model",
+    "choices",
+    "message",
+    "tool_calls",
+    "function",
+    "finish_reason",
+    "reasoning_content",
+    "candidates",
+    "parts",
+    "thought",
+    "thinking",
+    "error",
+];
+const RESPONSES_STRINGS: &[&str] = &[
+    "message",
+    "function_call",
+    "function_call_output",
+    "reasoning",
+    "input_text",
+    "output_text",
+    "input_image",
+    "input_file",
+    "refusal",
+    "user",
+    "assistant",
+    "system",
+    "developer",
+    "function",
+    "web_search",
+    "json_schema",
+    "json_object",
+    "text",
+    "auto",
+    "required",
+    "none",
+    "disabled",
+    "response.created",
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+    "response.output_text.delta",
+    "response.function_call_arguments.delta",
+    "message_start",
+    "content_block_delta",
+    "thinking_delta",
+    "message_stop",
+    "length",
+    "tool_calls",
+    "{}",
+    "{\"a\":1}",
+    "data:image/png;base64,AA",
+    "https://x/y.png",
+    "",
+];
+
+fn responses_json() -> impl Strategy<Value = Value> {
+    json_value_of(RESPONSES_KEYS, RESPONSES_STRINGS)
+}
+
+/// Like [`sse_input`], with Responses event names and documents.
+fn responses_sse_input() -> impl Strategy<Value = Vec<u8>> {
+    let event = prop_oneof![
+        responses_json().prop_map(|v| format!("data: {v}\n\n").into_bytes()),
+        (
+            proptest::sample::select(RESPONSES_STRINGS),
+            responses_json()
+        )
+            .prop_map(|(e, v)| format!("event: {e}\r\ndata: {v}\r\n\r\n").into_bytes()),
+        Just(b"data: [DONE]\n\n".to_vec()),
+        prop::collection::vec(any::<u8>(), 0..24),
+    ];
+    prop::collection::vec(event, 0..8).prop_map(|parts| parts.concat())
+}
+
+fn echo() -> ResponseEcho {
+    ResponseEcho {
+        id: "resp_p".into(),
+        created_at: 1,
+        request: Map::new(),
+    }
 }
 
 /// SSE-ish input: random JSON events mixed with random bytes.
@@ -235,6 +381,70 @@ proptest! {
                 prop_assert!(client == upstream || out.is_object());
             }
         }
+    }
+
+    #[test]
+    fn responses_streams_never_panic_and_ignore_chunking(input in responses_sse_input(), cuts in prop::collection::vec(any::<usize>(), 0..6)) {
+        for upstream in ALL_DIALECTS {
+            let mut a = StreamTranslator::for_responses(upstream, echo());
+            let mut b = StreamTranslator::for_responses(upstream, echo());
+            let whole = feed(&mut a, &input, &[]);
+            let split = feed(&mut b, &input, &cuts);
+            prop_assert_eq!(&whole, &split);
+            prop_assert_eq!(a.usage(), b.usage());
+            prop_assert_eq!(a.completed(), b.completed());
+            prop_assert_eq!(a.content_chunks(), b.content_chunks());
+            prop_assert_eq!(a.final_response(), b.final_response());
+            let mut tail = Vec::new();
+            a.write_error("api_error", "c", "m", &mut tail);
+            if upstream == Dialect::Responses {
+                prop_assert_eq!(&whole, &input);
+                continue;
+            }
+            // Translated: well-formed events, numbered from 0, one terminal
+            // event at most (finish + write_error included).
+            let mut all = whole.clone();
+            all.extend_from_slice(&tail);
+            let events = SseParser::new().push(&all);
+            let mut terminal = 0;
+            for (n, ev) in events.iter().enumerate() {
+                let v: Value = serde_json::from_str(&ev.data).unwrap();
+                prop_assert_eq!(v["sequence_number"].as_u64(), Some(n as u64));
+                prop_assert_eq!(ev.event.as_deref(), v["type"].as_str());
+                let ty = v["type"].as_str().unwrap_or("");
+                if matches!(ty, "response.completed" | "response.incomplete" | "response.failed") {
+                    terminal += 1;
+                }
+            }
+            prop_assert_eq!(terminal, 1);
+            // (An end marker after an error still counts as completed.)
+            prop_assert!(a.final_response().is_none() || a.completed());
+        }
+    }
+
+    #[test]
+    fn responses_translations_never_panic(body in responses_json()) {
+        for upstream in ALL_DIALECTS {
+            let translated = translate_request(Dialect::Responses, upstream, body.clone(), "m");
+            if let (Dialect::OpenAi, Ok(chat)) = (upstream, &translated) {
+                prop_assert!(chat["messages"].is_array());
+            }
+            let echo = ResponseEcho {
+                request: body.as_object().cloned().unwrap_or_default(),
+                ..echo()
+            };
+            if let Ok((out, _)) = translate_response_for_responses(upstream, body.clone(), &echo) {
+                prop_assert!(upstream == Dialect::Responses || out["object"] == "response");
+            }
+            let _ = translate_response(Dialect::Responses, upstream, body.clone());
+            let _ = translate_request(upstream, Dialect::Responses, body.clone(), "m");
+            let bytes = body.to_string();
+            let out = translate_error(Dialect::Responses, upstream, 500, bytes.as_bytes());
+            prop_assert!(upstream == Dialect::Responses || upstream == Dialect::OpenAi || out.is_object());
+        }
+        let _ = responses_input_items(&body);
+        let _ = usage_of(Dialect::Responses, &body);
+        let _ = response_model_of(Dialect::Responses, &body);
     }
 
     #[test]

@@ -19,12 +19,14 @@ pub(crate) enum Decoder {
 }
 
 impl Decoder {
-    pub(crate) fn new(upstream: Dialect) -> Self {
-        match upstream {
+    /// `None` for a Responses upstream: its streams are only passed through.
+    pub(crate) fn new(upstream: Dialect) -> Option<Self> {
+        Some(match upstream {
             Dialect::OpenAi => Decoder::OpenAi(OpenAiDecoder::default()),
             Dialect::Anthropic => Decoder::Anthropic(AnthropicDecoder::default()),
             Dialect::Gemini => Decoder::Gemini(GeminiDecoder::default()),
-        }
+            Dialect::Responses => return None,
+        })
     }
 
     pub(crate) fn decode(
@@ -104,6 +106,14 @@ impl OpenAiDecoder {
         });
         if let Some(choice) = first_choice {
             let delta = choice.get("delta").unwrap_or(&Value::Null);
+            // DeepSeek's `reasoning_content`; vLLM and OpenRouter say
+            // `reasoning`.
+            let reasoning = ["reasoning_content", "reasoning"]
+                .into_iter()
+                .find_map(|k| str_of(delta, k).filter(|t| !t.is_empty()));
+            if let Some(text) = reasoning {
+                sink.push(Ev::Reasoning(text.to_owned()));
+            }
             for key in ["content", "refusal"] {
                 if let Some(text) = str_of(delta, key).filter(|t| !t.is_empty()) {
                     sink.push(Ev::Text(text.to_owned()));
@@ -122,8 +132,17 @@ impl OpenAiDecoder {
                 sink.push(Ev::Finish(known_finish(reason)));
             }
         }
-        if let Some(u) = v.get("usage").and_then(openai_usage) {
-            sink.push(Ev::Usage(u));
+        if let Some(usage) = v.get("usage") {
+            if let Some(u) = openai_usage(usage) {
+                sink.push(Ev::Usage(u));
+            }
+            let reasoning = usage
+                .get("completion_tokens_details")
+                .and_then(|d| d.get("reasoning_tokens"))
+                .and_then(Value::as_u64);
+            if let Some(n) = reasoning {
+                sink.push(Ev::ReasoningTokens(n));
+            }
         }
     }
 
@@ -239,7 +258,12 @@ impl AnthropicDecoder {
                             signature: None,
                         });
                     }
-                    // Thinking and server-tool blocks have no OpenAI form.
+                    Some("thinking") => {
+                        if let Some(t) = str_of(block, "thinking").filter(|t| !t.is_empty()) {
+                            sink.push(Ev::Reasoning(t.to_owned()));
+                        }
+                    }
+                    // Server-tool blocks have no OpenAI form.
                     _ => {}
                 }
             }
@@ -249,6 +273,11 @@ impl AnthropicDecoder {
                     Some("text_delta") => {
                         if let Some(t) = str_of(delta, "text").filter(|t| !t.is_empty()) {
                             sink.push(Ev::Text(t.to_owned()));
+                        }
+                    }
+                    Some("thinking_delta") => {
+                        if let Some(t) = str_of(delta, "thinking").filter(|t| !t.is_empty()) {
+                            sink.push(Ev::Reasoning(t.to_owned()));
                         }
                     }
                     Some("input_json_delta") => {
@@ -306,8 +335,13 @@ impl GeminiDecoder {
                 model: str_of(v, "modelVersion").unwrap_or_default().to_owned(),
             });
         }
-        if let Some(u) = v.get("usageMetadata").and_then(gemini_usage) {
-            sink.push(Ev::Usage(u));
+        if let Some(meta) = v.get("usageMetadata") {
+            if let Some(u) = gemini_usage(meta) {
+                sink.push(Ev::Usage(u));
+            }
+            if let Some(n) = meta.get("thoughtsTokenCount").and_then(Value::as_u64) {
+                sink.push(Ev::ReasoningTokens(n));
+            }
         }
         if self.done {
             return;
@@ -344,7 +378,9 @@ impl GeminiDecoder {
                 });
                 self.calls += 1;
             } else if let Some(t) = str_of(part, "text").filter(|t| !t.is_empty()) {
-                if part.get("thought").and_then(Value::as_bool) != Some(true) {
+                if part.get("thought").and_then(Value::as_bool) == Some(true) {
+                    sink.push(Ev::Reasoning(t.to_owned()));
+                } else {
                     sink.push(Ev::Text(t.to_owned()));
                 }
             }

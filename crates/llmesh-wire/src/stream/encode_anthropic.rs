@@ -189,6 +189,9 @@ impl AnthropicEncoder {
                 self.usage = Some(*u);
                 return false;
             }
+            // Thinking from another dialect has no signature Anthropic
+            // clients could send back.
+            Ev::Reasoning(_) | Ev::ReasoningTokens(_) => return false,
             Ev::Error(e) => {
                 let code = e.code.as_deref().unwrap_or("upstream_error");
                 write_error_event(Dialect::Anthropic, e.kind, code, &e.message, out);

@@ -161,6 +161,8 @@ impl OpenAiEncoder {
                 self.usage = Some(*u);
                 return false;
             }
+            // Chat Completions has no standard place for reasoning.
+            Ev::Reasoning(_) | Ev::ReasoningTokens(_) => return false,
             Ev::Error(e) => {
                 let code = e.code.as_deref().unwrap_or("upstream_error");
                 write_error_event(Dialect::OpenAi, e.kind, code, &e.message, out);

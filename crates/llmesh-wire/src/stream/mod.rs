@@ -6,23 +6,27 @@
 //!
 //! Across dialects, each upstream event is decoded ([`decode`]) into
 //! [`Ev`]s — the content of an OpenAI chunk, split into its parts — and
-//! encoded for the client ([`encode_openai`], [`encode_anthropic`]). Gemini
-//! streams therefore reach Anthropic clients through the same pivot.
+//! encoded for the client ([`encode_openai`], [`encode_anthropic`],
+//! [`encode_responses`]). Gemini streams therefore reach Anthropic clients
+//! through the same pivot.
 
 mod decode;
 mod encode_anthropic;
 mod encode_openai;
+mod encode_responses;
 mod passthrough;
 
 use serde_json::Value;
 
 use crate::error::UpstreamError;
+use crate::responses::ResponseEcho;
 use crate::sse::{SseEvent, SseParser};
 use crate::{Dialect, TranslateError, Usage};
 
 use decode::Decoder;
 use encode_anthropic::AnthropicEncoder;
 use encode_openai::OpenAiEncoder;
+use encode_responses::ResponsesEncoder;
 use passthrough::Passthrough;
 
 /// What the client asked for about the stream, beyond the dialect.
@@ -67,6 +71,12 @@ pub(crate) enum Ev {
         index: usize,
         args: String,
     },
+    /// Reasoning text (Anthropic thinking, Gemini thoughts, an
+    /// OpenAI-compatible `reasoning_content`); only Responses clients get it.
+    Reasoning(String),
+    /// Reasoning tokens so far (a part of the output tokens), when the
+    /// upstream reports them.
+    ReasoningTokens(u64),
     /// An OpenAI `finish_reason`.
     Finish(&'static str),
     /// Usage so far (a full snapshot, not an increment).
@@ -82,19 +92,27 @@ struct Stats {
     model: Option<String>,
     completed: bool,
     content_chunks: u64,
+    /// Responses pass-through: the response of the terminal event.
+    final_response: Option<Value>,
 }
 
 #[derive(Debug)]
 enum Encoder {
     OpenAi(OpenAiEncoder),
     Anthropic(AnthropicEncoder),
+    Responses(ResponsesEncoder),
 }
 
 #[derive(Debug)]
 enum Mode {
     Pass(Passthrough),
     Translate(Box<Translating>),
-    Unsupported,
+    /// No translation exists; `push` fails with `reason`, errors are
+    /// written in the `client` dialect.
+    Unsupported {
+        client: Dialect,
+        reason: &'static str,
+    },
 }
 
 #[derive(Debug)]
@@ -110,6 +128,7 @@ impl Encoder {
         match self {
             Encoder::OpenAi(e) => e.encode(ev, out),
             Encoder::Anthropic(e) => e.encode(ev, out),
+            Encoder::Responses(e) => e.encode(ev, out),
         }
     }
 
@@ -117,21 +136,22 @@ impl Encoder {
         match self {
             Encoder::OpenAi(e) => e.close(out),
             Encoder::Anthropic(e) => e.close(out),
+            Encoder::Responses(e) => e.close(out),
         }
     }
 
-    /// Stop writing: an error event ended the client stream.
-    fn fail(&mut self) {
+    /// Write an error event and stop writing.
+    fn write_error(&mut self, kind: &str, code: &str, message: &str, out: &mut Vec<u8>) {
         match self {
-            Encoder::OpenAi(e) => e.fail(),
-            Encoder::Anthropic(e) => e.fail(),
-        }
-    }
-
-    fn dialect(&self) -> Dialect {
-        match self {
-            Encoder::OpenAi(_) => Dialect::OpenAi,
-            Encoder::Anthropic(_) => Dialect::Anthropic,
+            Encoder::OpenAi(e) => {
+                e.fail();
+                write_error_event(Dialect::OpenAi, kind, code, message, out);
+            }
+            Encoder::Anthropic(e) => {
+                e.fail();
+                write_error_event(Dialect::Anthropic, kind, code, message, out);
+            }
+            Encoder::Responses(e) => e.fail(kind, code, message, out),
         }
     }
 }
@@ -149,25 +169,63 @@ pub struct StreamTranslator {
 
 impl StreamTranslator {
     /// A translator for one response stream. A Gemini client with another
-    /// upstream is unsupported: [`push`](Self::push) then fails.
+    /// upstream, and any other client with a Responses upstream, are
+    /// unsupported: [`push`](Self::push) then fails.
+    ///
+    /// A Responses client with another upstream gets an empty
+    /// [`ResponseEcho`] (synthesized id, current time, no request settings);
+    /// the proxy should use [`for_responses`](Self::for_responses).
     pub fn new(client: Dialect, upstream: Dialect, opts: StreamOptions) -> Self {
+        if client == Dialect::Responses {
+            return Self::for_responses(upstream, ResponseEcho::default());
+        }
+        let encoder = match client {
+            Dialect::OpenAi => Ok(Encoder::OpenAi(OpenAiEncoder::new(opts.include_usage))),
+            Dialect::Anthropic => Ok(Encoder::Anthropic(AnthropicEncoder::default())),
+            Dialect::Gemini | Dialect::Responses => Err(crate::GEMINI_CLIENT_UNSUPPORTED),
+        };
         let mode = if client == upstream {
             Mode::Pass(Passthrough::new(client, opts.include_usage))
         } else {
-            let encoder = match client {
-                Dialect::OpenAi => Some(Encoder::OpenAi(OpenAiEncoder::new(opts.include_usage))),
-                Dialect::Anthropic => Some(Encoder::Anthropic(AnthropicEncoder::default())),
-                Dialect::Gemini => None,
-            };
-            match encoder {
-                Some(encoder) => Mode::Translate(Box::new(Translating {
-                    decoder: Decoder::new(upstream),
-                    encoder,
-                    events: Vec::new(),
-                })),
-                None => Mode::Unsupported,
-            }
+            Self::translating(client, upstream, encoder)
         };
+        Self::with_mode(mode)
+    }
+
+    /// A translator for a Responses client (`POST /v1/responses`).
+    ///
+    /// With a Responses upstream the stream passes through untouched and
+    /// `echo` is unused. Otherwise the upstream's stream becomes Responses
+    /// events for a response with `echo.id`, `echo.created_at` and the
+    /// settings of `echo.request`; see [`final_response`](Self::final_response)
+    /// for the object to store.
+    pub fn for_responses(upstream: Dialect, echo: ResponseEcho) -> Self {
+        let mode = if upstream == Dialect::Responses {
+            Mode::Pass(Passthrough::new(Dialect::Responses, false))
+        } else {
+            let encoder = Ok(Encoder::Responses(ResponsesEncoder::new(echo)));
+            Self::translating(Dialect::Responses, upstream, encoder)
+        };
+        Self::with_mode(mode)
+    }
+
+    fn translating(
+        client: Dialect,
+        upstream: Dialect,
+        encoder: Result<Encoder, &'static str>,
+    ) -> Mode {
+        let decoder = Decoder::new(upstream).ok_or(crate::RESPONSES_UPSTREAM_UNSUPPORTED);
+        match (decoder, encoder) {
+            (Ok(decoder), Ok(encoder)) => Mode::Translate(Box::new(Translating {
+                decoder,
+                encoder,
+                events: Vec::new(),
+            })),
+            (_, Err(reason)) | (Err(reason), _) => Mode::Unsupported { client, reason },
+        }
+    }
+
+    fn with_mode(mode: Mode) -> Self {
         StreamTranslator {
             parser: SseParser::new(),
             mode,
@@ -175,12 +233,15 @@ impl StreamTranslator {
         }
     }
 
-    /// Use this `created` timestamp in synthesized OpenAI chunks instead of
-    /// the current time (for reproducible output in tests).
+    /// Use this `created` timestamp in synthesized OpenAI chunks (and as
+    /// `created_at` of synthesized Responses objects) instead of the current
+    /// time (for reproducible output in tests).
     pub fn with_created(mut self, unix_secs: u64) -> Self {
         if let Mode::Translate(t) = &mut self.mode {
-            if let Encoder::OpenAi(e) = &mut t.encoder {
-                e.set_created(unix_secs);
+            match &mut t.encoder {
+                Encoder::OpenAi(e) => e.set_created(unix_secs),
+                Encoder::Responses(e) => e.set_created(unix_secs),
+                Encoder::Anthropic(_) => {}
             }
         }
         self
@@ -217,9 +278,7 @@ impl StreamTranslator {
                 });
                 first_err.map_or(Ok(()), Err)
             }
-            Mode::Unsupported => Err(TranslateError::Unsupported(
-                "the gemini dialect is only supported for upstreams, not for clients".into(),
-            )),
+            Mode::Unsupported { reason, .. } => Err(TranslateError::Unsupported((*reason).into())),
         }
     }
 
@@ -228,6 +287,13 @@ impl StreamTranslator {
     /// `message_stop`) if the upstream did not. Check
     /// [`completed`](Self::completed) to tell a clean end from a truncated
     /// one.
+    ///
+    /// Translated Responses streams are the exception: a truncated one gets
+    /// no terminal event (`response.completed` would hide the truncation),
+    /// so the proxy should follow up with [`write_error`](Self::write_error),
+    /// which writes `error` + `response.failed`. A client that gets neither
+    /// sees the stream end before `response.completed`, which the OpenAI SDKs
+    /// report as an error.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         let stats = &mut self.stats;
         match &mut self.mode {
@@ -250,7 +316,7 @@ impl StreamTranslator {
                 }
                 encoder.close(out);
             }
-            Mode::Unsupported => {}
+            Mode::Unsupported { .. } => {}
         }
     }
 
@@ -260,16 +326,35 @@ impl StreamTranslator {
     /// streams nothing more is written afterwards, not even by
     /// [`finish`](Self::finish); on pass-through streams bytes keep flowing
     /// if the proxy keeps feeding them.
+    ///
+    /// Responses clients get an `error` event (`{type: error, code, message,
+    /// param: null}`); translated Responses streams also get
+    /// `response.failed`, and nothing at all once they wrote a terminal event
+    /// (`response.completed`, `response.incomplete`, `response.failed`).
     pub fn write_error(&mut self, kind: &str, code: &str, message: &str, out: &mut Vec<u8>) {
-        let client = match &mut self.mode {
-            Mode::Pass(p) => p.dialect(),
-            Mode::Translate(t) => {
-                t.encoder.fail();
-                t.encoder.dialect()
+        match &mut self.mode {
+            Mode::Pass(p) => p.write_error(kind, code, message, out),
+            Mode::Translate(t) => t.encoder.write_error(kind, code, message, out),
+            Mode::Unsupported { client, .. } => {
+                write_error_event(*client, kind, code, message, out);
             }
-            Mode::Unsupported => Dialect::Gemini,
-        };
-        write_error_event(client, kind, code, message, out);
+        }
+    }
+
+    /// The complete Responses object, once a Responses stream completed
+    /// (`response.completed` or `response.incomplete`): synthesized for
+    /// translated streams, taken from the terminal event on pass-through
+    /// streams. `None` for other clients, and for failed or truncated
+    /// streams.
+    pub fn final_response(&self) -> Option<&Value> {
+        match &self.mode {
+            Mode::Pass(_) => self.stats.final_response.as_ref(),
+            Mode::Translate(t) => match &t.encoder {
+                Encoder::Responses(e) => e.final_response(),
+                Encoder::OpenAi(_) | Encoder::Anthropic(_) => None,
+            },
+            Mode::Unsupported { .. } => None,
+        }
     }
 
     /// Usage seen so far (final once [`completed`](Self::completed)).
@@ -283,14 +368,18 @@ impl StreamTranslator {
     }
 
     /// True once the upstream sent its end marker (`[DONE]`, `message_stop`,
-    /// or a Gemini chunk with a `finishReason`).
+    /// a Gemini chunk with a `finishReason`, or a Responses
+    /// `response.completed`/`response.incomplete`).
     pub fn completed(&self) -> bool {
         self.stats.completed
     }
 
     /// Content-bearing chunks (text or tool-call deltas) sent so far. On the
     /// OpenAI pass-through path this is a byte-level heuristic: the opening
-    /// role chunk may be counted when its `content` is not empty/null.
+    /// role chunk may be counted when its `content` is not empty/null. On
+    /// the Responses pass-through path it counts `response.output_text.delta`
+    /// and `response.function_call_arguments.delta` events. Reasoning is not
+    /// counted.
     pub fn content_chunks(&self) -> u64 {
         self.stats.content_chunks
     }
@@ -324,10 +413,14 @@ pub(crate) fn write_error_event(
     message: &str,
     out: &mut Vec<u8>,
 ) {
+    if client == Dialect::Responses {
+        encode_responses::write_error_event(&mut 0, code, message, out);
+        return;
+    }
     let body = crate::error_body(client, kind, code, message);
     let event = match client {
         Dialect::Anthropic => Some("error"),
-        Dialect::OpenAi | Dialect::Gemini => None,
+        Dialect::OpenAi | Dialect::Gemini | Dialect::Responses => None,
     };
     let mut data = Vec::new();
     write_json(&mut data, &body);

@@ -5,6 +5,11 @@
 //! usage, the model name or the end marker. The one rewrite: an OpenAI
 //! usage chunk the client did not ask for (upstream requests always ask) is
 //! dropped, or re-serialized without `usage` if it also carries choices.
+//!
+//! Responses API streams are classified by their event type (the `event:`
+//! line, or the data's `"type":"response.…"`); only `response.created` and
+//! the terminal `response.completed`/`response.incomplete`/`response.failed`
+//! are parsed, the latter keeping the final response object.
 
 use std::sync::LazyLock;
 
@@ -12,9 +17,9 @@ use memchr::memmem;
 use serde_json::Value;
 
 use super::decode::AnthropicUsage;
-use super::{write_json, Stats};
+use super::{write_error_event, write_json, Stats};
 use crate::sse::{write_event, SseEvent};
-use crate::usage::{gemini_usage, openai_usage};
+use crate::usage::{gemini_usage, openai_usage, responses_usage};
 use crate::Dialect;
 
 #[derive(Debug)]
@@ -26,6 +31,9 @@ pub(crate) struct Passthrough {
     /// names it does not cost a parse per chunk.
     model_tries: u8,
     anthropic_usage: AnthropicUsage,
+    /// Responses: the last `sequence_number` forwarded, so an error event
+    /// written by the proxy continues the sequence.
+    last_sequence: Option<u64>,
 }
 
 /// Needles searched on forwarded events. Building a searcher costs more
@@ -44,9 +52,11 @@ enum Needle {
     Parts,
     UsageMetadata,
     FinishReason,
+    ResponseType,
+    SequenceNumber,
 }
 
-const NEEDLES: [&[u8]; 12] = [
+const NEEDLES: [&[u8]; 14] = [
     b"data",
     b"[DONE]",
     b"\"usage\"",
@@ -59,6 +69,8 @@ const NEEDLES: [&[u8]; 12] = [
     b"\"parts\"",
     b"usageMetadata",
     b"finishReason",
+    b"\"type\":\"",
+    b"\"sequence_number\"",
 ];
 
 static FINDERS: LazyLock<Vec<memmem::Finder<'static>>> =
@@ -100,11 +112,8 @@ impl Passthrough {
             model_seen: false,
             model_tries: 0,
             anthropic_usage: AnthropicUsage::default(),
+            last_sequence: None,
         }
-    }
-
-    pub(crate) fn dialect(&self) -> Dialect {
-        self.dialect
     }
 
     pub(crate) fn on_event(&mut self, raw: &[u8], out: &mut Vec<u8>, stats: &mut Stats) {
@@ -116,6 +125,10 @@ impl Passthrough {
             }
             Dialect::Gemini => {
                 self.gemini(raw, stats);
+                true
+            }
+            Dialect::Responses => {
+                self.responses(raw, stats);
                 true
             }
         };
@@ -243,6 +256,101 @@ impl Passthrough {
             stats.completed = true;
         }
     }
+}
+
+impl Passthrough {
+    /// Append an error event in the client's dialect.
+    pub(crate) fn write_error(&self, kind: &str, code: &str, message: &str, out: &mut Vec<u8>) {
+        if self.dialect == Dialect::Responses {
+            let mut seq = self.last_sequence.map_or(0, |n| n.saturating_add(1));
+            super::encode_responses::write_error_event(&mut seq, code, message, out);
+        } else {
+            write_error_event(self.dialect, kind, code, message, out);
+        }
+    }
+
+    fn responses(&mut self, raw: &[u8], stats: &mut Stats) {
+        if let Some((b, rest)) = value_start(raw, Needle::SequenceNumber) {
+            let digits = std::iter::once(b)
+                .chain(rest.iter().copied())
+                .take_while(u8::is_ascii_digit);
+            let mut n: Option<u64> = None;
+            for d in digits {
+                n = Some(
+                    n.unwrap_or(0)
+                        .saturating_mul(10)
+                        .saturating_add(u64::from(d - b'0')),
+                );
+            }
+            if n.is_some() {
+                self.last_sequence = n;
+            }
+        }
+        let Some(kind) = responses_event_type(raw) else {
+            return;
+        };
+        match kind {
+            b"response.output_text.delta" | b"response.function_call_arguments.delta" => {
+                stats.content_chunks += 1;
+            }
+            b"response.created" if !self.model_seen => {
+                let model = parse_json(raw).and_then(|v| {
+                    v.pointer("/response/model")
+                        .and_then(Value::as_str)
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_owned)
+                });
+                if let Some(m) = model {
+                    stats.model = Some(m);
+                    self.model_seen = true;
+                }
+            }
+            b"response.completed" | b"response.incomplete" | b"response.failed" => {
+                let Some(mut v) = parse_json(raw) else { return };
+                let Some(response) = v.get_mut("response").map(Value::take) else {
+                    return;
+                };
+                if let Some(m) = response.get("model").and_then(Value::as_str) {
+                    if !m.is_empty() {
+                        stats.model = Some(m.to_owned());
+                    }
+                }
+                if let Some(u) = response.get("usage").and_then(responses_usage) {
+                    stats.usage = Some(u);
+                }
+                if kind != b"response.failed" {
+                    stats.completed = true;
+                    stats.final_response = Some(response);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The type of a Responses stream event: its `event:` line, else the first
+/// `"type":"response.…"`/`"type":"error"` in its data (nested objects never
+/// have such a type, and string values cannot contain an unescaped quote).
+fn responses_event_type(raw: &[u8]) -> Option<&[u8]> {
+    for line in raw.split(|b| *b == b'\n' || *b == b'\r') {
+        if let Some(name) = line.strip_prefix(b"event:") {
+            let name = name.strip_prefix(b" ").unwrap_or(name);
+            if !name.is_empty() {
+                return Some(name);
+            }
+        }
+    }
+    let mut rest = raw;
+    while let Some(at) = find(rest, Needle::ResponseType) {
+        let value = rest.get(at + NEEDLES.get(Needle::ResponseType as usize)?.len()..)?;
+        let end = memchr::memchr(b'"', value)?;
+        let name = value.get(..end)?;
+        if name.starts_with(b"response.") || name == b"error" {
+            return Some(name);
+        }
+        rest = value;
+    }
+    None
 }
 
 /// Whether an OpenAI chunk carries text or tool-call data, judged from its

@@ -1,4 +1,5 @@
 use super::*;
+use crate::sse::SseParser;
 
 fn translator(client: Dialect, upstream: Dialect, include_usage: bool) -> StreamTranslator {
     StreamTranslator::new(client, upstream, StreamOptions { include_usage }).with_created(1)
@@ -184,4 +185,229 @@ fn stream_options_from_request() {
 fn translator_can_move_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<StreamTranslator>();
+}
+
+fn responses_translator(upstream: Dialect) -> StreamTranslator {
+    let echo = ResponseEcho {
+        id: "resp_t".into(),
+        created_at: 1,
+        request: serde_json::Map::new(),
+    };
+    StreamTranslator::for_responses(upstream, echo)
+}
+
+/// The `type`s of the events in a Responses stream, checking that every
+/// `data` is JSON whose type matches the `event:` line and whose sequence
+/// numbers count from 0.
+fn responses_types(out: &str) -> Vec<String> {
+    let mut parser = SseParser::new();
+    let mut types = Vec::new();
+    for (n, ev) in parser.push(out.as_bytes()).into_iter().enumerate() {
+        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        let ty = v["type"].as_str().unwrap().to_owned();
+        assert_eq!(ev.event.as_deref(), Some(ty.as_str()));
+        assert_eq!(v["sequence_number"], n as u64, "{out}");
+        types.push(ty);
+    }
+    types
+}
+
+#[test]
+fn responses_client_byte_at_a_time_matches_whole() {
+    let gemini = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"h\u{e9}\"}]},\"finishReason\":\"STOP\"}],\
+        \"usageMetadata\":{\"promptTokenCount\":2,\"candidatesTokenCount\":1},\"modelVersion\":\"g\"}\r\n\r\n";
+    let openai = "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"h\u{e9}\"}}]}\n\n\
+        data: {\"id\":\"chatcmpl-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":1}}\n\n\
+        data: [DONE]\n\n";
+    for (upstream, input) in [
+        (Dialect::Anthropic, ANTHROPIC),
+        (Dialect::Gemini, gemini),
+        (Dialect::OpenAi, openai),
+    ] {
+        let whole = run(&mut responses_translator(upstream), input.as_bytes());
+        let mut t = responses_translator(upstream);
+        let mut out = Vec::new();
+        for b in input.as_bytes() {
+            t.push(std::slice::from_ref(b), &mut out).unwrap();
+        }
+        t.finish(&mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), whole, "{upstream:?}");
+        assert!(t.completed());
+        assert_eq!(t.content_chunks(), 1);
+        let types = responses_types(&whole);
+        assert_eq!(types.first().map(String::as_str), Some("response.created"));
+        assert_eq!(types.last().map(String::as_str), Some("response.completed"));
+        let fin = t.final_response().unwrap();
+        assert_eq!(fin["status"], "completed");
+        let text = fin["output"][0]["content"][0]["text"].as_str().unwrap();
+        assert!(text == "hé" || text == "héllo", "{text}");
+        assert_eq!(fin["id"], "resp_t");
+        assert!(fin["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn responses_truncation_leaves_the_terminal_event_to_write_error() {
+    let mut t = responses_translator(Dialect::OpenAi);
+    let mut out = Vec::new();
+    t.push(
+        b"data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par\"}}]}\n\n",
+        &mut out,
+    )
+    .unwrap();
+    t.finish(&mut out);
+    assert!(!t.completed());
+    assert!(t.final_response().is_none());
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(!text.contains("response.completed") && !text.contains("response.failed"));
+    t.write_error("api_error", "upstream_incomplete", "cut short", &mut out);
+    let text = String::from_utf8(out.clone()).unwrap();
+    let types = responses_types(&text);
+    assert_eq!(
+        types[types.len() - 2..],
+        ["error".to_owned(), "response.failed".to_owned()]
+    );
+    assert!(text.contains("\"code\":\"upstream_incomplete\""));
+    assert!(text.contains("\"error\":{\"code\":\"server_error\",\"message\":\"cut short\"}"));
+    // Nothing follows a terminal event.
+    let before = out.len();
+    t.write_error("api_error", "again", "again", &mut out);
+    t.finish(&mut out);
+    assert_eq!(out.len(), before);
+}
+
+#[test]
+fn responses_write_error_before_anything_opens_the_stream_first() {
+    let mut t = responses_translator(Dialect::Anthropic);
+    let mut out = Vec::new();
+    t.write_error("rate_limit_error", "quota", "slow down", &mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(
+        responses_types(&text),
+        [
+            "response.created",
+            "response.in_progress",
+            "error",
+            "response.failed"
+        ]
+    );
+    assert!(text.contains("\"code\":\"rate_limit_exceeded\""));
+}
+
+#[test]
+fn responses_length_finish_is_incomplete() {
+    let mut t = responses_translator(Dialect::Anthropic);
+    let input = ANTHROPIC.replace("\"end_turn\"", "\"max_tokens\"");
+    let text = run(&mut t, input.as_bytes());
+    assert_eq!(
+        responses_types(&text).last().map(String::as_str),
+        Some("response.incomplete")
+    );
+    assert!(t.completed());
+    let fin = t.final_response().unwrap();
+    assert_eq!(fin["incomplete_details"]["reason"], "max_output_tokens");
+    assert_eq!(fin["output"][0]["status"], "incomplete");
+}
+
+#[test]
+fn responses_arguments_before_the_call_and_interleaved_calls() {
+    let mut t = responses_translator(Dialect::OpenAi);
+    let input = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"a\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\"\"}}]}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"b\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\":1}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n\
+        data: [DONE]\n\n";
+    let text = run(&mut t, input.as_bytes());
+    responses_types(&text);
+    let fin = t.final_response().unwrap();
+    assert_eq!(fin["output"][0]["arguments"], "{\"x\":1}");
+    assert_eq!(fin["output"][0]["call_id"], "a");
+    assert_eq!(fin["output"][1]["arguments"], "{}");
+    assert_eq!(fin["output"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn responses_passthrough_without_event_lines_and_error_sequence() {
+    let input = "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"model\":\"gpt-5\",\"output\":[]}}\n\n\
+        data: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"\\\"type\\\":\\\"response.completed\\\"\"}\n\n\
+        data: {\"type\":\"response.function_call_arguments.delta\",\"sequence_number\":2,\"delta\":\"{}\"}\n\n";
+    let mut t = responses_translator(Dialect::Responses);
+    let out = run(&mut t, input.as_bytes());
+    assert_eq!(out, input);
+    assert_eq!(t.response_model(), Some("gpt-5"));
+    assert_eq!(t.content_chunks(), 2);
+    assert!(!t.completed());
+    assert!(t.final_response().is_none());
+    let mut err = Vec::new();
+    t.write_error("api_error", "upstream_reset", "reset", &mut err);
+    assert_eq!(
+        String::from_utf8(err).unwrap(),
+        "event: error\ndata: {\"type\":\"error\",\"sequence_number\":3,\"code\":\"upstream_reset\",\"message\":\"reset\",\"param\":null}\n\n"
+    );
+}
+
+#[test]
+fn responses_passthrough_incomplete_and_failed() {
+    let incomplete = "event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"sequence_number\":4,\"response\":{\"model\":\"m\",\"status\":\"incomplete\",\"usage\":{\"input_tokens\":3,\"output_tokens\":9}}}\n\n";
+    let mut t = responses_translator(Dialect::Responses);
+    run(&mut t, incomplete.as_bytes());
+    assert!(t.completed());
+    assert_eq!(t.usage().map(|u| u.output_tokens), Some(9));
+    assert_eq!(t.final_response().unwrap()["status"], "incomplete");
+    let failed = incomplete.replace("incomplete", "failed");
+    let mut t = responses_translator(Dialect::Responses);
+    run(&mut t, failed.as_bytes());
+    assert!(!t.completed());
+    assert_eq!(t.usage().map(|u| u.input_tokens), Some(3));
+    assert!(t.final_response().is_none());
+}
+
+#[test]
+fn responses_new_and_unsupported_pairings() {
+    let mut t = StreamTranslator::new(
+        Dialect::Responses,
+        Dialect::OpenAi,
+        StreamOptions::default(),
+    );
+    let out = run(&mut t, b"data: [DONE]\n\n");
+    assert!(out.starts_with("event: response.created\n"));
+    assert!(t.final_response().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("resp_"));
+    for client in [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini] {
+        let mut t = translator(client, Dialect::Responses, false);
+        let mut out = Vec::new();
+        assert!(matches!(
+            t.push(b"data: {}\n\n", &mut out),
+            Err(TranslateError::Unsupported(_))
+        ));
+        assert!(t.final_response().is_none());
+    }
+    let mut t = translator(Dialect::OpenAi, Dialect::Anthropic, false);
+    run(&mut t, ANTHROPIC.as_bytes());
+    assert!(t.final_response().is_none());
+}
+
+#[test]
+fn thinking_stays_out_of_chat_and_anthropic_clients() {
+    let thinking = ANTHROPIC.replace(
+        "event: content_block_start\r\n",
+        "event: content_block_delta\r\n\
+         data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"SECRET\"}}\r\n\r\n\
+         event: content_block_start\r\n",
+    );
+    let plain = run(
+        &mut translator(Dialect::OpenAi, Dialect::Anthropic, false),
+        ANTHROPIC.as_bytes(),
+    );
+    let out = run(
+        &mut translator(Dialect::OpenAi, Dialect::Anthropic, false),
+        thinking.as_bytes(),
+    );
+    assert_eq!(out, plain);
+    let out = run(
+        &mut responses_translator(Dialect::Anthropic),
+        thinking.as_bytes(),
+    );
+    assert!(out.contains("\"delta\":\"SECRET\""));
 }
