@@ -84,6 +84,9 @@ pub(crate) struct Pacing {
     pub between: Duration,
     /// Abort the body after this many events (if fewer than the total).
     pub reset_after: Option<usize>,
+    /// Hand out one event per body frame even without inter-event delay
+    /// (binary bodies that must arrive in several frames).
+    pub per_event: bool,
 }
 
 /// The body of every response the mock sends.
@@ -114,9 +117,20 @@ impl MockBody {
     }
 
     pub fn events(ev: Events, pacing: Pacing, active: Option<ActiveGuard>) -> Self {
+        MockBody::frames(Bytes::from(ev.buf), ev.ends, pacing, active)
+    }
+
+    /// A paced body of arbitrary bytes; `ends[i]` is the end offset of
+    /// event `i` (increasing, the last one `buf.len()`).
+    pub fn frames(
+        buf: Bytes,
+        ends: Vec<usize>,
+        pacing: Pacing,
+        active: Option<ActiveGuard>,
+    ) -> Self {
         MockBody::Chunked(Box::new(Chunked {
-            buf: Bytes::from(ev.buf),
-            ends: ev.ends,
+            buf,
+            ends,
             next: 0,
             pacing,
             sleep: None,
@@ -221,7 +235,7 @@ impl Chunked {
             // Without inter-event delay there is nothing to pace: hand out
             // everything up to the stop point in one frame (cheaper for the
             // bench; SSE consumers must cope with any split anyway).
-            let last = if self.pacing.between.is_zero() {
+            let last = if self.pacing.between.is_zero() && !self.pacing.per_event {
                 stop
             } else {
                 self.next + 1

@@ -192,6 +192,29 @@ impl Plan<'_> {
         }
     }
 
+    /// The whole answer text (echoed pieces or generated words).
+    pub(crate) fn text(&self) -> String {
+        match &self.echo {
+            Some(pieces) => pieces.concat(),
+            None => {
+                let mut s = String::new();
+                push_text_from(&mut s, self.first_word, self.output_tokens);
+                s
+            }
+        }
+    }
+
+    /// Streamed piece `k` (of `output_tokens`) as plain text.
+    pub(crate) fn piece(&self, k: usize) -> String {
+        match &self.echo {
+            Some(pieces) => pieces.get(k).cloned().unwrap_or_default(),
+            None => {
+                let (sep, w) = word_piece(self.first_word + k);
+                format!("{sep}{w}")
+            }
+        }
+    }
+
     /// Streamed piece `k` (of `output_tokens`) as a JSON string literal.
     pub(crate) fn push_piece_json(&self, k: usize, out: &mut String) {
         match &self.echo {

@@ -29,7 +29,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Response<MockBody> {
 }
 
 /// Minimal %XX decoding for model names in the path (e.g. `org%2Fmodel`).
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -16,18 +16,117 @@
 //! Behavior sources, later overriding earlier: the instance default, the
 //! per-model rule, `x-mock-<field>` headers (kebab-case), the
 //! `x-mock-behavior` JSON header.
+//!
+//! # Endpoints
+//!
+//! Every endpoint checks the API key of its dialect, honours latency, hang
+//! and injected status/`fail_percent` (the error body in the endpoint's
+//! dialect), and is recorded in the request log (multipart bodies as
+//! `Null`). Streamed answers honour `ttft_ms`, `chunk_delay_ms` and
+//! `reset_after_chunks` (counting events); complete answers are cut in half
+//! by `reset_after_chunks`. Paths are exactly as listed (all under `/v1`,
+//! Gemini under `/v1beta`).
+//!
+//! Chat and friends:
+//! - `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models`
+//!   (OpenAI); `POST /v1/messages`, `GET /v1/models` with
+//!   `anthropic-version` (Anthropic); Gemini `generateContent`,
+//!   `streamGenerateContent` and `GET /v1beta/models`.
+//! - `POST /v1/messages/count_tokens` → `{"input_tokens": N}`, the same
+//!   count `/v1/messages` reports (messages and system text; tools are not
+//!   counted).
+//! - `POST /v1/completions` (legacy): `prompt` a string, strings (one
+//!   choice each, the same generated text in each), or token arrays (one
+//!   token per element). `completion_tokens` = output tokens × choices.
+//!   Streamed one word per chunk, a `finish_reason` chunk per choice, the
+//!   usage chunk with `stream_options.include_usage`, then `[DONE]`.
+//!
+//! OpenAI Responses API:
+//! - `POST /v1/responses`, plain or `stream: true` (`response.created`,
+//!   `response.in_progress`, `response.output_item.added`,
+//!   `response.content_part.added`, one `response.output_text.delta` per
+//!   word, `.output_text.done`, `.content_part.done`, `.output_item.done`,
+//!   `response.completed`; each with `type` and `sequence_number`). Input
+//!   tokens: words of `instructions` plus all text of `input` (a string, or
+//!   items' string content / text parts and `function_call_output.output`)
+//!   plus, with `previous_response_id`, the previous conversation's words
+//!   (its inputs and outputs, not its instructions); min 1. With a function
+//!   tool declared (and behavior `tool_call`, default true, unless
+//!   `tool_choice` is `"none"` or the input ends with a
+//!   `function_call_output`) the output is one `function_call` item
+//!   (arguments `tool_args`, streamed as two
+//!   `response.function_call_arguments.delta`s then `.done`).
+//!   `content_filter` makes the response `incomplete`.
+//! - Responses are stored (unless `store: false`; the newest 1000):
+//!   `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}`,
+//!   `GET /v1/responses/{id}/input_items` (`order` desc by default, as the
+//!   real API; `limit`, `after`). An unknown `previous_response_id` is a
+//!   404 `previous_response_not_found`.
+//! - `POST /v1/responses/input_tokens` → the input tokens a create with the
+//!   same body would report.
+//!
+//! Audio, images, moderations:
+//! - `POST /v1/audio/transcriptions` and `/v1/audio/translations`
+//!   (multipart `file`, `model`, optional `prompt`, `response_format` json,
+//!   text, srt, vtt or verbose_json, `stream`): the text is
+//!   `"transcribed <bytes> bytes with <model>: "` (`translated` for
+//!   translations) followed by the generated words. Transcription usage:
+//!   input = prompt words + audio tokens (one per started KiB of the file),
+//!   output = words of the text.
+//! - `POST /v1/audio/speech` (`model`, `input`, `voice`): `audio/mpeg` (or
+//!   the `response_format`'s type), one silent 417-byte MP3 frame per word
+//!   of `input` (min 1), one body frame each.
+//! - `POST /v1/moderations`: one result per input, nothing flagged unless
+//!   `content_filter` (then `violence`).
+//! - `POST /v1/images/generations`: `n` 1x1 PNGs as `b64_json` (or a
+//!   `data:` URL with `response_format: "url"`).
+//!
+//! Files and batches (in memory):
+//! - `POST /v1/files` (multipart `file`, `purpose`), `GET /v1/files`,
+//!   `GET`/`DELETE /v1/files/{id}`, `GET /v1/files/{id}/content`. At most
+//!   64 MiB in all; past that an upload is a 413.
+//! - `POST /v1/batches` runs every request of the input file at once and
+//!   answers the batch `completed`, with an output file of
+//!   `{id, custom_id, response: {status_code, request_id, body}, error}`
+//!   lines (and an error file for requests that failed). Endpoints: chat
+//!   completions, embeddings, completions, responses, moderations. An
+//!   invalid line fails the whole batch (`status: "failed"`, `errors`).
+//!   `GET /v1/batches[/{id}]`, `POST /v1/batches/{id}/cancel`.
+//! - `POST /v1/messages/batches` (Anthropic) likewise, `processing_status:
+//!   "ended"`; `GET /v1/messages/batches[/{id}]`,
+//!   `GET /v1/messages/batches/{id}/results` (JSONL),
+//!   `POST .../{id}/cancel`, `DELETE .../{id}`.
+//! - Batch requests run under the behaviors of their model plus the create
+//!   request's headers: an injected status fails that request alone (a
+//!   `status_code` line in the error file, an `errored` result).
+//!
+//! Realtime:
+//! - `GET /v1/realtime?model=...` with `Upgrade: websocket`: sends
+//!   `{"type":"session.created","session":{"model":...}}`, then echoes every
+//!   text and binary message; without the upgrade a 426. The key may also
+//!   come as subprotocol `openai-insecure-api-key.<key>`.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
 mod anthropic;
+mod audio;
+mod batches;
 mod behavior;
 mod body;
 mod common;
+mod completions;
 mod control;
+mod files;
 mod gemini;
+mod images;
+mod moderations;
+mod multipart;
 mod openai;
+mod realtime;
+mod responses;
 mod server;
+mod store;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -107,7 +206,7 @@ impl MockServer {
     pub async fn start(cfg: MockConfig) -> std::io::Result<MockServer> {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(cfg.api_key, cfg.record, cfg.default));
+        let shared = Arc::new(Shared::new(cfg.api_key, cfg.record, cfg.default, addr));
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(server::serve(listener, shared.clone(), stop_rx));
         Ok(MockServer {
@@ -173,7 +272,35 @@ impl MockServer {
         self.shared.active.load(Ordering::Relaxed)
     }
 
-    /// Stop accepting, close every connection and wait for that to finish.
+    /// Store a file as `POST /v1/files` would (e.g. a batch input file);
+    /// returns its id. Fails when the mock's file storage is full.
+    pub fn add_file(&self, filename: &str, purpose: &str, data: &[u8]) -> Result<String, String> {
+        files::add(
+            &self.shared,
+            filename,
+            purpose,
+            bytes::Bytes::copy_from_slice(data),
+        )
+        .map(|f| f["id"].as_str().unwrap_or_default().to_owned())
+        .map_err(|e| e.body)
+    }
+
+    /// The bytes of a stored file (uploaded, or a batch's output), if any.
+    pub fn file_content(&self, id: &str) -> Option<Vec<u8>> {
+        store::lock(&self.shared.files)
+            .get(id)
+            .map(|f| f.data.to_vec())
+    }
+
+    /// A stored Responses API object, as `GET /v1/responses/{id}` returns it.
+    pub fn stored_response(&self, id: &str) -> Option<serde_json::Value> {
+        store::lock(&self.shared.responses)
+            .get(id)
+            .map(|r| r.response.clone())
+    }
+
+    /// Stop accepting, close every connection (and realtime session) and
+    /// wait for that to finish.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

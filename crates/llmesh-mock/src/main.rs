@@ -10,11 +10,36 @@ use std::process::ExitCode;
 use clap::Parser;
 use llmesh_mock::{Behavior, MockConfig, MockServer};
 
+const ENDPOINTS: &str = "\
+Endpoints (all under /v1; Gemini under /v1beta):
+  OpenAI     POST chat/completions, embeddings, completions, moderations,
+             images/generations, audio/speech;
+             POST audio/transcriptions, audio/translations (multipart);
+             GET models
+  Responses  POST responses, responses/input_tokens;
+             GET|DELETE responses/{id}; GET responses/{id}/input_items
+  Files      POST files (multipart); GET files; GET|DELETE files/{id};
+             GET files/{id}/content
+  Batches    POST batches; GET batches, batches/{id};
+             POST batches/{id}/cancel
+  Anthropic  POST messages, messages/count_tokens, messages/batches;
+             GET messages/batches, messages/batches/{id},
+             messages/batches/{id}/results; DELETE messages/batches/{id};
+             POST messages/batches/{id}/cancel; GET models (anthropic-version)
+  Gemini     POST models/{m}:generateContent, :streamGenerateContent; GET models
+  Realtime   GET realtime?model=... (WebSocket: session.created, then echo)
+  Control    /_mock/health, stats, behavior, models[/{model}], requests
+
+Faults per request: x-mock-* headers (e.g. x-mock-status: 429,
+x-mock-latency-ms, x-mock-reset-after-chunks, x-mock-tool-call: false) or
+x-mock-behavior: {json}.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "llmesh-mock",
     version,
-    about = "Fake OpenAI/Anthropic/Gemini provider with fault injection"
+    about = "Fake OpenAI/Anthropic/Gemini provider with fault injection",
+    after_help = ENDPOINTS
 )]
 struct Args {
     /// Address to listen on (port 0 picks a free port; the real address is

@@ -264,7 +264,7 @@ pub(crate) fn render_embeddings(body: &Value, id: u64) -> Result<String, String>
 }
 
 /// Standard base64 with padding.
-fn push_base64(out: &mut String, data: &[u8]) {
+pub(crate) fn push_base64(out: &mut String, data: &[u8]) {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for c in data.chunks(3) {
         let n = (u32::from(c[0]) << 16)
@@ -319,6 +319,20 @@ pub(crate) fn error_body(status: u16, error_type: Option<&str>, message: &str) -
     }
     out.push_str("}}");
     out
+}
+
+/// An error body with every field chosen, e.g. the Responses API's
+/// `previous_response_not_found`.
+pub(crate) fn error_body_with(
+    message: &str,
+    error_type: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> String {
+    serde_json::json!({
+        "error": {"message": message, "type": error_type, "param": param, "code": code}
+    })
+    .to_string()
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,13 +22,23 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use crate::batches::MsgBatch;
 use crate::behavior::{Behavior, Layers};
 use crate::body::{ActiveGuard, Events, MockBody, Pacing};
 use crate::common::{ChatReq, Plan, ToolCall, DEFAULT_TOOL_ARGS};
-use crate::{anthropic, gemini, openai, RecordedRequest};
+use crate::files::FileStore;
+use crate::responses::StoredResponse;
+use crate::store::{lock, Store};
+use crate::{
+    anthropic, audio, batches, completions, files, gemini, images, moderations, multipart, openai,
+    realtime, responses, RecordedRequest,
+};
 
 /// Request bodies above this are refused (413); the mock has no use for them.
-const MAX_BODY: usize = 32 << 20;
+pub(crate) const MAX_BODY: usize = 32 << 20;
+
+/// Batches (of each kind) kept for retrieval; the oldest go first.
+const MAX_BATCHES: usize = 1000;
 
 /// Models listed by the models endpoints, besides those with a rule.
 const BUILTIN_MODELS: [&str; 7] = [
@@ -52,10 +63,24 @@ pub(crate) struct Shared {
     pub count: AtomicUsize,
     pub active: Arc<AtomicUsize>,
     seq: AtomicU64,
+    /// Random per instance, so that the ids of two mocks never collide.
+    salt: u32,
+    /// The bound address, for absolute URLs when a request names no host.
+    pub addr: SocketAddr,
+    /// Responses API objects (`previous_response_id`, retrieve, delete).
+    pub responses: Mutex<Store<StoredResponse>>,
+    /// Uploaded files and batch output files.
+    pub files: Mutex<FileStore>,
+    /// OpenAI batch objects.
+    pub batches: Mutex<Store<Value>>,
+    /// Anthropic message batches with their results.
+    pub msg_batches: Mutex<Store<MsgBatch>>,
+    /// Open realtime WebSocket sessions, aborted at shutdown.
+    pub ws_tasks: Mutex<JoinSet<()>>,
 }
 
 impl Shared {
-    pub fn new(api_key: Option<String>, record: bool, default: Behavior) -> Self {
+    pub fn new(api_key: Option<String>, record: bool, default: Behavior, addr: SocketAddr) -> Self {
         Shared {
             api_key,
             record,
@@ -65,7 +90,24 @@ impl Shared {
             count: AtomicUsize::new(0),
             active: Arc::new(AtomicUsize::new(0)),
             seq: AtomicU64::new(0),
+            salt: rand::random(),
+            addr,
+            responses: Mutex::new(Store::new(responses::MAX_STORED)),
+            files: Mutex::new(FileStore::default()),
+            batches: Mutex::new(Store::new(MAX_BATCHES)),
+            msg_batches: Mutex::new(Store::new(MAX_BATCHES)),
+            ws_tasks: Mutex::new(JoinSet::new()),
         }
+    }
+
+    /// Next per-server sequence number (used in ids).
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A fresh id: `prefix` then 24 hex digits (instance salt, sequence).
+    pub fn new_id(&self, prefix: &str) -> String {
+        format!("{prefix}{:08x}{:016x}", self.salt, self.next_seq())
     }
 
     pub fn set_model(&self, model: &str, b: Behavior) {
@@ -90,7 +132,7 @@ impl Shared {
         self.log.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn layers(&self, model: Option<&str>, headers: &HeaderMap) -> Result<Layers, String> {
+    pub fn layers(&self, model: Option<&str>, headers: &HeaderMap) -> Result<Layers, String> {
         let header_layer = Behavior::from_headers(headers).map_err(|e| e.to_string())?;
         let model = model.and_then(|m| {
             let map = self.models.load();
@@ -132,7 +174,11 @@ pub(crate) async fn serve(
                             let shared = shared.clone();
                             async move { Ok::<_, Infallible>(handle(shared, req).await) }
                         });
-                        if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+                        // With upgrades: the realtime endpoint is a WebSocket.
+                        if let Err(e) = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                            .await
+                        {
                             tracing::trace!(error = %e, "connection ended with error");
                         }
                     });
@@ -147,36 +193,131 @@ pub(crate) async fn serve(
     }
     drop(listener);
     conns.shutdown().await;
+    // No handler runs any more, so no session starts after this.
+    let mut ws = std::mem::take(&mut *lock(&shared.ws_tasks));
+    ws.shutdown().await;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Dialect {
+pub(crate) enum Dialect {
     OpenAi,
     Anthropic,
     Gemini,
 }
 
 impl Dialect {
-    fn error(self, status: u16, error_type: Option<&str>, message: &str) -> Response<MockBody> {
-        let body = match self {
+    pub(crate) fn error_body(self, status: u16, error_type: Option<&str>, message: &str) -> String {
+        match self {
             Dialect::OpenAi => openai::error_body(status, error_type, message),
             Dialect::Anthropic => anthropic::error_body(status, error_type, message),
             Dialect::Gemini => gemini::error_body(status, error_type, message),
-        };
+        }
+    }
+
+    pub(crate) fn error(
+        self,
+        status: u16,
+        error_type: Option<&str>,
+        message: &str,
+    ) -> Response<MockBody> {
         json_response(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body,
+            self.error_body(status, error_type, message),
         )
     }
 }
 
-enum Endpoint<'a> {
+/// An error answer (status and body in the endpoint's dialect), for the
+/// parts of a request that batches run as well.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub status: u16,
+    pub body: String,
+}
+
+impl ApiError {
+    pub fn new(dialect: Dialect, status: u16, message: &str) -> Self {
+        ApiError {
+            status,
+            body: dialect.error_body(status, None, message),
+        }
+    }
+
+    /// A 400 in the OpenAI format.
+    pub fn openai(message: &str) -> Self {
+        ApiError::new(Dialect::OpenAi, 400, message)
+    }
+
+    pub fn response(self) -> Response<MockBody> {
+        json_response(
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            self.body,
+        )
+    }
+}
+
+/// The injected error of the behavior, if this request is to get one.
+pub(crate) fn injected_error(dialect: Dialect, layers: &Layers) -> Option<ApiError> {
+    let status = layers.injected_status()?;
+    let msg = match layers.error_message() {
+        Some(m) => m.to_owned(),
+        None => format!("llmesh-mock injected error (status {status})"),
+    };
+    Some(ApiError {
+        status,
+        body: dialect.error_body(status, layers.error_type(), &msg),
+    })
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Endpoint<'a> {
     Chat,
     Embeddings,
     Models,
-    Gemini { model: &'a str, stream: bool },
+    Gemini {
+        model: &'a str,
+        stream: bool,
+    },
+    /// OpenAI legacy `/v1/completions`.
+    Completions,
+    Responses,
+    ResponsesInputTokens,
+    ResponseGet(&'a str),
+    ResponseDelete(&'a str),
+    ResponseInputItems(&'a str),
+    /// Anthropic `/v1/messages/count_tokens`.
+    CountTokens,
+    Transcribe {
+        translate: bool,
+    },
+    Speech,
+    Moderations,
+    Images,
+    FileUpload,
+    FileList,
+    FileGet(&'a str),
+    FileDelete(&'a str),
+    FileContent(&'a str),
+    BatchCreate,
+    BatchList,
+    BatchGet(&'a str),
+    BatchCancel(&'a str),
+    MsgBatchCreate,
+    MsgBatchList,
+    MsgBatchGet(&'a str),
+    MsgBatchDelete(&'a str),
+    MsgBatchResults(&'a str),
+    MsgBatchCancel(&'a str),
+    Realtime,
     NotFound,
     BadMethod,
+}
+
+impl Endpoint<'_> {
+    /// Endpoints whose body is `multipart/form-data`, parsed as a stream.
+    fn multipart(self) -> bool {
+        matches!(self, Endpoint::Transcribe { .. } | Endpoint::FileUpload)
+    }
 }
 
 fn route<'a>(method: &Method, path: &'a str, headers: &HeaderMap) -> (Dialect, Endpoint<'a>) {
@@ -220,13 +361,80 @@ fn route<'a>(method: &Method, path: &'a str, headers: &HeaderMap) -> (Dialect, E
                     ),
                 ),
                 _ if path.starts_with("/v1beta/") => (Dialect::Gemini, Endpoint::NotFound),
-                _ => (Dialect::OpenAi, Endpoint::NotFound),
+                _ => route_v1(method, path).unwrap_or((Dialect::OpenAi, Endpoint::NotFound)),
             }
         }
     }
 }
 
-fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+/// The endpoints besides chat, embeddings and models, by path segment.
+fn route_v1<'a>(method: &Method, path: &'a str) -> Option<(Dialect, Endpoint<'a>)> {
+    use Endpoint as E;
+    let rest = path.strip_prefix("/v1/")?;
+    let mut seg = [""; 4];
+    let mut n = 0;
+    for s in rest.split('/') {
+        if n == seg.len() || s.is_empty() {
+            return None;
+        }
+        seg[n] = s;
+        n += 1;
+    }
+    let post = method == Method::POST;
+    let get = method == Method::GET;
+    let delete = method == Method::DELETE;
+    let one = |ok: bool, e: Endpoint<'a>| if ok { e } else { E::BadMethod };
+    // get, post or delete, each when given.
+    let by = |g: Option<Endpoint<'a>>, p: Option<Endpoint<'a>>, d: Option<Endpoint<'a>>| {
+        let pick = if get {
+            g
+        } else if post {
+            p
+        } else if delete {
+            d
+        } else {
+            None
+        };
+        pick.unwrap_or(E::BadMethod)
+    };
+    let o = |e| Some((Dialect::OpenAi, e));
+    let a = |e| Some((Dialect::Anthropic, e));
+    match seg[..n] {
+        ["completions"] => o(one(post, E::Completions)),
+        ["responses"] => o(one(post, E::Responses)),
+        ["responses", "input_tokens"] => o(one(post, E::ResponsesInputTokens)),
+        ["responses", id] => o(by(
+            Some(E::ResponseGet(id)),
+            None,
+            Some(E::ResponseDelete(id)),
+        )),
+        ["responses", id, "input_items"] => o(one(get, E::ResponseInputItems(id))),
+        ["audio", "transcriptions"] => o(one(post, E::Transcribe { translate: false })),
+        ["audio", "translations"] => o(one(post, E::Transcribe { translate: true })),
+        ["audio", "speech"] => o(one(post, E::Speech)),
+        ["moderations"] => o(one(post, E::Moderations)),
+        ["images", "generations"] => o(one(post, E::Images)),
+        ["files"] => o(by(Some(E::FileList), Some(E::FileUpload), None)),
+        ["files", id] => o(by(Some(E::FileGet(id)), None, Some(E::FileDelete(id)))),
+        ["files", id, "content"] => o(one(get, E::FileContent(id))),
+        ["batches"] => o(by(Some(E::BatchList), Some(E::BatchCreate), None)),
+        ["batches", id] => o(one(get, E::BatchGet(id))),
+        ["batches", id, "cancel"] => o(one(post, E::BatchCancel(id))),
+        ["messages", "count_tokens"] => a(one(post, E::CountTokens)),
+        ["messages", "batches"] => a(by(Some(E::MsgBatchList), Some(E::MsgBatchCreate), None)),
+        ["messages", "batches", id] => a(by(
+            Some(E::MsgBatchGet(id)),
+            None,
+            Some(E::MsgBatchDelete(id)),
+        )),
+        ["messages", "batches", id, "results"] => a(one(get, E::MsgBatchResults(id))),
+        ["messages", "batches", id, "cancel"] => a(one(post, E::MsgBatchCancel(id))),
+        ["realtime"] => o(one(get, E::Realtime)),
+        _ => None,
+    }
+}
+
+pub(crate) fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query?
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -255,24 +463,46 @@ pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Respo
     r
 }
 
+/// What an endpoint handler gets besides its body.
+pub(crate) struct Ctx<'a> {
+    pub sh: &'a Arc<Shared>,
+    pub parts: &'a Parts,
+    pub layers: &'a Layers,
+    /// Per-server sequence number of this request, used in ids.
+    pub id: u64,
+}
+
+impl Ctx<'_> {
+    pub fn query(&self) -> Option<&str> {
+        self.parts.uri.query()
+    }
+}
+
 async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     if let Some(rest) = parts.uri.path().strip_prefix("/_mock/") {
         let rest = rest.to_owned();
         return crate::control::handle(&sh, &parts.method, &rest, body).await;
     }
     let active = ActiveGuard::new(&sh.active);
     let (dialect, endpoint) = route(&parts.method, parts.uri.path(), &parts.headers);
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            return dialect.error(413, None, &format!("could not read request body: {e}"));
-        }
-    };
-    let json = if bytes.is_empty() {
-        Ok(Value::Null)
+    // Multipart bodies are parsed as they arrive (after the auth check);
+    // every other body is read whole first.
+    let (json, stream_body) = if endpoint.multipart() {
+        (Ok(Value::Null), Some(body))
     } else {
-        serde_json::from_slice::<Value>(&bytes)
+        let bytes = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                return dialect.error(413, None, &format!("could not read request body: {e}"));
+            }
+        };
+        let json = if bytes.is_empty() {
+            Ok(Value::Null)
+        } else {
+            serde_json::from_slice::<Value>(&bytes)
+        };
+        (json, None)
     };
     sh.count.fetch_add(1, Ordering::Relaxed);
     if sh.record {
@@ -300,7 +530,15 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
         _ => {}
     }
     if let Some(key) = sh.api_key.as_deref() {
-        if !authorized(key, dialect, &parts.headers, parts.uri.query()) {
+        let ok = authorized(key, dialect, &parts.headers, parts.uri.query())
+            || (matches!(endpoint, Endpoint::Realtime)
+                && realtime::subprotocol_key(&parts.headers).is_some_and(|k| k == key));
+        if !ok {
+            if let Some(b) = stream_body {
+                // Read the upload first: a client still sending would see
+                // a broken pipe instead of the 401.
+                drain(b).await;
+            }
             return dialect.error(401, None, "invalid or missing API key");
         }
     }
@@ -308,9 +546,27 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
         Ok(v) => v,
         Err(e) => return dialect.error(400, None, &format!("malformed JSON body: {e}")),
     };
+    let form = match stream_body {
+        Some(b) => {
+            let keep_file = matches!(endpoint, Endpoint::FileUpload);
+            match multipart::read(&parts.headers, b, keep_file).await {
+                Ok(f) => Some(f),
+                Err(e) => return e.response(),
+            }
+        }
+        None => None,
+    };
+    let query_model = match endpoint {
+        Endpoint::Realtime => realtime::query_model(parts.uri.query()),
+        _ => None,
+    };
     let model = match endpoint {
         Endpoint::Gemini { model, .. } => Some(model),
-        _ => body.get("model").and_then(Value::as_str),
+        Endpoint::Realtime => query_model.as_deref(),
+        _ => match &form {
+            Some(f) => f.field("model"),
+            None => body.get("model").and_then(Value::as_str),
+        },
     };
     let layers = match sh.layers(model, &parts.headers) {
         Ok(l) => l,
@@ -326,20 +582,24 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
         // Dropped by hyper when the client disconnects.
         std::future::pending::<()>().await;
     }
-    if let Some(status) = layers.injected_status() {
-        let msg = match layers.error_message() {
-            Some(m) => m.to_owned(),
-            None => format!("llmesh-mock injected error (status {status})"),
-        };
-        let mut r = dialect.error(status, layers.error_type(), &msg);
+    if let Some(err) = injected_error(dialect, &layers) {
+        let mut r = err.response();
         if let Some(s) = layers.retry_after_s() {
             r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
         }
         return r;
     }
 
-    let id = sh.seq.fetch_add(1, Ordering::Relaxed) + 1;
-    let parsed = match endpoint {
+    // Taken out before `ctx` borrows the parts.
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let id = sh.next_seq();
+    let ctx = Ctx {
+        sh: &sh,
+        parts: &parts,
+        layers: &layers,
+        id,
+    };
+    let chat = match endpoint {
         Endpoint::Chat if dialect == Dialect::OpenAi => openai::parse_chat(&body),
         Endpoint::Chat => anthropic::parse_chat(&body),
         Endpoint::Gemini { model, stream } => {
@@ -353,11 +613,75 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
             }
         }
         Endpoint::Models => return models(&sh, dialect),
+        Endpoint::Completions => return completions::handle(&ctx, &body, active),
+        Endpoint::Responses => return responses::create(&ctx, &body, active),
+        Endpoint::ResponsesInputTokens => return responses::input_tokens(&ctx, &body),
+        Endpoint::ResponseGet(rid) => return responses::get(&ctx, rid, active),
+        Endpoint::ResponseDelete(rid) => return responses::delete(&ctx, rid),
+        Endpoint::ResponseInputItems(rid) => return responses::input_items(&ctx, rid),
+        Endpoint::CountTokens => {
+            return match anthropic::parse_chat(&body) {
+                Ok(chat) => json_response(
+                    StatusCode::OK,
+                    format!("{{\"input_tokens\":{}}}", chat.input_tokens),
+                ),
+                Err(e) => dialect.error(400, None, &e),
+            }
+        }
+        Endpoint::Transcribe { translate } => {
+            return match form {
+                Some(f) => audio::transcribe(&ctx, &f, translate, active),
+                None => dialect.error(400, None, "expected a multipart/form-data body"),
+            }
+        }
+        Endpoint::Speech => return audio::speech(&ctx, &body, active),
+        Endpoint::Moderations => {
+            return match moderations::render(&body, &layers, id) {
+                Ok(b) => full_answer(b, "application/json", &layers, active),
+                Err(e) => e.response(),
+            }
+        }
+        Endpoint::Images => return images::generate(&ctx, &body, active),
+        Endpoint::FileUpload => {
+            return match form {
+                Some(f) => files::upload(&ctx, f),
+                None => dialect.error(400, None, "expected a multipart/form-data body"),
+            }
+        }
+        Endpoint::FileList => return files::list(&ctx),
+        Endpoint::FileGet(fid) => return files::get(&ctx, fid),
+        Endpoint::FileDelete(fid) => return files::delete(&ctx, fid),
+        Endpoint::FileContent(fid) => return files::content(&ctx, fid, active),
+        Endpoint::BatchCreate => return batches::create(&ctx, &body),
+        Endpoint::BatchList => return batches::list(&ctx),
+        Endpoint::BatchGet(bid) => return batches::get(&ctx, bid),
+        Endpoint::BatchCancel(bid) => return batches::cancel(&ctx, bid),
+        Endpoint::MsgBatchCreate => return batches::msg_create(&ctx, &body),
+        Endpoint::MsgBatchList => return batches::msg_list(&ctx),
+        Endpoint::MsgBatchGet(bid) => return batches::msg_get(&ctx, bid),
+        Endpoint::MsgBatchDelete(bid) => return batches::msg_delete(&ctx, bid),
+        Endpoint::MsgBatchResults(bid) => return batches::msg_results(&ctx, bid, active),
+        Endpoint::MsgBatchCancel(bid) => return batches::msg_cancel(&ctx, bid),
+        Endpoint::Realtime => {
+            let model = model.unwrap_or(realtime::DEFAULT_MODEL);
+            return realtime::accept(&ctx, model, on_upgrade, active);
+        }
         Endpoint::NotFound | Endpoint::BadMethod => return dialect.error(404, None, "not found"),
     };
-    match parsed {
+    match chat {
         Ok(chat) => answer(dialect, &chat, &layers, id, active),
         Err(e) => dialect.error(400, None, &e),
+    }
+}
+
+/// Read and discard a request body (at most [`MAX_BODY`] bytes).
+async fn drain(mut body: Incoming) {
+    let mut n = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        n += frame.data_ref().map_or(0, Bytes::len);
+        if n > MAX_BODY {
+            return;
+        }
     }
 }
 
@@ -401,21 +725,14 @@ fn models(sh: &Shared, dialect: Dialect) -> Response<MockBody> {
     json_response(StatusCode::OK, body)
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-/// Render the answer; `active` travels with a streamed body so the request
-/// counts as live until the stream ends or is dropped.
-fn answer(
-    dialect: Dialect,
-    chat: &ChatReq<'_>,
-    layers: &Layers,
-    id: u64,
-    active: ActiveGuard,
-) -> Response<MockBody> {
+/// The generated answer to a chat-like request under these behaviors.
+pub(crate) fn make_plan<'a>(chat: &ChatReq<'a>, layers: &Layers, id: u64) -> Plan<'a> {
     let content_filter = layers.content_filter();
     let tool = if content_filter || !layers.tool_call() {
         None
@@ -435,7 +752,7 @@ fn answer(
     let output_tokens = echo
         .as_ref()
         .map_or(layers.output_tokens(), |p| p.len() as u32);
-    let plan = Plan {
+    Plan {
         id,
         created: unix_now(),
         model: chat.model,
@@ -449,58 +766,89 @@ fn answer(
         include_usage: chat.include_usage,
         omit_usage: layers.omit_usage(),
         sse: chat.sse,
+    }
+}
+
+/// A streamed answer paced by the behavior (ttft, chunk delay, reset);
+/// `active` travels with the body so the request counts as live until the
+/// stream ends or is dropped.
+pub(crate) fn stream_answer(
+    events: Events,
+    content_type: &'static str,
+    layers: &Layers,
+    active: ActiveGuard,
+) -> Response<MockBody> {
+    let pacing = Pacing {
+        first: layers.ttft(),
+        between: layers.chunk_delay(),
+        reset_after: layers.reset_after_chunks().map(|n| n as usize),
+        per_event: false,
     };
-    let reset_after = layers.reset_after_chunks().map(|n| n as usize);
+    let mut r = Response::new(MockBody::events(events, pacing, Some(active)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// A complete 200 answer; with `reset_after_chunks` at most its first half
+/// is sent before the connection is aborted, so the client sees a
+/// truncated body.
+pub(crate) fn full_answer(
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+    layers: &Layers,
+    active: ActiveGuard,
+) -> Response<MockBody> {
+    let body: Bytes = body.into();
+    let mut r = match layers.reset_after_chunks() {
+        None => Response::new(MockBody::full(body)),
+        Some(n) => {
+            // Not inside a UTF-8 sequence, so a text prefix stays text.
+            let mut mid = body.len() / 2;
+            while mid > 0 && body.get(mid).is_some_and(|b| b & 0xC0 == 0x80) {
+                mid -= 1;
+            }
+            let pacing = Pacing {
+                reset_after: Some((n as usize).min(1)),
+                ..Pacing::default()
+            };
+            let len = body.len();
+            Response::new(MockBody::frames(body, vec![mid, len], pacing, Some(active)))
+        }
+    };
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// Render a chat answer in its dialect.
+fn answer(
+    dialect: Dialect,
+    chat: &ChatReq<'_>,
+    layers: &Layers,
+    id: u64,
+    active: ActiveGuard,
+) -> Response<MockBody> {
+    let plan = make_plan(chat, layers, id);
     if chat.stream {
         let events = match dialect {
             Dialect::OpenAi => openai::render_stream(&plan),
             Dialect::Anthropic => anthropic::render_stream(&plan),
             Dialect::Gemini => gemini::render_stream(&plan),
         };
-        let pacing = Pacing {
-            first: layers.ttft(),
-            between: layers.chunk_delay(),
-            reset_after,
-        };
-        let mut r = Response::new(MockBody::events(events, pacing, Some(active)));
         let ct = if plan.sse {
             "text/event-stream"
         } else {
             "application/json"
         };
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
-        r.headers_mut()
-            .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return r;
+        return stream_answer(events, ct, layers, active);
     }
     let body = match dialect {
         Dialect::OpenAi => openai::render(&plan),
         Dialect::Anthropic => anthropic::render(&plan),
         Dialect::Gemini => gemini::render(&plan),
     };
-    match reset_after {
-        None => json_response(StatusCode::OK, body),
-        Some(n) => {
-            // Non-streaming: send at most the first half of the JSON, then
-            // abort, so the client sees a truncated body.
-            let mut mid = body.len() / 2;
-            while !body.is_char_boundary(mid) {
-                mid -= 1;
-            }
-            let mut halves = Events::with_capacity(body.len(), 2);
-            halves.buf.push_str(&body[..mid]);
-            halves.end_event();
-            halves.buf.push_str(&body[mid..]);
-            halves.end_event();
-            let pacing = Pacing {
-                reset_after: Some(n.min(1)),
-                ..Pacing::default()
-            };
-            let mut r = Response::new(MockBody::events(halves, pacing, Some(active)));
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r
-        }
-    }
+    full_answer(body, "application/json", layers, active)
 }

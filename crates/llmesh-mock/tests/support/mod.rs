@@ -179,3 +179,99 @@ pub fn openai_chat(model: &str, text: &str) -> Value {
         ]
     })
 }
+
+/// A `multipart/form-data` body: text fields, then the `file` part.
+pub fn multipart(boundary: &str, fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in fields {
+        out.extend_from_slice(
+            format!("--{boundary}\r\ncontent-disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some((name, data)) = file {
+        out.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{name}\"\r\ncontent-type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}
+
+/// POST `body` as a chunked stream of `chunk`-byte frames, each sent by a
+/// producer task only once the previous one was taken (so the server
+/// really receives it piece by piece).
+pub async fn post_streamed(
+    url: &str,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    body: Vec<u8>,
+    chunk: usize,
+) -> Resp {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    type Chunk = Result<Frame<Bytes>, std::convert::Infallible>;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    tokio::spawn(async move {
+        let body = Bytes::from(body);
+        let mut at = 0;
+        while at < body.len() {
+            let end = at.saturating_add(chunk).min(body.len());
+            if tx.send(body.slice(at..end)).await.is_err() {
+                return;
+            }
+            at = end;
+            tokio::task::yield_now().await;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|c| (Ok::<_, std::convert::Infallible>(Frame::data(c)), rx))
+    });
+    let body: StreamBody<_> = StreamBody::new(
+        Box::pin(stream) as std::pin::Pin<Box<dyn futures_util::Stream<Item = Chunk> + Send>>
+    );
+    let c: Client<HttpConnector, StreamBody<_>> =
+        Client::builder(TokioExecutor::new()).build(connector());
+    let mut b = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", content_type);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = c.request(b.body(body).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// POST a multipart form (not streamed).
+pub async fn post_form(
+    url: &str,
+    headers: &[(&str, &str)],
+    fields: &[(&str, &str)],
+    file: Option<(&str, &[u8])>,
+) -> Resp {
+    let boundary = "llmesh-test-boundary-7d3f";
+    let body = multipart(boundary, fields, file);
+    post_streamed(
+        url,
+        headers,
+        &format!("multipart/form-data; boundary={boundary}"),
+        body,
+        usize::MAX,
+    )
+    .await
+}
