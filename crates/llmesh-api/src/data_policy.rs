@@ -68,6 +68,29 @@ pub struct DataRule {
     /// Match `patterns` or `dictionary` regardless of case.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub case_insensitive: bool,
+    /// What to do with a pass-through body the sidecar cannot scan
+    /// (multipart uploads, audio, binary files): `allow` sends it
+    /// (default); `deny` refuses it unless the provider is cleared for this
+    /// class.
+    #[serde(default, skip_serializing_if = "Unscannable::is_allow")]
+    pub unscannable: Unscannable,
+}
+
+/// A rule's verdict on bodies the detectors cannot read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unscannable {
+    /// Sent as they are.
+    #[default]
+    Allow,
+    /// Refused unless the provider is cleared for the class.
+    Deny,
+}
+
+impl Unscannable {
+    fn is_allow(&self) -> bool {
+        *self == Unscannable::Allow
+    }
 }
 
 /// Spec of an `LLMDataPolicy`.

@@ -28,7 +28,9 @@ mod schema;
 mod status;
 
 pub use crd::{crd_files, crd_schemas, crds, RenderError};
-pub use data_policy::{DataAction, DataRule, LLMDataPolicy, LLMDataPolicySpec, BUILTIN_CLASSES};
+pub use data_policy::{
+    DataAction, DataRule, LLMDataPolicy, LLMDataPolicySpec, Unscannable, BUILTIN_CLASSES,
+};
 pub use document::{parse_documents, AnyResource, ObjectMeta, ParseError, Resource};
 pub use kind::{ResourceKey, ResourceKind};
 pub use provider::{
@@ -40,7 +42,7 @@ pub use quota::{
 };
 pub use route::{
     BackendRef, CircuitBreakerSpec, ErrorClass, FallbackChain, HedgeSpec, LLMRoute, LLMRouteSpec,
-    RetryPolicy, Strategy, StreamContinuationSpec, Timeouts,
+    PassthroughSpec, RetryPolicy, Strategy, StreamContinuationSpec, Timeouts, PASSTHROUGH_PATH,
 };
 pub use status::{
     LLMDataPolicyStatus, LLMQuotaStatus, PolicyStatus, CONDITION_ACCEPTED, CONDITION_ENFORCED,

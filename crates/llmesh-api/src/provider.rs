@@ -84,6 +84,12 @@ pub struct Pricing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub cached_input: Option<f64>,
+    /// Fraction of these prices paid for calls made through the provider's
+    /// Batch API (`0.5` for OpenAI's and Anthropic's half price); 1 when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
+    pub batch: Option<f64>,
 }
 
 /// One model a provider serves.
@@ -101,6 +107,12 @@ pub struct ModelSpec {
     /// at zero cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<Pricing>,
+    /// The upstream serves the Responses API (`/v1/responses`) for this
+    /// model, so Responses calls pass through untranslated. Default: true
+    /// for schema `openai`, false for the others (their Responses calls are
+    /// translated to the API they speak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses_api: Option<bool>,
 }
 
 /// The rate limits the provider publishes for the key, so llmesh can stay

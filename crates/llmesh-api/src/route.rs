@@ -93,7 +93,29 @@ pub struct LLMRouteSpec {
     /// it on another backend, instead of ending it with an error event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_continuation: Option<StreamContinuationSpec>,
+    /// OpenAI and Anthropic endpoints the sidecar does not translate
+    /// (audio, files, batches, moderations, realtime, ...) that may go to
+    /// one provider when the request names no model this route serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passthrough: Option<PassthroughSpec>,
 }
+
+/// Governed pass-through: request paths sent as they are to one provider,
+/// with its key injected and the client's credentials dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PassthroughSpec {
+    /// Request paths, as the client sends them (`/v1/files`); an entry
+    /// ending in `*` matches every path with that prefix (`/v1/audio/*`).
+    #[schemars(length(min = 1, max = 64), inner(pattern(PASSTHROUGH_PATH)))]
+    pub paths: Vec<String>,
+    /// Name of an `LLMProvider` in the same namespace that gets them.
+    #[schemars(length(min = 1))]
+    pub provider: String,
+}
+
+/// A path that starts with `/`, with at most a trailing `*`.
+pub const PASSTHROUGH_PATH: &str = r"^/[A-Za-z0-9._~/:-]*\*?$";
 
 /// Mid-stream continuation: when an upstream stream breaks after the client
 /// got some of the answer, the request is resubmitted to a backend of the

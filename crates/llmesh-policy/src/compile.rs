@@ -16,7 +16,8 @@ use crate::data_policy::{compile_data_policy, is_class_name};
 use crate::duration::parse_duration;
 use crate::quota::compile_quota;
 use crate::route::{
-    Backend, BreakerSettings, ClassSet, Fallback, RetrySettings, Route, StrategyKind, Timeouts,
+    Backend, BreakerSettings, ClassSet, Fallback, Passthrough, RetrySettings, Route, StrategyKind,
+    Timeouts,
 };
 use crate::snapshot::{BaseUrl, ModelInfo, Price, Provider, Snapshot};
 
@@ -495,11 +496,20 @@ fn compile_provider(
             input: pr.input / 1e6,
             output: pr.output / 1e6,
             cached_input: pr.cached_input.unwrap_or(pr.input) / 1e6,
+            batch: pr.batch.unwrap_or(1.0),
         });
         if let Some(pr) = m.pricing {
             let all = [Some(pr.input), Some(pr.output), pr.cached_input];
             if all.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
                 cx.err(K, name, &format!("{field}.pricing"), "prices must be >= 0");
+            }
+            if pr.batch.is_some_and(|b| !(0.0..=1.0).contains(&b)) {
+                cx.err(
+                    K,
+                    name,
+                    &format!("{field}.pricing.batch"),
+                    "must be between 0 and 1 (the fraction of the price paid)",
+                );
             }
         }
         if m.context_window == Some(0) {
@@ -508,6 +518,7 @@ fn compile_provider(
         let info = ModelInfo {
             context_window: m.context_window,
             price,
+            responses_api: m.responses_api,
         };
         if models.insert(m.name.clone(), info).is_some() {
             cx.err(
@@ -792,6 +803,43 @@ fn compile_route(
                 }
             });
 
+    let passthrough = spec.passthrough.as_ref().and_then(|pt| {
+        for (i, p) in pt.paths.iter().enumerate() {
+            let body = p.strip_suffix('*').unwrap_or(p);
+            if !p.starts_with('/') || body.contains('*') {
+                cx.err(
+                    K,
+                    name,
+                    &format!("spec.passthrough.paths[{i}]"),
+                    "must be a path starting with /, optionally ending in *",
+                );
+            }
+        }
+        if pt.paths.is_empty() {
+            cx.err(
+                K,
+                name,
+                "spec.passthrough.paths",
+                "must name at least one path",
+            );
+        }
+        match providers.get(&pt.provider) {
+            Some(p) => Some(Passthrough {
+                paths: pt.paths.clone(),
+                provider: p.clone(),
+            }),
+            None => {
+                cx.err(
+                    K,
+                    name,
+                    "spec.passthrough.provider",
+                    format!("no valid LLMProvider named {:?}", pt.provider),
+                );
+                None
+            }
+        }
+    });
+
     if cx.errors.len() > before {
         return None;
     }
@@ -810,6 +858,7 @@ fn compile_route(
         hedge,
         timeouts,
         max_continuations,
+        passthrough,
     })
 }
 

@@ -170,6 +170,8 @@ pub struct DataGuard {
     pub restore: bool,
     /// Names of the policies merged here.
     pub policies: Vec<String>,
+    /// Classes whose rule says `unscannable: deny`.
+    pub unscannable_deny: Vec<String>,
 }
 
 impl std::fmt::Debug for DataGuard {
@@ -205,6 +207,7 @@ pub(crate) fn build_guard(
     let first = policies.first()?;
     let mut rules = Vec::new();
     let mut owner: Vec<(String, usize)> = Vec::new(); // class -> policy index
+    let mut unscannable_deny = Vec::new();
     for (pi, p) in policies.iter().enumerate() {
         for (i, r) in p.spec.rules.iter().enumerate() {
             if let Some((_, other)) = owner.iter().find(|(c, _)| *c == r.class) {
@@ -220,6 +223,9 @@ pub(crate) fn build_guard(
                 continue;
             }
             owner.push((r.class.clone(), pi));
+            if r.unscannable == llmesh_api::Unscannable::Deny {
+                unscannable_deny.push(r.class.clone());
+            }
             let source = match llmesh_dlp::Builtin::from_name(&r.class) {
                 Some(b) => llmesh_dlp::ClassSource::Builtin(b),
                 None if !r.patterns.is_empty() => {
@@ -257,6 +263,7 @@ pub(crate) fn build_guard(
         class_header,
         restore: first.spec.restore_responses,
         policies: policies.iter().map(|p| p.name.clone()).collect(),
+        unscannable_deny,
     })
 }
 

@@ -34,9 +34,13 @@ fn provider(p: &Provider) -> Value {
             if let Some(pr) = m.price {
                 o.insert(
                     "pricingPerMTok".into(),
-                    json!({"input": pr.input * 1e6, "output": pr.output * 1e6, "cachedInput": pr.cached_input * 1e6}),
+                    json!({"input": pr.input * 1e6, "output": pr.output * 1e6, "cachedInput": pr.cached_input * 1e6, "batch": pr.batch}),
                 );
             }
+            o.insert(
+                "responsesApi".into(),
+                json!(p.native_responses(name)),
+            );
             Value::Object(o)
         })
         .collect();
@@ -90,5 +94,9 @@ fn route(r: &Route) -> Value {
             "idle": format!("{:?}", r.timeouts.idle),
             "total": format!("{:?}", r.timeouts.total),
         },
+        "passthrough": r.passthrough.as_ref().map(|p| json!({
+            "paths": p.paths,
+            "provider": p.provider.name,
+        })),
     })
 }

@@ -153,6 +153,30 @@ pub struct Route {
     /// Mid-stream continuations allowed per response; 0 = end a broken
     /// stream with an error event.
     pub max_continuations: u32,
+    /// Paths passed through to one provider.
+    pub passthrough: Option<Passthrough>,
+}
+
+/// A route's governed pass-through.
+#[derive(Debug)]
+pub struct Passthrough {
+    /// Path patterns as written (exact, or a prefix ending in `*`).
+    pub paths: Vec<String>,
+    /// Where they go.
+    pub provider: Arc<Provider>,
+}
+
+impl Passthrough {
+    /// The pattern that allows `path`, if one does.
+    pub fn allows(&self, path: &str) -> Option<&str> {
+        self.paths
+            .iter()
+            .find(|p| match p.strip_suffix('*') {
+                Some(prefix) => path.starts_with(prefix),
+                None => path == p.as_str(),
+            })
+            .map(String::as_str)
+    }
 }
 
 impl Route {

@@ -70,6 +70,8 @@ pub struct Price {
     pub output: f64,
     /// Per cached input token.
     pub cached_input: f64,
+    /// Fraction of the price paid for Batch API calls.
+    pub batch: f64,
 }
 
 impl Price {
@@ -90,6 +92,8 @@ pub struct ModelInfo {
     pub context_window: Option<u64>,
     /// Price, if the policy gives one.
     pub price: Option<Price>,
+    /// `responsesApi` as written.
+    pub responses_api: Option<bool>,
 }
 
 /// A compiled `LLMProvider`.
@@ -126,6 +130,15 @@ impl Provider {
     /// Policy facts about `model`, if listed.
     pub fn model(&self, model: &str) -> Option<&ModelInfo> {
         self.models.get(model)
+    }
+
+    /// Whether the upstream serves the Responses API for `model` itself
+    /// (else Responses calls are translated): the model's `responsesApi`,
+    /// or true for schema `openai`.
+    pub fn native_responses(&self, model: &str) -> bool {
+        self.model(model)
+            .and_then(|m| m.responses_api)
+            .unwrap_or(self.schema == ApiSchema::Openai)
     }
 }
 
