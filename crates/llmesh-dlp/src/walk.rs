@@ -15,6 +15,72 @@ pub enum Api {
     Anthropic,
     /// Gemini `generateContent` / `streamGenerateContent`.
     Gemini,
+    /// OpenAI `/v1/responses`: `instructions`, the `input` string or items
+    /// (message text, function-call arguments and outputs).
+    OpenAiResponses,
+    /// OpenAI legacy `/v1/completions` (`prompt`, a string or strings).
+    OpenAiCompletions,
+    /// Any JSON body the sidecar passes through: every string value.
+    AnyJson,
+}
+
+/// Responses API items (input or output): message text parts,
+/// function-call arguments (JSON text) and function-call outputs.
+fn responses_items<'a>(v: &'a mut Value, out: &mut Vec<Text<'a>>) {
+    let Value::Array(items) = v else {
+        if let Value::String(s) = v {
+            plain(out, s);
+        }
+        return;
+    };
+    for item in items {
+        let Value::Object(o) = item else { continue };
+        let kind = o
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("message")
+            .to_string();
+        match kind.as_str() {
+            "message" => {
+                if let Some(c) = o.get_mut("content") {
+                    match c {
+                        Value::String(s) => plain(out, s),
+                        Value::Array(parts) => {
+                            for p in parts {
+                                let Value::Object(p) = p else { continue };
+                                for (k, v) in p.iter_mut() {
+                                    if let ("text" | "refusal", Value::String(s)) = (k.as_str(), v)
+                                    {
+                                        plain(out, s);
+                                    }
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            "function_call" => {
+                if let Some(Value::String(a)) = o.get_mut("arguments") {
+                    out.push(Text {
+                        kind: TextKind::JsonText,
+                        text: a,
+                    });
+                }
+            }
+            "function_call_output" => {
+                if let Some(v) = o.get_mut("output") {
+                    all_strings(v, out);
+                }
+            }
+            "reasoning" => {
+                if let Some(v) = o.get_mut("summary") {
+                    responses_items(v, out);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// How a walked string holds text.
@@ -195,6 +261,23 @@ pub(crate) fn request_texts<'a>(body: &'a mut Value, api: Api, out: &mut Vec<Tex
                 }
             }
         }
+        Api::OpenAiResponses => {
+            for (k, v) in body.iter_mut() {
+                match k.as_str() {
+                    "instructions" => string_or_strings(v, out),
+                    "input" => responses_items(v, out),
+                    _ => {}
+                }
+            }
+        }
+        Api::OpenAiCompletions => {
+            if let Some(v) = body.get_mut("prompt") {
+                string_or_strings(v, out);
+            }
+        }
+        Api::AnyJson => {
+            body.values_mut().for_each(|v| all_strings(v, out));
+        }
         Api::Gemini => {
             for (k, v) in body.iter_mut() {
                 match k.as_str() {
@@ -247,7 +330,21 @@ pub(crate) fn response_texts<'a>(body: &'a mut Value, api: Api, out: &mut Vec<Te
                 }
             }
         }
-        Api::OpenAiEmbeddings => {}
+        Api::OpenAiEmbeddings | Api::AnyJson => {}
+        Api::OpenAiResponses => {
+            if let Some(v) = body.get_mut("output") {
+                responses_items(v, out);
+            }
+        }
+        Api::OpenAiCompletions => {
+            if let Some(Value::Array(choices)) = body.get_mut("choices") {
+                for c in choices {
+                    if let Some(Value::String(s)) = c.get_mut("text") {
+                        plain(out, s);
+                    }
+                }
+            }
+        }
         Api::Anthropic => {
             if let Some(Value::Array(blocks)) = body.get_mut("content") {
                 for b in blocks {
