@@ -130,7 +130,7 @@ async fn unsupported_endpoints_are_a_404_naming_the_supported_ones() {
         .http
         .send(
             Method::POST,
-            &env.url("/v1/completions"),
+            &env.url("/v1/assistants"),
             Bytes::from("{}"),
             &[],
         )

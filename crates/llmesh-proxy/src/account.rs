@@ -90,6 +90,7 @@ fn op_name(op: Operation) -> &'static str {
     match op {
         Operation::Chat => "chat",
         Operation::Embeddings => "embeddings",
+        Operation::Completions => "text_completion",
     }
 }
 

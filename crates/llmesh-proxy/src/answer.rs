@@ -60,6 +60,9 @@ pub(crate) fn success(
             output_estimate,
         } => {
             drop(in_flight);
+            if let Some(turn) = &ctx.turn {
+                remember(ctx, turn, &call, &body);
+            }
             let body = match &ctx.vault {
                 Some(v) => crate::dataguard::restore_whole(
                     v,
@@ -105,6 +108,20 @@ pub(crate) fn success(
     };
     route_headers(&mut resp, ctx, b, attempts);
     Ok(resp)
+}
+
+/// Keeps a Responses answer in the conversation store (off the request
+/// path: a Redis store is written by a task).
+fn remember(ctx: &RequestCtx, turn: &Arc<crate::conversation::Turn>, call: &Call, body: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    turn.clone().save_later(
+        ctx.shared.conversations.clone(),
+        &call.provider,
+        &call.upstream_model,
+        v,
+    );
 }
 
 /// The last failure, on `slot`, in the client's format, accounted.
@@ -188,6 +205,42 @@ pub(crate) fn models(
             })
             .collect();
         serde_json::json!({"object": "list", "data": data})
+    };
+    json_response(StatusCode::OK, &body, request_id)
+}
+
+/// `GET /v1/models/{id}`: one model the table serves, in the shape of
+/// [`models`]; a 404 in the client's format for one it does not.
+pub(crate) fn model(
+    shared: &Shared,
+    id: &str,
+    anthropic: bool,
+    request_id: &HeaderValue,
+    start: Instant,
+) -> Response<ProxyBody> {
+    let table = shared.table.load();
+    let Some(m) = table.snap.route_for(id, &HeaderMap::new()) else {
+        let dialect = if anthropic {
+            Dialect::Anthropic
+        } else {
+            Dialect::OpenAi
+        };
+        let err = ProxyError::NotFound {
+            what: format!("model '{}'", crate::inbound::truncate_path(id)),
+            param: Some("model"),
+        };
+        return refused(shared, err, dialect, request_id, start);
+    };
+    let body = if anthropic {
+        serde_json::json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
+    } else {
+        let owner = m
+            .route
+            .backends
+            .first()
+            .map(|b| b.provider.name.as_str())
+            .unwrap_or("llmesh");
+        serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
     };
     json_response(StatusCode::OK, &body, request_id)
 }

@@ -23,7 +23,7 @@ use crate::context::RequestCtx;
 use crate::error::{ProxyError, UpstreamError};
 use crate::prefill::ContinueFrom;
 use crate::runtime::BackendRuntime;
-use crate::upstream::{build_request, dialect_of, upstream_path, Operation};
+use crate::upstream::{build_request, upstream_dialect, upstream_path, Operation};
 
 /// An attempt that produced an answer.
 pub enum Success {
@@ -169,8 +169,8 @@ async fn send(
     span: &crate::trace::AttemptSpan,
 ) -> Result<Success, Failure> {
     let provider = &b.backend.provider;
-    let upstream = dialect_of(provider.schema);
     let model = upstream_model(req, b);
+    let upstream = upstream_dialect(req.client, provider, model);
     let timeouts = req.route.timeouts;
     let invalid = |e: ProxyError| Failure::proxy(ErrorClass::InvalidRequest, e);
 
@@ -294,13 +294,18 @@ async fn send(
     }
 
     if req.stream {
-        let translator = StreamTranslator::new(
-            req.client,
-            upstream,
-            StreamOptions {
-                include_usage: req.include_usage,
-            },
-        );
+        let translator = match (&req.turn, req.client) {
+            (Some(turn), Dialect::Responses) => {
+                StreamTranslator::for_responses(upstream, turn.echo())
+            }
+            _ => StreamTranslator::new(
+                req.client,
+                upstream,
+                StreamOptions {
+                    include_usage: req.include_usage,
+                },
+            ),
+        };
         let mut upstream_body = resp.into_body();
         // Wait for the first event before answering the client, so a
         // stream that dies before it can still be retried elsewhere.
@@ -338,7 +343,8 @@ async fn send(
             Ok(Err(e)) => return Err(protocol_err(format!("reading the response body: {e}"))),
             Ok(Ok(c)) => c.to_bytes(),
         };
-    whole(req.client, upstream, bytes).map_err(protocol_err)
+    let echo = req.turn.as_ref().map(|t| t.echo());
+    whole(req.client, upstream, bytes, echo.as_ref()).map_err(protocol_err)
 }
 
 /// The two fields the proxy reads from a same-API response.
@@ -351,7 +357,12 @@ struct Peek {
 }
 
 /// A whole upstream answer in the client's format, with its usage.
-fn whole(client: Dialect, upstream: Dialect, bytes: Bytes) -> Result<Success, String> {
+fn whole(
+    client: Dialect,
+    upstream: Dialect,
+    bytes: Bytes,
+    echo: Option<&llmesh_wire::ResponseEcho>,
+) -> Result<Success, String> {
     let (body, usage, response_model, translated) = if client == upstream {
         // Same API on both sides: the client gets the upstream's bytes as
         // they are; only the usage and model fields are read.
@@ -365,8 +376,13 @@ fn whole(client: Dialect, upstream: Dialect, bytes: Bytes) -> Result<Success, St
         let parsed: Value =
             serde_json::from_slice(&bytes).map_err(|e| format!("response is not JSON: {e}"))?;
         let response_model = llmesh_wire::response_model_of(upstream, &parsed).map(str::to_string);
-        let (body, usage) =
-            llmesh_wire::translate_response(client, upstream, parsed).map_err(|e| e.to_string())?;
+        let (body, usage) = match (client, echo) {
+            (Dialect::Responses, Some(echo)) => {
+                llmesh_wire::translate_response_for_responses(upstream, parsed, echo)
+            }
+            _ => llmesh_wire::translate_response(client, upstream, parsed),
+        }
+        .map_err(|e| e.to_string())?;
         let out = Bytes::from(
             serde_json::to_vec(&body)
                 .map_err(|e| format!("encoding the translated answer: {e}"))?,
@@ -380,6 +396,7 @@ fn whole(client: Dialect, upstream: Dialect, bytes: Bytes) -> Result<Success, St
         if let Some(b) = &parsed {
             crate::tokens::collect_text(b.get("choices"), &mut text);
             crate::tokens::collect_text(b.get("content"), &mut text);
+            crate::tokens::collect_text(b.get("output"), &mut text);
         }
         OutputEstimate::Text(text)
     } else {

@@ -16,13 +16,29 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed_unsync()
 }
 
+/// A streamed request body relayed to an upstream.
+pub type RelayedBody = std::pin::Pin<
+    Box<dyn http_body::Body<Data = Bytes, Error = BodyError> + Send + Sync + 'static>,
+>;
+
 /// Body of an upstream request: one buffer, and optionally a flag set when
 /// hyper takes it to write on a connection, which tells a call that reached
 /// the upstream (and may be billed) from one cancelled before it was sent.
-#[derive(Debug, Default)]
+/// A pass-through request adds the rest of the client's body, streamed.
+#[derive(Default)]
 pub struct UpstreamBody {
     data: Option<Bytes>,
     sent: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    rest: Option<RelayedBody>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("buffered", &self.data.as_ref().map(Bytes::len))
+            .field("streamed", &self.rest.is_some())
+            .finish()
+    }
 }
 
 impl UpstreamBody {
@@ -31,29 +47,57 @@ impl UpstreamBody {
         UpstreamBody {
             data: (!data.is_empty()).then_some(data),
             sent,
+            rest: None,
+        }
+    }
+
+    /// `first`, then everything `rest` yields, without buffering it.
+    pub fn relayed(first: Bytes, rest: RelayedBody) -> Self {
+        UpstreamBody {
+            data: (!first.is_empty()).then_some(first),
+            sent: None,
+            rest: Some(rest),
         }
     }
 }
 
 impl http_body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         if let Some(flag) = &self.sent {
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        std::task::Poll::Ready(self.data.take().map(|d| Ok(http_body::Frame::data(d))))
+        if let Some(d) = self.data.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(d))));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => rest.as_mut().poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none()
+        self.data.is_none() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+        let first = self.data.as_ref().map_or(0, |d| d.len() as u64);
+        match &self.rest {
+            None => http_body::SizeHint::with_exact(first),
+            Some(r) => {
+                let h = r.size_hint();
+                let mut out = http_body::SizeHint::new();
+                out.set_lower(h.lower() + first);
+                if let Some(u) = h.upper() {
+                    out.set_upper(u + first);
+                }
+                out
+            }
+        }
     }
 }

@@ -71,6 +71,12 @@ pub struct ProxyConfig {
     pub kube: Option<KubeSource>,
     /// Quota store and admission settings.
     pub quota: QuotaSettings,
+    /// Largest pass-through body that is not JSON (uploads), streamed.
+    pub max_upload_bytes: usize,
+    /// How long the Responses conversation store keeps an entry.
+    pub responses_ttl: Duration,
+    /// Most entries the in-memory Responses store keeps.
+    pub responses_max_entries: usize,
 }
 
 impl ProxyConfig {
@@ -98,6 +104,9 @@ impl ProxyConfig {
             max_messages: 2048,
             inbound_token: None,
             kube: None,
+            max_upload_bytes: 64 * 1024 * 1024,
+            responses_ttl: Duration::from_secs(3600),
+            responses_max_entries: 10_000,
             quota: QuotaSettings::default(),
         }
     }

@@ -68,6 +68,8 @@ pub struct RequestCtx {
     /// The request's span: the answer and a continuation run after the
     /// handler returned, and their work belongs under it.
     pub span: tracing::Span,
+    /// Responses API: this request's place in its conversation.
+    pub turn: Option<Arc<crate::conversation::Turn>>,
 }
 
 impl RequestCtx {

@@ -179,7 +179,11 @@ impl Continuation {
     /// State for a stream of `ctx` on a route that allows continuations.
     /// `None` when the route does not, or the request is not a chat stream.
     pub fn new(ctx: &Arc<RequestCtx>, plan: Plan) -> Option<Box<Self>> {
-        if ctx.route.max_continuations == 0 || !ctx.stream || ctx.op != Operation::Chat {
+        if ctx.route.max_continuations == 0
+            || !ctx.stream
+            || ctx.op != Operation::Chat
+            || ctx.client == Dialect::Responses
+        {
             return None;
         }
         Some(Box::new(Continuation {

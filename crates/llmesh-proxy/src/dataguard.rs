@@ -47,6 +47,8 @@ pub struct Guarded {
 pub fn api_of(client: Dialect, op: Operation) -> Api {
     match (client, op) {
         (Dialect::OpenAi, Operation::Embeddings) => Api::OpenAiEmbeddings,
+        (Dialect::OpenAi, Operation::Completions) => Api::OpenAiCompletions,
+        (Dialect::Responses, _) => Api::OpenAiResponses,
         (Dialect::Anthropic, _) => Api::Anthropic,
         (Dialect::Gemini, _) => Api::Gemini,
         (Dialect::OpenAi, Operation::Chat) => Api::OpenAiChat,
@@ -98,12 +100,23 @@ pub fn apply(
     raw: &[u8],
     headers: &HeaderMap,
 ) -> Result<Guarded, ProxyError> {
+    apply_api(guard, metrics, api_of(client, op), raw, headers)
+}
+
+/// Runs the policy over a body walked as `api`.
+pub fn apply_api(
+    guard: &DataGuard,
+    metrics: &Metrics,
+    api: Api,
+    raw: &[u8],
+    headers: &HeaderMap,
+) -> Result<Guarded, ProxyError> {
     let span = crate::trace::redaction_span();
     let _in_span = span.enter();
     let declared = declared(guard, headers);
     let mut body: Value =
         serde_json::from_slice(raw).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
-    let outcome = guard.engine.process(&mut body, api_of(client, op));
+    let outcome = guard.engine.process(&mut body, api);
     let classes_found = outcome.found.iter().filter(|c| c.count > 0).count();
     crate::trace::redaction_done(&span, classes_found, outcome.blocked);
     for c in &outcome.found {
@@ -240,6 +253,7 @@ impl StreamRestore {
         };
         match self.client {
             Dialect::Anthropic => self.anthropic(&mut v, ev.event.as_deref(), out),
+            Dialect::Responses => self.responses(&mut v, out),
             _ => self.openai(&mut v),
         }
         let data = serde_json::to_vec(&v).unwrap_or_else(|_| ev.data.clone().into_bytes());
@@ -314,6 +328,74 @@ impl StreamRestore {
                 let chunk = serde_json::json!({"object": "chat.completion.chunk",
                     "choices": [{"index": i, "delta": {"content": rest}, "finish_reason": null}]});
                 write_event(out, None, chunk.to_string().as_bytes());
+            }
+        }
+    }
+
+    /// Responses events: text and argument deltas through their channel's
+    /// restorer (what it holds flushed as one more delta before the part's
+    /// `done`), and the texts of `done` events and the final response
+    /// restored whole.
+    fn responses(&mut self, v: &mut Value, out: &mut Vec<u8>) {
+        let u = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let (item, part) = (u("output_index"), u("content_index"));
+        let key = item * 1024 + part;
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        match kind.as_str() {
+            "response.output_text.delta" | "response.function_call_arguments.delta" => {
+                let Some(Value::String(d)) = v.get("delta") else {
+                    return;
+                };
+                let restored = if kind == "response.output_text.delta" {
+                    self.text_push(key, d)
+                } else {
+                    self.args_push((item, 0), d)
+                };
+                if let Some(slot) = v.get_mut("delta") {
+                    *slot = Value::String(restored);
+                }
+            }
+            "response.output_text.done" | "response.function_call_arguments.done" => {
+                let (rest, delta_type) = if kind == "response.output_text.done" {
+                    let r = self.text.remove(&key).map(|mut r| r.finish());
+                    (r, "response.output_text.delta")
+                } else {
+                    let r = self.args.remove(&(item, 0)).map(|mut r| r.finish());
+                    (r, "response.function_call_arguments.delta")
+                };
+                if let Some(rest) = rest.filter(|r| !r.is_empty()) {
+                    let mut d = v.clone();
+                    if let Value::Object(o) = &mut d {
+                        o.remove("text");
+                        o.remove("arguments");
+                        o.insert("type".into(), Value::String(delta_type.into()));
+                        o.insert("delta".into(), Value::String(rest));
+                    }
+                    write_event(out, Some(delta_type), d.to_string().as_bytes());
+                }
+                for field in ["text", "arguments"] {
+                    if let Some(Value::String(t)) = v.get(field) {
+                        let restored = if field == "text" {
+                            self.vault.restore_str(t).into_owned()
+                        } else {
+                            self.vault.restore_json_text(t).into_owned()
+                        };
+                        if let Some(slot) = v.get_mut(field) {
+                            *slot = Value::String(restored);
+                        }
+                    }
+                }
+            }
+            _ => {
+                for field in ["response", "item", "part"] {
+                    if let Some(obj) = v.get_mut(field) {
+                        self.vault.restore_value(obj);
+                    }
+                }
             }
         }
     }

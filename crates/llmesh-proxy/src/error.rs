@@ -32,7 +32,7 @@ pub enum ProxyError {
         message: String,
     },
     /// Path or method the proxy does not serve.
-    #[error("{method} {path} is not supported by llmesh; supported: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models, POST /v1/messages")]
+    #[error("{method} {path} is not served by llmesh: it answers POST /v1/chat/completions, /v1/responses, /v1/completions, /v1/embeddings, /v1/messages, /v1/messages/count_tokens and GET /v1/models itself; any other path passes through when its JSON or form body names a `model` an LLMRoute serves, or when an LLMRoute allows it with `spec.passthrough: {{paths: [\"{path}\"], provider: <LLMProvider name>}}`")]
     UnsupportedEndpoint {
         /// Request method.
         method: String,
@@ -42,6 +42,33 @@ pub enum ProxyError {
     /// The provider's API cannot do what was asked (e.g. embeddings).
     #[error("{0}")]
     Unsupported(String),
+    /// A stored object (a response id) the namespace does not have.
+    #[error("{what} not found")]
+    NotFound {
+        /// e.g. `response with id 'resp_1'`.
+        what: String,
+        /// The request field that named it, if any.
+        param: Option<&'static str>,
+    },
+    /// A body the data policy cannot scan, for a provider not cleared for
+    /// a class whose rule says `unscannable: deny`.
+    #[error("the namespace's data policy does not let bodies it cannot scan ({content_type}) go to provider {provider}, which is not cleared for {classes} (rules with `unscannable: deny`)")]
+    Unscannable {
+        /// The body's content type.
+        content_type: String,
+        /// Provider name.
+        provider: String,
+        /// The classes it is not cleared for.
+        classes: String,
+    },
+    /// A WebSocket upgrade the upstream did not accept.
+    #[error("upstream {provider} refused the WebSocket upgrade with {status}")]
+    UpgradeRefused {
+        /// Provider name.
+        provider: String,
+        /// The upstream's status.
+        status: u16,
+    },
     /// Connecting to the upstream failed.
     #[error("upstream {provider} is unreachable: {detail}")]
     UpstreamConnect {
@@ -205,11 +232,12 @@ impl ProxyError {
             | ProxyError::InvalidRequest(_)
             | ProxyError::Unsupported(_)
             | ProxyError::DataBlocked { .. } => StatusCode::BAD_REQUEST,
-            ProxyError::NotCleared { .. } => StatusCode::FORBIDDEN,
+            ProxyError::NotCleared { .. } | ProxyError::Unscannable { .. } => StatusCode::FORBIDDEN,
             ProxyError::InboundAuth => StatusCode::UNAUTHORIZED,
-            ProxyError::UnknownModel { .. } | ProxyError::UnsupportedEndpoint { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            ProxyError::UnknownModel { .. }
+            | ProxyError::UnsupportedEndpoint { .. }
+            | ProxyError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ProxyError::UpgradeRefused { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamProtocol { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -234,15 +262,16 @@ impl ProxyError {
                 "api_error"
             }
             ProxyError::BodyTooLarge { .. } => "request_too_large",
-            ProxyError::UnknownModel { .. } | ProxyError::UnsupportedEndpoint { .. } => {
-                "not_found_error"
-            }
+            ProxyError::UnknownModel { .. }
+            | ProxyError::UnsupportedEndpoint { .. }
+            | ProxyError::NotFound { .. } => "not_found_error",
+            ProxyError::UpgradeRefused { .. } => "api_error",
             ProxyError::UpstreamTimeout { .. } => "timeout_error",
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamProtocol { .. }
             | ProxyError::NoPolicy => "api_error",
             ProxyError::NoHealthyBackend { .. } => "overloaded_error",
-            ProxyError::NotCleared { .. } => "permission_error",
+            ProxyError::NotCleared { .. } | ProxyError::Unscannable { .. } => "permission_error",
             ProxyError::InboundAuth => "authentication_error",
             ProxyError::Quota { status: 429, .. } => "rate_limit_error",
             ProxyError::Quota { .. } => "overloaded_error",
@@ -269,6 +298,8 @@ impl ProxyError {
             ProxyError::UnknownModel { .. } => "model_not_found",
             ProxyError::UnsupportedEndpoint { .. } => "unsupported_endpoint",
             ProxyError::Unsupported(_) => "unsupported",
+            ProxyError::NotFound { .. } => "not_found",
+            ProxyError::UpgradeRefused { .. } => "upgrade_refused",
             ProxyError::UpstreamConnect { .. } => "upstream_connect",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::UpstreamProtocol { .. } => "upstream_protocol",
@@ -277,6 +308,7 @@ impl ProxyError {
             ProxyError::ContextWindow { .. } => "context_length_exceeded",
             ProxyError::DataBlocked { .. } => "data_policy_blocked",
             ProxyError::NotCleared { .. } => "data_policy_restricted",
+            ProxyError::Unscannable { .. } => "data_policy_unscannable",
             ProxyError::InboundAuth => "invalid_inbound_token",
             ProxyError::Quota { status: 429, .. } => "quota_exceeded",
             ProxyError::Quota { .. } => "quota_unavailable",

@@ -29,8 +29,12 @@ pub struct Inbound {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
-    /// `max_completion_tokens` or `max_tokens`, 0 if none.
+    /// `max_completion_tokens`, `max_tokens` or `max_output_tokens`, 0 if none.
     pub max_output: u64,
+    /// Responses API: the conversation this request continues.
+    pub previous_response_id: Option<String>,
+    /// Responses API: `store` (true unless the client sent `false`).
+    pub store: bool,
 }
 
 /// Refuses a client without the sidecar's inbound token, when one is set.
@@ -95,10 +99,32 @@ pub async fn read(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let max_output = [&peek.max_completion_tokens, &peek.max_tokens]
-        .into_iter()
-        .find_map(|v| v.as_ref().and_then(Value::as_u64))
-        .unwrap_or(0);
+    if let (Endpoint::Responses, Some(SeqLen(n))) = (endpoint, &peek.input) {
+        if *n > cfg.max_messages {
+            return Err(ProxyError::InvalidRequest(format!(
+                "`input` has {n} items; at most {} are accepted",
+                cfg.max_messages
+            )));
+        }
+    }
+    let previous_response_id = match peek.previous_response_id {
+        Some(Value::String(id)) if !id.is_empty() => Some(id),
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            return Err(ProxyError::InvalidRequest(
+                "`previous_response_id` must be a non-empty string".into(),
+            ))
+        }
+    };
+    let store = !matches!(peek.store, Some(Value::Bool(false)));
+    let max_output = [
+        &peek.max_completion_tokens,
+        &peek.max_tokens,
+        &peek.max_output_tokens,
+    ]
+    .into_iter()
+    .find_map(|v| v.as_ref().and_then(Value::as_u64))
+    .unwrap_or(0);
     Ok(Inbound {
         endpoint,
         headers: parts.headers,
@@ -107,6 +133,8 @@ pub async fn read(
         stream,
         include_usage,
         max_output,
+        previous_response_id,
+        store,
     })
 }
 
@@ -125,7 +153,15 @@ struct RequestPeek {
     #[serde(default)]
     max_completion_tokens: Option<Value>,
     #[serde(default)]
+    max_output_tokens: Option<Value>,
+    #[serde(default)]
     messages: Option<SeqLen>,
+    #[serde(default)]
+    input: Option<SeqLen>,
+    #[serde(default)]
+    previous_response_id: Option<Value>,
+    #[serde(default)]
+    store: Option<Value>,
 }
 
 /// The length of a JSON array, counted without keeping its items.
@@ -234,7 +270,8 @@ fn presented_token(headers: &HeaderMap) -> Option<&[u8]> {
         .map(|v| v.as_bytes())
 }
 
-/// The LLM API endpoints the sidecar serves.
+/// The API endpoints the sidecar serves itself; every other path is
+/// [`Endpoint::Other`], for governed pass-through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// `POST /v1/chat/completions`.
@@ -245,37 +282,89 @@ pub enum Endpoint {
     Embeddings,
     /// `GET /v1/models`.
     Models,
+    /// `GET /v1/models/{id}`.
+    Model,
+    /// `POST /v1/responses`.
+    Responses,
+    /// `GET` / `DELETE /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`.
+    ResponseState,
+    /// `POST /v1/messages/count_tokens`.
+    CountTokens,
+    /// `POST /v1/completions` (legacy).
+    Completions,
+    /// Anything else: passed through when the policy allows it.
+    Other,
 }
 
 impl Endpoint {
-    /// The endpoint of a request line, or `None` for one not served.
-    pub fn classify(method: &Method, path: &str) -> Option<Endpoint> {
+    /// The endpoint of a request line.
+    pub fn classify(method: &Method, path: &str) -> Endpoint {
         // SDKs differ on whether the base URL carries /v1; accept both.
         let path = path.strip_prefix("/v1").unwrap_or(path);
         match (method, path) {
-            (&Method::POST, "/chat/completions") => Some(Endpoint::Chat),
-            (&Method::POST, "/messages") => Some(Endpoint::Messages),
-            (&Method::POST, "/embeddings") => Some(Endpoint::Embeddings),
-            (&Method::GET, "/models") => Some(Endpoint::Models),
-            _ => None,
+            (&Method::POST, "/chat/completions") => Endpoint::Chat,
+            (&Method::POST, "/messages") => Endpoint::Messages,
+            (&Method::POST, "/messages/count_tokens") => Endpoint::CountTokens,
+            (&Method::POST, "/embeddings") => Endpoint::Embeddings,
+            (&Method::POST, "/completions") => Endpoint::Completions,
+            (&Method::POST, "/responses") => Endpoint::Responses,
+            (&Method::GET, "/models") => Endpoint::Models,
+            (&Method::GET, p) if model_id(p).is_some() => Endpoint::Model,
+            (&Method::GET | &Method::DELETE, p) if response_id(p).is_some() => {
+                Endpoint::ResponseState
+            }
+            _ => Endpoint::Other,
         }
     }
 
     /// The API the client speaks (and gets its errors in).
     pub fn dialect(self) -> Dialect {
         match self {
-            Endpoint::Messages => Dialect::Anthropic,
+            Endpoint::Messages | Endpoint::CountTokens => Dialect::Anthropic,
+            Endpoint::Responses | Endpoint::ResponseState => Dialect::Responses,
             _ => Dialect::OpenAi,
         }
     }
 
-    /// Chat or embeddings.
+    /// The kind of call made upstream.
     pub fn operation(self) -> Operation {
         match self {
             Endpoint::Embeddings => Operation::Embeddings,
+            Endpoint::Completions => Operation::Completions,
             _ => Operation::Chat,
         }
     }
+}
+
+/// The error format of a request to a path the sidecar does not serve
+/// itself: Anthropic's for Anthropic paths and clients, else OpenAI's.
+pub fn dialect_of_path(path: &str, headers: &HeaderMap) -> Dialect {
+    if path.contains("/messages") || headers.contains_key("anthropic-version") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    }
+}
+
+/// `{id}` of `/models/{id}` (ids may hold `/`, as `org/model` does).
+pub fn model_id(path: &str) -> Option<&str> {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    path.strip_prefix("/models/").filter(|id| !id.is_empty())
+}
+
+/// `{id}` and whether `/input_items` follows, of `/responses/{id}...`.
+pub fn response_id(path: &str) -> Option<(&str, bool)> {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    let rest = path.strip_prefix("/responses/")?;
+    let (id, items) = match rest.strip_suffix("/input_items") {
+        Some(id) => (id, true),
+        None => (rest, false),
+    };
+    (!id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    .then_some((id, items))
 }
 
 async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {

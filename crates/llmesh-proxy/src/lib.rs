@@ -19,6 +19,8 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod continuation;
+pub mod conversation;
+pub mod count_tokens;
 pub mod dataguard;
 pub mod error;
 pub(crate) mod hedge;
@@ -27,11 +29,13 @@ pub mod k8s;
 pub mod logging;
 pub mod metrics;
 pub mod outlier;
+pub mod passthrough;
 pub mod pipeline;
 pub mod plan;
 pub mod prefill;
 pub mod quota;
 pub mod reload;
+pub mod responses;
 pub mod route;
 pub mod runtime;
 pub mod server;
@@ -40,6 +44,7 @@ pub mod stream;
 pub mod table;
 pub mod tokens;
 pub mod trace;
+pub mod upgrade;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -109,6 +114,18 @@ impl Proxy {
             metrics,
             quota: quota::QuotaState::start(&cfg.quota)?,
             clients: ClientCache::new(cfg.ca_file.clone()),
+            conversations: Arc::new(conversation::Store::new(
+                &cfg.identity.namespace,
+                conversation::StoreLimits {
+                    ttl: cfg.responses_ttl,
+                    max_entries: cfg.responses_max_entries,
+                    max_bytes: 256 * 1024 * 1024,
+                },
+                match &cfg.quota.store {
+                    config::StoreSetting::Redis(url) => Some(url.as_str()),
+                    config::StoreSetting::Memory => None,
+                },
+            )),
             cfg,
             registry: runtime::Registry::default(),
             ready: AtomicBool::new(false),

@@ -76,6 +76,17 @@ struct Args {
     /// Most `messages` accepted in one request.
     #[arg(long, default_value_t = 2048)]
     max_messages: usize,
+    /// Largest pass-through upload (multipart, audio, files) in bytes;
+    /// it is streamed, never held whole. Larger ones get 413.
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
+    max_upload_bytes: usize,
+    /// Seconds the Responses conversation store keeps a response id
+    /// (and, for translated upstreams, the conversation).
+    #[arg(long, default_value_t = 24 * 3600)]
+    responses_ttl_secs: u64,
+    /// Most response ids the in-memory Responses store keeps (oldest out).
+    #[arg(long, default_value_t = 10_000)]
+    responses_max_entries: usize,
     /// Address of the app-facing LLM API.
     #[arg(long, env = "LLMESH_LISTEN", default_value = "127.0.0.1:15500")]
     listen: SocketAddr,
@@ -263,6 +274,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_header_bytes: args.max_header_bytes,
         max_json_depth: args.max_json_depth,
         max_messages: args.max_messages,
+        max_upload_bytes: args.max_upload_bytes,
+        responses_ttl: Duration::from_secs(args.responses_ttl_secs.max(1)),
+        responses_max_entries: args.responses_max_entries.max(1),
         inbound_token,
         kube,
         quota: llmesh_proxy::quota::QuotaSettings {

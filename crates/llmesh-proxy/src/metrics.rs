@@ -40,6 +40,14 @@ pub struct Metrics {
     pub time_to_first_chunk: HistogramVec,
     /// llmesh_requests_total
     pub requests: IntCounterVec,
+    /// llmesh_passthrough_requests_total
+    pub passthrough: IntCounterVec,
+    /// llmesh_upgrades_total
+    pub upgrades: IntCounterVec,
+    /// llmesh_upgrades_active
+    pub upgrades_active: IntGauge,
+    /// llmesh_batch_results_total
+    pub batch_results: IntCounterVec,
     /// llmesh_tokens_total
     pub tokens: IntCounterVec,
     /// llmesh_cost_usd_total
@@ -174,6 +182,31 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new("llmesh_requests_total", "Requests answered by the sidecar."),
             &["route", "provider", "model", "code", "error_type"],
+        )?;
+        let passthrough = IntCounterVec::new(
+            Opts::new(
+                "llmesh_passthrough_requests_total",
+                "Calls passed through to a provider (audio, files, batches, ...), by endpoint (ids replaced by {id}).",
+            ),
+            &["endpoint", "provider", "code"],
+        )?;
+        let upgrades = IntCounterVec::new(
+            Opts::new(
+                "llmesh_upgrades_total",
+                "WebSocket upgrades (realtime) passed through, by outcome (open, refused, failed).",
+            ),
+            &["endpoint", "provider", "outcome"],
+        )?;
+        let batch_results = IntCounterVec::new(
+            Opts::new(
+                "llmesh_batch_results_total",
+                "Batch results accounted as the app downloaded them (their tokens and cost are in llmesh_tokens_total and llmesh_cost_usd_total).",
+            ),
+            &["route", "provider", "model"],
+        )?;
+        let upgrades_active = IntGauge::new(
+            "llmesh_upgrades_active",
+            "WebSocket connections open through the sidecar.",
         )?;
         let tokens = IntCounterVec::new(
             Opts::new(
@@ -390,6 +423,10 @@ impl Metrics {
         registry.register(Box::new(token_usage.clone()))?;
         registry.register(Box::new(time_to_first_chunk.clone()))?;
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(passthrough.clone()))?;
+        registry.register(Box::new(upgrades.clone()))?;
+        registry.register(Box::new(upgrades_active.clone()))?;
+        registry.register(Box::new(batch_results.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(cost.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -445,6 +482,10 @@ impl Metrics {
             token_usage,
             time_to_first_chunk,
             requests,
+            passthrough,
+            upgrades,
+            upgrades_active,
+            batch_results,
             tokens,
             cost,
             upstream_errors,

@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use llmesh_wire::Dialect;
 use tracing::Instrument;
 
 use crate::attempts::Ended;
@@ -34,27 +33,46 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBod
     let start = clock::now();
     let request_id = crate::inbound::request_id(req.headers());
     // The endpoint first: it decides the error format of everything after.
-    let Some(endpoint) = Endpoint::classify(req.method(), req.uri().path()) else {
-        let path = req.uri().path();
-        let dialect = if path.contains("/messages") {
-            Dialect::Anthropic
-        } else {
-            Dialect::OpenAi
-        };
-        let err = ProxyError::UnsupportedEndpoint {
-            method: req.method().to_string(),
-            path: crate::inbound::truncate_path(path),
-        };
-        return crate::answer::refused(&shared, err, dialect, &request_id, start);
-    };
+    let endpoint = Endpoint::classify(req.method(), req.uri().path());
     // Listing models needs no body, no route and no token.
-    if endpoint == Endpoint::Models {
-        let anthropic = req.headers().contains_key("anthropic-version");
-        return crate::answer::models(&shared, anthropic, &request_id);
+    match endpoint {
+        Endpoint::Models => {
+            let anthropic = req.headers().contains_key("anthropic-version");
+            return crate::answer::models(&shared, anthropic, &request_id);
+        }
+        Endpoint::Model => {
+            let anthropic = req.headers().contains_key("anthropic-version");
+            let id = crate::inbound::model_id(req.uri().path()).unwrap_or_default();
+            return crate::answer::model(&shared, id, anthropic, &request_id, start);
+        }
+        _ => {}
     }
+    let dialect = match endpoint {
+        Endpoint::Other => crate::inbound::dialect_of_path(req.uri().path(), req.headers()),
+        e => e.dialect(),
+    };
     // The inbound token before a byte of the body is read.
     if let Err(e) = crate::inbound::authorize(&shared.cfg, req.headers()) {
-        return crate::answer::refused(&shared, e, endpoint.dialect(), &request_id, start);
+        return crate::answer::refused(&shared, e, dialect, &request_id, start);
+    }
+    match endpoint {
+        // Every other path: governed pass-through, WebSocket included.
+        Endpoint::Other if crate::upgrade::is_upgrade(&req) => {
+            return crate::upgrade::serve(shared, req, request_id, start).await;
+        }
+        Endpoint::Other => {
+            return crate::passthrough::serve(shared, req, request_id, start).await;
+        }
+        Endpoint::ResponseState => {
+            return crate::responses::state(&shared, req, &request_id, start).await;
+        }
+        Endpoint::CountTokens => {
+            return match crate::count_tokens::serve(&shared, req, &request_id, start).await {
+                Ok(r) => r,
+                Err(e) => crate::answer::refused(&shared, e, dialect, &request_id, start),
+            };
+        }
+        _ => {}
     }
     shared.metrics.in_flight.inc();
     let _in_flight = InFlight(&shared);
@@ -82,6 +100,22 @@ async fn routed(
     let guarded = crate::dataguard::guard(&table, &shared.metrics, &inbound)?;
     let raw = guarded.body.clone().unwrap_or_else(|| inbound.raw.clone());
     crate::route::check_cleared(&routed.route, &guarded.restricted)?;
+    // Conversation: a Responses follow-up becomes one whole input, or is
+    // pinned to the provider that holds it; before admission, which counts
+    // the whole prompt.
+    let (turn, raw) = match endpoint {
+        Endpoint::Responses => {
+            let (turn, raw) = crate::conversation::prepare(
+                &shared.conversations,
+                &raw,
+                inbound.previous_response_id.as_deref(),
+                inbound.store,
+            )
+            .await?;
+            (Some(Arc::new(turn)), raw)
+        }
+        _ => (None, raw),
+    };
     // Admission: quotas reserve on the way in, after the data policy so a
     // blocked request costs nothing; a downgrade re-routes.
     let (routed, admitted) =
@@ -114,6 +148,7 @@ async fn routed(
             .map(OnceLock::from)
             .unwrap_or_default(),
         span: tracing::Span::current(),
+        turn,
         table,
     });
     // Plan: the retry, failover and hedge decisions of this request.
@@ -125,6 +160,7 @@ async fn routed(
             deadline: ctx.deadline.into_std(),
             pacing: ctx.pacing().cloned(),
             seed: rand::random(),
+            pin: ctx.turn.as_ref().and_then(|t| t.pin.clone()),
         },
     );
     // Attempts: nothing reaches the client until one answers or the plan stops.

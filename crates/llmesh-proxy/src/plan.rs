@@ -123,6 +123,9 @@ pub struct PlanInput {
     pub pacing: Option<Arc<llmesh_quota::QuotaEngine>>,
     /// Seed of the plan's random choices (balancing, jitter).
     pub seed: u64,
+    /// Only this provider may serve (a Responses follow-up goes back to
+    /// the provider that holds the conversation).
+    pub pin: Option<Arc<str>>,
 }
 
 /// The attempt plan of one request (see the module doc).
@@ -169,9 +172,11 @@ fn price_per_mtok(b: &llmesh_policy::Backend) -> f64 {
         .map_or(f64::NAN, |p| (p.input + p.output) * 1e6)
 }
 
-/// A provider may receive a request carrying `restricted` classes.
-fn cleared(p: &Provider, restricted: &[String]) -> bool {
-    restricted.is_empty() || crate::dataguard::cleared(p, restricted)
+/// A provider may receive the request: cleared for its classes, and the
+/// pinned provider if there is one.
+fn cleared(p: &Provider, input: &PlanInput) -> bool {
+    input.pin.as_deref().is_none_or(|pin| p.name == pin)
+        && (input.restricted.is_empty() || crate::dataguard::cleared(p, &input.restricted))
 }
 
 /// What selection reads of one backend, read once per selection (one
@@ -447,7 +452,7 @@ impl Plan {
         let (roll, roll2): (u64, u64) = (self.rng.random(), self.rng.random());
         let route = self.table.snap.routes.get(self.route_index)?;
         let rt = self.table.routes.get(self.route_index)?;
-        let restricted = &self.input.restricted;
+        let restricted = &self.input;
         let tried = self.tried;
         // The common case, one backend, needs no balancing.
         if let [only] = rt.backends.as_slice() {
@@ -536,9 +541,7 @@ impl Plan {
         while let Some(b) = chain.get(self.chain_pos) {
             let i = self.chain_pos;
             self.chain_pos += 1;
-            if cleared(&b.backend.provider, &self.input.restricted)
-                && b.state.breaker.would_admit(now)
-            {
+            if cleared(&b.backend.provider, &self.input) && b.state.breaker.would_admit(now) {
                 return Some(Slot::Chain(c, i));
             }
         }

@@ -107,6 +107,8 @@ pub struct RouteRuntime {
     pub budget: Option<Arc<RetryBudget>>,
     /// Round-robin position.
     pub rr: Arc<AtomicU64>,
+    /// The client of the route's pass-through provider, if it has one.
+    pub passthrough: Option<crate::upstream::UpstreamClient>,
 }
 
 /// Long-lived state, carried from table to table.

@@ -56,7 +56,7 @@ pub async fn serve<F, Fut>(
                 };
                 let _ = stream.set_nodelay(true);
                 let conn = builder
-                    .serve_connection(TokioIo::new(stream), service_fn(handler.clone()))
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service_fn(handler.clone()))
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

@@ -28,6 +28,8 @@ pub struct Shared {
     pub registry: runtime::Registry,
     /// Quota counters and the usage writer, kept across reloads.
     pub quota: quota::QuotaState,
+    /// Responses API conversation state.
+    pub conversations: Arc<crate::conversation::Store>,
     /// Set once a policy is loaded.
     pub ready: AtomicBool,
     pub(crate) generation: AtomicU64,

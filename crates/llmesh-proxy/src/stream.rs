@@ -191,6 +191,18 @@ impl StreamingBody {
                 }
             }
         }
+        if status == 200 {
+            if let (Some(call), Some(resp)) = (&self.call, self.translator.final_response()) {
+                if let Some(turn) = call.ctx.turn.clone() {
+                    turn.save_later(
+                        call.ctx.shared.conversations.clone(),
+                        &call.provider,
+                        &call.upstream_model,
+                        resp.clone(),
+                    );
+                }
+            }
+        }
         if let Some(call) = self.call.take() {
             call.finish(Outcome {
                 status,

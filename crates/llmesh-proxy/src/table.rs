@@ -202,11 +202,28 @@ pub fn build<'r>(
                     .collect()
             })
             .collect();
+        let passthrough = route.passthrough.as_ref().and_then(|pt| {
+            let ca = pt.provider.ca_file.as_deref().map(|f| match base_dir {
+                Some(dir) if f.is_relative() => dir.join(f),
+                _ => f.to_path_buf(),
+            });
+            match clients.get(ca.as_deref(), route.timeouts.connect) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    wiring_errors.push(format!(
+                        "LLMProvider/{}: spec.caFile: {e}",
+                        pt.provider.name
+                    ));
+                    None
+                }
+            }
+        });
         routes.push(RouteRuntime {
             backends,
             fallbacks,
             budget: builder.budget(route),
             rr: builder.counter(route),
+            passthrough,
         });
     }
     Built {

@@ -37,8 +37,14 @@ pub fn estimate_prompt(dialect: Dialect, raw: &[u8]) -> u64 {
             collect_text(body.get("messages"), &mut text);
             collect_text(body.get("tools"), &mut text);
         }
+        Dialect::Responses => {
+            collect_text(body.get("instructions"), &mut text);
+            collect_text(body.get("input"), &mut text);
+            collect_text(body.get("tools"), &mut text);
+        }
         Dialect::OpenAi | Dialect::Gemini => {
             collect_text(body.get("messages"), &mut text);
+            collect_text(body.get("prompt"), &mut text);
             collect_text(body.get("input"), &mut text);
             collect_text(body.get("tools"), &mut text);
             collect_text(body.get("contents"), &mut text);

@@ -357,6 +357,7 @@ pub fn attempt_span(op: Operation, provider: &llmesh_policy::Provider, model: &s
     let op = match op {
         Operation::Chat => "chat",
         Operation::Embeddings => "embeddings",
+        Operation::Completions => "text_completion",
     };
     let span = tracing::info_span!(
         target: TARGET,

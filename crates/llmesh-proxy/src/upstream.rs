@@ -27,7 +27,7 @@ pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 #[derive(Default)]
 pub struct ClientCache {
     global_ca: Option<PathBuf>,
-    clients: Mutex<HashMap<(Option<PathBuf>, Duration), UpstreamClient>>,
+    clients: Mutex<HashMap<(Option<PathBuf>, Duration, bool), UpstreamClient>>,
 }
 
 impl ClientCache {
@@ -42,7 +42,26 @@ impl ClientCache {
     /// The client for a provider's CA file and a route's connect timeout.
     /// Only called while building a table, never per request.
     pub fn get(&self, ca: Option<&Path>, connect: Duration) -> Result<UpstreamClient, String> {
-        let key = (ca.map(Path::to_path_buf), connect);
+        self.get_with(ca, connect, false)
+    }
+
+    /// A client that speaks HTTP/1.1 only, for WebSocket upgrades (an
+    /// HTTP/2 connection cannot be upgraded).
+    pub fn get_http1(
+        &self,
+        ca: Option<&Path>,
+        connect: Duration,
+    ) -> Result<UpstreamClient, String> {
+        self.get_with(ca, connect, true)
+    }
+
+    fn get_with(
+        &self,
+        ca: Option<&Path>,
+        connect: Duration,
+        http1_only: bool,
+    ) -> Result<UpstreamClient, String> {
+        let key = (ca.map(Path::to_path_buf), connect, http1_only);
         let mut map = self.clients.lock().map_err(|_| "client cache poisoned")?;
         if let Some(c) = map.get(&key) {
             return Ok(c.clone());
@@ -54,13 +73,17 @@ impl ClientCache {
         if let Some(c) = ca {
             cas.push(c);
         }
-        let client = build_client(&cas, connect)?;
+        let client = build_client(&cas, connect, http1_only)?;
         map.insert(key, client.clone());
         Ok(client)
     }
 }
 
-fn build_client(ca_files: &[&Path], connect: Duration) -> Result<UpstreamClient, String> {
+fn build_client(
+    ca_files: &[&Path],
+    connect: Duration,
+    http1_only: bool,
+) -> Result<UpstreamClient, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for path in ca_files {
@@ -96,9 +119,12 @@ fn build_client(ca_files: &[&Path], connect: Duration) -> Result<UpstreamClient,
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
+        .enable_http1();
+    let https = if http1_only {
+        https.wrap_connector(http)
+    } else {
+        https.enable_http2().wrap_connector(http)
+    };
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
@@ -116,6 +142,17 @@ pub fn dialect_of(schema: ApiSchema) -> Dialect {
     }
 }
 
+/// The API a call from a `client` of `model` on `provider` is sent in:
+/// the Responses API passes through to providers that serve it for the
+/// model, every other call goes in the provider's own API.
+pub fn upstream_dialect(client: Dialect, provider: &Provider, model: &str) -> Dialect {
+    if client == Dialect::Responses && provider.native_responses(model) {
+        Dialect::Responses
+    } else {
+        dialect_of(provider.schema)
+    }
+}
+
 /// What kind of call is being made upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -123,6 +160,8 @@ pub enum Operation {
     Chat,
     /// Embeddings.
     Embeddings,
+    /// Legacy text completions.
+    Completions,
 }
 
 /// Path under the provider's base URL for a call.
@@ -135,6 +174,8 @@ pub fn upstream_path(
     Ok(match (dialect, op) {
         (Dialect::OpenAi, Operation::Chat) => "/chat/completions".into(),
         (Dialect::OpenAi, Operation::Embeddings) => "/embeddings".into(),
+        (Dialect::OpenAi, Operation::Completions) => "/completions".into(),
+        (Dialect::Responses, _) => "/responses".into(),
         (Dialect::Anthropic, Operation::Chat) => "/messages".into(),
         (Dialect::Gemini, Operation::Chat) => {
             // The model is part of the path for Gemini; keep it to the
@@ -160,6 +201,12 @@ pub fn upstream_path(
                 d.as_str()
             )))
         }
+        (d, Operation::Completions) => {
+            return Err(ProxyError::Unsupported(format!(
+                "legacy completions are only supported on OpenAI-compatible providers, not {}",
+                d.as_str()
+            )))
+        }
     })
 }
 
@@ -168,13 +215,22 @@ pub fn upstream_path(
 /// other dialect's version headers when the call is translated.
 fn forwardable(name: &HeaderName, client: Dialect, upstream: Dialect) -> bool {
     let n = name.as_str();
+    if matches!(n, "content-type" | "accept") {
+        return false;
+    }
+    relayable(name, client, upstream)
+}
+
+/// Whether an app header may go to the provider on a pass-through call,
+/// whose body and answer are the app's own: as [`forwardable`], except
+/// that `content-type` and `accept` are kept.
+pub fn relayable(name: &HeaderName, client: Dialect, upstream: Dialect) -> bool {
+    let n = name.as_str();
     if matches!(
         n,
         "host"
             | "content-length"
-            | "content-type"
             | "accept-encoding"
-            | "accept"
             | "connection"
             | "keep-alive"
             | "proxy-connection"

@@ -65,6 +65,7 @@ fn plan_with(table: &Arc<Table>, restricted: &[&str]) -> Plan {
             deadline: clock::now() + Duration::from_secs(60),
             pacing: None,
             seed: 7,
+            pin: None,
         },
     )
 }
@@ -456,6 +457,7 @@ async fn the_deadline_stops_a_retry_that_would_wait_past_it() {
             deadline: clock::now() + Duration::from_millis(1),
             pacing: None,
             seed: u64::MAX,
+            pin: None,
         },
     );
     let (s, _) = next_try(&mut p);
