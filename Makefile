@@ -56,9 +56,11 @@ deps:
 	@# Python >= 3.12 but runs on 3.11, hence --ignore-requires-python.
 	@# PyYAML reads documents as kubectl does (YAML 1.1) in the tests, and
 	@# jsonschema checks what manifests/render.py's API server is sent.
-	@if ! python3 -c 'import helm_sdkpy, yaml, jsonschema' >/dev/null 2>&1; then \
-	  echo "installing helm-sdkpy, PyYAML and jsonschema (pip) for the chart and document tests"; \
-	  python3 -m pip install --quiet --ignore-requires-python helm-sdkpy pyyaml jsonschema; \
+	@# The official openai and anthropic SDKs (websockets for realtime) drive
+	@# the sidecar in tests/sdk_calls.rs as an injected app would.
+	@if ! python3 -c 'import helm_sdkpy, yaml, jsonschema, openai, anthropic, websockets' >/dev/null 2>&1; then \
+	  echo "installing helm-sdkpy, PyYAML, jsonschema and the openai / anthropic SDKs (pip) for the chart, document and SDK tests"; \
+	  python3 -m pip install --quiet --ignore-requires-python helm-sdkpy pyyaml jsonschema openai anthropic websockets; \
 	fi
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \

@@ -150,6 +150,9 @@ const FAMILIES_WITH_SAMPLES: &[&str] = &[
     "llmesh_hedges_total{",
     "llmesh_stream_continuations_total{",
     "llmesh_context_preflight_skips_total{",
+    "llmesh_passthrough_requests_total{",
+    "llmesh_upgrades_total{",
+    "llmesh_batch_results_total{",
 ];
 
 /// Says which Prometheus the checks below use, or that they skip (nextest

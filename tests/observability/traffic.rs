@@ -2,7 +2,9 @@
 //! sidecar samples: successes and streams in both client APIs, errors,
 //! a retry, a failover, a breaker that opens, a spent retry budget, a
 //! hedge, a context preflight skip, a continued stream and an outlier
-//! ejection, all driven through the mock's fault controls.
+//! ejection, all driven through the mock's fault controls; and the SDK
+//! calls beyond chat: a pass-through moderation, a batch downloaded (and
+//! accounted) through the sidecar, a realtime WebSocket session.
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -21,7 +23,7 @@ spec:
   credential: {{file: key.txt}}
   limits: {{requestsPerMinute: 100000}}
   models:
-    - {{name: gpt-4o-mini, pricing: {{input: 0.15, output: 0.6}}}}
+    - {{name: gpt-4o-mini, pricing: {{input: 0.15, output: 0.6, batch: 0.5}}}}
     - {{name: tiny, contextWindow: 60}}
     - {{name: huge, contextWindow: 100000, pricing: {{input: 2, output: 8}}}}
 ---
@@ -91,6 +93,12 @@ spec:
             "strategy: {type: round-robin}
   backends: [{provider: oai, model: sluggish}, {provider: oai, model: quick}, {provider: oai, model: quick2}]
   circuitBreaker: {slowOutlierFactor: 3, openFor: 30s}",
+        ),
+        (
+            "files",
+            "files-only",
+            "backends: [{provider: oai}]
+  passthrough: {paths: [/v1/files*, /v1/batches*], provider: oai}",
         ),
     ];
     for (name, model, body) in routes {
@@ -239,4 +247,70 @@ pub async fn round(http: &Http, llm: &str) {
             200,
         );
     }
+    passthrough(http, llm).await;
+    realtime(llm).await;
+}
+
+/// Pass-through: a moderation by model, and a batch whose results are
+/// downloaded (and accounted) through the sidecar.
+async fn passthrough(http: &Http, llm: &str) {
+    let (s, _, b) = http
+        .send(
+            Method::POST,
+            &format!("{llm}/v1/moderations"),
+            Bytes::from(json!({"model": "gpt-4o-mini", "input": "hi"}).to_string()),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(s, 200, "moderation: {}", String::from_utf8_lossy(&b));
+    let line = json!({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+        "body": openai_chat("gpt-4o-mini", "batched hello")});
+    let boundary = "llmeshboundary";
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n{line}\n\r\n--{boundary}--\r\n"
+    );
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let (s, _, b) = http
+        .send(
+            Method::POST,
+            &format!("{llm}/v1/files"),
+            Bytes::from(form),
+            &[("content-type", ct.as_str())],
+        )
+        .await;
+    assert_eq!(s, 200, "file upload: {}", String::from_utf8_lossy(&b));
+    let file: Value = serde_json::from_slice(&b).unwrap();
+    let create = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"});
+    let (s, _, b) = http
+        .send(
+            Method::POST,
+            &format!("{llm}/v1/batches"),
+            Bytes::from(create.to_string()),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(s, 200, "batch: {}", String::from_utf8_lossy(&b));
+    let batch: Value = serde_json::from_slice(&b).unwrap();
+    let out = batch["output_file_id"].as_str().unwrap();
+    let (s, _, b) = http.get(&format!("{llm}/v1/files/{out}/content")).await;
+    assert_eq!(s, 200, "batch output: {}", String::from_utf8_lossy(&b));
+}
+
+/// A realtime (WebSocket) session: the mock's greeting and an echo.
+async fn realtime(llm: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    let url = format!(
+        "{}/v1/realtime?model=gpt-4o-mini",
+        llm.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let hello = ws.next().await.unwrap().unwrap();
+    assert!(hello.to_string().contains("session.created"), "{hello}");
+    ws.send(tokio_tungstenite::tungstenite::Message::text("ping"))
+        .await
+        .unwrap();
+    let echo = ws.next().await.unwrap().unwrap();
+    assert_eq!(echo.to_string(), "ping");
+    ws.close(None).await.unwrap();
 }
