@@ -25,6 +25,9 @@ run:
 	echo "    -d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'"; \
 	echo "  curl -sN http://127.0.0.1:15500/v1/messages -H 'content-type: application/json' \\"; \
 	echo "    -d '{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":64,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'"; \
+	echo "  curl -s http://127.0.0.1:15500/v1/responses -H 'content-type: application/json' \\"; \
+	echo "    -d '{\"model\":\"qwen2.5-7b-instruct\",\"input\":\"hello\"}'"; \
+	echo "  OPENAI_BASE_URL=http://127.0.0.1:15500/v1 ANTHROPIC_BASE_URL=http://127.0.0.1:15500 your-app  # any SDK call"; \
 	echo "  curl -s http://127.0.0.1:15501/metrics | grep llmesh_cost"; \
 	echo "  curl -s http://127.0.0.1:15502/config_dump"; \
 	echo "Edit $(POLICY) to change routing live. Ctrl-C stops both."; \
