@@ -1,12 +1,13 @@
 //! `make run`'s embedded policy (examples/local/policy.yaml) serves every
 //! call the OpenAI and Anthropic SDKs make, against the real mock and
 //! proxy binaries: what a new user tries first must work.
+#![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::Method;
-use llmesh_tests::{proxy_command, spawn_mock, spawn_proxy, Proc, ProxyProc};
 use llmesh_tests::{anthropic_msg, metric_sum, openai_chat, Http};
+use llmesh_tests::{proxy_command, spawn_mock, spawn_proxy, Proc, ProxyProc};
 use serde_json::{json, Value};
 
 const KEY: &str = "make-run-key";
@@ -73,10 +74,8 @@ fn form(fields: &[(&str, &str)], file: (&str, &str, &[u8])) -> (String, Bytes) {
     let mut out = Vec::new();
     for (k, v) in fields {
         out.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
-            )
-            .as_bytes(),
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
         );
     }
     let (name, filename, bytes) = file;
@@ -174,9 +173,7 @@ async fn the_make_run_policy_serves_every_sdk_call() {
     assert!(b.contains("event: response.completed"), "{b}");
 
     // count_tokens: forwarded to Anthropic, estimated for the others.
-    let count = |model: &str| {
-        json!({"model": model, "messages": [{"role": "user", "content": "count these four words"}]})
-    };
+    let count = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "count these four words"}]});
     let (s, h, b) = run
         .post("/v1/messages/count_tokens", count("claude-sonnet-4-5"))
         .await;
@@ -311,7 +308,11 @@ async fn the_make_run_policy_serves_every_sdk_call() {
         .await;
     let m = String::from_utf8_lossy(&m).to_string();
     assert!(
-        metric_sum(&m, "llmesh_batch_results_total", &[("provider", "mock-openai")]) >= 1.0,
+        metric_sum(
+            &m,
+            "llmesh_batch_results_total",
+            &[("provider", "mock-openai")]
+        ) >= 1.0,
         "{m}"
     );
     assert!(

@@ -3,6 +3,7 @@
 //! conversations, native and translated; a sidecar of another namespace
 //! on the same Redis sees none of them; without Redis a replica does not
 //! know the other's ids.
+#![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use http::Method;
@@ -65,14 +66,18 @@ async fn post(http: &Http, proxy: &ProxyProc, body: Value) -> (u16, Value) {
             &[],
         )
         .await;
-    (s.as_u16(), serde_json::from_slice(&b).unwrap_or(Value::Null))
+    (
+        s.as_u16(),
+        serde_json::from_slice(&b).unwrap_or(Value::Null),
+    )
 }
 
 async fn get(http: &Http, proxy: &ProxyProc, id: &str) -> (u16, Value) {
-    let (s, _, b) = http
-        .get(&format!("{}/v1/responses/{id}", proxy.llm))
-        .await;
-    (s.as_u16(), serde_json::from_slice(&b).unwrap_or(Value::Null))
+    let (s, _, b) = http.get(&format!("{}/v1/responses/{id}", proxy.llm)).await;
+    (
+        s.as_u16(),
+        serde_json::from_slice(&b).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test]

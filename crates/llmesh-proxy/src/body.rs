@@ -89,13 +89,13 @@ impl http_body::Body for UpstreamBody {
         let first = self.data.as_ref().map_or(0, |d| d.len() as u64);
         match &self.rest {
             None => http_body::SizeHint::with_exact(first),
+            // Never exact, so never sent as a Content-Length: a rest under
+            // a limit says "exactly 0 more" once its allowance is used up,
+            // while more bytes (refused) may follow. A known length goes
+            // up as the client's Content-Length header instead.
             Some(r) => {
-                let h = r.size_hint();
                 let mut out = http_body::SizeHint::new();
-                out.set_lower(h.lower() + first);
-                if let Some(u) = h.upper() {
-                    out.set_upper(u + first);
-                }
+                out.set_lower(r.size_hint().lower() + first);
                 out
             }
         }

@@ -324,8 +324,15 @@ impl ProxyError {
             out.headers_mut().extend(u.keep.clone());
             return out;
         }
-        let body =
+        let mut body =
             llmesh_wire::error_body(dialect, self.kind(), self.metric_label(), &self.to_string());
+        // OpenAI's format names the request field at fault (SDKs show it
+        // as `param`).
+        if let ProxyError::NotFound { param: Some(p), .. } = self {
+            if let Some(slot) = body.pointer_mut("/error/param") {
+                *slot = serde_json::Value::from(*p);
+            }
+        }
         let mut resp = json_response(self.status(), &body, request_id);
         if let ProxyError::Quota { headers, .. } = self {
             for (name, value) in headers {

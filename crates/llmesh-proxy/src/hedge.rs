@@ -28,6 +28,8 @@ pub(crate) async fn race(
     a_t0: std::time::Instant,
     delay: Duration,
 ) -> (Slot, AttemptResult) {
+    // The Err is the attempt's `AttemptResult` error, moved as it is.
+    #[allow(clippy::result_large_err)]
     let wrap = |r, flight: OwnedInFlight, t0| match r {
         Ok(s) => Ok((s, flight, t0)),
         Err(f) => Err((f, Some(flight))),

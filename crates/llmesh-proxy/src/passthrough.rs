@@ -490,6 +490,45 @@ async fn relay(
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
+    let (rparts, rbody) = resp.into_parts();
+    // Anthropic names a batch's results by an absolute `results_url` at the
+    // provider, which SDKs fetch as given: that download would skip the
+    // sidecar (no key, no accounting), so it is pointed at the sidecar.
+    let sidecar = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .filter(|_| status.is_success() && is_json(&rparts.headers) && is_batch_object(&path));
+    let (rbody, rewritten) = match sidecar {
+        None => (Some(rbody), None),
+        Some(host) => {
+            let limit = shared.cfg.max_response_bytes;
+            let raw = match tokio::time::timeout_at(deadline, Limited::new(rbody, limit).collect())
+                .await
+            {
+                Ok(Ok(c)) => c.to_bytes(),
+                Ok(Err(e)) => {
+                    return Err(fail(ProxyError::UpstreamProtocol {
+                        provider: target.provider.name.clone(),
+                        detail: format!("reading the answer: {e}"),
+                    }))
+                }
+                Err(_) => {
+                    return Err(fail(ProxyError::UpstreamTimeout {
+                        provider: target.provider.name.clone(),
+                        phase: "total",
+                        after_ms: target.timeout.as_millis(),
+                    }))
+                }
+            };
+            let base = &target.provider.base_url;
+            let upstream = format!("{}://{}{}", base.scheme, base.authority, base.path);
+            let local = format!("http://{host}/v1");
+            let body = results_at_sidecar(&raw, &upstream, &local).unwrap_or(raw);
+            (None, Some(body))
+        }
+    };
     let m = &shared.metrics;
     m.passthrough
         .with_label_values(&[endpoint, target.provider.name.as_str(), status.as_str()])
@@ -520,7 +559,6 @@ async fn relay(
         "request passed through"
     );
 
-    let (rparts, rbody) = resp.into_parts();
     let meter = (status.is_success() && is_batch_results(&parts.method, &path)).then(|| {
         BatchMeter::new(
             shared.clone(),
@@ -528,15 +566,16 @@ async fn relay(
             target.provider.clone(),
         )
     });
-    let body = Relay {
-        inner: rbody,
-        meter,
+    let body = match (rbody, rewritten) {
+        (Some(inner), _) => BodyExt::boxed_unsync(Relay { inner, meter }),
+        (None, body) => crate::body::full(body.unwrap_or_default()),
     };
-    let mut out = Response::new(BodyExt::boxed_unsync(body));
+    let resized = sidecar.is_some();
+    let mut out = Response::new(body);
     *out.status_mut() = status;
     let h = out.headers_mut();
     for (name, value) in &rparts.headers {
-        if !hop_by_hop(name.as_str()) {
+        if !(hop_by_hop(name.as_str()) || resized && name == header::CONTENT_LENGTH) {
             h.append(name.clone(), value.clone());
         }
     }
@@ -627,6 +666,36 @@ fn is_batch_results(method: &Method, path: &str) -> bool {
     method == Method::GET
         && ((p.starts_with("/files/") && p.ends_with("/content"))
             || (p.starts_with("/messages/batches/") && p.ends_with("/results")))
+}
+
+/// Anthropic message-batch objects (create, get, list, cancel), whose
+/// `results_url` names where the results are downloaded.
+fn is_batch_object(path: &str) -> bool {
+    let p = path.strip_prefix("/v1").unwrap_or(path);
+    p.starts_with("/messages/batches") && !p.ends_with("/results")
+}
+
+/// `raw` with every `results_url` under `upstream` (the provider's base
+/// URL) moved under `local` (the sidecar's); `None` when nothing changes.
+fn results_at_sidecar(raw: &[u8], upstream: &str, local: &str) -> Option<Bytes> {
+    let mut v: Value = serde_json::from_slice(raw).ok()?;
+    let mut changed = false;
+    let mut point = |o: &mut Value| {
+        if let Some(Value::String(url)) = o.get_mut("results_url") {
+            if let Some(rest) = url.strip_prefix(upstream).filter(|r| r.starts_with('/')) {
+                *url = format!("{local}{rest}");
+                changed = true;
+            }
+        }
+    };
+    point(&mut v);
+    if let Some(Value::Array(items)) = v.get_mut("data") {
+        items.iter_mut().for_each(&mut point);
+    }
+    if !changed {
+        return None;
+    }
+    serde_json::to_vec(&v).ok().map(Bytes::from)
 }
 
 /// The response body, relayed frame by frame, metered when it carries
@@ -801,6 +870,44 @@ mod tests {
         assert_eq!(multipart_model(body, ct).as_deref(), Some("whisper-1"));
         assert_eq!(multipart_model(b"--XyZ\r\n", ct), None);
         assert_eq!(multipart_model(body, "multipart/form-data"), None);
+    }
+
+    #[test]
+    fn batch_results_urls_point_at_the_sidecar() {
+        let raw = br#"{"id":"b","results_url":"https://api.anthropic.com/v1/messages/batches/b/results"}"#;
+        let out = results_at_sidecar(
+            raw,
+            "https://api.anthropic.com/v1",
+            "http://127.0.0.1:15500/v1",
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["results_url"],
+            "http://127.0.0.1:15500/v1/messages/batches/b/results"
+        );
+        let list = br#"{"data":[{"results_url":"https://api.anthropic.com/v1/messages/batches/b/results"},{"results_url":null}]}"#;
+        let out = results_at_sidecar(list, "https://api.anthropic.com/v1", "http://h/v1").unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["data"][0]["results_url"],
+            "http://h/v1/messages/batches/b/results"
+        );
+        // Elsewhere, or not there yet: unchanged.
+        assert!(results_at_sidecar(
+            br#"{"results_url":"https://other/x"}"#,
+            "https://api.anthropic.com/v1",
+            "http://h/v1"
+        )
+        .is_none());
+        assert!(results_at_sidecar(
+            br#"{"results_url":null}"#,
+            "https://api.anthropic.com/v1",
+            "http://h/v1"
+        )
+        .is_none());
+        assert!(is_batch_object("/v1/messages/batches/b"));
+        assert!(!is_batch_object("/v1/messages/batches/b/results"));
     }
 
     #[test]

@@ -22,12 +22,16 @@ use crate::error::ProxyError;
 /// The HTTP client used for one class of upstreams.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
-/// Clients keyed by (extra CA file, connect timeout), kept across reloads so
-/// a policy change does not throw away warm connection pools.
+/// Key of a cached client: extra CA file, connect timeout, HTTP/1 only.
+type ClientKey = (Option<PathBuf>, Duration, bool);
+
+/// Clients keyed by (extra CA file, connect timeout, HTTP/1 only), kept
+/// across reloads so a policy change does not throw away warm connection
+/// pools.
 #[derive(Default)]
 pub struct ClientCache {
     global_ca: Option<PathBuf>,
-    clients: Mutex<HashMap<(Option<PathBuf>, Duration, bool), UpstreamClient>>,
+    clients: Mutex<HashMap<ClientKey, UpstreamClient>>,
 }
 
 impl ClientCache {
