@@ -173,13 +173,20 @@ impl Stack {
     /// The policy with data rules `rules` (and `oai` cleared for
     /// `oai_clearance`); `args` go to the proxy.
     fn start_with(rules: &str, oai_clearance: &str, args: &[&str]) -> Stack {
+        Stack::start_full(rules, oai_clearance, args, "")
+    }
+
+    /// As [`start_with`](Self::start_with), with more documents after the
+    /// policy.
+    fn start_full(rules: &str, oai_clearance: &str, args: &[&str], more: &str) -> Stack {
         let (mock_proc, mock) = spawn_recording_mock();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
         let policy = POLICY
             .replace("MOCK", &mock)
             .replace("RULES", rules)
-            .replace("OAI_CLEARANCE", oai_clearance);
+            .replace("OAI_CLEARANCE", oai_clearance)
+            + more;
         std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
         let proxy = sidecar(dir.path(), "team-a", args);
         Stack {
@@ -1458,4 +1465,65 @@ async fn a_redacted_value_stays_redacted_in_a_kept_conversation() {
         3,
         "{sent}"
     );
+}
+
+#[tokio::test]
+async fn pass_through_calls_count_against_quotas_and_batch_results_against_cost() {
+    let quotas = "---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMQuota
+metadata: {name: calls}
+spec:
+  limits: {requestsPerMinute: 4}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMQuota
+metadata: {name: spend}
+spec:
+  limits: {costPerDay: '100'}
+  action: warn
+";
+    let stack = Stack::start_full(REDACT_EMAIL, "", &[], quotas);
+    llmesh_tests::inside_minute(10.0).await;
+    // A batch: upload (1), create (2), download its results (3).
+    let line = json!({"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": NATIVE, "messages": [{"role": "user", "content": "batched hello there"}]}});
+    let (ct, body) = multipart(
+        &[("purpose", "batch")],
+        ("in.jsonl", format!("{line}\n").as_bytes()),
+    );
+    let (s, _, b) = stack
+        .send(Method::POST, "/v1/files", body, &[("content-type", &ct)])
+        .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let create = json!({"input_file_id": json_of(&b)["id"], "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"});
+    let (s, batch) = stack.post("/v1/batches", &create, &[]).await;
+    assert_eq!(s, 200, "{batch}");
+    let out = batch["output_file_id"].as_str().unwrap();
+    let (s, _, b) = stack
+        .send(
+            Method::GET,
+            &format!("/v1/files/{out}/content"),
+            Bytes::new(),
+            &[],
+        )
+        .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    // The batch's cost reached the cost quota when its download ended.
+    stack
+        .metrics_until("the batch cost in the spend quota", |m| {
+            metric_value(m, "llmesh_quota_used", &[("limit", "costPerDay")]).unwrap_or(0.0) > 0.0
+        })
+        .await;
+    // A fourth call is still in the budget, the fifth is refused in the
+    // client's format, and never reaches the provider.
+    let moderation = json!({"input": "hello"});
+    let (s, v) = stack.post("/v1/moderations", &moderation, &[]).await;
+    assert_eq!(s, 200, "{v}");
+    stack.forget_upstream().await;
+    let (s, v) = stack.post("/v1/moderations", &moderation, &[]).await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["error"]["code"], "quota_exceeded", "{v}");
+    assert!(stack.upstream().await.is_empty());
 }

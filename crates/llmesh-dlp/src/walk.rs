@@ -332,8 +332,13 @@ pub(crate) fn response_texts<'a>(body: &'a mut Value, api: Api, out: &mut Vec<Te
         }
         Api::OpenAiEmbeddings | Api::AnyJson => {}
         Api::OpenAiResponses => {
-            if let Some(v) = body.get_mut("output") {
-                responses_items(v, out);
+            for (k, v) in body.iter_mut() {
+                match k.as_str() {
+                    "output" => responses_items(v, out),
+                    // A translated answer echoes the request's instructions.
+                    "instructions" => string_or_strings(v, out),
+                    _ => {}
+                }
             }
         }
         Api::OpenAiCompletions => {

@@ -39,6 +39,7 @@ pub async fn admit(
         raw,
         client: inbound.endpoint.dialect(),
         max_output: inbound.max_output,
+        tokens: true,
     };
     let admitted = quota_admit(shared, engine, &ask).await?;
     let Some(to) = &admitted.downgrade_to else {
@@ -56,6 +57,35 @@ pub async fn admit(
     })?;
     check_cleared(&downgraded.route, restricted)?;
     Ok((downgraded, admitted))
+}
+
+/// Admission of a pass-through call or a WebSocket session allowed by
+/// `route`: counted against the request and concurrency limits of the
+/// quotas covering `model` (the one the call names, or `""`, which only
+/// quotas without a model list cover). Nothing is reserved for tokens or
+/// cost: what batch results cost is added to the charge as they are
+/// downloaded. A full downgrade quota has nothing to downgrade here and
+/// lets the call go ahead.
+pub async fn admit_passthrough(
+    shared: &Arc<Shared>,
+    table: &Table,
+    route: &Route,
+    model: &str,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<Charge>>, ProxyError> {
+    let Some(engine) = &table.quota else {
+        return Ok(None);
+    };
+    let ask = Ask {
+        route,
+        requested: model,
+        headers,
+        raw: &Bytes::new(),
+        client: Dialect::OpenAi,
+        max_output: 0,
+        tokens: false,
+    };
+    Ok(quota_admit(shared, engine, &ask).await?.charge)
 }
 
 /// The tightest quota limit's `x-ratelimit-*` headers, and
@@ -90,6 +120,9 @@ pub struct Ask<'a> {
     pub client: Dialect,
     /// `max_tokens` asked for, 0 if none.
     pub max_output: u64,
+    /// Reserve the prompt and the answer's tokens (false for calls whose
+    /// tokens are not known up front: pass-through).
+    pub tokens: bool,
 }
 
 /// The request's admission by the quotas covering it.
@@ -105,18 +138,21 @@ async fn quota_admit(
         raw,
         client,
         max_output,
+        tokens,
     } = *ask;
     let id = shared.identity();
     let Some(needs_tokens) = engine.coverage(&id.namespace, &id.workload, requested) else {
         return Ok(Admitted::default());
     };
     let state = &shared.quota;
-    let output = if max_output > 0 {
+    let output = if !tokens {
+        0
+    } else if max_output > 0 {
         max_output
     } else {
         state.default_max_tokens
     };
-    let prompt_tokens = if needs_tokens {
+    let prompt_tokens = if needs_tokens && tokens {
         Some(crate::tokens::count_prompt(client, raw.clone()).await?)
     } else {
         None

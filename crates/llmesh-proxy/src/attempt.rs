@@ -242,11 +242,11 @@ async fn send(
                 ErrorClass::Connect,
                 ProxyError::UpstreamConnect {
                     provider: provider.name.clone(),
-                    detail: error_chain(&e),
+                    detail: crate::error::error_chain(&e),
                 },
             ))
         }
-        Ok(Err(e)) => return Err(protocol_err(error_chain(&e))),
+        Ok(Err(e)) => return Err(protocol_err(crate::error::error_chain(&e))),
         Ok(Ok(r)) => r,
     };
 
@@ -408,16 +408,4 @@ fn whole(
         response_model,
         output_estimate,
     })
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }

@@ -10,14 +10,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use llmesh_api::ApiSchema;
 use llmesh_wire::Dialect;
 use serde_json::Value;
 
 use crate::body::{ProxyBody, UpstreamBody};
-use crate::error::{json_bytes_response, json_response, ProxyError, UpstreamError};
+use crate::error::{json_bytes_response, json_response, ProxyError};
 use crate::inbound::Endpoint;
 use crate::shared::Shared;
 
@@ -95,52 +94,21 @@ pub async fn serve(
         request_id,
     )?;
     let total = routed.route.timeouts.total;
-    let resp = match tokio::time::timeout(total, b.client.request(up)).await {
-        Err(_) => {
-            return Err(ProxyError::UpstreamTimeout {
-                provider: provider.name.clone(),
-                phase: "total",
-                after_ms: total.as_millis(),
-            })
-        }
-        Ok(Err(e)) => {
-            return Err(ProxyError::UpstreamConnect {
-                provider: provider.name.clone(),
-                detail: crate::attempt::error_chain(&e),
-            })
-        }
-        Ok(Ok(r)) => r,
-    };
-    let status = resp.status();
-    let bytes = match tokio::time::timeout(total, Limited::new(resp.into_body(), 1 << 20).collect())
-        .await
-    {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) => {
-            return Err(ProxyError::UpstreamProtocol {
-                provider: provider.name.clone(),
-                detail: format!("reading the count_tokens answer: {e}"),
-            })
-        }
-        Err(_) => {
-            return Err(ProxyError::UpstreamTimeout {
-                provider: provider.name.clone(),
-                phase: "total",
-                after_ms: total.as_millis(),
-            })
-        }
+    let answer = crate::upstream::call_whole(
+        &b.client,
+        up,
+        &provider.name,
+        Dialect::Anthropic,
+        total,
+        1 << 20,
+    )
+    .await;
+    let status = match &answer {
+        Ok((s, _)) => *s,
+        Err(e) => e.status(),
     };
     count(&provider.name, status);
-    if !status.is_success() {
-        let class = crate::classify::classify_status(status.as_u16(), &bytes);
-        return Err(ProxyError::Upstream(Box::new(UpstreamError {
-            status,
-            class,
-            keep: Default::default(),
-            body: bytes,
-            dialect: Dialect::Anthropic,
-        })));
-    }
+    let (_, bytes) = answer?;
     let mut resp = json_bytes_response(StatusCode::OK, bytes, request_id);
     if let Ok(v) = HeaderValue::from_str(&provider.name) {
         resp.headers_mut().insert("x-llmesh-provider", v);

@@ -15,7 +15,6 @@
 //! downloads through the sidecar are accounted line by line at the
 //! model's batch price.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -34,6 +33,7 @@ use serde_json::Value;
 
 use crate::body::{BodyError, ProxyBody, RelayedBody, UpstreamBody};
 use crate::error::ProxyError;
+use crate::quota::Charge;
 use crate::shared::Shared;
 use crate::table::Table;
 use crate::upstream::UpstreamClient;
@@ -46,7 +46,7 @@ const MAX_LINE: usize = 4 * 1024 * 1024;
 /// Where a pass-through call goes.
 pub struct Target {
     /// The route that allowed it.
-    pub route: String,
+    pub route: Arc<llmesh_policy::Route>,
     /// The provider.
     pub provider: Arc<Provider>,
     /// Its pooled client.
@@ -87,7 +87,7 @@ pub fn choose(
                 .filter(|up| up.as_str() != requested)
                 .map(|up| (requested.to_string(), up.clone()));
             return Some(Target {
-                route: m.route.name.clone(),
+                route: m.route.clone(),
                 provider: b.backend.provider.clone(),
                 client: b.client.clone(),
                 rename,
@@ -95,23 +95,30 @@ pub fn choose(
             });
         }
     }
-    for (i, route) in table.snap.routes.iter().enumerate() {
-        let Some(pt) = &route.passthrough else {
-            continue;
-        };
-        if pt.allows(path).is_none() || !route.headers_match(headers) {
-            continue;
-        }
-        let client = table.routes.get(i)?.passthrough.clone()?;
-        return Some(Target {
-            route: route.name.clone(),
-            provider: pt.provider.clone(),
-            client,
-            rename: None,
-            timeout: route.timeouts.total,
-        });
-    }
-    None
+    // The first route allowing the path whose provider speaks the client's
+    // API; else the first allowing it at all (the platform team said so).
+    let allowing = || {
+        table
+            .snap
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, route)| {
+                let pt = route.passthrough.as_ref()?;
+                (pt.allows(path).is_some() && route.headers_match(headers))
+                    .then_some((i, route, pt))
+            })
+    };
+    let (i, route, pt) = allowing()
+        .find(|(_, _, pt)| family_fits(dialect, pt.provider.schema))
+        .or_else(|| allowing().next())?;
+    Some(Target {
+        route: route.clone(),
+        provider: pt.provider.clone(),
+        client: table.routes.get(i)?.passthrough.clone()?,
+        rename: None,
+        timeout: route.timeouts.total,
+    })
 }
 
 /// The `endpoint` label of a path: `/v1/files/{id}/content`. Segments that
@@ -407,7 +414,7 @@ async fn relay(
             .map_err(&fail)?;
             if !crate::dataguard::cleared(&target.provider, &guarded.restricted) {
                 return Err(fail(ProxyError::NotCleared {
-                    route: target.route.clone(),
+                    route: target.route.name.clone(),
                     classes: guarded.restricted.join(", "),
                 }));
             }
@@ -434,6 +441,17 @@ async fn relay(
         }
         (b, _) => b,
     };
+    // Quotas count the call (and hold a concurrency slot) until its
+    // answer has been relayed.
+    let charge = crate::admission::admit_passthrough(
+        shared,
+        &table,
+        &target.route,
+        model.as_deref().unwrap_or(""),
+        &parts.headers,
+    )
+    .await
+    .map_err(&fail)?;
     let body = match body {
         ReadBody::Whole(raw) => {
             let raw = match &target.rename {
@@ -469,7 +487,7 @@ async fn relay(
             }))
         }
         Ok(Err(e)) => {
-            let chain = crate::attempt::error_chain(&e);
+            let chain = crate::error::error_chain(&e);
             let too_large = chain.contains("upload larger than the limit");
             return Err(fail(if too_large {
                 ProxyError::BodyTooLarge {
@@ -535,7 +553,7 @@ async fn relay(
         .inc();
     m.requests
         .with_label_values(&[
-            target.route.as_str(),
+            target.route.name.as_str(),
             target.provider.name.as_str(),
             "",
             crate::account::status_label(status.as_u16()),
@@ -549,7 +567,7 @@ async fn relay(
         namespace = id.namespace.as_str(),
         workload = id.workload.as_str(),
         pod = id.pod.as_str(),
-        route = target.route.as_str(),
+        route = target.route.name.as_str(),
         provider = target.provider.name.as_str(),
         endpoint,
         method = parts.method.as_str(),
@@ -562,12 +580,17 @@ async fn relay(
     let meter = (status.is_success() && is_batch_results(&parts.method, &path)).then(|| {
         BatchMeter::new(
             shared.clone(),
-            target.route.clone(),
+            target.route.name.clone(),
             target.provider.clone(),
+            charge.clone(),
         )
     });
     let body = match (rbody, rewritten) {
-        (Some(inner), _) => BodyExt::boxed_unsync(Relay { inner, meter }),
+        (Some(inner), _) => BodyExt::boxed_unsync(Relay {
+            inner,
+            meter,
+            _charge: charge,
+        }),
         (None, body) => crate::body::full(body.unwrap_or_default()),
     };
     let resized = sidecar.is_some();
@@ -703,6 +726,8 @@ fn results_at_sidecar(raw: &[u8], upstream: &str, local: &str) -> Option<Bytes> 
 struct Relay {
     inner: Incoming,
     meter: Option<BatchMeter>,
+    /// Settled when the answer has been relayed (or abandoned).
+    _charge: Option<Arc<Charge>>,
 }
 
 impl Body for Relay {
@@ -742,25 +767,31 @@ impl Body for Relay {
 }
 
 /// Accounts batch result lines (JSONL) as they stream to the app: each
-/// line's usage, at the model's price times its `batch` fraction.
+/// line's usage, at the model's price times its `batch` fraction, in the
+/// metrics, the quotas covering the download, and the usage stream.
 struct BatchMeter {
     shared: Arc<Shared>,
     route: String,
     provider: Arc<Provider>,
+    charge: Option<Arc<Charge>>,
     line: Vec<u8>,
     skipping: bool,
-    pending: VecDeque<Value>,
 }
 
 impl BatchMeter {
-    fn new(shared: Arc<Shared>, route: String, provider: Arc<Provider>) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        route: String,
+        provider: Arc<Provider>,
+        charge: Option<Arc<Charge>>,
+    ) -> Self {
         BatchMeter {
             shared,
             route,
             provider,
+            charge,
             line: Vec::new(),
             skipping: false,
-            pending: VecDeque::new(),
         }
     }
 
@@ -789,7 +820,6 @@ impl BatchMeter {
         if !self.skipping && !line.is_empty() {
             self.line_done(&line);
         }
-        self.pending.clear();
     }
 
     fn line_done(&mut self, line: &[u8]) {
@@ -826,15 +856,42 @@ impl BatchMeter {
             }
         }
         let price = self.provider.model(model).and_then(|i| i.price);
-        if let Some(p) = price {
-            let usd = p.cost(
+        let usd = price.map_or(0.0, |p| {
+            p.cost(
                 usage.input_tokens,
                 usage.cached_input_tokens,
                 usage.output_tokens,
-            ) * p.batch;
+            ) * p.batch
+        });
+        if price.is_some() {
             m.cost
                 .with_label_values(&[self.route.as_str(), provider, model])
                 .inc_by(usd);
+        }
+        if let Some(c) = &self.charge {
+            c.add(&usage, usd);
+        }
+        let shared = &self.shared;
+        if shared.quota.usage.is_some() {
+            let id = shared.identity();
+            crate::quota::record_usage(
+                &shared.quota,
+                llmesh_quota::UsageRecord {
+                    ts: crate::clock::wall(),
+                    namespace: id.namespace.clone(),
+                    workload: id.workload.clone(),
+                    pod: id.pod.clone(),
+                    route: self.route.clone(),
+                    provider: provider.to_string(),
+                    model: model.to_string(),
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    cached_input_tokens: usage.cached_input_tokens,
+                    cost_usd: usd,
+                    status: 200,
+                    caller_hash: self.charge.as_ref().and_then(|c| c.caller),
+                },
+            );
         }
         m.batch_results
             .with_label_values(&[self.route.as_str(), provider, model])

@@ -8,14 +8,13 @@ use std::time::Instant;
 
 use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use llmesh_wire::Dialect;
 use serde_json::{json, Value};
 
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::conversation::Stored;
-use crate::error::{json_bytes_response, json_response, ProxyError, UpstreamError};
+use crate::error::{json_bytes_response, json_response, ProxyError};
 use crate::shared::Shared;
 
 /// Serves one request on a stored response.
@@ -128,54 +127,15 @@ async fn forward(
         None,
     )?;
     let timeout = std::time::Duration::from_secs(60);
-    let resp = match tokio::time::timeout(timeout, backend.client.request(up)).await {
-        Err(_) => {
-            return Err(ProxyError::UpstreamTimeout {
-                provider: p.name.clone(),
-                phase: "total",
-                after_ms: timeout.as_millis(),
-            })
-        }
-        Ok(Err(e)) => {
-            return Err(ProxyError::UpstreamConnect {
-                provider: p.name.clone(),
-                detail: crate::attempt::error_chain(&e),
-            })
-        }
-        Ok(Ok(r)) => r,
-    };
-    let status = resp.status();
-    let body = match tokio::time::timeout(
+    let (status, body) = crate::upstream::call_whole(
+        &backend.client,
+        up,
+        &p.name,
+        Dialect::Responses,
         timeout,
-        Limited::new(resp.into_body(), shared.cfg.max_response_bytes).collect(),
+        shared.cfg.max_response_bytes,
     )
-    .await
-    {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) => {
-            return Err(ProxyError::UpstreamProtocol {
-                provider: p.name.clone(),
-                detail: format!("reading the answer: {e}"),
-            })
-        }
-        Err(_) => {
-            return Err(ProxyError::UpstreamTimeout {
-                provider: p.name.clone(),
-                phase: "total",
-                after_ms: timeout.as_millis(),
-            })
-        }
-    };
-    if !status.is_success() {
-        let class = crate::classify::classify_status(status.as_u16(), &body);
-        return Err(ProxyError::Upstream(Box::new(UpstreamError {
-            status,
-            class,
-            keep: Default::default(),
-            body,
-            dialect: Dialect::Responses,
-        })));
-    }
+    .await?;
     let mut out = json_bytes_response(status, body, request_id);
     if let Ok(v) = HeaderValue::from_str(&p.name) {
         out.headers_mut().insert("x-llmesh-provider", v);

@@ -51,7 +51,7 @@ pub async fn serve(
     let endpoint = crate::passthrough::endpoint_label(req.uri().path());
     let client_side = hyper::upgrade::on(&mut req);
     match open(&shared, &req, &request_id, &endpoint).await {
-        Ok((resp, upstream_side, provider)) => {
+        Ok((resp, upstream_side, provider, charge)) => {
             let m = &shared.metrics;
             m.upgrades
                 .with_label_values(&[endpoint.as_str(), provider.as_str(), "open"])
@@ -72,6 +72,9 @@ pub async fn serve(
             );
             let shared = shared.clone();
             tokio::spawn(async move {
+                // Quotas count the session, and a concurrency limit holds
+                // its slot, until it closes.
+                let _charge = charge;
                 let (c, u) = match tokio::join!(client_side, upstream_side) {
                     (Ok(c), Ok(u)) => (c, u),
                     (c, u) => {
@@ -118,10 +121,17 @@ pub async fn serve(
     }
 }
 
-type Opened = (Response<ProxyBody>, hyper::upgrade::OnUpgrade, String);
+/// The 101 for the client, the upstream's side of the upgrade, the
+/// provider's name and what the session holds against quotas.
+type Opened = (
+    Response<ProxyBody>,
+    hyper::upgrade::OnUpgrade,
+    String,
+    Option<Arc<crate::quota::Charge>>,
+);
 
 async fn open(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     req: &Request<Incoming>,
     request_id: &HeaderValue,
     _endpoint: &str,
@@ -164,6 +174,15 @@ async fn open(
             }));
         }
     }
+    let charge = crate::admission::admit_passthrough(
+        shared,
+        &table,
+        &target.route,
+        model.as_deref().unwrap_or(""),
+        req.headers(),
+    )
+    .await
+    .map_err(&fail)?;
     let client = shared
         .clients
         .get_http1(target.provider.ca_file.as_deref(), Duration::from_secs(10))
@@ -193,7 +212,7 @@ async fn open(
         Ok(Err(e)) => {
             return Err(fail(ProxyError::UpstreamConnect {
                 provider: name.clone(),
-                detail: crate::attempt::error_chain(&e),
+                detail: crate::error::error_chain(&e),
             }))
         }
         Ok(Ok(r)) => r,
@@ -219,5 +238,5 @@ async fn open(
     if let Ok(v) = HeaderValue::from_str(&name) {
         oh.insert("x-llmesh-provider", v);
     }
-    Ok((out, upstream_side, name))
+    Ok((out, upstream_side, name, charge))
 }

@@ -214,6 +214,63 @@ pub fn upstream_path(
     })
 }
 
+/// Sends `req` to `provider` and reads its whole answer (at most `limit`
+/// bytes), both within `timeout`: the status and body of a success, or the
+/// error the client gets (an error status is [`ProxyError::Upstream`],
+/// translated from `dialect` for the client). For the sidecar's one-shot
+/// calls outside the attempt loop (count_tokens, stored responses).
+pub async fn call_whole(
+    client: &UpstreamClient,
+    req: Request<UpstreamBody>,
+    provider: &str,
+    dialect: Dialect,
+    timeout: Duration,
+    limit: usize,
+) -> Result<(http::StatusCode, bytes::Bytes), ProxyError> {
+    use http_body_util::BodyExt;
+    let timed_out = || ProxyError::UpstreamTimeout {
+        provider: provider.to_string(),
+        phase: "total",
+        after_ms: timeout.as_millis(),
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Err(e)) => {
+            return Err(ProxyError::UpstreamConnect {
+                provider: provider.to_string(),
+                detail: crate::error::error_chain(&e),
+            })
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    let body = http_body_util::Limited::new(resp.into_body(), limit).collect();
+    let bytes = match tokio::time::timeout_at(deadline, body).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
+            return Err(ProxyError::UpstreamProtocol {
+                provider: provider.to_string(),
+                detail: format!("reading the answer: {e}"),
+            })
+        }
+        Err(_) => return Err(timed_out()),
+    };
+    if !status.is_success() {
+        let class = crate::classify::classify_status(status.as_u16(), &bytes);
+        return Err(ProxyError::Upstream(Box::new(
+            crate::error::UpstreamError {
+                status,
+                class,
+                keep: HeaderMap::new(),
+                body: bytes,
+                dialect,
+            },
+        )));
+    }
+    Ok((status, bytes))
+}
+
 /// Whether an app header may be forwarded to the provider. Credentials,
 /// llmesh's own headers and hop-by-hop headers never are; neither are the
 /// other dialect's version headers when the call is translated.
