@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::Method;
-use llmesh_tests::{anthropic_msg, metric_sum, openai_chat, Http};
+use llmesh_tests::{anthropic_msg, metric_sum, multipart, openai_chat, run_batch, Http};
 use llmesh_tests::{proxy_command, spawn_mock, spawn_proxy, Proc, ProxyProc};
 use serde_json::{json, Value};
 
@@ -67,30 +67,6 @@ impl Run {
         let (s, _, b) = self.send(Method::GET, path, Bytes::new(), &[]).await;
         (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
     }
-}
-
-fn form(fields: &[(&str, &str)], file: (&str, &str, &[u8])) -> (String, Bytes) {
-    let boundary = "makerunboundary";
-    let mut out = Vec::new();
-    for (k, v) in fields {
-        out.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
-    }
-    let (name, filename, bytes) = file;
-    out.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    out.extend_from_slice(bytes);
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (
-        format!("multipart/form-data; boundary={boundary}"),
-        Bytes::from(out),
-    )
 }
 
 #[tokio::test]
@@ -201,7 +177,7 @@ async fn the_make_run_policy_serves_every_sdk_call() {
         .await;
     assert_eq!(s, 200, "{b}");
     let audio = vec![7u8; 100 * 1024];
-    let (ct, body) = form(&[("model", "whisper-1")], ("file", "a.wav", &audio));
+    let (ct, body) = multipart(&[("model", "whisper-1")], ("a.wav", &audio));
     let (s, h, b) = run
         .send(
             Method::POST,
@@ -217,32 +193,7 @@ async fn the_make_run_policy_serves_every_sdk_call() {
     // Pass-through by path: a batch, its output downloaded and accounted.
     let line = json!({"custom_id": "one", "method": "POST", "url": "/v1/chat/completions",
         "body": openai_chat("gpt-4o-mini", "batched hello")});
-    let (ct, body) = form(
-        &[("purpose", "batch")],
-        ("file", "in.jsonl", format!("{line}\n").as_bytes()),
-    );
-    let (s, _, b) = run
-        .send(Method::POST, "/v1/files", body, &[("content-type", &ct)])
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let file: Value = serde_json::from_str(&b).unwrap();
-    let (s, _, batch) = run
-        .post(
-            "/v1/batches",
-            json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
-        )
-        .await;
-    assert_eq!(s, 200, "{batch}");
-    let out = batch["output_file_id"].as_str().unwrap();
-    let (s, _, b) = run
-        .send(
-            Method::GET,
-            &format!("/v1/files/{out}/content"),
-            Bytes::new(),
-            &[],
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    let (_, b) = run_batch(&run.http, &run.proxy.llm, &[line]).await;
     assert!(b.contains("\"custom_id\":\"one\""), "{b}");
 
     // Anthropic message batches, by path to the Anthropic provider.

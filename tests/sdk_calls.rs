@@ -311,31 +311,6 @@ fn json_of(b: &[u8]) -> Value {
     serde_json::from_slice(b).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(b)))
 }
 
-/// A `multipart/form-data` body: text `fields`, then `file` (name, bytes).
-fn multipart(fields: &[(&str, &str)], file: (&str, &[u8])) -> (String, Bytes) {
-    let boundary = "llmesh-test-boundary-7MA4YWxkTrZu0gW";
-    let mut body = Vec::new();
-    for (name, value) in fields {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
-                .as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
-            file.0
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(file.1);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (
-        format!("multipart/form-data; boundary={boundary}"),
-        Bytes::from(body),
-    )
-}
-
 /// The header values of every request the mock received, as one text.
 fn upstream_headers(reqs: &[Value]) -> String {
     reqs.iter()
@@ -1488,28 +1463,7 @@ spec:
     // A batch: upload (1), create (2), download its results (3).
     let line = json!({"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
         "body": {"model": NATIVE, "messages": [{"role": "user", "content": "batched hello there"}]}});
-    let (ct, body) = multipart(
-        &[("purpose", "batch")],
-        ("in.jsonl", format!("{line}\n").as_bytes()),
-    );
-    let (s, _, b) = stack
-        .send(Method::POST, "/v1/files", body, &[("content-type", &ct)])
-        .await;
-    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
-    let create = json!({"input_file_id": json_of(&b)["id"], "endpoint": "/v1/chat/completions",
-        "completion_window": "24h"});
-    let (s, batch) = stack.post("/v1/batches", &create, &[]).await;
-    assert_eq!(s, 200, "{batch}");
-    let out = batch["output_file_id"].as_str().unwrap();
-    let (s, _, b) = stack
-        .send(
-            Method::GET,
-            &format!("/v1/files/{out}/content"),
-            Bytes::new(),
-            &[],
-        )
-        .await;
-    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    run_batch(&stack.http, &stack.proxy.llm, &[line]).await;
     // The batch's cost reached the cost quota when its download ended.
     stack
         .metrics_until("the batch cost in the spend quota", |m| {

@@ -265,36 +265,7 @@ async fn passthrough(http: &Http, llm: &str) {
     assert_eq!(s, 200, "moderation: {}", String::from_utf8_lossy(&b));
     let line = json!({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
         "body": openai_chat("gpt-4o-mini", "batched hello")});
-    let boundary = "llmeshboundary";
-    let form = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n{line}\n\r\n--{boundary}--\r\n"
-    );
-    let ct = format!("multipart/form-data; boundary={boundary}");
-    let (s, _, b) = http
-        .send(
-            Method::POST,
-            &format!("{llm}/v1/files"),
-            Bytes::from(form),
-            &[("content-type", ct.as_str())],
-        )
-        .await;
-    assert_eq!(s, 200, "file upload: {}", String::from_utf8_lossy(&b));
-    let file: Value = serde_json::from_slice(&b).unwrap();
-    let create = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-        "completion_window": "24h"});
-    let (s, _, b) = http
-        .send(
-            Method::POST,
-            &format!("{llm}/v1/batches"),
-            Bytes::from(create.to_string()),
-            &[("content-type", "application/json")],
-        )
-        .await;
-    assert_eq!(s, 200, "batch: {}", String::from_utf8_lossy(&b));
-    let batch: Value = serde_json::from_slice(&b).unwrap();
-    let out = batch["output_file_id"].as_str().unwrap();
-    let (s, _, b) = http.get(&format!("{llm}/v1/files/{out}/content")).await;
-    assert_eq!(s, 200, "batch output: {}", String::from_utf8_lossy(&b));
+    llmesh_tests::run_batch(http, llm, &[line]).await;
 }
 
 /// A realtime (WebSocket) session: the mock's greeting and an echo.

@@ -415,3 +415,62 @@ pub fn anthropic_msg(model: &str, text: &str) -> Value {
         "messages": [{"role": "user", "content": text}]
     })
 }
+
+/// A `multipart/form-data` body: text `fields`, then `file` (name, bytes).
+pub fn multipart(fields: &[(&str, &str)], file: (&str, &[u8])) -> (String, Bytes) {
+    let boundary = "llmesh-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+            file.0
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file.1);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/form-data; boundary={boundary}"),
+        Bytes::from(body),
+    )
+}
+
+/// Uploads `lines` as a batch input file through the sidecar at `llm`,
+/// creates a chat-completions batch of it and downloads its output file,
+/// all as an app would: the batch object and the output's text.
+pub async fn run_batch(http: &Http, llm: &str, lines: &[Value]) -> (Value, String) {
+    let jsonl: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let (ct, body) = multipart(&[("purpose", "batch")], ("in.jsonl", jsonl.as_bytes()));
+    let (s, _, b) = http
+        .send(
+            Method::POST,
+            &format!("{llm}/v1/files"),
+            body,
+            &[("content-type", ct.as_str())],
+        )
+        .await;
+    assert_eq!(s, 200, "file upload: {}", String::from_utf8_lossy(&b));
+    let file: Value = serde_json::from_slice(&b).unwrap();
+    let create = serde_json::json!({"input_file_id": file["id"],
+        "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+    let (s, _, b) = http
+        .send(
+            Method::POST,
+            &format!("{llm}/v1/batches"),
+            Bytes::from(create.to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(s, 200, "batch: {}", String::from_utf8_lossy(&b));
+    let batch: Value = serde_json::from_slice(&b).unwrap();
+    let out = batch["output_file_id"].as_str().unwrap_or_default();
+    let (s, _, b) = http.get(&format!("{llm}/v1/files/{out}/content")).await;
+    assert_eq!(s, 200, "batch output: {}", String::from_utf8_lossy(&b));
+    (batch, String::from_utf8_lossy(&b).to_string())
+}

@@ -264,26 +264,17 @@ impl Call {
     /// (when the quota store is Redis). No prompt or completion text.
     fn usage_record(&self, usage: &Usage, cost_usd: f64, status: u16) {
         let shared = &self.ctx.shared;
-        if shared.quota.usage.is_none() {
-            return;
-        }
-        let id = shared.identity();
         crate::quota::record_usage(
             &shared.quota,
-            llmesh_quota::UsageRecord {
-                ts: crate::clock::wall(),
-                namespace: id.namespace.clone(),
-                workload: id.workload.clone(),
-                pod: id.pod.clone(),
-                route: self.ctx.route.name.clone(),
-                provider: self.provider.name.clone(),
-                model: self.upstream_model.clone(),
-                input_tokens: usage.input_tokens,
-                output_tokens: usage.output_tokens,
-                cached_input_tokens: usage.cached_input_tokens,
+            shared.identity(),
+            crate::quota::CallUsage {
+                route: &self.ctx.route.name,
+                provider: &self.provider.name,
+                model: &self.upstream_model,
+                usage,
                 cost_usd,
                 status,
-                caller_hash: self.ctx.charge.as_ref().and_then(|c| c.caller),
+                caller: self.ctx.charge.as_ref().and_then(|c| c.caller),
             },
         );
     }

@@ -672,13 +672,7 @@ pub fn build(
     if let Some(len) = content_length {
         h.insert(header::CONTENT_LENGTH, len);
     }
-    h.insert("x-request-id", request_id.clone());
-    for (name, value) in &provider.headers {
-        h.insert(name.clone(), value.clone());
-    }
-    if let Some((name, value)) = &provider.auth {
-        h.insert(name.clone(), value.clone());
-    }
+    crate::upstream::provider_headers(h, provider, request_id);
     Ok(req)
 }
 
@@ -871,28 +865,19 @@ impl BatchMeter {
         if let Some(c) = &self.charge {
             c.add(&usage, usd);
         }
-        let shared = &self.shared;
-        if shared.quota.usage.is_some() {
-            let id = shared.identity();
-            crate::quota::record_usage(
-                &shared.quota,
-                llmesh_quota::UsageRecord {
-                    ts: crate::clock::wall(),
-                    namespace: id.namespace.clone(),
-                    workload: id.workload.clone(),
-                    pod: id.pod.clone(),
-                    route: self.route.clone(),
-                    provider: provider.to_string(),
-                    model: model.to_string(),
-                    input_tokens: usage.input_tokens,
-                    output_tokens: usage.output_tokens,
-                    cached_input_tokens: usage.cached_input_tokens,
-                    cost_usd: usd,
-                    status: 200,
-                    caller_hash: self.charge.as_ref().and_then(|c| c.caller),
-                },
-            );
-        }
+        crate::quota::record_usage(
+            &self.shared.quota,
+            self.shared.identity(),
+            crate::quota::CallUsage {
+                route: &self.route,
+                provider,
+                model,
+                usage: &usage,
+                cost_usd: usd,
+                status: 200,
+                caller: self.charge.as_ref().and_then(|c| c.caller),
+            },
+        );
         m.batch_results
             .with_label_values(&[self.route.as_str(), provider, model])
             .inc();

@@ -224,11 +224,38 @@ pub(crate) fn pace(engine: Option<&Arc<QuotaEngine>>, provider: &str, requests: 
     }
 }
 
-/// Queues a usage record (Redis store only).
-pub(crate) fn record_usage(state: &QuotaState, rec: UsageRecord) {
-    if let Some(w) = &state.usage {
-        w.record(rec);
-    }
+/// One call's usage, for the usage stream.
+pub(crate) struct CallUsage<'a> {
+    pub(crate) route: &'a str,
+    pub(crate) provider: &'a str,
+    pub(crate) model: &'a str,
+    pub(crate) usage: &'a Usage,
+    pub(crate) cost_usd: f64,
+    pub(crate) status: u16,
+    pub(crate) caller: Option<CallerId>,
+}
+
+/// Queues the usage record of a call of the pod `id` (Redis store only).
+/// No prompt or completion text.
+pub(crate) fn record_usage(state: &QuotaState, id: &crate::config::Identity, call: CallUsage<'_>) {
+    let Some(w) = &state.usage else {
+        return;
+    };
+    w.record(UsageRecord {
+        ts: crate::clock::wall(),
+        namespace: id.namespace.clone(),
+        workload: id.workload.clone(),
+        pod: id.pod.clone(),
+        route: call.route.to_string(),
+        provider: call.provider.to_string(),
+        model: call.model.to_string(),
+        input_tokens: call.usage.input_tokens,
+        output_tokens: call.usage.output_tokens,
+        cached_input_tokens: call.usage.cached_input_tokens,
+        cost_usd: call.cost_usd,
+        status: call.status,
+        caller_hash: call.caller,
+    });
 }
 
 /// Writes the usage records still held, waiting at most `deadline`.

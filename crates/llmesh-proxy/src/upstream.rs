@@ -349,6 +349,13 @@ pub fn build_request(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
+    provider_headers(h, provider, request_id);
+    Ok(req)
+}
+
+/// The request id, then the provider's static headers and its key, which
+/// override anything the app sent.
+pub fn provider_headers(h: &mut HeaderMap, provider: &Provider, request_id: &HeaderValue) {
     h.insert("x-request-id", request_id.clone());
     for (name, value) in &provider.headers {
         h.insert(name.clone(), value.clone());
@@ -356,7 +363,6 @@ pub fn build_request(
     if let Some((name, value)) = &provider.auth {
         h.insert(name.clone(), value.clone());
     }
-    Ok(req)
 }
 
 #[cfg(test)]
