@@ -330,7 +330,16 @@ async fn text_logs_and_a_log_level_changed_at_runtime() {
         )
         .await;
     assert_eq!(s.as_u16(), 400);
+    // Log lines are written by a background thread: wait for the first
+    // request's line before counting.
+    for _ in 0..250 {
+        if proxy.output().contains(" request ") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let before = proxy.output().matches(" request").count();
+    assert_eq!(before, 1, "{}", proxy.output());
     assert_eq!(chat().await, 200);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let out = proxy.output();
