@@ -28,7 +28,7 @@ spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}, model
         ("r400", "backends: [{provider: p1, model: bad400}, {provider: p2, model: good, priority: 1}]\n  retries: {attempts: 3}"),
         ("rl", "backends: [{provider: p1, model: limited}]\n  retries: {attempts: 1, backoffMax: 3s}"),
         ("ctx", "backends: [{provider: p1, model: small}]\n  fallbacks: [{when: [context-length], backends: [{provider: p2, model: large}]}]"),
-        ("brk", "backends: [{provider: p1, model: flaky}, {provider: p2, model: good, priority: 1}]\n  circuitBreaker: {consecutiveFailures: 2, openFor: 1s}"),
+        ("brk", "backends: [{provider: p1, model: flaky}, {provider: p2, model: good, priority: 1}]\n  retries: {attempts: 0}\n  circuitBreaker: {consecutiveFailures: 2, openFor: 1s}"),
         ("down", "backends: [{provider: p1, model: dead}]\n  circuitBreaker: {consecutiveFailures: 1, openFor: 30s}"),
         ("sf", "backends: [{provider: p1, model: resets}, {provider: p2, model: good, priority: 1}]\n  retries: {attempts: 1, backoffBase: 1ms}"),
         ("bud", "backends: [{provider: p1, model: bad}, {provider: p2, model: good, priority: 1}]\n  retries: {attempts: 1, budgetPercent: 10, budgetMinPerSecond: 0, backoffBase: 1ms}"),
@@ -555,4 +555,50 @@ async fn an_open_breaker_survives_a_reload_of_other_routes() {
     assert_eq!(s, 503);
     assert_eq!(b["error"]["code"], "no_healthy_backend", "{b}");
     assert_eq!(env.mock.request_count(), 0, "the reload reset the breaker");
+}
+
+#[tokio::test]
+async fn a_route_without_retries_gets_the_documented_defaults_and_attempts_0_opts_out() {
+    // The shared test policy's routes have no `retries` block.
+    let env = Env::start().await;
+    let (s, h, _) = env
+        .post_with(
+            "/v1/chat/completions",
+            &openai_chat("gpt-4o-mini", "hi"),
+            &[("x-mock-status", "500")],
+        )
+        .await;
+    assert_eq!(s, 500);
+    assert_eq!(h["x-llmesh-attempts"], "3", "two retries by default");
+    assert_eq!(env.mock.request_count(), 3);
+    // /config_dump says so.
+    let (s, _, dump) = env
+        .http
+        .get(&format!("http://{}/config_dump", env.proxy.admin_addr()))
+        .await;
+    assert_eq!(s, 200);
+    let dump: Value = serde_yaml::from_slice(&dump).unwrap();
+    let routes = dump["routes"].as_array().unwrap();
+    let openai = routes.iter().find(|r| r["name"] == "openai").unwrap();
+    assert_eq!(openai["retries"]["attempts"], 2, "{openai}");
+
+    // `retries: {attempts: 0}` is one attempt.
+    let env = Env::start_with(|url| {
+        default_policy(url).replacen(
+            "  backends: [{provider: oai}]\n",
+            "  backends: [{provider: oai}]\n  retries: {attempts: 0}\n",
+            1,
+        )
+    })
+    .await;
+    let (s, h, _) = env
+        .post_with(
+            "/v1/chat/completions",
+            &openai_chat("gpt-4o-mini", "hi"),
+            &[("x-mock-status", "500")],
+        )
+        .await;
+    assert_eq!(s, 500);
+    assert_eq!(h["x-llmesh-attempts"], "1");
+    assert_eq!(env.mock.request_count(), 1);
 }

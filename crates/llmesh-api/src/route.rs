@@ -357,6 +357,20 @@ pub struct RetryPolicy {
     pub budget_min_per_second: Option<u32>,
 }
 
+impl Default for RetryPolicy {
+    /// What a route without `retries` gets: the defaults of every field.
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: default_attempts(),
+            when: Vec::new(),
+            backoff_base: None,
+            backoff_max: None,
+            budget_percent: None,
+            budget_min_per_second: None,
+        }
+    }
+}
+
 fn default_attempts() -> u32 {
     2
 }

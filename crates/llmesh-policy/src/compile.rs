@@ -647,55 +647,61 @@ fn compile_route(
 
     let headers = compile_match_headers(cx, name, &spec.headers);
     let strategy = compile_strategy(cx, name, &spec.strategy);
-    let retry = spec.retries.as_ref().map(|r| {
-        let on = if r.when.is_empty() {
-            ClassSet::of(&[
-                ErrorClass::Connect,
-                ErrorClass::Timeout,
-                ErrorClass::ServerError,
-                ErrorClass::RateLimited,
-            ])
-        } else {
-            if r.when.contains(&ErrorClass::InvalidRequest) {
+    // A route without `retries` gets the defaults: every provider call is
+    // retried unless the route opts out with `attempts: 0`.
+    let defaults = llmesh_api::RetryPolicy::default();
+    let retry = Some(spec.retries.as_ref().unwrap_or(&defaults))
+        .map(|r| {
+            let on = if r.when.is_empty() {
+                ClassSet::of(&[
+                    ErrorClass::Connect,
+                    ErrorClass::Timeout,
+                    ErrorClass::ServerError,
+                    ErrorClass::RateLimited,
+                ])
+            } else {
+                if r.when.contains(&ErrorClass::InvalidRequest) {
+                    cx.err(
+                        K,
+                        name,
+                        "spec.retries.when",
+                        "invalid-request is never retried",
+                    );
+                }
+                ClassSet::of(&r.when)
+            };
+            let percent = r.budget_percent.unwrap_or(20.0);
+            if !(0.0..=1000.0).contains(&percent) {
                 cx.err(
                     K,
                     name,
-                    "spec.retries.when",
-                    "invalid-request is never retried",
+                    "spec.retries.budgetPercent",
+                    "must be between 0 and 1000",
                 );
             }
-            ClassSet::of(&r.when)
-        };
-        let percent = r.budget_percent.unwrap_or(20.0);
-        if !(0.0..=1000.0).contains(&percent) {
-            cx.err(
-                K,
-                name,
-                "spec.retries.budgetPercent",
-                "must be between 0 and 1000",
-            );
-        }
-        RetrySettings {
-            attempts: r.attempts,
-            on,
-            backoff_base: duration_or(
-                cx,
-                name,
-                "spec.retries.backoffBase",
-                &r.backoff_base,
-                Duration::from_millis(100),
-            ),
-            backoff_max: duration_or(
-                cx,
-                name,
-                "spec.retries.backoffMax",
-                &r.backoff_max,
-                Duration::from_secs(2),
-            ),
-            budget_ratio: percent / 100.0,
-            budget_min_per_second: r.budget_min_per_second.unwrap_or(5),
-        }
-    });
+            RetrySettings {
+                attempts: r.attempts,
+                on,
+                backoff_base: duration_or(
+                    cx,
+                    name,
+                    "spec.retries.backoffBase",
+                    &r.backoff_base,
+                    Duration::from_millis(100),
+                ),
+                backoff_max: duration_or(
+                    cx,
+                    name,
+                    "spec.retries.backoffMax",
+                    &r.backoff_max,
+                    Duration::from_secs(2),
+                ),
+                budget_ratio: percent / 100.0,
+                budget_min_per_second: r.budget_min_per_second.unwrap_or(5),
+            }
+        })
+        // `attempts: 0` is the way out.
+        .filter(|r| r.attempts > 0);
     let mut fallbacks = Vec::new();
     for (i, f) in spec.fallbacks.iter().enumerate() {
         let field = format!("spec.fallbacks[{i}]");

@@ -197,6 +197,7 @@ spec:
   headers: {X-LLMesh-Task: coding}
   strategy: {type: latency, explorationPercent: 10}
   backends: [{provider: b, model: claude-sonnet-4-5}]
+  retries: {attempts: 0}
 "#;
 
 #[test]
