@@ -410,3 +410,63 @@ async fn an_oversized_request_head_gets_431() {
     assert_eq!(s.as_u16(), 431);
     assert!(env.mock.requests().is_empty());
 }
+
+/// An upstream on loopback that answers every request with a 500 whose
+/// body stops after a few bytes: closed when `close`, else left hanging.
+async fn cut_error_upstream(close: bool) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = sock.read(&mut buf).await;
+                let head = "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{\"error\": {\"mess";
+                let _ = sock.write_all(head.as_bytes()).await;
+                if close {
+                    let _ = sock.shutdown().await;
+                } else {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn an_error_body_that_is_cut_keeps_the_status_class_and_says_so() {
+    for close in [true, false] {
+        let upstream = cut_error_upstream(close).await;
+        let env = Env::start_with(|_| {
+            default_policy(&upstream).replacen(
+                "  backends: [{provider: oai}]\n  timeouts: {firstByte: 2s, idle: 2s, total: 10s}\n",
+                "  backends: [{provider: oai}]\n  retries: {attempts: 0}\n  timeouts: {firstByte: 300ms, idle: 2s, total: 10s}\n",
+                1,
+            )
+        })
+        .await;
+        let (s, _, b) = env
+            .post("/v1/chat/completions", &openai_chat("gpt-4o-mini", "hi"))
+            .await;
+        assert_eq!(s, 500, "the upstream's status, not a timeout: {b}");
+        // The upstream's body could not be read, so the client gets the
+        // note in its place, with the status's class in the metrics.
+        let msg = assert_openai_error(&b, "upstream_error");
+        assert!(
+            msg.contains("500") && msg.contains("error body was cut"),
+            "{msg}"
+        );
+        let m = env.metrics().await;
+        assert_eq!(
+            metric_value(
+                &m,
+                "llmesh_upstream_errors_total",
+                &[("route", "openai"), ("error_type", "upstream_5xx")]
+            ),
+            Some(1.0),
+            "{m}"
+        );
+    }
+}

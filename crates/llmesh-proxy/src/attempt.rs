@@ -263,20 +263,24 @@ async fn send(
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| llmesh_resilience::parse_retry_after(v, crate::clock::wall()));
-        // The error body says what went wrong; one that does not arrive in
-        // time or breaks is a failure of its own, never an empty body.
+        // The error body says what went wrong. One that does not arrive in
+        // time (the first-byte timeout, within the total) or breaks is
+        // replaced by a note saying so; the class still follows the status.
+        let body_deadline = (tokio::time::Instant::now() + timeouts.first_byte).min(req.deadline);
+        let cut = |why: String| {
+            Bytes::from(format!(
+                "upstream {} answered {status} but its error body was cut: {why}",
+                provider.name
+            ))
+        };
         let body = match tokio::time::timeout_at(
-            req.deadline,
+            body_deadline,
             Limited::new(resp.into_body(), 1024 * 1024).collect(),
         )
         .await
         {
-            Err(_) => return Err(timeout_err("total", timeouts.total)),
-            Ok(Err(e)) => {
-                return Err(protocol_err(format!(
-                    "reading the {status} error body: {e}"
-                )))
-            }
+            Err(_) => cut("it did not arrive in time".into()),
+            Ok(Err(e)) => cut(e.to_string()),
             Ok(Ok(c)) => c.to_bytes(),
         };
         let class = classify_status(status.as_u16(), &body);
