@@ -1,7 +1,7 @@
 //! Data classification for llmesh: finds sensitive values (emails, phone
 //! numbers, payment cards, IBANs, US SSNs, IP addresses, secrets, and
-//! custom patterns or dictionaries) in the user text of LLM requests, and
-//! redacts, masks, blocks or restricts them per class.
+//! custom patterns or dictionaries) in every text an LLM request gives the
+//! provider, and redacts, masks, blocks or restricts them per class.
 //!
 //! Pure and synchronous (no tokio, no hyper): the proxy builds one
 //! [`Engine`] per policy and shares it; each request calls
@@ -12,20 +12,64 @@
 //! output channel.
 //!
 //! # What is scanned
-//! - OpenAI chat: `messages[].content` (a string, or parts of type `text`),
-//!   `messages[].tool_calls[].function.arguments` and legacy
-//!   `function_call.arguments` (the string values inside the JSON text).
-//! - OpenAI embeddings: `input` and `prompt` (a string or strings).
-//! - Anthropic: `system` (string or text blocks), `messages[].content`
-//!   (string, `text` blocks, every string in `tool_use.input`,
-//!   `tool_result.content` as string or text blocks).
-//! - Gemini: `contents[].parts[].text`, every string in
-//!   `functionCall.args` and `functionResponse.response`,
-//!   `systemInstruction.parts[].text`.
+//! Every text the provider receives that an app may fill with personal
+//! data, with the same detectors:
 //!
-//! Numbers, object keys, tool definitions and everything else pass
-//! untouched.
+//! - OpenAI chat: `messages[].content` (a string, or parts: `text`, and
+//!   `image_url.url`), `messages[].tool_calls[].function.arguments` and
+//!   legacy `function_call.arguments` (the string values inside the JSON
+//!   text); `tools[].function.description` and the schema
+//!   `tools[].function.parameters` (legacy `functions[]` the same way,
+//!   `tools[].custom.description`); `response_format.json_schema`
+//!   `description` and `schema`; `prediction.content`; `user`,
+//!   `safety_identifier`.
+//! - OpenAI embeddings: `input` and `prompt` (a string or strings), `user`.
+//! - OpenAI completions: `prompt` (a string or strings), `suffix`, `user`.
+//! - OpenAI Responses: `instructions`; `input` (a string, or items:
+//!   `message` content as a string or parts `text`, `refusal`,
+//!   `input_image.image_url`, `input_file.file_url`; `function_call`
+//!   `arguments` as JSON text; every string of `function_call_output`
+//!   `output`); `tools[].description` and the schema `tools[].parameters`;
+//!   `text.format` `description` and `schema`; `prompt.variables`; `user`,
+//!   `safety_identifier`.
+//! - Anthropic: `system` (string or text blocks); `messages[].content`
+//!   (string, or blocks: `text`; `image` with a `url` source; `document`
+//!   `title`, `context` and a `text` source's `data`, a `content` source's
+//!   blocks or a `url` source's `url`; `search_result` `source`, `title`
+//!   and text blocks; every string in `tool_use.input`; `tool_result`
+//!   `content` as a string or the same blocks); `tools[].description` and
+//!   the schema `tools[].input_schema`; `output_format.schema`;
+//!   `metadata.user_id`.
+//! - Gemini: `contents[].parts[]` `text`, `fileData.fileUri`, every string
+//!   in `functionCall.args` and `functionResponse.response`;
+//!   `systemInstruction.parts[].text`; `tools[].functionDeclarations[]`
+//!   `description` and the schemas `parameters`, `parametersJsonSchema`,
+//!   `response`, `responseJsonSchema`; `generationConfig.responseSchema`
+//!   and `responseJsonSchema` (snake_case spellings too).
+//! - [`Api::AnyJson`] (pass-through bodies): every string value.
 //!
+//! In a schema (nested at any depth through `properties`, `items`,
+//! `anyOf`/`oneOf`/`allOf`, `$defs`/`definitions`, `additionalProperties`,
+//! `not`, `if`/`then`/`else`, ...) the text is `description`, `title`, and
+//! every string in `default`, `const`, `enum`, `examples`, `example`.
+//!
+//! Never scanned: object keys (a schema's property names), `type`,
+//! `format`, `pattern`, `required`, tool and function `name`s, ids, model
+//! names, numbers, and `data:` URLs (inline bytes, not text). A value
+//! found in a URL is replaced in place like anywhere else.
+//!
+//! Anthropic `thinking` blocks (signed) and `redacted_thinking` blocks are
+//! never modified, in requests, by [`Api::AnyJson`], or when restoring: the
+//! provider refuses a block whose signature no longer matches.
+//!
+//! Restoring is about the answer only (the request keeps its
+//! placeholders): [`Vault::restore_json`] restores the model's output, and
+//! in a Responses answer the request settings it echoes (`instructions`,
+//! `tools`, `text.format`, `prompt.variables`, `user`,
+//! `safety_identifier`). A placeholder from any scanned field is restored
+//! wherever the model writes it (an e-mail from a tool schema's `enum`
+//! coming back in tool-call arguments, say).
+
 //! # Placeholders
 //! `redact` writes `[LABEL_n]`, where `LABEL` is the class name upper-cased
 //! with `-` as `_` (`[EMAIL_1]`, `[PAYMENT_CARD_2]`, `[PROJECT_NAMES_1]`),

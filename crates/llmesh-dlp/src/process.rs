@@ -1,4 +1,4 @@
-//! Applying a policy to a request: find every class in the user's text,
+//! Applying a policy to a request: find every class in the request's text,
 //! decide block / restrict, and replace redacted and masked values.
 
 use std::collections::{HashMap, HashSet};
@@ -83,7 +83,8 @@ struct Hit {
 
 impl Engine {
     /// Applies the policy to a request body of format `api`, in place: scans
-    /// exactly the user-provided text (see the crate docs), then
+    /// exactly the text fields listed in the crate docs (message text, tool
+    /// definitions, documents, user ids, image URLs, ...), then
     ///
     /// - if a `block` class was found, leaves the body as it is and returns
     ///   `blocked`;

@@ -140,8 +140,9 @@ impl Vault {
     }
 
     /// Restores every string value in `value`, recursively (Anthropic
-    /// `tool_use.input`, Gemini `functionCall.args`, in a streamed event too).
-    /// Returns the number of strings changed.
+    /// `tool_use.input`, Gemini `functionCall.args`, in a streamed event too),
+    /// except inside Anthropic `thinking` and `redacted_thinking` blocks
+    /// (signed by the provider). Returns the number of strings changed.
     pub fn restore_value(&self, value: &mut Value) -> usize {
         if self.is_empty() {
             return 0;
@@ -152,10 +153,13 @@ impl Vault {
     }
 
     /// Restores the model's output in a non-streamed answer body of `api`:
-    /// OpenAI `choices[].message.content` and tool-call `arguments`;
-    /// Anthropic `content[].text` and `tool_use.input`; Gemini
-    /// `candidates[].content.parts[].text` and `functionCall.args`.
-    /// Returns the number of strings changed.
+    /// OpenAI `choices[].message.content`, `choices[].text` and tool-call
+    /// `arguments`; Responses `output` items and the request settings the
+    /// answer echoes (`instructions`, `tools`, `text.format`,
+    /// `prompt.variables`, `user`, `safety_identifier`); Anthropic
+    /// `content[].text` and `tool_use.input` (never `thinking`: it is
+    /// signed); Gemini `candidates[].content.parts[].text` and
+    /// `functionCall.args`. Returns the number of strings changed.
     pub fn restore_json(&self, body: &mut Value, api: Api) -> usize {
         if self.is_empty() {
             return 0;

@@ -50,16 +50,17 @@ fn openai_chat() {
     });
     let out = engine.process(&mut body, Api::OpenAiChat);
     assert!(!out.blocked);
-    assert_eq!(count(&out.found, "email"), 3);
+    // Three in messages, one in `user`, one in the image URL.
+    assert_eq!(count(&out.found, "email"), 5);
     assert_eq!(count(&out.found, "payment-card"), 1);
     assert_eq!(count(&out.found, "codename"), 1);
     assert_eq!(count(&out.found, "project-names"), 1);
-    assert_clean(&body["messages"]);
-    // Not user text: left alone.
-    assert_eq!(body["user"], "someone@example.com");
+    assert_clean(&body);
+    // The provider receives `user` and fetches the image URL: scanned too.
+    assert_eq!(body["user"], "[EMAIL_3]");
     assert_eq!(
         body["messages"][1]["content"][1]["image_url"]["url"],
-        "https://example.com/a@b.com.png"
+        "https://example.com/[EMAIL_2]"
     );
     // Same value, same placeholder.
     assert_eq!(body["messages"][0]["content"], "You help [EMAIL_1].");
@@ -137,14 +138,11 @@ fn anthropic() {
         "tools": [{"name": "pay", "description": "pays, e.g. from DE89 3704 0044 0532 0130 00", "input_schema": {}}]
     });
     let out = engine.process(&mut body, Api::Anthropic);
-    assert_eq!(count(&out.found, "iban"), 2);
+    // Two in messages, one in the tool description.
+    assert_eq!(count(&out.found, "iban"), 3);
     assert_eq!(count(&out.found, "email"), 2);
-    assert_clean(&body["messages"]);
-    assert_clean(&body["system"]);
-    assert!(
-        body["tools"].to_string().contains(IBAN),
-        "tool definitions are not user text"
-    );
+    assert_clean(&body);
+    assert_eq!(body["tools"][0]["description"], "pays, e.g. from [IBAN_1]");
     assert_eq!(
         body["messages"][1]["content"][1]["input"]["memo"]["n"],
         json!([1, "[PHONE_1]"])

@@ -46,6 +46,10 @@ pub async fn metrics_port(
             if let Some(n) = crate::logging::dropped_lines() {
                 sync_counter(&shared.metrics.log_lines_dropped, n);
             }
+            sync_counter(
+                &shared.metrics.tokenizer_fallbacks,
+                crate::tokens::fallbacks(),
+            );
             text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -163,9 +163,6 @@ pub enum ProxyError {
     /// rather than an empty body sent on).
     #[error("could not encode {0}")]
     Encode(String),
-    /// The tokenizer failed while counting the prompt.
-    #[error("counting the prompt's tokens failed: {0}")]
-    Tokenizer(String),
 }
 
 /// An upstream's error answer, as the client will get it.
@@ -224,7 +221,7 @@ impl ProxyError {
                 StreamFault::Idle { .. } | StreamFault::Deadline => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_GATEWAY,
             },
-            ProxyError::Encode(_) | ProxyError::Tokenizer(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyRead(_)
             | ProxyError::ContextWindow { .. }
@@ -258,9 +255,7 @@ impl ProxyError {
                 StreamFault::Idle { .. } | StreamFault::Deadline => "timeout_error",
                 _ => "api_error",
             },
-            ProxyError::Upstream(_) | ProxyError::Encode(_) | ProxyError::Tokenizer(_) => {
-                "api_error"
-            }
+            ProxyError::Upstream(_) | ProxyError::Encode(_) => "api_error",
             ProxyError::BodyTooLarge { .. } => "request_too_large",
             ProxyError::UnknownModel { .. }
             | ProxyError::UnsupportedEndpoint { .. }
@@ -290,7 +285,6 @@ impl ProxyError {
                 StreamFault::Translate(_) => "upstream_protocol",
             },
             ProxyError::Encode(_) => "encode",
-            ProxyError::Tokenizer(_) => "tokenizer",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BodyRead(_) => "body_read",
             ProxyError::InvalidJson(_) => "invalid_json",

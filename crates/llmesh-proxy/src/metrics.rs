@@ -80,6 +80,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// llmesh_log_lines_dropped_total
     pub log_lines_dropped: IntCounter,
+    /// llmesh_tokenizer_fallbacks_total
+    pub tokenizer_fallbacks: IntCounter,
     /// llmesh_quota_decisions_total
     pub quota_decisions: IntCounterVec,
     /// llmesh_quota_alerts_total
@@ -310,6 +312,10 @@ impl Metrics {
             "llmesh_requests_in_flight",
             "Requests being served right now.",
         )?;
+        let tokenizer_fallbacks = IntCounter::new(
+            "llmesh_tokenizer_fallbacks_total",
+            "Prompts counted from their byte length because the tokenizer failed.",
+        )?;
         let log_lines_dropped = IntCounter::new(
             "llmesh_log_lines_dropped_total",
             "Log lines dropped because stdout could not keep up (the log writer's buffer was full).",
@@ -432,6 +438,7 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(log_lines_dropped.clone()))?;
+        registry.register(Box::new(tokenizer_fallbacks.clone()))?;
         registry.register(Box::new(attempts.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(failovers.clone()))?;
@@ -502,6 +509,7 @@ impl Metrics {
             outlier_ejections,
             in_flight,
             log_lines_dropped,
+            tokenizer_fallbacks,
             quota_decisions,
             quota_alerts,
             quota_used,

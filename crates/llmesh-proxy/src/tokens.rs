@@ -14,15 +14,44 @@ pub fn count(text: &str) -> u64 {
         .len() as u64
 }
 
-/// [`estimate_prompt`] on a blocking thread. A tokenizer that panics is an
-/// error of the request, never a count of 0.
+/// [`estimate_prompt`] on a blocking thread. A tokenizer that panics (or
+/// a task that cannot run) falls back to a byte-length estimate, counted
+/// in [`fallbacks`] and logged: never a count of 0, never a failed request.
 pub async fn count_prompt(
     client: Dialect,
     raw: bytes::Bytes,
 ) -> Result<u64, crate::error::ProxyError> {
-    tokio::task::spawn_blocking(move || estimate_prompt(client, &raw))
-        .await
-        .map_err(|e| crate::error::ProxyError::Tokenizer(e.to_string()))
+    Ok(count_or_estimate(raw, move |raw| estimate_prompt(client, raw)).await)
+}
+
+/// Prompts counted from their length because the tokenizer failed.
+static FALLBACKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many prompts were counted from their length (the tokenizer failed).
+pub fn fallbacks() -> u64 {
+    FALLBACKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// About a token per 3 bytes, rounded up: more than the tokenizer counts
+/// for most text, so a quota errs on the side of reserving too much.
+pub fn byte_estimate(len: usize) -> u64 {
+    (len as u64).div_ceil(3)
+}
+
+async fn count_or_estimate<F>(raw: bytes::Bytes, count: F) -> u64
+where
+    F: FnOnce(&[u8]) -> u64 + Send + 'static,
+{
+    let len = raw.len();
+    match tokio::task::spawn_blocking(move || count(&raw)).await {
+        Ok(n) => n,
+        Err(e) => {
+            FALLBACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = byte_estimate(len);
+            tracing::warn!(error = %e, estimate = n, "the tokenizer failed; the prompt is counted from its length");
+            n
+        }
+    }
 }
 
 /// Estimated prompt tokens of a client request body.
@@ -78,6 +107,17 @@ pub fn collect_text(v: Option<&Value>, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_tokenizer_falls_back_to_the_length_and_is_counted() {
+        let before = fallbacks();
+        let raw = bytes::Bytes::from(vec![b'a'; 300]);
+        let n = count_or_estimate(raw, |_| panic!("tokenizer broke")).await;
+        assert_eq!(n, 100);
+        assert_eq!(fallbacks(), before + 1);
+        let n = count_or_estimate(bytes::Bytes::from_static(b"hello"), |_| 7).await;
+        assert_eq!(n, 7);
+    }
 
     #[test]
     fn counts_message_text_not_structure() {
