@@ -46,6 +46,13 @@ metadata: {{name: open-only}}
 spec:
   models: [open-only]
   backends: [{{provider: open, model: echo}}]
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {{name: anthropic-only}}
+spec:
+  models: [anthropic-only]
+  backends: [{{provider: cleared, model: echo-cleared}}]
 "
     )
 }
@@ -201,4 +208,43 @@ async fn restricted_data_only_goes_to_cleared_providers() {
         .requests()
         .iter()
         .all(|r| r.header("x-llmesh-data-class").is_none()));
+}
+
+#[tokio::test]
+async fn every_text_the_provider_gets_is_scanned_through_the_sidecar() {
+    let env = env().await;
+    // An Anthropic client: a text document, a tool schema, the user id,
+    // and a signed thinking block that must reach the provider unchanged.
+    let thinking =
+        json!({"type": "thinking", "thinking": format!("note {EMAIL}"), "signature": "c2ln"});
+    let msg = json!({
+        "model": "anthropic-only", "max_tokens": 64,
+        "metadata": {"user_id": EMAIL},
+        "tools": [{"name": "notify", "description": format!("mails {EMAIL}"),
+            "input_schema": {"type": "object", "properties": {"to": {"type": "string", "default": EMAIL}}}}],
+        "messages": [
+            {"role": "user", "content": [{"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": format!("contact {EMAIL}")}}]},
+            {"role": "assistant", "content": [thinking.clone(), {"type": "text", "text": "ok"}]},
+            {"role": "user", "content": "go on"}
+        ]
+    });
+    let (s, _, b) = env.post("/v1/messages", &msg).await;
+    assert_eq!(s, 200, "{b}");
+    let sent = sent_bodies(&env);
+    // Only the signed block still holds the address, byte for byte.
+    assert_eq!(sent.matches(EMAIL).count(), 1, "{sent}");
+    assert!(sent.contains(&format!("note {EMAIL}")), "{sent}");
+    // An OpenAI client: the `user` field and an image URL's query string.
+    let chat = json!({"model": "open-only", "user": EMAIL, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": format!("https://img.example/a.png?owner={EMAIL}")}}]}]});
+    let before = env.mock.requests().len();
+    let (s, _, b) = env.post("/v1/chat/completions", &chat).await;
+    assert_eq!(s, 200, "{b}");
+    let sent: String = env.mock.requests()[before..]
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(!sent.contains(EMAIL), "{sent}");
+    assert!(sent.contains("?owner=[EMAIL_"), "{sent}");
 }
