@@ -403,3 +403,116 @@ async fn access_lines_written_just_before_sigterm_reach_stdout() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[tokio::test]
+async fn every_refusal_line_names_its_route_and_model_once_known() {
+    let (mut mock, mock_url) = spawn_mock(KEY);
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra = format!(
+        "---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMDataPolicy
+metadata: {{name: pii}}
+spec:
+  rules: [{{class: secret, action: block}}]
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMQuota
+metadata: {{name: tight}}
+spec:
+  models: [limited]
+  limits: {{requestsPerMinute: 1}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {{name: limited}}
+spec:
+  models: [limited]
+  backends: [{{provider: oai, model: gpt-4o-mini}}]
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {{name: gone}}
+spec:
+  schema: openai
+  baseUrl: http://127.0.0.1:{gone}/v1
+  credential: {{file: key.txt}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {{name: down}}
+spec:
+  models: [down]
+  backends: [{{provider: gone}}]
+  retries: {{attempts: 0}}
+  circuitBreaker: {{consecutiveFailures: 1, openFor: 60s}}
+"
+    );
+    let (_dir, policy) = policy_dir(&mock_url, &extra);
+    let ProxyProc {
+        proc: mut proxy,
+        llm,
+        ..
+    } = spawn_proxy(&mut proxy_command(&policy));
+    inside_minute(5.0).await;
+    let http = Http::new();
+    let url = format!("{llm}/v1/chat/completions");
+    let send = |body: String| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let (s, h, _) = http
+                .send(http::Method::POST, &url, bytes::Bytes::from(body), &[])
+                .await;
+            (s.as_u16(), h["x-request-id"].to_str().unwrap().to_string())
+        }
+    };
+    let chat = |model: &str, text: &str| openai_chat(model, text).to_string();
+    let aws_key = concat!("AKIA", "IOSFODNN7EXAMPLE");
+    let mut want = Vec::new();
+    // (status, route, model_requested, error_type) of each refusal.
+    let (s, id) = send(r#"{"model": 5, "messages": []}"#.to_string()).await;
+    want.push((id, s, 400, "", "", "invalid_request"));
+    let (s, id) = send(chat("no-such-model", "hi")).await;
+    want.push((id, s, 404, "", "no-such-model", "model_not_found"));
+    let (s, id) = send(chat("gpt-4o-mini", &format!("key {aws_key}"))).await;
+    want.push((id, s, 400, "openai", "gpt-4o-mini", "data_policy_blocked"));
+    assert_eq!(send(chat("limited", "one")).await.0, 200);
+    let (s, id) = send(chat("limited", "two")).await;
+    want.push((id, s, 429, "limited", "limited", "quota_exceeded"));
+    assert_eq!(send(chat("down", "opens the breaker")).await.0, 502);
+    let (s, id) = send(chat("down", "hi")).await;
+    want.push((id, s, 503, "down", "down", "no_healthy_backend"));
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (id, status, want_status, route, model, error_type) in want {
+        assert_eq!(status, want_status, "{error_type}");
+        let line = loop {
+            let found = proxy
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["request_id"] == json!(id));
+            if let Some(v) = found {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "no line for {error_type}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let f = |k: &str| line[k].as_str().unwrap_or("?").to_string();
+        assert_eq!(f("message"), "request rejected", "{line}");
+        assert_eq!(
+            (f("route"), f("model_requested"), f("error_type")),
+            (route.to_string(), model.to_string(), error_type.to_string()),
+            "{line}"
+        );
+        assert_eq!(line["status"], json!(want_status), "{line}");
+    }
+    assert!(proxy.terminate().success());
+    mock.terminate();
+}

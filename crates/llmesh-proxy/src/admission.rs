@@ -125,6 +125,22 @@ pub struct Ask<'a> {
     pub tokens: bool,
 }
 
+/// The prompt tokens a reservation counts: the tokenizer's count once it
+/// is `ready` (kept as the prompt's count), else the byte estimate (not
+/// kept: the preflight and accounting count again if they need to).
+async fn quota_prompt(
+    client: Dialect,
+    raw: &Bytes,
+    ready: bool,
+) -> Result<(Option<u64>, u64), ProxyError> {
+    if ready {
+        let n = crate::tokens::count_prompt(client, raw.clone()).await?;
+        Ok((Some(n), n))
+    } else {
+        Ok((None, crate::tokens::byte_estimate(raw.len())))
+    }
+}
+
 /// The request's admission by the quotas covering it.
 async fn quota_admit(
     shared: &Arc<Shared>,
@@ -152,12 +168,15 @@ async fn quota_admit(
     } else {
         state.default_max_tokens
     };
-    let prompt_tokens = if needs_tokens && tokens {
-        Some(crate::tokens::count_prompt(client, raw.clone()).await?)
+    // Counted with the tokenizer once it is loaded (it loads in the
+    // background when the policy is published); until then reserved from
+    // the body's length, so no request waits for the load. Settlement
+    // corrects either with the provider's usage.
+    let (prompt_tokens, input) = if needs_tokens && tokens {
+        quota_prompt(client, raw, crate::tokens::ready()).await?
     } else {
-        None
+        (None, 0)
     };
-    let input = prompt_tokens.unwrap_or(0);
     // The price of the backend the route tries first; settlement corrects
     // the estimate with what the call really cost.
     let est_cost = route
@@ -254,4 +273,22 @@ async fn quota_admit(
         rate,
         prompt_tokens,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn before_the_tokenizer_is_loaded_a_reservation_uses_the_length() {
+        let raw = Bytes::from(vec![b'x'; 90]);
+        let (kept, input) = quota_prompt(Dialect::OpenAi, &raw, false).await.unwrap();
+        assert_eq!((kept, input), (None, 30));
+        crate::tokens::load().await;
+        assert!(crate::tokens::ready());
+        let raw = Bytes::from(r#"{"messages":[{"role":"user","content":"hello there"}]}"#);
+        let (kept, input) = quota_prompt(Dialect::OpenAi, &raw, true).await.unwrap();
+        assert_eq!(kept, Some(input));
+        assert!((1..10).contains(&input), "{input}");
+    }
 }

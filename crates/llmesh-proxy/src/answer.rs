@@ -150,11 +150,34 @@ pub(crate) fn refused(
     request_id: &HeaderValue,
     start: Instant,
 ) -> Response<ProxyBody> {
+    refused_at(shared, err, dialect, request_id, start, None)
+}
+
+/// Where a refused request was going, once routing chose it.
+#[derive(Debug, Clone)]
+pub(crate) struct Routing {
+    /// The route.
+    pub route: String,
+    /// The model the client asked for.
+    pub model: String,
+}
+
+/// A refused request, counted and logged with its route and model when
+/// routing had chosen them (quota, data policy, no healthy backend...).
+pub(crate) fn refused_at(
+    shared: &Shared,
+    err: ProxyError,
+    dialect: Dialect,
+    request_id: &HeaderValue,
+    start: Instant,
+    at: Option<&Routing>,
+) -> Response<ProxyBody> {
     let status = err.status().as_u16();
+    let (route, model) = at.map_or(("", ""), |r| (r.route.as_str(), r.model.as_str()));
     shared
         .metrics
         .requests
-        .with_label_values(&["", "", "", status_label(status), err.metric_label()])
+        .with_label_values(&[route, "", "", status_label(status), err.metric_label()])
         .inc();
     let id = shared.identity();
     tracing::info!(
@@ -163,6 +186,8 @@ pub(crate) fn refused(
         namespace = id.namespace.as_str(),
         workload = id.workload.as_str(),
         pod = id.pod.as_str(),
+        route,
+        model_requested = model,
         status,
         error_type = err.metric_label(),
         latency_ms = crate::clock::since(start).as_secs_f64() * 1000.0,

@@ -142,6 +142,11 @@ impl Proxy {
             )?;
             state.commit();
             shared.publish(first);
+            // A first policy with quotas: the tokenizer is loaded before
+            // the sidecar listens, so its first requests count exactly.
+            if shared.table.load().quota.is_some() {
+                tokens::load().await;
+            }
         }
 
         let llm = bind(shared.cfg.listen).await?;

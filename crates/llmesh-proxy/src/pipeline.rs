@@ -8,6 +8,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
+use crate::answer::Routing;
 use crate::attempts::Ended;
 use crate::body::ProxyBody;
 use crate::clock;
@@ -78,7 +79,14 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBod
     let _in_flight = InFlight(&shared);
     match routed(&shared, endpoint, req, &request_id, start).await {
         Ok(resp) => resp,
-        Err(e) => crate::answer::refused(&shared, e, endpoint.dialect(), &request_id, start),
+        Err((e, at)) => crate::answer::refused_at(
+            &shared,
+            e,
+            endpoint.dialect(),
+            &request_id,
+            start,
+            at.as_ref(),
+        ),
     }
 }
 
@@ -88,13 +96,41 @@ async fn routed(
     req: Request<Incoming>,
     request_id: &http::HeaderValue,
     start: std::time::Instant,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Response<ProxyBody>, (ProxyError, Option<Routing>)> {
     // Inbound: the body under the size limit, parsed once for routing.
-    let inbound = crate::inbound::read(&shared.cfg, endpoint, req).await?;
+    let inbound = crate::inbound::read(&shared.cfg, endpoint, req)
+        .await
+        .map_err(|e| (e, None))?;
     // One table for the whole request: every later stage reads this one.
     let table = shared.table.load_full();
     // Route: the model name and headers pick the route.
-    let routed = crate::route::resolve(&table, &inbound.model, &inbound.headers)?;
+    let routed = crate::route::resolve(&table, &inbound.model, &inbound.headers).map_err(|e| {
+        let asked = Routing {
+            route: String::new(),
+            model: crate::inbound::truncate_path(&inbound.model),
+        };
+        (e, Some(asked))
+    })?;
+    // From here on a refusal is logged and counted with its route.
+    let at = Routing {
+        route: routed.route.name.clone(),
+        model: inbound.model.clone(),
+    };
+    on_route(shared, endpoint, inbound, table, routed, request_id, start)
+        .await
+        .map_err(|e| (e, Some(at)))
+}
+
+/// The stages after routing, for a request going to `routed`.
+async fn on_route(
+    shared: &Arc<Shared>,
+    endpoint: Endpoint,
+    inbound: crate::inbound::Inbound,
+    table: Arc<crate::table::Table>,
+    routed: crate::route::Routed,
+    request_id: &http::HeaderValue,
+    start: std::time::Instant,
+) -> Result<Response<ProxyBody>, ProxyError> {
     // Data policy: it sees the client's body before anything is counted or
     // sent, and what it finds limits the providers that may get it.
     let guarded = crate::dataguard::guard(&table, &shared.metrics, &inbound)?;

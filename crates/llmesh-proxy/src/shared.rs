@@ -47,6 +47,10 @@ impl Shared {
     pub fn publish(&self, compiled: Compiled) {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let table = Table::new(compiled, generation, |snap| self.quota.engine_for(snap));
+        // Quotas count tokens: have the tokenizer ready before they need it.
+        if table.quota.is_some() {
+            crate::tokens::preload();
+        }
         let routes = table.snap.routes.len();
         let providers = table.snap.providers.len();
         let inert = table.snap.inert.join(", ");

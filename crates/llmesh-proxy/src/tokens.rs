@@ -14,6 +14,48 @@ pub fn count(text: &str) -> u64 {
         .len() as u64
 }
 
+static LOADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Loads the tokenizer's vocabulary on a blocking thread, once, and
+/// returns at once: called when a policy that counts tokens is published,
+/// so no request waits for the load (see [`ready`]).
+pub fn preload() {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(load());
+    }
+}
+
+/// Loads the tokenizer on a blocking thread, once: every caller returns
+/// when it is loaded (a failed load is tried again by the next caller).
+pub async fn load() {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let loaded = ONCE
+        .get_or_try_init(|| async {
+            let started = crate::clock::now();
+            tokio::task::spawn_blocking(|| {
+                let _ = tiktoken_rs::o200k_base_singleton();
+            })
+            .await?;
+            LOADED.store(true, std::sync::atomic::Ordering::Release);
+            tracing::info!(
+                load_ms = crate::clock::since(started).as_millis() as u64,
+                "tokenizer loaded"
+            );
+            Ok::<(), tokio::task::JoinError>(())
+        })
+        .await;
+    if let Err(e) = loaded {
+        // Requests keep reserving from the byte estimate meanwhile.
+        tracing::warn!(error = %e, "the tokenizer could not be loaded");
+    }
+}
+
+/// Whether the tokenizer is loaded. Until it is, quota admission reserves
+/// from [`byte_estimate`] instead of waiting for it.
+pub fn ready() -> bool {
+    LOADED.load(std::sync::atomic::Ordering::Acquire)
+}
+
 /// [`estimate_prompt`] on a blocking thread. A tokenizer that panics (or
 /// a task that cannot run) falls back to a byte-length estimate, counted
 /// in [`fallbacks`] and logged: never a count of 0, never a failed request.
