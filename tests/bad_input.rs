@@ -177,14 +177,7 @@ async fn unreachable_upstream_is_a_502() {
 #[tokio::test]
 async fn hanging_upstream_is_a_504_after_the_first_byte_timeout() {
     // One attempt: the timeout is the route's, not three of them.
-    let env = Env::start_with(|url| {
-        default_policy(url).replacen(
-            "  backends: [{provider: oai}]\n",
-            "  backends: [{provider: oai}]\n  retries: {attempts: 0}\n",
-            1,
-        )
-    })
-    .await;
+    let env = Env::start_with(one_attempt_policy).await;
     let started = std::time::Instant::now();
     let (s, _, b) = env
         .post_with(
@@ -440,9 +433,9 @@ async fn an_error_body_that_is_cut_keeps_the_status_class_and_says_so() {
     for close in [true, false] {
         let upstream = cut_error_upstream(close).await;
         let env = Env::start_with(|_| {
-            default_policy(&upstream).replacen(
-                "  backends: [{provider: oai}]\n  timeouts: {firstByte: 2s, idle: 2s, total: 10s}\n",
-                "  backends: [{provider: oai}]\n  retries: {attempts: 0}\n  timeouts: {firstByte: 300ms, idle: 2s, total: 10s}\n",
+            one_attempt_policy(&upstream).replacen(
+                "  timeouts: {firstByte: 2s, idle: 2s, total: 10s}\n",
+                "  timeouts: {firstByte: 300ms, idle: 2s, total: 10s}\n",
                 1,
             )
         })

@@ -583,14 +583,7 @@ async fn a_route_without_retries_gets_the_documented_defaults_and_attempts_0_opt
     assert_eq!(openai["retries"]["attempts"], 2, "{openai}");
 
     // `retries: {attempts: 0}` is one attempt.
-    let env = Env::start_with(|url| {
-        default_policy(url).replacen(
-            "  backends: [{provider: oai}]\n",
-            "  backends: [{provider: oai}]\n  retries: {attempts: 0}\n",
-            1,
-        )
-    })
-    .await;
+    let env = Env::start_with(one_attempt_policy).await;
     let (s, h, _) = env
         .post_with(
             "/v1/chat/completions",

@@ -32,6 +32,16 @@ pub fn default_policy(mock_url: &str) -> String {
     POLICY.replace("MOCK", mock_url)
 }
 
+/// [`default_policy`] whose `openai` route makes one attempt
+/// (`retries: {attempts: 0}`).
+pub fn one_attempt_policy(mock_url: &str) -> String {
+    default_policy(mock_url).replacen(
+        "  backends: [{provider: oai}]\n",
+        "  backends: [{provider: oai}]\n  retries: {attempts: 0}\n",
+        1,
+    )
+}
+
 const POLICY: &str = r#"
 apiVersion: llmesh.io/v1alpha1
 kind: LLMProvider

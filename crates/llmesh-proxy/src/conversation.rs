@@ -71,13 +71,19 @@ struct Entry {
     stored: Arc<Stored>,
     expires: Instant,
     weight: usize,
+    /// Insertion number: an `order` slot with another one is stale.
+    seq: u64,
 }
 
 #[derive(Default)]
 struct Mem {
     map: HashMap<String, Entry>,
-    order: VecDeque<String>,
+    /// Ids oldest first, with the insertion they stand for; slots of
+    /// removed or replaced entries are skipped, and dropped when they
+    /// outnumber the live ones.
+    order: VecDeque<(u64, String)>,
     bytes: usize,
+    seq: u64,
 }
 
 /// The namespace's response ids (see the module doc).
@@ -152,25 +158,33 @@ impl Store {
     fn put_local(&self, id: &str, stored: Arc<Stored>) {
         let Ok(mut mem) = self.mem.lock() else { return };
         let weight = stored.weight();
+        mem.seq += 1;
+        let seq = mem.seq;
         let entry = Entry {
             stored,
             expires: clock::now() + self.limits.ttl,
             weight,
+            seq,
         };
         if let Some(old) = mem.map.insert(id.to_string(), entry) {
             mem.bytes -= old.weight;
-        } else {
-            mem.order.push_back(id.to_string());
         }
         mem.bytes += weight;
+        mem.order.push_back((seq, id.to_string()));
         // Oldest first out, until both bounds hold again.
         while mem.map.len() > self.limits.max_entries || mem.bytes > self.limits.max_bytes {
-            let Some(oldest) = mem.order.pop_front() else {
+            let Some((seq, oldest)) = mem.order.pop_front() else {
                 break;
             };
-            if let Some(e) = mem.map.remove(&oldest) {
-                mem.bytes -= e.weight;
+            if mem.map.get(&oldest).is_some_and(|e| e.seq == seq) {
+                if let Some(e) = mem.map.remove(&oldest) {
+                    mem.bytes -= e.weight;
+                }
             }
+        }
+        if mem.order.len() > 2 * mem.map.len() + 64 {
+            let Mem { map, order, .. } = &mut *mem;
+            order.retain(|(seq, id)| map.get(id).is_some_and(|e| e.seq == *seq));
         }
     }
 
@@ -408,6 +422,24 @@ mod tests {
         assert!(s.get("c").await.is_some());
         assert!(s.remove("c").await);
         assert!(!s.remove("c").await);
+        // Entries removed or written again leave no slots behind.
+        for i in 0..500 {
+            let id = format!("r{}", i % 3);
+            s.put(
+                &id,
+                Stored::Native {
+                    provider: "p".into(),
+                },
+            )
+            .await;
+            s.remove(&id).await;
+        }
+        let order = s.mem.lock().unwrap().order.len();
+        assert!(
+            order <= 2 * s.len() + 65,
+            "{order} slots for {} entries",
+            s.len()
+        );
     }
 
     #[tokio::test]

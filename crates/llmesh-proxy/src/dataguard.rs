@@ -166,6 +166,26 @@ pub fn apply_api(
     })
 }
 
+/// Refuses a body the detectors cannot read (`what`: its content type, or
+/// `websocket`) for a provider not cleared for every class whose rule
+/// says `unscannable: deny`.
+pub fn allow_unscannable(guard: &DataGuard, p: &Provider, what: &str) -> Result<(), ProxyError> {
+    let missing: Vec<&str> = guard
+        .unscannable_deny
+        .iter()
+        .filter(|c| !p.clearance.contains(c))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ProxyError::Unscannable {
+        content_type: what.to_string(),
+        provider: p.name.clone(),
+        classes: missing.join(", "),
+    })
+}
+
 /// Whether `p` may receive a request carrying `restricted` classes.
 pub fn cleared(p: &Provider, restricted: &[String]) -> bool {
     restricted

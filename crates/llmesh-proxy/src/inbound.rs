@@ -367,7 +367,12 @@ pub fn response_id(path: &str) -> Option<(&str, bool)> {
     .then_some((id, items))
 }
 
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {
+/// A whole body under `limit` (413 from Content-Length before reading).
+pub async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ProxyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

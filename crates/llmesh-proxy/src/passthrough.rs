@@ -264,17 +264,7 @@ async fn read(
 ) -> Result<(ReadBody, Option<String>), ProxyError> {
     let upload_limit = shared.cfg.max_upload_bytes;
     if is_json(headers) {
-        let limit = shared.cfg.max_body_bytes;
-        if declared_len(headers).is_some_and(|n| n > limit as u64) {
-            return Err(ProxyError::BodyTooLarge { limit });
-        }
-        let raw = match Limited::new(body, limit).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(ProxyError::BodyTooLarge { limit })
-            }
-            Err(e) => return Err(ProxyError::BodyRead(e.to_string())),
-        };
+        let raw = crate::inbound::read_body(body, headers, shared.cfg.max_body_bytes).await?;
         let model = if raw.is_empty() {
             None
         } else {
@@ -423,20 +413,8 @@ async fn relay(
         (ReadBody::Streamed { first, rest }, Some(g))
             if !g.unscannable_deny.is_empty() && (!first.is_empty() || !rest.is_end_stream()) =>
         {
-            let missing: Vec<String> = g
-                .unscannable_deny
-                .iter()
-                .filter(|c| !target.provider.clearance.contains(c))
-                .cloned()
-                .collect();
-            if !missing.is_empty() {
-                return Err(fail(ProxyError::Unscannable {
-                    content_type: content_type(&parts.headers)
-                        .unwrap_or_else(|| "no content type".into()),
-                    provider: target.provider.name.clone(),
-                    classes: missing.join(", "),
-                }));
-            }
+            let what = content_type(&parts.headers).unwrap_or_else(|| "no content type".into());
+            crate::dataguard::allow_unscannable(g, &target.provider, &what).map_err(&fail)?;
             ReadBody::Streamed { first, rest }
         }
         (b, _) => b,

@@ -50,7 +50,7 @@ pub async fn serve(
     let dialect = crate::inbound::dialect_of_path(req.uri().path(), req.headers());
     let endpoint = crate::passthrough::endpoint_label(req.uri().path());
     let client_side = hyper::upgrade::on(&mut req);
-    match open(&shared, &req, &request_id, &endpoint).await {
+    match open(&shared, &req, &request_id, dialect).await {
         Ok((resp, upstream_side, provider, charge)) => {
             let m = &shared.metrics;
             m.upgrades
@@ -134,9 +134,8 @@ async fn open(
     shared: &Arc<Shared>,
     req: &Request<Incoming>,
     request_id: &HeaderValue,
-    _endpoint: &str,
+    dialect: llmesh_wire::Dialect,
 ) -> Result<Opened, (ProxyError, Option<String>)> {
-    let dialect = crate::inbound::dialect_of_path(req.uri().path(), req.headers());
     let table = shared.table.load_full();
     let model = crate::passthrough::query_model(req.uri());
     let target = crate::passthrough::choose(
@@ -160,19 +159,7 @@ async fn open(
     // Frames are not scanned: a policy that denies unscannable bodies for
     // a class keeps them from providers not cleared for it.
     if let Some(g) = &table.snap.data_guard {
-        let missing: Vec<&str> = g
-            .unscannable_deny
-            .iter()
-            .filter(|c| !target.provider.clearance.contains(c))
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() {
-            return Err(fail(ProxyError::Unscannable {
-                content_type: "websocket".into(),
-                provider: name.clone(),
-                classes: missing.join(", "),
-            }));
-        }
+        crate::dataguard::allow_unscannable(g, &target.provider, "websocket").map_err(&fail)?;
     }
     let charge = crate::admission::admit_passthrough(
         shared,
