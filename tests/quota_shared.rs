@@ -418,3 +418,108 @@ spec:
         assert!(s.p.proc.terminate().success(), "{}", s.p.proc.output());
     }
 }
+
+/// A provider defined once in the platform namespace (its key, its
+/// published limits) is paced once: sidecars of two app namespaces on one
+/// Redis count their calls to it together, so the two stay under its
+/// limits between them instead of each using all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_providers_limits_hold_across_namespaces() {
+    use llmesh_proxy::config::StoreSetting;
+    use llmesh_proxy::k8s::KubeSource;
+    use llmesh_proxy::{Proxy, ProxyConfig};
+    use llmesh_tests::fake_kube::FakeKube;
+
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    inside_minute(15.0).await;
+    let kube = FakeKube::start().await;
+    let mock = llmesh_mock::MockServer::start(llmesh_mock::MockConfig {
+        api_key: Some(KEY.to_string()),
+        ..llmesh_mock::MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.txt");
+    std::fs::write(&key, KEY).unwrap();
+    for (name, limits) in [
+        (
+            "oai",
+            ", limits: {requestsPerMinute: 4, headroomPercent: 0}",
+        ),
+        ("spare", ""),
+    ] {
+        kube.apply_yaml(&format!(
+            "{{apiVersion: llmesh.io/v1alpha1, kind: LLMProvider, metadata: {{name: {name}, namespace: llmesh-system}}, spec: {{schema: openai, baseUrl: '{}/v1', credential: {{file: '{}'}}{limits}}}}}",
+            mock.url(),
+            key.display()
+        ));
+    }
+    kube.apply_yaml("{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {name: chat, namespace: llmesh-system}, spec: {models: [gpt-4o-mini], backends: [{provider: oai, priority: 0}, {provider: spare, priority: 1}]}}");
+
+    let mut proxies = Vec::new();
+    for ns in ["team-a", "team-b"] {
+        let mut cfg = ProxyConfig::for_test(dir.path().join("unused.yaml"));
+        cfg.identity.namespace = ns.into();
+        cfg.quota.store = StoreSetting::Redis(redis.url());
+        cfg.quota.redis_timeout = Duration::from_secs(2);
+        cfg.kube = Some(KubeSource {
+            client: llmesh_kube::plain_client(&kube.url(), ns).unwrap(),
+            platform_namespace: Some("llmesh-system".into()),
+        });
+        proxies.push(Proxy::start(cfg).await.unwrap());
+    }
+    let http = Http::new();
+    for p in &proxies {
+        let url = format!("http://{}/readyz", p.metrics_addr());
+        let t0 = Instant::now();
+        while http.get(&url).await.0 != 200 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // Three calls through team-a's sidecar, then three through team-b's.
+    let mut by: HashMap<(usize, String), u32> = HashMap::new();
+    for (i, p) in proxies.iter().enumerate() {
+        for _ in 0..3 {
+            let (s, h, b) = http
+                .send(
+                    Method::POST,
+                    &format!("http://{}/v1/chat/completions", p.llm_addr()),
+                    Bytes::from(openai_chat("gpt-4o-mini", "hi").to_string()),
+                    &[("content-type", "application/json")],
+                )
+                .await;
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+            let provider = h
+                .get("x-llmesh-provider")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            *by.entry((i, provider)).or_default() += 1;
+            // Pacing counts land off the request path.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let oai: u32 = by
+        .iter()
+        .filter(|((_, p), _)| p == "oai")
+        .map(|(_, n)| n)
+        .sum();
+    // team-b's first call finds the count team-a left (3) and makes it 4,
+    // the limit: its next two go to the spare provider.
+    assert_eq!(oai, 4, "{by:?}");
+    assert_eq!(by.get(&(1, "spare".to_string())), Some(&2), "{by:?}");
+    // One counter for the provider, under the namespace it lives in.
+    assert_eq!(
+        counter(&redis, "llmesh:p:{llmesh-system}:oai:rpm:*").await,
+        4
+    );
+    assert_eq!(counter(&redis, "llmesh:p:{team-*").await, 0);
+    for p in proxies {
+        p.shutdown().await;
+    }
+}

@@ -573,7 +573,15 @@ fn compile_provider(
     }
     Some(Provider {
         name: name.clone(),
-        namespace: cx.namespace.to_string(),
+        // Where the object lives: a provider inherited from the platform
+        // namespace keeps the platform's, so its pacing counters are the
+        // same in every namespace that uses it.
+        namespace: p
+            .metadata
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| cx.namespace.to_string()),
         schema: spec.schema,
         base_url: base_url?,
         provider_name: spec

@@ -101,7 +101,10 @@ pub struct ModelInfo {
 pub struct Provider {
     /// `metadata.name`.
     pub name: String,
-    /// Namespace the resource came from.
+    /// Namespace the resource lives in (the platform namespace for one
+    /// inherited from it, else the compiled namespace). Provider pacing
+    /// counts under it, so one provider's limits are shared by every
+    /// namespace that uses it.
     pub namespace: String,
     /// Wire format.
     pub schema: ApiSchema,
@@ -120,9 +123,9 @@ pub struct Provider {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Models by upstream name.
     pub models: HashMap<String, ModelInfo>,
-    /// Data classes the provider is cleared for (not enforced yet).
+    /// Data classes the provider is cleared for.
     pub clearance: Vec<String>,
-    /// The provider's published rate limits (not enforced yet).
+    /// The provider's published rate limits, paced by the quota engine.
     pub limits: Option<ProviderLimits>,
 }
 

@@ -55,15 +55,19 @@ impl<S: QuotaStore> QuotaEngine<S> {
             requests: r,
             tokens: t,
         };
-        {
+        let view = {
             let mut views = lock(&self.rt.providers);
             match views.get_mut(provider) {
-                Some(v) => *v = view,
+                Some(v) => {
+                    *v = v.newer(view);
+                    *v
+                }
                 None => {
                     views.insert(Arc::from(provider), view);
+                    view
                 }
             }
-        }
+        };
         budget_of(limits, view, start, end)
     }
 }

@@ -49,11 +49,28 @@ pub(crate) struct BoardEntry {
     pub(crate) used: i64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// A provider's shared per-minute counts as one store answer gave them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ProviderView {
     pub(crate) window_start: u64,
     pub(crate) requests: i64,
     pub(crate) tokens: i64,
+}
+
+impl ProviderView {
+    /// The later of two answers. Counts are recorded from spawned tasks,
+    /// so answers can arrive out of order: one from an earlier minute, or
+    /// with fewer requests than already seen (the request count only
+    /// grows within a minute), is stale and does not replace `self`.
+    pub(crate) fn newer(self, other: ProviderView) -> ProviderView {
+        let stale = other.window_start < self.window_start
+            || (other.window_start == self.window_start && other.requests < self.requests);
+        if stale {
+            self
+        } else {
+            other
+        }
+    }
 }
 
 impl<S: QuotaStore> QuotaRuntime<S> {
@@ -153,5 +170,29 @@ impl<S> RuntimeInner<S> {
                 max,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProviderView;
+
+    fn v(window_start: u64, requests: i64, tokens: i64) -> ProviderView {
+        ProviderView {
+            window_start,
+            requests,
+            tokens,
+        }
+    }
+
+    #[test]
+    fn a_late_answer_does_not_roll_the_provider_view_back() {
+        // The answer with 3 requests was given before the one with 4 but
+        // arrived after it.
+        assert_eq!(v(60, 4, 44).newer(v(60, 3, 44)), v(60, 4, 44));
+        assert_eq!(v(120, 1, 0).newer(v(60, 9, 90)), v(120, 1, 0));
+        // Same count, a token correction: the newer answer wins.
+        assert_eq!(v(60, 4, 44).newer(v(60, 4, 30)), v(60, 4, 30));
+        assert_eq!(v(60, 4, 44).newer(v(120, 1, 5)), v(120, 1, 5));
     }
 }
