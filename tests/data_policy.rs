@@ -46,6 +46,7 @@ metadata: {{name: open-only}}
 spec:
   models: [open-only]
   backends: [{{provider: open, model: echo}}]
+  passthrough: {{paths: [/v1/files], provider: open}}
 ---
 apiVersion: llmesh.io/v1alpha1
 kind: LLMRoute
@@ -247,4 +248,68 @@ async fn every_text_the_provider_gets_is_scanned_through_the_sidecar() {
         .collect();
     assert!(!sent.contains(EMAIL), "{sent}");
     assert!(sent.contains("?owner=[EMAIL_"), "{sent}");
+}
+
+/// Headers the sidecar forwards are scanned like the body: an e-mail in an
+/// app header or in `baggage` reaches the provider as its placeholder (the
+/// same one the body got), a key in a header blocks the request, and trace
+/// context passes untouched. Pass-through calls (an upload) get the same.
+#[tokio::test]
+async fn forwarded_headers_are_scanned_too() {
+    let env = env().await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let baggage = format!("user.email={EMAIL},tier=gold");
+    let (s, _, b) = env
+        .post_with(
+            "/v1/chat/completions",
+            &openai_chat("open-only", &format!("hello {EMAIL}")),
+            &[
+                ("x-customer", EMAIL),
+                ("baggage", &baggage),
+                ("traceparent", trace),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let reqs = env.mock.requests();
+    let r = reqs.last().unwrap();
+    assert_eq!(r.header("x-customer"), Some("[EMAIL_1]"));
+    assert_eq!(r.header("baggage"), Some("user.email=[EMAIL_1],tier=gold"));
+    // The sidecar continues the app's trace: same trace id.
+    assert!(
+        r.header("traceparent")
+            .is_some_and(|t| t.contains("4bf92f3577b34da6a3ce929d0e0e4736")),
+        "{:?}",
+        r.header("traceparent")
+    );
+    assert!(!r.body.to_string().contains(EMAIL));
+
+    // A key in a header is refused like one in the prompt, nothing sent.
+    let before = env.mock.requests().len();
+    let (s, _, b) = env
+        .post_with(
+            "/v1/chat/completions",
+            &openai_chat("open-only", "hi"),
+            &[("x-debug-token", AWS_KEY)],
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("secret"));
+    assert!(!b.to_string().contains(AWS_KEY));
+    assert_eq!(env.mock.requests().len(), before);
+
+    // A pass-through upload: the body is not JSON, the headers still are.
+    let (ct, body) = multipart(&[("purpose", "batch")], ("in.jsonl", b"{}\n"));
+    let (s, _, b) = Http::new()
+        .send(
+            http::Method::POST,
+            &env.url("/v1/files"),
+            body,
+            &[("content-type", &ct), ("x-customer", EMAIL)],
+        )
+        .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let reqs = env.mock.requests();
+    let r = reqs.last().unwrap();
+    assert_eq!(r.header("x-customer"), Some("[EMAIL_1]"));
 }

@@ -22,7 +22,8 @@
 //!   `tools[].function.parameters` (legacy `functions[]` the same way,
 //!   `tools[].custom.description`); `response_format.json_schema`
 //!   `description` and `schema`; `prediction.content`; `user`,
-//!   `safety_identifier`.
+//!   `safety_identifier`; `metadata` values; `messages[].name` (not a
+//!   tool or function message's) and `refusal`; `file.filename`.
 //! - OpenAI embeddings: `input` and `prompt` (a string or strings), `user`.
 //! - OpenAI completions: `prompt` (a string or strings), `suffix`, `user`.
 //! - OpenAI Responses: `instructions`; `input` (a string, or items:
@@ -31,9 +32,9 @@
 //!   `arguments` as JSON text; every string of `function_call_output`
 //!   `output`); `tools[].description` and the schema `tools[].parameters`;
 //!   `text.format` `description` and `schema`; `prompt.variables`; `user`,
-//!   `safety_identifier`.
+//!   `safety_identifier`; `metadata` values.
 //! - Anthropic: `system` (string or text blocks); `messages[].content`
-//!   (string, or blocks: `text`; `image` with a `url` source; `document`
+//!   (string, or blocks: `text` with its `citations`; `image` with a `url` source; `document`
 //!   `title`, `context` and a `text` source's `data`, a `content` source's
 //!   blocks or a `url` source's `url`; `search_result` `source`, `title`
 //!   and text blocks; every string in `tool_use.input`; `tool_result`
@@ -66,7 +67,7 @@
 //! placeholders): [`Vault::restore_json`] restores the model's output, and
 //! in a Responses answer the request settings it echoes (`instructions`,
 //! `tools`, `text.format`, `prompt.variables`, `user`,
-//! `safety_identifier`). A placeholder from any scanned field is restored
+//! `safety_identifier`, `metadata`). A placeholder from any scanned field is restored
 //! wherever the model writes it (an e-mail from a tool schema's `enum`
 //! coming back in tool-call arguments, say).
 

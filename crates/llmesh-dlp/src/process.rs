@@ -103,6 +103,23 @@ impl Engine {
         self.process_texts(texts)
     }
 
+    /// [`process`](Engine::process) over a body and `more` plain texts
+    /// scanned with it (the header values a request forwards): findings
+    /// are counted, numbered and vaulted together, so one value gets one
+    /// placeholder wherever it appears.
+    pub fn process_with(&self, body: &mut Value, api: Api, more: &mut [String]) -> Outcome {
+        if self.is_empty() {
+            return Outcome::default();
+        }
+        let mut texts = Vec::new();
+        walk::request_texts(body, api, &mut texts);
+        texts.extend(more.iter_mut().map(|text| Text {
+            kind: TextKind::Plain,
+            text,
+        }));
+        self.process_texts(texts)
+    }
+
     /// [`process`](Engine::process) for one plain text.
     pub fn process_text(&self, text: &mut String) -> Outcome {
         self.process_texts(vec![Text {

@@ -14,7 +14,9 @@
 //!   `tools[].function.parameters` (and legacy `functions[]` the same way,
 //!   `tools[].custom.description`); `response_format.json_schema`
 //!   `description` and `schema`; `prediction.content`; `user`,
-//!   `safety_identifier`.
+//!   `safety_identifier`; `metadata` values; `messages[].name` (except a
+//!   `tool` or `function` message's, a function name) and
+//!   `messages[].refusal`; a `file` part's `file.filename`.
 //! - [`Api::OpenAiEmbeddings`]: `input`, `prompt` (a string or strings),
 //!   `user`.
 //! - [`Api::OpenAiCompletions`]: `prompt` (a string or strings), `suffix`,
@@ -27,9 +29,11 @@
 //!   (flat `{type: function, name, description, parameters}`);
 //!   `text.format` `description` and `schema`; string values of
 //!   `prompt.variables` (or their parts, as in messages); `user`,
-//!   `safety_identifier`.
+//!   `safety_identifier`; `metadata` values.
 //! - [`Api::Anthropic`]: `system` (a string or `text` blocks);
-//!   `messages[].content` as a string or blocks: `text.text`; `image` with
+//!   `messages[].content` as a string or blocks: `text.text` and its
+//!   `citations` (`cited_text`, `document_title`, `title`, `url`,
+//!   `source`); `image` with
 //!   `source.type: url` (`source.url`); `document` `title`, `context` and
 //!   its source, `text` (`source.data`), `content` (the blocks inside
 //!   `source.content`, the same way) or `url` (`source.url`);
@@ -314,7 +318,18 @@ fn text_or_blocks<'a>(v: &'a mut Value, out: &mut Vec<Text<'a>>, more: bool) {
 /// `redacted_thinking` blocks are signed by the provider: never touched.
 fn block<'a>(o: &'a mut Map<String, Value>, out: &mut Vec<Text<'a>>, more: bool) {
     if type_is(o, "text") {
-        string_at(o, "text", out);
+        for (k, v) in o.iter_mut() {
+            match k.as_str() {
+                "text" => string(v, out),
+                "citations" => citations(v, out),
+                _ => {}
+            }
+        }
+    } else if type_is(o, "file") {
+        // OpenAI chat file part: its name is text, its data bytes.
+        if let Some(Value::Object(f)) = o.get_mut("file") {
+            string_at(f, "filename", out);
+        }
     } else if type_is(o, "image_url") {
         match o.get_mut("image_url") {
             Some(Value::Object(i)) => url_at(i, "url", out),
@@ -345,6 +360,23 @@ fn block<'a>(o: &'a mut Map<String, Value>, out: &mut Vec<Text<'a>>, more: bool)
     } else if more && type_is(o, "tool_result") {
         if let Some(c) = o.get_mut("content") {
             text_or_blocks(c, out, false);
+        }
+    }
+}
+
+/// Anthropic citations a text block carries (an earlier answer sent back
+/// in the conversation): the quoted text and the titles and URLs of what
+/// it cites.
+fn citations<'a>(v: &'a mut Value, out: &mut Vec<Text<'a>>) {
+    let Value::Array(list) = v else { return };
+    for c in list {
+        let Value::Object(c) = c else { continue };
+        for (k, v) in c.iter_mut() {
+            match k.as_str() {
+                "cited_text" | "document_title" | "title" => string(v, out),
+                "url" | "source" => url(v, out),
+                _ => {}
+            }
         }
     }
 }
@@ -391,13 +423,28 @@ fn tool_calls<'a>(v: &'a mut Value, out: &mut Vec<Text<'a>>) {
 /// OpenAI chat `messages` (or an answer's `message`s): content, tool-call
 /// and `function_call` arguments.
 fn chat_message<'a>(m: &'a mut Map<String, Value>, out: &mut Vec<Text<'a>>) {
+    // A participant's `name` is the app's text; a legacy `function`
+    // message's `name` is the function's, like a tool name.
+    let participant = !matches!(
+        m.get("role").and_then(Value::as_str),
+        Some("function" | "tool")
+    );
     for (k, v) in m.iter_mut() {
         match k.as_str() {
             "content" => text_or_blocks(v, out, false),
+            "refusal" => string(v, out),
+            "name" if participant => string(v, out),
             "tool_calls" => tool_calls(v, out),
             "function_call" => arguments(v, out),
             _ => {}
         }
+    }
+}
+
+/// `metadata`: a map of the app's own strings.
+fn metadata<'a>(v: &'a mut Value, out: &mut Vec<Text<'a>>) {
+    if let Value::Object(m) = v {
+        m.values_mut().for_each(|x| string(x, out));
     }
 }
 
@@ -456,6 +503,7 @@ fn responses_settings<'a>(k: &str, v: &'a mut Value, out: &mut Vec<Text<'a>>) {
     match k {
         "instructions" => string_or_strings(v, out),
         "user" | "safety_identifier" => string(v, out),
+        "metadata" => metadata(v, out),
         "tools" => tools(v, out),
         "text" => {
             if let Some(f) = v.get_mut("format") {
@@ -541,6 +589,7 @@ pub(crate) fn request_texts<'a>(body: &'a mut Value, api: Api, out: &mut Vec<Tex
                         }
                     }
                     "user" | "safety_identifier" => string(v, out),
+                    "metadata" => metadata(v, out),
                     _ => {}
                 }
             }
@@ -677,7 +726,13 @@ pub(crate) fn response_texts<'a>(body: &'a mut Value, api: Api, out: &mut Vec<Te
                 for b in blocks {
                     let Value::Object(o) = b else { continue };
                     if type_is(o, "text") {
-                        string_at(o, "text", out);
+                        for (k, v) in o.iter_mut() {
+                            match k.as_str() {
+                                "text" => string(v, out),
+                                "citations" => citations(v, out),
+                                _ => {}
+                            }
+                        }
                     } else if type_is(o, "tool_use") {
                         if let Some(input) = o.get_mut("input") {
                             all_strings(input, out);

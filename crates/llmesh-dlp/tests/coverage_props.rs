@@ -167,6 +167,9 @@ fn openai_chat(e: &str) -> BoxedStrategy<Value> {
     let msg = prop_oneof![
         (prop::sample::select(vec!["system", "user", "tool"]), text_or_parts(e, part))
             .prop_map(|(role, c)| json!({"role": role, "content": c})),
+        // A named participant.
+        (txt(e), txt(e)).prop_map(|(n, c)| json!({"role": "user", "name": n, "content": c})),
+        txt(e).prop_map(|r| json!({"role": "assistant", "content": null, "refusal": r})),
         vec((name(), args(e)), 1..3).prop_map(|calls| {
             let calls: Vec<Value> = calls
                 .into_iter()
@@ -185,14 +188,17 @@ fn openai_chat(e: &str) -> BoxedStrategy<Value> {
         vec(tool, 0..3),
         option::of(txt(e)),
         option::of(txt(e)),
+        option::of(txt(e)),
     )
-        .prop_map(|(msgs, tools, user, sid)| {
+        .prop_map(|(msgs, tools, user, sid, meta)| {
             obj(vec![
                 ("model", Some(json!("gpt-4o"))),
                 ("messages", Some(json!(msgs))),
                 ("tools", (!tools.is_empty()).then(|| json!(tools))),
                 ("user", s(user)),
                 ("safety_identifier", s(sid)),
+                ("store", meta.is_some().then_some(Value::Bool(true))),
+                ("metadata", meta.map(|m| json!({"customer": m}))),
             ])
         })
         .boxed()
@@ -203,6 +209,12 @@ fn anthropic_block(e: &str, nested: bool) -> BoxedStrategy<Value> {
     let u = url(e);
     let leaf = prop_oneof![
         t.clone().prop_map(|t| json!({"type": "text", "text": t})),
+        // An earlier answer's text with the passages it cited.
+        (t.clone(), t.clone(), t.clone(), u.clone()).prop_map(|(t, cited, title, u)| json!({
+            "type": "text", "text": t, "citations": [
+                {"type": "char_location", "cited_text": cited, "document_index": 0, "document_title": title, "start_char_index": 0, "end_char_index": 5},
+                {"type": "web_search_result_location", "cited_text": "x", "url": u, "title": "t", "encrypted_index": "Eo8B"},
+            ]})),
         u.clone().prop_map(|u| json!({"type": "image", "source": {"type": "url", "url": u}})),
         Just(json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}})),
         (t.clone(), option::of(t.clone()), option::of(t.clone())).prop_map(|(d, title, ctx)| obj(vec![
@@ -355,8 +367,9 @@ fn responses(e: &str) -> BoxedStrategy<Value> {
         vec(tool, 0..3),
         option::of(txt(e)),
         option::of(txt(e)),
+        option::of(txt(e)),
     )
-        .prop_map(|(input, instr, tools, user, sid)| {
+        .prop_map(|(input, instr, tools, user, sid, meta)| {
             obj(vec![
                 ("model", Some(json!("gpt-5"))),
                 ("input", Some(input)),
@@ -364,6 +377,7 @@ fn responses(e: &str) -> BoxedStrategy<Value> {
                 ("tools", (!tools.is_empty()).then(|| json!(tools))),
                 ("user", s(user)),
                 ("safety_identifier", s(sid)),
+                ("metadata", meta.map(|m| json!({"ticket": m}))),
             ])
         })
         .boxed()

@@ -130,8 +130,12 @@ fn openai_chat_tools_user_images_formats() {
                 {"type": "text", "text": m(E)},
                 {"type": "image_url", "image_url": {"url": format!("https://img.example/x.png?owner={E}"), "detail": "auto"}},
                 {"type": "image_url", "image_url": {"url": format!("data:text/plain,{E}")}},
-                {"type": "image_url", "image_url": format!("https://img.example/{E}.png")}
-            ]}
+                {"type": "image_url", "image_url": format!("https://img.example/{E}.png")},
+                {"type": "file", "file": {"filename": format!("{E}.pdf"), "file_data": format!("data:application/pdf;base64,{E}")}}
+            ]},
+            {"role": "assistant", "content": null, "refusal": m(E)},
+            // A function message's name is the function's.
+            {"role": "function", "name": E, "content": m(E)}
         ],
         "tools": [
             {"type": "function", "function": {"name": E, "description": m(E), "parameters": schema()}},
@@ -150,6 +154,11 @@ fn openai_chat_tools_user_images_formats() {
             "/messages/0/content/0/text",
             "/messages/0/content/1/image_url/url",
             "/messages/0/content/3/image_url",
+            "/messages/0/name",
+            "/messages/0/content/4/file/filename",
+            "/messages/1/refusal",
+            "/messages/2/content",
+            "/metadata/k",
             "/tools/0/function/description",
             "/tools/1/custom/description",
             "/functions/0/description",
@@ -210,6 +219,7 @@ fn responses_tools_images_identifiers() {
         "prompt": {"id": E, "variables": {"who": E, "pic": {"type": "input_image", "image_url": format!("https://i.example/{E}")}}},
         "user": E,
         "safety_identifier": E,
+        "metadata": {"ticket": m(E)},
         "previous_response_id": E
     });
     let want = with(
@@ -228,6 +238,7 @@ fn responses_tools_images_identifiers() {
             "/prompt/variables/pic/image_url",
             "/user",
             "/safety_identifier",
+            "/metadata/ticket",
         ],
     );
     let (_, out) = check(Api::OpenAiResponses, body, &refs(&want));
@@ -243,7 +254,7 @@ fn responses_tools_images_identifiers() {
         "safety_identifier": "[EMAIL_1]",
         "metadata": {"k": "[EMAIL_1]"}
     });
-    assert_eq!(out.vault.restore_json(&mut answer, Api::OpenAiResponses), 6);
+    assert_eq!(out.vault.restore_json(&mut answer, Api::OpenAiResponses), 7);
     assert_eq!(
         answer["output"][0]["content"][0]["text"],
         format!("wrote {E}")
@@ -255,8 +266,7 @@ fn responses_tools_images_identifiers() {
     );
     assert_eq!(answer["user"], E);
     assert_eq!(answer["safety_identifier"], E);
-    // Not an echoed field this crate restores.
-    assert_eq!(answer["metadata"]["k"], "[EMAIL_1]");
+    assert_eq!(answer["metadata"]["k"], E);
 }
 
 #[test]
@@ -432,4 +442,34 @@ fn a_schema_enum_comes_back_in_tool_arguments() {
         .map(serde_json::from_str::<Value>)
         .and_then(Result::ok);
     assert_eq!(args, Some(json!({"to": E})));
+}
+
+#[test]
+fn anthropic_citations_of_an_earlier_answer() {
+    let body = json!({"messages": [
+        {"role": "user", "content": m(E)},
+        {"role": "assistant", "content": [{"type": "text", "text": "as the file says", "citations": [
+            {"type": "char_location", "cited_text": m(E), "document_index": 0, "document_title": m(E),
+             "start_char_index": 0, "end_char_index": 9},
+            {"type": "web_search_result_location", "cited_text": "x", "url": format!("https://w.example/?q={E}"),
+             "title": m(E), "encrypted_index": E}
+        ]}]}
+    ]});
+    let (_, out) = check(
+        Api::Anthropic,
+        body,
+        &[
+            "/messages/0/content",
+            "/messages/1/content/0/citations/0/cited_text",
+            "/messages/1/content/0/citations/0/document_title",
+            "/messages/1/content/0/citations/1/url",
+            "/messages/1/content/0/citations/1/title",
+        ],
+    );
+    // An answer citing the placeholder text gets the original back.
+    let mut answer = json!({"content": [{"type": "text", "text": "see", "citations": [
+        {"type": "char_location", "cited_text": "mail [EMAIL_1] now", "document_index": 0}
+    ]}]});
+    assert_eq!(out.vault.restore_json(&mut answer, Api::Anthropic), 1);
+    assert_eq!(answer["content"][0]["citations"][0]["cited_text"], m(E));
 }

@@ -88,7 +88,7 @@ pub async fn serve(
         provider,
         "/messages/count_tokens",
         UpstreamBody::new(body, None),
-        &inbound.headers,
+        guarded.headers.as_ref().unwrap_or(&inbound.headers),
         Dialect::Anthropic,
         Dialect::Anthropic,
         request_id,

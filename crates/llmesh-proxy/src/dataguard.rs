@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use llmesh_dlp::{Action, Api, StreamRestorer, Vault};
 use llmesh_policy::{DataGuard, Provider};
 use llmesh_wire::sse::{write_event, SseEvent, SseParser};
@@ -41,6 +41,32 @@ pub struct Guarded {
     pub vault: Option<Arc<Vault>>,
     /// For the audit line, when the policy had anything to say.
     pub audit: Option<Arc<Audit>>,
+    /// The client's headers with redacted or masked values, when a
+    /// forwarded header held something the policy rewrites.
+    pub headers: Option<HeaderMap>,
+}
+
+/// Headers that carry ids, not text: trace context. Left unscanned so a
+/// detector never breaks a trace.
+const TRACE_HEADERS: &[&str] = &[
+    "traceparent",
+    "tracestate",
+    "b3",
+    "uber-trace-id",
+    "sentry-trace",
+    "x-cloud-trace-context",
+    "x-amzn-trace-id",
+];
+
+/// Whether the value of an app header the sidecar may forward is scanned:
+/// every forwarded header but content negotiation and trace context.
+fn scanned_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    crate::upstream::relayable(name, Dialect::OpenAi, Dialect::OpenAi)
+        && !matches!(n, "content-type" | "accept")
+        && !TRACE_HEADERS.contains(&n)
+        && !n.starts_with("x-b3-")
+        && !n.starts_with("x-datadog-")
 }
 
 /// The API shape the engine walks for a client request.
@@ -79,44 +105,42 @@ pub fn guard(
     inbound: &crate::inbound::Inbound,
 ) -> Result<Guarded, ProxyError> {
     match &table.snap.data_guard {
-        Some(g) => apply(
+        Some(g) => apply_api(
             g,
             metrics,
-            inbound.endpoint.dialect(),
-            inbound.endpoint.operation(),
-            &inbound.raw,
+            api_of(inbound.endpoint.dialect(), inbound.endpoint.operation()),
+            Some(&inbound.raw),
             &inbound.headers,
         ),
         None => Ok(Guarded::default()),
     }
 }
 
-/// Runs the policy over the client's body.
-pub fn apply(
-    guard: &DataGuard,
-    metrics: &Metrics,
-    client: Dialect,
-    op: Operation,
-    raw: &[u8],
-    headers: &HeaderMap,
-) -> Result<Guarded, ProxyError> {
-    apply_api(guard, metrics, api_of(client, op), raw, headers)
-}
-
-/// Runs the policy over a body walked as `api`.
+/// Runs the policy over a body walked as `api` (none: the headers only,
+/// for a body the detectors cannot read) and the values of the headers
+/// the sidecar forwards.
 pub fn apply_api(
     guard: &DataGuard,
     metrics: &Metrics,
     api: Api,
-    raw: &[u8],
+    raw: Option<&[u8]>,
     headers: &HeaderMap,
 ) -> Result<Guarded, ProxyError> {
     let span = crate::trace::redaction_span();
     let _in_span = span.enter();
     let declared = declared(guard, headers);
-    let mut body: Value =
-        serde_json::from_slice(raw).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
-    let outcome = guard.engine.process(&mut body, api);
+    let mut body: Value = match raw {
+        Some(raw) => {
+            serde_json::from_slice(raw).map_err(|e| ProxyError::InvalidJson(e.to_string()))?
+        }
+        None => Value::Null,
+    };
+    let mut values: Vec<String> = headers
+        .iter()
+        .filter(|(n, _)| scanned_header(n))
+        .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let outcome = guard.engine.process_with(&mut body, api, &mut values);
     let classes_found = outcome.found.iter().filter(|c| c.count > 0).count();
     crate::trace::redaction_done(&span, classes_found, outcome.blocked);
     for c in &outcome.found {
@@ -151,11 +175,17 @@ pub fn apply_api(
             declared: declared.join(","),
         })
     });
-    let body = match rewritten {
-        true => Some(Bytes::from(serde_json::to_vec(&body).map_err(|e| {
-            ProxyError::Encode(format!("the redacted request: {e}"))
-        })?)),
-        false => None,
+    let (body, headers) = match rewritten {
+        true => (
+            match raw {
+                Some(_) => Some(Bytes::from(serde_json::to_vec(&body).map_err(|e| {
+                    ProxyError::Encode(format!("the redacted request: {e}"))
+                })?)),
+                None => None,
+            },
+            rewrite_headers(headers, &values),
+        ),
+        false => (None, None),
     };
     let vault = (guard.restore && !outcome.vault.is_empty()).then(|| Arc::new(outcome.vault));
     Ok(Guarded {
@@ -163,7 +193,61 @@ pub fn apply_api(
         restricted,
         vault,
         audit,
+        headers,
     })
+}
+
+/// `headers` with the scanned values replaced by `values` (in the same
+/// order), or `None` when none changed. A value that is no longer a valid
+/// header value is dropped rather than forwarded raw.
+fn rewrite_headers(headers: &HeaderMap, values: &[String]) -> Option<HeaderMap> {
+    let mut scanned = values.iter();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    let mut changed = false;
+    for (name, value) in headers {
+        if !scanned_header(name) {
+            out.append(name.clone(), value.clone());
+            continue;
+        }
+        let Some(new) = scanned.next() else {
+            out.append(name.clone(), value.clone());
+            continue;
+        };
+        if new.as_bytes() == value.as_bytes() {
+            out.append(name.clone(), value.clone());
+            continue;
+        }
+        changed = true;
+        if let Ok(mut v) = HeaderValue::from_bytes(new.as_bytes()) {
+            v.set_sensitive(value.is_sensitive());
+            out.append(name.clone(), v);
+        }
+    }
+    changed.then_some(out)
+}
+
+/// The data policy over a request whose body is not scanned here (no
+/// body, or bytes the detectors cannot read): its forwarded headers are,
+/// and what they carry must be cleared for `provider`. The headers to
+/// send, when a value was rewritten.
+pub fn guard_headers(
+    guard: Option<&DataGuard>,
+    metrics: &Metrics,
+    provider: &Provider,
+    route: &str,
+    headers: &HeaderMap,
+) -> Result<Option<HeaderMap>, ProxyError> {
+    let Some(guard) = guard else {
+        return Ok(None);
+    };
+    let g = apply_api(guard, metrics, Api::AnyJson, None, headers)?;
+    if !cleared(provider, &g.restricted) {
+        return Err(ProxyError::NotCleared {
+            route: route.to_string(),
+            classes: g.restricted.join(", "),
+        });
+    }
+    Ok(g.headers)
 }
 
 /// Refuses a body the detectors cannot read (`what`: its content type, or

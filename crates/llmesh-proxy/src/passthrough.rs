@@ -392,13 +392,15 @@ async fn relay(
 
     // The data policy: JSON is scanned like chat; what cannot be scanned
     // goes only where the policy's `unscannable: deny` classes may go.
+    // Forwarded headers are scanned either way.
+    let mut headers = None;
     let body = match (body, &table.snap.data_guard) {
         (ReadBody::Whole(raw), Some(g)) if !raw.is_empty() => {
             let guarded = crate::dataguard::apply_api(
                 g,
                 &shared.metrics,
                 llmesh_dlp::Api::AnyJson,
-                &raw,
+                Some(&raw),
                 &parts.headers,
             )
             .map_err(&fail)?;
@@ -408,17 +410,31 @@ async fn relay(
                     classes: guarded.restricted.join(", "),
                 }));
             }
+            headers = guarded.headers;
             ReadBody::Whole(guarded.body.unwrap_or(raw))
         }
-        (ReadBody::Streamed { first, rest }, Some(g))
-            if !g.unscannable_deny.is_empty() && (!first.is_empty() || !rest.is_end_stream()) =>
-        {
-            let what = content_type(&parts.headers).unwrap_or_else(|| "no content type".into());
-            crate::dataguard::allow_unscannable(g, &target.provider, &what).map_err(&fail)?;
-            ReadBody::Streamed { first, rest }
+        (b, Some(g)) => {
+            if let ReadBody::Streamed { first, rest } = &b {
+                if !g.unscannable_deny.is_empty() && (!first.is_empty() || !rest.is_end_stream()) {
+                    let what =
+                        content_type(&parts.headers).unwrap_or_else(|| "no content type".into());
+                    crate::dataguard::allow_unscannable(g, &target.provider, &what)
+                        .map_err(&fail)?;
+                }
+            }
+            headers = crate::dataguard::guard_headers(
+                Some(g),
+                &shared.metrics,
+                &target.provider,
+                &target.route.name,
+                &parts.headers,
+            )
+            .map_err(&fail)?;
+            b
         }
-        (b, _) => b,
+        (b, None) => b,
     };
+    let forwarded = headers.as_ref().unwrap_or(&parts.headers);
     // Quotas count the call (and hold a concurrency slot) until its
     // answer has been relayed.
     let charge = crate::admission::admit_passthrough(
@@ -447,7 +463,7 @@ async fn relay(
         &target.provider,
         &parts.method,
         &parts.uri,
-        &parts.headers,
+        forwarded,
         dialect,
         request_id,
         body,

@@ -171,7 +171,8 @@ async fn on_route(
         downgraded_to: admitted.downgrade_to.clone(),
         body_model: inbound.model,
         raw,
-        headers: inbound.headers,
+        // Forwarded headers as the data policy left them.
+        headers: guarded.headers.unwrap_or(inbound.headers),
         request_id: request_id.clone(),
         start,
         max_output: inbound.max_output,

@@ -116,11 +116,18 @@ async fn forward(
             ))
         })?;
     let p = &backend.backend.provider;
+    let headers = crate::dataguard::guard_headers(
+        table.snap.data_guard.as_deref(),
+        &shared.metrics,
+        p,
+        &backend.route,
+        req.headers(),
+    )?;
     let up = crate::passthrough::build(
         p,
         req.method(),
         req.uri(),
-        req.headers(),
+        headers.as_ref().unwrap_or(req.headers()),
         Dialect::Responses,
         request_id,
         UpstreamBody::default(),

@@ -161,6 +161,15 @@ async fn open(
     if let Some(g) = &table.snap.data_guard {
         crate::dataguard::allow_unscannable(g, &target.provider, "websocket").map_err(&fail)?;
     }
+    // The handshake's headers are scanned like any forwarded header.
+    let headers = crate::dataguard::guard_headers(
+        table.snap.data_guard.as_deref(),
+        &shared.metrics,
+        &target.provider,
+        &target.route.name,
+        req.headers(),
+    )
+    .map_err(&fail)?;
     let charge = crate::admission::admit_passthrough(
         shared,
         &table,
@@ -178,7 +187,7 @@ async fn open(
         &target.provider,
         req.method(),
         req.uri(),
-        req.headers(),
+        headers.as_ref().unwrap_or(req.headers()),
         dialect,
         request_id,
         UpstreamBody::default(),
