@@ -85,13 +85,15 @@ fmt:
 	$(CARGO) fmt --all
 
 ## bench: the mock and the proxy under load, direct and proxied in one run,
-## then the data-policy engine and the latency a quota check adds.
+## then the data-policy engine, the latency a quota check adds, and the
+## response cache (hit latency, saved cost of a replayed workload).
 ## BENCH_PIN=1 runs all three processes on CPU 0 (steadier figures on a VM);
 ## BENCH_ARGS passes flags (e.g. --quick, --json out.json).
 bench: release
 	$(if $(BENCH_PIN),taskset -c 0 )./target/release/llmesh-bench $(BENCH_ARGS)
 	$(if $(BENCH_PIN),taskset -c 0 )./target/release/llmesh-bench --dlp
 	$(if $(BENCH_PIN),taskset -c 0 )./target/release/llmesh-bench --quota
+	$(if $(BENCH_PIN),taskset -c 0 )./target/release/llmesh-bench --cache
 
 ## bench-faults: reliability when an upstream fails (50% or all 503s): success
 ## rate, latency and upstream calls through the proxy and directly (~30 s).

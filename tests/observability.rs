@@ -153,6 +153,9 @@ const FAMILIES_WITH_SAMPLES: &[&str] = &[
     "llmesh_passthrough_requests_total{",
     "llmesh_upgrades_total{",
     "llmesh_batch_results_total{",
+    "llmesh_cache_lookups_total{",
+    "llmesh_cache_saved_usd_total{",
+    "llmesh_cache_entries{",
 ];
 
 /// Says which Prometheus the checks below use, or that they skip (nextest

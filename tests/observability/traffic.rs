@@ -95,6 +95,12 @@ spec:
   circuitBreaker: {slowOutlierFactor: 3, openFor: 30s}",
         ),
         (
+            "cached",
+            "cached",
+            "backends: [{provider: oai, model: gpt-4o-mini}]
+  cache: {exact: {mode: always}}",
+        ),
+        (
             "files",
             "files-only",
             "backends: [{provider: oai}]
@@ -244,6 +250,14 @@ pub async fn round(http: &Http, llm: &str) {
         expect(
             "outlier",
             post(chat, openai_chat("outl", "hi"), &[]).await,
+            200,
+        );
+    }
+    // The response cache: the first is stored, the rest are hits.
+    for _ in 0..3 {
+        expect(
+            "cached",
+            post(chat, openai_chat("cached", "same question"), &[]).await,
             200,
         );
     }

@@ -41,8 +41,9 @@ pub use quota::{
     LLMQuota, LLMQuotaSpec, QuotaAction, QuotaLimits, QuotaScope, StoreUnavailable, TokenKind,
 };
 pub use route::{
-    BackendRef, CircuitBreakerSpec, ErrorClass, FallbackChain, HedgeSpec, LLMRoute, LLMRouteSpec,
-    PassthroughSpec, RetryPolicy, Strategy, StreamContinuationSpec, Timeouts, PASSTHROUGH_PATH,
+    BackendRef, CacheMode, CacheSpec, CacheStore, CircuitBreakerSpec, ErrorClass, ExactCacheSpec,
+    FallbackChain, HedgeSpec, LLMRoute, LLMRouteSpec, PassthroughSpec, RetryPolicy, Strategy,
+    StreamContinuationSpec, Timeouts, PASSTHROUGH_PATH,
 };
 pub use status::{
     LLMDataPolicyStatus, LLMQuotaStatus, PolicyStatus, CONDITION_ACCEPTED, CONDITION_ENFORCED,

@@ -98,6 +98,73 @@ pub struct LLMRouteSpec {
     /// one provider when the request names no model this route serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passthrough: Option<PassthroughSpec>,
+    /// Response caching: the same request is answered from the cache
+    /// instead of the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
+}
+
+/// Response caching of a route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CacheSpec {
+    /// Exact-match cache: a request identical to an earlier one (after the
+    /// data policy: same model, messages, tools, sampling parameters,
+    /// response format and API) gets the earlier answer.
+    pub exact: ExactCacheSpec,
+}
+
+/// The exact-match response cache.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExactCacheSpec {
+    /// How long an answer is served from the cache, e.g. `10m` (default
+    /// `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
+    pub ttl: Option<String>,
+    /// Which requests are cached.
+    #[serde(default)]
+    pub mode: CacheMode,
+    /// Where answers are kept.
+    #[serde(default)]
+    pub store: CacheStore,
+    /// Most answers kept by one sidecar for this route (memory store,
+    /// default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_entries: Option<u32>,
+    /// Most bytes of answers kept by one sidecar for this route (memory
+    /// store, default 67108864, 64 MiB); an answer larger than a sixteenth
+    /// of it is not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 4096))]
+    pub max_bytes: Option<u64>,
+}
+
+/// Which requests the exact cache serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheMode {
+    /// Requests whose answer does not vary: `temperature: 0` (Gemini
+    /// `generationConfig.temperature: 0`), and embeddings. Others opt in
+    /// with the request header `x-llmesh-cache: on`.
+    #[default]
+    Deterministic,
+    /// Every request, whatever its temperature.
+    Always,
+}
+
+/// Where the exact cache keeps answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheStore {
+    /// In each sidecar, a bounded least-recently-used map.
+    #[default]
+    Memory,
+    /// In the Redis of the quota store (`--quota-store`), shared by every
+    /// sidecar of the namespace; a sidecar without one uses memory.
+    Redis,
 }
 
 /// Governed pass-through: request paths sent as they are to one provider,

@@ -441,14 +441,14 @@ async fn client(
 
 /// One series of the Prometheus text format.
 #[derive(Debug)]
-struct Series {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
+pub(crate) struct Series {
+    pub(crate) name: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) value: f64,
 }
 
 /// Parses the Prometheus text exposition format (comments skipped).
-fn parse_metrics(text: &str) -> Vec<Series> {
+pub(crate) fn parse_metrics(text: &str) -> Vec<Series> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.trim();
@@ -509,7 +509,7 @@ fn backend_label(s: &Series) -> String {
     format!("{}/{}", get("provider"), get("model"))
 }
 
-async fn fetch_metrics(metrics: SocketAddr) -> anyhow::Result<Vec<Series>> {
+pub(crate) async fn fetch_metrics(metrics: SocketAddr) -> anyhow::Result<Vec<Series>> {
     let (status, body) = one_shot(metrics, Method::GET, "/metrics", None).await?;
     if status != StatusCode::OK {
         bail!("GET /metrics on the proxy: status {status}");

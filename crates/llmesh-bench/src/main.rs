@@ -13,8 +13,13 @@
 //!
 //! `llmesh-bench --quota` times a quota check (llmesh-quota) in process,
 //! with the memory store and with Redis on loopback (see `quota.rs`).
+//!
+//! `llmesh-bench --cache` times a response-cache hit (in process and
+//! through the sidecar) and replays a workload with repeated requests to
+//! measure the cost saved (see `cache.rs`).
 #![forbid(unsafe_code)]
 
+mod cache;
 mod dlp;
 mod faults;
 mod load;
@@ -82,7 +87,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Also write the results as JSON to this file.
-    #[arg(long, conflicts_with_all = ["faults", "dlp", "quota"])]
+    #[arg(long, conflicts_with_all = ["faults", "dlp", "quota", "cache"])]
     json: Option<PathBuf>,
     /// Run the reliability benchmark instead: failing upstreams, through
     /// the proxy (retries, breaker, second backend) and directly.
@@ -100,6 +105,13 @@ struct Args {
     /// starts, or LLMESH_BENCH_REDIS).
     #[arg(long, conflicts_with_all = ["faults", "dlp"])]
     quota: bool,
+    /// Run the response-cache benchmark instead: a hit in process and
+    /// through the sidecar, and a replayed workload's saved cost.
+    #[arg(long, conflicts_with_all = ["faults", "dlp", "quota"])]
+    cache: bool,
+    /// --cache: share of replayed requests that repeat an earlier one.
+    #[arg(long, default_value_t = 0.3, requires = "cache")]
+    duplicate_rate: f64,
     /// --faults: clients in flight.
     #[arg(long, default_value_t = 8, requires = "faults")]
     fault_clients: usize,
@@ -194,6 +206,24 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if args.dlp {
         return match dlp::run(&dlp::DlpPlan { quick: args.quick }) {
+            Ok(md) => {
+                println!("{md}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("llmesh-bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.cache {
+        let plan = cache::CachePlan {
+            quick: args.quick,
+            proxy_bin: args.proxy_bin.clone(),
+            mock_bin: args.mock_bin.clone(),
+            duplicate_rate: args.duplicate_rate.clamp(0.0, 1.0),
+        };
+        return match cache::run(&plan) {
             Ok(md) => {
                 println!("{md}");
                 ExitCode::SUCCESS

@@ -16,8 +16,8 @@ use crate::data_policy::{compile_data_policy, is_class_name};
 use crate::duration::parse_duration;
 use crate::quota::compile_quota;
 use crate::route::{
-    Backend, BreakerSettings, ClassSet, Fallback, Passthrough, RetrySettings, Route, StrategyKind,
-    Timeouts,
+    Backend, BreakerSettings, CacheSettings, ClassSet, Fallback, Passthrough, RetrySettings, Route,
+    StrategyKind, Timeouts,
 };
 use crate::snapshot::{BaseUrl, ModelInfo, Price, Provider, Snapshot};
 
@@ -854,6 +854,40 @@ fn compile_route(
         }
     });
 
+    let cache = spec.cache.as_ref().map(|c| {
+        let e = &c.exact;
+        let ttl = match e.ttl.as_deref().map(parse_duration) {
+            None => Duration::from_secs(3600),
+            Some(Ok(d)) if !d.is_zero() => d,
+            Some(Ok(_)) => {
+                cx.err(K, name, "spec.cache.exact.ttl", "must be more than 0s");
+                Duration::from_secs(3600)
+            }
+            Some(Err(err)) => {
+                cx.err(K, name, "spec.cache.exact.ttl", err);
+                Duration::from_secs(3600)
+            }
+        };
+        if e.max_entries == Some(0) {
+            cx.err(K, name, "spec.cache.exact.maxEntries", "must be > 0");
+        }
+        if e.max_bytes.is_some_and(|b| b < 4096) {
+            cx.err(
+                K,
+                name,
+                "spec.cache.exact.maxBytes",
+                "must be at least 4096",
+            );
+        }
+        CacheSettings {
+            ttl,
+            mode: e.mode,
+            store: e.store,
+            max_entries: e.max_entries.unwrap_or(10_000),
+            max_bytes: e.max_bytes.unwrap_or(64 * 1024 * 1024),
+        }
+    });
+
     if cx.errors.len() > before {
         return None;
     }
@@ -873,6 +907,7 @@ fn compile_route(
         timeouts,
         max_continuations,
         passthrough,
+        cache,
     })
 }
 

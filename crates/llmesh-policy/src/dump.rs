@@ -98,5 +98,12 @@ fn route(r: &Route) -> Value {
             "paths": p.paths,
             "provider": p.provider.name,
         })),
+        "cache": r.cache.map(|c| json!({"exact": {
+            "ttl": format!("{:?}", c.ttl),
+            "mode": c.mode,
+            "store": c.store,
+            "maxEntries": c.max_entries,
+            "maxBytes": c.max_bytes,
+        }})),
     })
 }

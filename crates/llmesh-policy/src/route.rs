@@ -155,6 +155,23 @@ pub struct Route {
     pub max_continuations: u32,
     /// Paths passed through to one provider.
     pub passthrough: Option<Passthrough>,
+    /// The exact response cache; `None` = answers are never cached.
+    pub cache: Option<CacheSettings>,
+}
+
+/// A route's exact response cache, compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// How long an answer is served.
+    pub ttl: Duration,
+    /// Which requests are cached.
+    pub mode: llmesh_api::CacheMode,
+    /// Where answers are kept.
+    pub store: llmesh_api::CacheStore,
+    /// Most answers in memory.
+    pub max_entries: u32,
+    /// Most bytes in memory.
+    pub max_bytes: u64,
 }
 
 /// A route's governed pass-through.

@@ -43,6 +43,7 @@ pub async fn metrics_port(
         "/metrics" => {
             refresh_breaker_gauges(&shared);
             refresh_quota_gauges(&shared);
+            refresh_cache_gauges(&shared);
             if let Some(n) = crate::logging::dropped_lines() {
                 sync_counter(&shared.metrics.log_lines_dropped, n);
             }
@@ -83,6 +84,9 @@ pub async fn admin_port(
 ) -> Result<Response<ProxyBody>, Infallible> {
     if req.uri().path() == "/logging" {
         return Ok(logging_endpoint(&req));
+    }
+    if req.uri().path() == "/cache/purge" {
+        return Ok(purge_endpoint(&shared, &req).await);
     }
     if req.method() != Method::GET {
         return Ok(text(
@@ -131,9 +135,56 @@ pub async fn admin_port(
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /config_dump\n",
+            "not found: try /config_dump, /logging or POST /cache/purge\n",
         ),
     })
+}
+
+/// `POST /cache/purge` empties every route's response cache;
+/// `?route=NAME` only that route's. Redis-stored answers of the namespace
+/// go too. Answers with how many were removed.
+async fn purge_endpoint(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
+    let show = |code, msg: String| text(code, "text/plain", format!("{msg}\n"));
+    if req.method() != Method::POST {
+        return show(StatusCode::METHOD_NOT_ALLOWED, "POST only".into());
+    }
+    let route = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("route=")));
+    let caches = match route {
+        Some(r) => match shared.registry.caches.get(r) {
+            Some(c) => vec![c],
+            None => {
+                return show(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "route {:?} has no response cache",
+                        crate::inbound::truncate_path(r)
+                    ),
+                )
+            }
+        },
+        None => shared.registry.caches.all(),
+    };
+    let mut removed = 0;
+    for c in caches {
+        match c.purge().await {
+            Ok(n) => removed += n,
+            Err(e) => {
+                return show(
+                    StatusCode::BAD_GATEWAY,
+                    format!("purging route {}: the cache store failed: {e}", c.route),
+                )
+            }
+        }
+    }
+    tracing::info!(
+        route = route.unwrap_or(""),
+        removed,
+        "response cache purged"
+    );
+    show(StatusCode::OK, format!("purged {removed} answers"))
 }
 
 /// `GET /logging` shows the log filter; `PUT /logging?level=FILTER` (or
@@ -189,6 +240,22 @@ fn refresh_breaker_gauges(shared: &Shared) {
                 .with_label_values(&[&route.name, &b.backend.provider.name, model])
                 .set(b.state.breaker.state(now).as_gauge());
         }
+    }
+}
+
+/// Sets the response cache gauges from the live caches, at scrape time.
+fn refresh_cache_gauges(shared: &Shared) {
+    let m = &shared.metrics;
+    m.cache_entries.reset();
+    m.cache_bytes.reset();
+    for c in shared.registry.caches.all() {
+        let (entries, bytes) = c.usage();
+        m.cache_entries
+            .with_label_values(&[&c.route])
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        m.cache_bytes
+            .with_label_values(&[&c.route])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 }
 

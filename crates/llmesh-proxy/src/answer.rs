@@ -63,6 +63,20 @@ pub(crate) fn success(
             if let Some(turn) = &ctx.turn {
                 remember(ctx, turn, &call, &body);
             }
+            // Cached as the client gets it, before redacted values are put
+            // back: a hit restores its own request's.
+            if let Some(p) = &ctx.cache {
+                p.store(
+                    false,
+                    body.clone(),
+                    crate::cache::Answered {
+                        provider: call.provider.name.clone(),
+                        model: call.upstream_model.clone(),
+                        usage,
+                        response_model: response_model.clone(),
+                    },
+                );
+            }
             let body = match &ctx.vault {
                 Some(v) => crate::dataguard::restore_whole(
                     v,
@@ -92,9 +106,12 @@ pub(crate) fn success(
                 .vault
                 .as_ref()
                 .map(|v| Box::new(crate::dataguard::StreamRestore::new(ctx.client, v.clone())));
-            let body = StreamingBody::new(
+            let mut body = StreamingBody::new(
                 upstream, first, in_flight, slot, translator, call, cont, restore,
             );
+            if let Some(p) = &ctx.cache {
+                body.record(p.recorder());
+            }
             let mut out = Response::new(BodyExt::boxed_unsync(body));
             let h = out.headers_mut();
             h.insert(

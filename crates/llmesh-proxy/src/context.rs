@@ -70,6 +70,8 @@ pub struct RequestCtx {
     pub span: tracing::Span,
     /// Responses API: this request's place in its conversation.
     pub turn: Option<Arc<crate::conversation::Turn>>,
+    /// Where the answer is cached, when the route caches this request.
+    pub cache: Option<crate::cache::Pending>,
 }
 
 impl RequestCtx {

@@ -14,6 +14,8 @@ pub mod answer;
 pub mod attempt;
 pub mod attempts;
 pub mod body;
+pub mod cache;
+pub mod cached;
 pub mod classify;
 pub mod clock;
 pub mod config;
@@ -132,6 +134,14 @@ impl Proxy {
             generation: AtomicU64::new(0),
             last_error: Mutex::new(None),
         });
+        // Routes with `cache.exact.store: redis` share the quota store's
+        // Redis (set before the first table is built).
+        if let config::StoreSetting::Redis(url) = &shared.cfg.quota.store {
+            shared
+                .registry
+                .caches
+                .set_redis(url, shared.cfg.quota.redis_timeout);
+        }
         if shared.cfg.kube.is_none() {
             let (first, state) = table::load_file(
                 &shared.cfg.policy_file,

@@ -42,6 +42,14 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// llmesh_passthrough_requests_total
     pub passthrough: IntCounterVec,
+    /// llmesh_cache_lookups_total
+    pub cache_lookups: IntCounterVec,
+    /// llmesh_cache_saved_usd_total
+    pub cache_saved_usd: CounterVec,
+    /// llmesh_cache_entries
+    pub cache_entries: IntGaugeVec,
+    /// llmesh_cache_bytes
+    pub cache_bytes: IntGaugeVec,
     /// llmesh_upgrades_total
     pub upgrades: IntCounterVec,
     /// llmesh_upgrades_active
@@ -191,6 +199,34 @@ impl Metrics {
                 "Calls passed through to a provider (audio, files, batches, ...), by endpoint (ids replaced by {id}).",
             ),
             &["endpoint", "provider", "code"],
+        )?;
+        let cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "llmesh_cache_lookups_total",
+                "Requests on routes with a response cache, by result: hit (answered from the cache), miss, refresh, bypass (not cacheable), error (store unreachable; the provider answered).",
+            ),
+            &["route", "result"],
+        )?;
+        let cache_saved_usd = CounterVec::new(
+            Opts::new(
+                "llmesh_cache_saved_usd_total",
+                "What cache hits would have cost at the provider's current prices (USD).",
+            ),
+            &["route"],
+        )?;
+        let cache_entries = IntGaugeVec::new(
+            Opts::new(
+                "llmesh_cache_entries",
+                "Answers in this sidecar's in-memory response cache.",
+            ),
+            &["route"],
+        )?;
+        let cache_bytes = IntGaugeVec::new(
+            Opts::new(
+                "llmesh_cache_bytes",
+                "Bytes of answers in this sidecar's in-memory response cache.",
+            ),
+            &["route"],
         )?;
         let upgrades = IntCounterVec::new(
             Opts::new(
@@ -430,6 +466,10 @@ impl Metrics {
         registry.register(Box::new(time_to_first_chunk.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(passthrough.clone()))?;
+        registry.register(Box::new(cache_lookups.clone()))?;
+        registry.register(Box::new(cache_saved_usd.clone()))?;
+        registry.register(Box::new(cache_entries.clone()))?;
+        registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(upgrades.clone()))?;
         registry.register(Box::new(upgrades_active.clone()))?;
         registry.register(Box::new(batch_results.clone()))?;
@@ -490,6 +530,10 @@ impl Metrics {
             time_to_first_chunk,
             requests,
             passthrough,
+            cache_lookups,
+            cache_saved_usd,
+            cache_entries,
+            cache_bytes,
             upgrades,
             upgrades_active,
             batch_results,

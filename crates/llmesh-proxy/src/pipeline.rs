@@ -152,6 +152,38 @@ async fn on_route(
         }
         _ => (None, raw),
     };
+    // Cache: a stored answer to the same request is the answer; nothing is
+    // admitted, sent or paid. A miss carries where its answer is stored.
+    let route_cache = table.routes.get(routed.index).and_then(|r| r.cache.clone());
+    let lookup = crate::cached::lookup(
+        shared,
+        route_cache.as_ref(),
+        endpoint.dialect(),
+        endpoint.operation(),
+        inbound.stream,
+        &inbound.headers,
+        &raw,
+        guarded.audit.is_some(),
+        inbound.previous_response_id.is_some(),
+    )
+    .await;
+    let cache = match lookup {
+        crate::cached::Lookup::Hit(entry) => {
+            let hit = crate::cached::Hit {
+                route: &routed.route,
+                client: endpoint.dialect(),
+                op: endpoint.operation(),
+                model_requested: &inbound.model,
+                vault: guarded.vault.as_ref(),
+                request_id,
+                start,
+            };
+            return Ok(crate::cached::answer(shared, &table, hit, &entry));
+        }
+        crate::cached::Lookup::Miss(p) => Some(p),
+        crate::cached::Lookup::Bypass => None,
+    };
+    let cache_mark = route_cache.is_some().then_some(cache.is_some());
     // Admission: quotas reserve on the way in, after the data policy so a
     // blocked request costs nothing; a downgrade re-routes.
     let (routed, admitted) =
@@ -186,6 +218,7 @@ async fn on_route(
             .unwrap_or_default(),
         span: tracing::Span::current(),
         turn,
+        cache,
         table,
     });
     // Plan: the retry, failover and hedge decisions of this request.
@@ -211,6 +244,9 @@ async fn on_route(
         } => {
             let mut resp = crate::answer::success(&ctx, slot, success, in_flight, plan)?;
             crate::admission::headers(&mut resp, &admitted);
+            if let Some(looked_up) = cache_mark {
+                crate::cached::mark(&mut resp, looked_up);
+            }
             Ok(resp)
         }
         Ended::Failed { slot, failure } => {

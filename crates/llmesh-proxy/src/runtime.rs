@@ -109,6 +109,8 @@ pub struct RouteRuntime {
     pub rr: Arc<AtomicU64>,
     /// The client of the route's pass-through provider, if it has one.
     pub passthrough: Option<crate::upstream::UpstreamClient>,
+    /// The route's response cache, if it has one.
+    pub cache: Option<Arc<crate::cache::RouteCache>>,
 }
 
 /// Long-lived state, carried from table to table.
@@ -117,6 +119,8 @@ pub struct Registry {
     backends: Mutex<HashMap<String, Arc<BackendState>>>,
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
     counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Response caches of the routes that have one.
+    pub caches: crate::cache::Caches,
 }
 
 /// Half-life of the time-to-first-byte average.
@@ -168,6 +172,7 @@ pub struct Builder<'a> {
     backends: HashMap<String, Arc<BackendState>>,
     budgets: HashMap<String, Arc<RetryBudget>>,
     counters: HashMap<String, Arc<AtomicU64>>,
+    caches: crate::cache::CacheBuilder,
 }
 
 impl Registry {
@@ -178,6 +183,7 @@ impl Registry {
             backends: HashMap::new(),
             budgets: HashMap::new(),
             counters: HashMap::new(),
+            caches: crate::cache::CacheBuilder::default(),
         }
     }
 }
@@ -226,6 +232,11 @@ impl Builder<'_> {
         )
     }
 
+    /// The route's response cache, if it has one.
+    pub fn cache(&mut self, route: &Route) -> Option<Arc<crate::cache::RouteCache>> {
+        self.caches.cache(&self.registry.caches, route)
+    }
+
     /// Makes this table's entries the registry's (called when it is
     /// published, so a refused policy changes nothing).
     pub fn commit(self) {
@@ -234,7 +245,9 @@ impl Builder<'_> {
             backends,
             budgets,
             counters,
+            caches,
         } = self;
+        caches.commit(&registry.caches);
         if let Ok(mut m) = registry.backends.lock() {
             *m = backends;
         }

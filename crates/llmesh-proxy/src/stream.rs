@@ -51,6 +51,8 @@ pub struct StreamingBody {
     resuming: Option<Resuming>,
     /// Puts redacted values back into the answer.
     restore: Option<Box<crate::dataguard::StreamRestore>>,
+    /// Records what the client gets for the response cache.
+    recorder: Option<Box<crate::cache::Recorder>>,
 }
 
 impl StreamingBody {
@@ -84,7 +86,14 @@ impl StreamingBody {
             cont,
             resuming: None,
             restore,
+            recorder: None,
         }
+    }
+
+    /// Records the stream for the response cache: stored if it completes
+    /// on the backend it started on.
+    pub fn record(&mut self, recorder: crate::cache::Recorder) {
+        self.recorder = Some(Box::new(recorder));
     }
 
     /// The upstream stream broke (`fault` says how): continue it elsewhere
@@ -92,6 +101,8 @@ impl StreamingBody {
     fn broken(&mut self, fault: StreamFault) -> Option<Bytes> {
         let chunks = self.translator.content_chunks();
         let current = self.in_flight.backend().clone();
+        // A broken stream is not cached, continued or not.
+        self.recorder = None;
         if let Some(started) = self.cont.as_mut().and_then(|c| c.start(&current, chunks)) {
             let err = ProxyError::Stream {
                 fault: fault.clone(),
@@ -191,7 +202,16 @@ impl StreamingBody {
                 }
             }
         }
+        let recorder = self.recorder.take();
         if status == 200 {
+            if let (Some(call), Some(rec)) = (&self.call, recorder) {
+                rec.finish(crate::cache::Answered {
+                    provider: call.provider.name.clone(),
+                    model: call.upstream_model.clone(),
+                    usage: self.translator.usage(),
+                    response_model: self.translator.response_model().map(str::to_string),
+                });
+            }
             if let (Some(call), Some(resp)) = (&self.call, self.translator.final_response()) {
                 if let Some(turn) = call.ctx.turn.clone() {
                     turn.save_later(
@@ -283,6 +303,9 @@ impl Body for StreamingBody {
                     if let Some(c) = this.cont.as_mut() {
                         out = c.on_output(out);
                     }
+                    if let Some(rec) = this.recorder.as_mut() {
+                        rec.push(&out);
+                    }
                     if let Some(r) = this.restore.as_mut() {
                         out = r.filter(&out);
                     }
@@ -304,6 +327,9 @@ impl Body for StreamingBody {
                     if this.translator.completed() {
                         if let Some(c) = this.cont.as_mut() {
                             out = c.on_output(out);
+                        }
+                        if let Some(rec) = this.recorder.as_mut() {
+                            rec.push(&out);
                         }
                         if let Some(r) = this.restore.as_mut() {
                             out = r.filter(&out);

@@ -224,6 +224,7 @@ pub fn build<'r>(
             budget: builder.budget(route),
             rr: builder.counter(route),
             passthrough,
+            cache: builder.cache(route),
         });
     }
     Built {

@@ -1,0 +1,622 @@
+//! The exact response cache (`LLMRoute.spec.cache.exact`): a request
+//! identical to an earlier one of the same route is answered with the
+//! earlier answer, without calling the provider, admitting against quotas
+//! or paying.
+//!
+//! - **Key**: SHA-256 of the namespace, the route, a fingerprint of the
+//!   route's backends (so a changed backend or model is never served the
+//!   old one's answers), the client's API, whether it streams, and the body
+//!   the provider would get (after the data policy) with its keys sorted
+//!   and the fields that do not change the answer left out (`user`,
+//!   `metadata`, `store`, `safety_identifier`, `prompt_cache_key`).
+//! - **What is cached**: successful answers, in the client's format and
+//!   before redacted values are put back (so the key and the stored answer
+//!   hold placeholders; a hit gets the originals of its own request). A
+//!   whole answer serves whole requests, a completed stream serves
+//!   streamed ones, replayed event for event.
+//! - **When**: deterministic requests (`temperature: 0`, embeddings), every
+//!   request with `mode: always`, or one that asks with `x-llmesh-cache:
+//!   on`; `x-llmesh-cache: off` bypasses the cache and `refresh` replaces
+//!   the stored answer. A request the data policy found anything in is
+//!   never cached, nor a Responses call continuing a conversation.
+//! - **Stores**: a bounded LRU per route in each sidecar, or the Redis of
+//!   the quota store, shared by the namespace's sidecars (a lookup that
+//!   fails or times out is a miss: the provider answers).
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use llmesh_api::CacheStore;
+use llmesh_policy::{CacheSettings, Route};
+use llmesh_wire::{Dialect, Usage};
+use lru::LruCache;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::upstream::Operation;
+
+/// Top-level request fields that do not change the answer.
+const IGNORED: &[&str] = &[
+    "user",
+    "metadata",
+    "store",
+    "safety_identifier",
+    "prompt_cache_key",
+];
+
+/// A cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key([u8; 32]);
+
+impl Key {
+    fn hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+}
+
+/// A stored answer.
+#[derive(Debug)]
+pub struct Entry {
+    /// Header fields.
+    pub meta: EntryMeta,
+    /// The answer in the client's format (SSE text for a stream), with the
+    /// request's placeholders.
+    pub body: Bytes,
+}
+
+/// What is stored next to an answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryMeta {
+    /// A recorded stream (else a whole body).
+    pub stream: bool,
+    /// The provider that answered.
+    pub provider: String,
+    /// The model sent upstream.
+    pub model: String,
+    /// The model the upstream said answered.
+    #[serde(default)]
+    pub response_model: Option<String>,
+    /// Input, output and cached input tokens the call was billed.
+    #[serde(default)]
+    pub tokens: Option<[u64; 3]>,
+    /// When it was stored (Unix ms).
+    pub stored_ms: u64,
+    /// When it stops being served (Unix ms).
+    pub expires_ms: u64,
+}
+
+impl Entry {
+    fn size(&self) -> u64 {
+        self.body.len() as u64 + 256
+    }
+
+    /// The stored answer as Redis keeps it: the header as a JSON line,
+    /// then the body.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec(&self.meta).unwrap_or_default();
+        out.push(b'\n');
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Entry> {
+        let nl = bytes.iter().position(|b| *b == b'\n')?;
+        let meta: EntryMeta = serde_json::from_slice(&bytes[..nl]).ok()?;
+        Some(Entry {
+            meta,
+            body: Bytes::copy_from_slice(&bytes[nl + 1..]),
+        })
+    }
+
+    /// Seconds since it was stored.
+    pub fn age_secs(&self) -> u64 {
+        unix_ms().saturating_sub(self.meta.stored_ms) / 1000
+    }
+}
+
+fn unix_ms() -> u64 {
+    crate::clock::wall()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Mem {
+    lru: LruCache<Key, Arc<Entry>>,
+    bytes: u64,
+}
+
+/// One route's cache. Kept across reloads while the route's cache settings
+/// and backends stay the same; a changed route gets a new, empty one.
+pub struct RouteCache {
+    pub(crate) route: Arc<str>,
+    pub(crate) settings: CacheSettings,
+    /// Namespace, route and backends: part of every key.
+    scope: [u8; 32],
+    /// Redis key prefix (`llmesh:cache:{ns}:route:`), when the store is
+    /// Redis.
+    prefix: String,
+    mem: Mutex<Mem>,
+    redis: Option<ConnectionManager>,
+    redis_timeout: Duration,
+}
+
+impl std::fmt::Debug for RouteCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteCache")
+            .field("route", &self.route)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteCache {
+    fn new(route: &Route, settings: CacheSettings, redis: Option<&RedisHandle>) -> RouteCache {
+        let mut h = Sha256::new();
+        for part in [route.namespace.as_str(), route.name.as_str()] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let chains =
+            std::iter::once(&route.backends).chain(route.fallbacks.iter().map(|f| &f.backends));
+        for (i, chain) in chains.enumerate() {
+            h.update(format!("chain {i}\0"));
+            for b in chain {
+                let p = &b.provider;
+                h.update(format!(
+                    "{}\0{}\0{:?}\0{}\0",
+                    p.name,
+                    p.base_url.original,
+                    p.schema,
+                    b.model.as_deref().unwrap_or("*")
+                ));
+            }
+        }
+        let scope: [u8; 32] = h.finalize().into();
+        let redis = match settings.store {
+            CacheStore::Redis => redis,
+            CacheStore::Memory => None,
+        };
+        let cap = NonZeroUsize::new(settings.max_entries as usize).unwrap_or(NonZeroUsize::MIN);
+        RouteCache {
+            route: Arc::from(route.name.as_str()),
+            settings,
+            scope,
+            prefix: format!("llmesh:cache:{{{}}}:{}:", route.namespace, route.name),
+            mem: Mutex::new(Mem {
+                lru: LruCache::new(cap),
+                bytes: 0,
+            }),
+            redis: redis.map(|r| r.conn.clone()),
+            redis_timeout: redis.map_or(Duration::ZERO, |r| r.timeout),
+        }
+    }
+
+    /// Where the answer to the request under `key` is to be stored.
+    pub fn pending(self: &Arc<Self>, key: Key) -> Pending {
+        Pending {
+            cache: self.clone(),
+            key,
+        }
+    }
+
+    /// The store actually used.
+    pub fn store_name(&self) -> &'static str {
+        if self.redis.is_some() {
+            "redis"
+        } else {
+            "memory"
+        }
+    }
+
+    fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.mem.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Entries and bytes in this sidecar's memory.
+    pub fn usage(&self) -> (usize, u64) {
+        let m = self.mem();
+        (m.lru.len(), m.bytes)
+    }
+
+    /// The key of a request body `body` (parsed) in `client`'s API.
+    pub fn key(&self, client: Dialect, op: Operation, stream: bool, body: &Value) -> Key {
+        let mut h = Sha256::new();
+        h.update(b"llmesh-cache-v1\0");
+        h.update(self.scope);
+        h.update(format!("{}\0{:?}\0{stream}\0", client.as_str(), op));
+        if let Value::Object(o) = body {
+            let mut keys: Vec<&String> = o
+                .keys()
+                .filter(|k| !IGNORED.contains(&k.as_str()))
+                .collect();
+            keys.sort();
+            h.update(b"{");
+            for k in keys {
+                canonical(&Value::String(k.clone()), &mut h);
+                h.update(b":");
+                canonical(&o[k], &mut h);
+                h.update(b",");
+            }
+            h.update(b"}");
+        } else {
+            canonical(body, &mut h);
+        }
+        Key(h.finalize().into())
+    }
+
+    fn redis_key(&self, key: &Key) -> String {
+        format!("{}{}", self.prefix, key.hex())
+    }
+
+    /// The answer stored under `key`, if one is still fresh. `Err` when the
+    /// shared store could not be read (the request goes to the provider).
+    pub async fn get(&self, key: &Key) -> Result<Option<Arc<Entry>>, String> {
+        let now = unix_ms();
+        if let Some(conn) = &self.redis {
+            let mut conn = conn.clone();
+            let mut get = redis::cmd("GET");
+            get.arg(self.redis_key(key));
+            let cmd = get.query_async::<Option<Vec<u8>>>(&mut conn);
+            let got = tokio::time::timeout(self.redis_timeout, cmd)
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            return Ok(got
+                .and_then(|b| Entry::decode(&b))
+                .filter(|e| e.meta.expires_ms > now)
+                .map(Arc::new));
+        }
+        let mut m = self.mem();
+        match m.lru.get(key) {
+            Some(e) if e.meta.expires_ms > now => Ok(Some(e.clone())),
+            Some(_) => {
+                if let Some(old) = m.lru.pop(key) {
+                    m.bytes = m.bytes.saturating_sub(old.size());
+                }
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `entry` under `key` (Redis: from a task, off the request
+    /// path). Too large an answer is not stored.
+    pub fn put(self: &Arc<Self>, key: Key, entry: Entry) {
+        if entry.size() > self.settings.max_bytes / 16 {
+            return;
+        }
+        if let Some(conn) = &self.redis {
+            let mut conn = conn.clone();
+            let k = self.redis_key(&key);
+            let ttl = self.settings.ttl.as_millis() as u64;
+            let value = entry.encode();
+            let timeout = self.redis_timeout;
+            tokio::spawn(async move {
+                let mut set = redis::cmd("SET");
+                set.arg(k).arg(value).arg("PX").arg(ttl.max(1));
+                let cmd = set.query_async::<()>(&mut conn);
+                match tokio::time::timeout(timeout * 4, cmd).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "response cache: redis write failed"),
+                    Err(_) => tracing::warn!("response cache: redis write timed out"),
+                }
+            });
+            return;
+        }
+        let size = entry.size();
+        let mut m = self.mem();
+        if let Some((_, old)) = m.lru.push(key, Arc::new(entry)) {
+            m.bytes = m.bytes.saturating_sub(old.size());
+        }
+        m.bytes += size;
+        while m.bytes > self.settings.max_bytes {
+            match m.lru.pop_lru() {
+                Some((_, old)) => m.bytes = m.bytes.saturating_sub(old.size()),
+                None => break,
+            }
+        }
+    }
+
+    /// Removes every answer of the route: this sidecar's memory, and the
+    /// namespace's Redis keys of the route. Returns how many were removed.
+    pub async fn purge(&self) -> Result<u64, String> {
+        let mut n = {
+            let mut m = self.mem();
+            let n = m.lru.len() as u64;
+            m.lru.clear();
+            m.bytes = 0;
+            n
+        };
+        let Some(conn) = &self.redis else {
+            return Ok(n);
+        };
+        let mut conn = conn.clone();
+        let pattern = format!("{}*", self.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !keys.is_empty() {
+                let removed: u64 = redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                n += removed;
+            }
+            if next == 0 {
+                return Ok(n);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// Feeds a canonical form of `v` (object keys sorted) to the hasher.
+fn canonical(v: &Value, h: &mut Sha256) {
+    match v {
+        Value::Object(o) => {
+            let mut keys: Vec<&String> = o.keys().collect();
+            keys.sort();
+            h.update(b"{");
+            for k in keys {
+                canonical(&Value::String(k.clone()), h);
+                h.update(b":");
+                canonical(&o[k], h);
+                h.update(b",");
+            }
+            h.update(b"}");
+        }
+        Value::Array(a) => {
+            h.update(b"[");
+            for x in a {
+                canonical(x, h);
+                h.update(b",");
+            }
+            h.update(b"]");
+        }
+        // `0` and `0.0` are the same setting.
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9e15 => {
+                h.update(format!("{}", f as i64).as_bytes())
+            }
+            _ => h.update(n.to_string().as_bytes()),
+        },
+        other => h.update(other.to_string().as_bytes()),
+    }
+}
+
+/// The shared store's connection, for routes with `store: redis`.
+#[derive(Clone)]
+pub struct RedisHandle {
+    conn: ConnectionManager,
+    timeout: Duration,
+}
+
+/// Every route's cache, carried from table to table.
+#[derive(Default)]
+pub struct Caches {
+    live: Mutex<HashMap<String, Arc<RouteCache>>>,
+    redis: OnceLock<RedisHandle>,
+}
+
+impl Caches {
+    /// Uses the Redis at `url` for routes with `store: redis`.
+    pub fn set_redis(&self, url: &str, timeout: Duration) {
+        let Ok(client) = redis::Client::open(url) else {
+            return;
+        };
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout.max(Duration::from_millis(200))))
+            .set_connection_timeout(Some(Duration::from_millis(500)));
+        if let Ok(conn) = ConnectionManager::new_lazy_with_config(client, cfg) {
+            let _ = self.redis.set(RedisHandle { conn, timeout });
+        }
+    }
+
+    /// The caches in use, by route.
+    pub fn all(&self) -> Vec<Arc<RouteCache>> {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The cache of `route`, if it has one.
+    pub fn get(&self, route: &str) -> Option<Arc<RouteCache>> {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(route)
+            .cloned()
+    }
+}
+
+/// The caches a new table uses; the old ones of routes whose cache
+/// changed are dropped when the table is committed.
+#[derive(Default)]
+pub struct CacheBuilder {
+    taken: HashMap<String, Arc<RouteCache>>,
+}
+
+impl CacheBuilder {
+    /// `route`'s cache: the live one while its settings and backends are
+    /// unchanged, else a new one.
+    pub fn cache(&mut self, caches: &Caches, route: &Route) -> Option<Arc<RouteCache>> {
+        let settings = route.cache?;
+        let fresh = RouteCache::new(route, settings, caches.redis.get());
+        let live = caches
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&route.name)
+            .cloned();
+        let cache = match live {
+            Some(c) if c.scope == fresh.scope && c.settings == settings => c,
+            _ => Arc::new(fresh),
+        };
+        self.taken.insert(route.name.clone(), cache.clone());
+        Some(cache)
+    }
+
+    /// Makes this table's caches the live ones.
+    pub fn commit(self, caches: &Caches) {
+        *caches.live.lock().unwrap_or_else(PoisonError::into_inner) = self.taken;
+    }
+}
+
+/// Who answered a request, and what it was billed.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    /// The provider.
+    pub provider: String,
+    /// The model sent upstream.
+    pub model: String,
+    /// The usage the upstream reported.
+    pub usage: Option<Usage>,
+    /// The model the upstream said answered.
+    pub response_model: Option<String>,
+}
+
+/// Where a request's answer goes once it has one.
+#[derive(Clone)]
+pub struct Pending {
+    pub(crate) cache: Arc<RouteCache>,
+    pub(crate) key: Key,
+}
+
+impl Pending {
+    /// Stores a whole answer.
+    pub fn store(&self, stream: bool, body: Bytes, answered: Answered) {
+        let Answered {
+            provider,
+            model,
+            usage,
+            response_model,
+        } = answered;
+        let now = unix_ms();
+        let meta = EntryMeta {
+            stream,
+            provider,
+            model,
+            response_model,
+            tokens: usage.map(|u| [u.input_tokens, u.output_tokens, u.cached_input_tokens]),
+            stored_ms: now,
+            expires_ms: now + self.cache.settings.ttl.as_millis() as u64,
+        };
+        self.cache.put(self.key, Entry { meta, body });
+    }
+
+    /// Records a stream's client bytes, to store once it completes.
+    pub fn recorder(&self) -> Recorder {
+        Recorder {
+            pending: self.clone(),
+            buf: Vec::new(),
+            limit: (self.cache.settings.max_bytes / 16) as usize,
+            over: false,
+        }
+    }
+}
+
+/// A streamed answer being recorded (before redacted values are restored).
+pub struct Recorder {
+    pending: Pending,
+    buf: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl Recorder {
+    /// Adds what the client is sent next.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.over {
+            return;
+        }
+        if self.buf.len() + bytes.len() > self.limit {
+            self.over = true;
+            self.buf = Vec::new();
+            return;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The stream completed: store it (unless it outgrew the limit).
+    pub fn finish(self, answered: Answered) {
+        if !self.over && !self.buf.is_empty() {
+            self.pending.store(true, Bytes::from(self.buf), answered);
+        }
+    }
+}
+
+/// Whether a request's answer does not vary: temperature 0 (Gemini's in
+/// `generationConfig`), or an embedding.
+pub fn deterministic(op: Operation, body: &Value) -> bool {
+    if op == Operation::Embeddings {
+        return true;
+    }
+    let zero = |v: Option<&Value>| v.and_then(Value::as_f64) == Some(0.0);
+    zero(body.get("temperature"))
+        || zero(body.pointer("/generationConfig/temperature"))
+        || zero(body.pointer("/generation_config/temperature"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deterministic_requests() {
+        assert!(deterministic(Operation::Chat, &json!({"temperature": 0})));
+        assert!(deterministic(Operation::Chat, &json!({"temperature": 0.0})));
+        assert!(!deterministic(
+            Operation::Chat,
+            &json!({"temperature": 0.2})
+        ));
+        assert!(!deterministic(Operation::Chat, &json!({})));
+        assert!(deterministic(
+            Operation::Chat,
+            &json!({"generationConfig": {"temperature": 0}})
+        ));
+        assert!(deterministic(Operation::Embeddings, &json!({})));
+    }
+
+    #[test]
+    fn entries_round_trip_through_their_redis_form() {
+        let e = Entry {
+            meta: EntryMeta {
+                stream: true,
+                provider: "p".into(),
+                model: "m".into(),
+                response_model: Some("m-1".into()),
+                tokens: Some([3, 4, 1]),
+                stored_ms: 10,
+                expires_ms: 20,
+            },
+            body: Bytes::from_static(b"data: {\"a\":1}\n\ndata: [DONE]\n\n"),
+        };
+        let d = Entry::decode(&e.encode()).unwrap();
+        assert_eq!(d.body, e.body);
+        assert_eq!(d.meta.tokens, Some([3, 4, 1]));
+        assert!(d.meta.stream);
+        assert!(Entry::decode(b"no newline").is_none());
+    }
+}
