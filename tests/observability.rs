@@ -156,6 +156,7 @@ const FAMILIES_WITH_SAMPLES: &[&str] = &[
     "llmesh_cache_lookups_total{",
     "llmesh_cache_saved_usd_total{",
     "llmesh_cache_entries{",
+    "llmesh_structured_outputs_total{",
 ];
 
 /// Says which Prometheus the checks below use, or that they skip (nextest

@@ -253,6 +253,20 @@ pub async fn round(http: &Http, llm: &str) {
             200,
         );
     }
+    // A structured output the mock gets right.
+    let mut structured = openai_chat("gpt-4o-mini", "give me n");
+    structured["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "n",
+        "schema": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}});
+    expect(
+        "structured output",
+        post(
+            chat,
+            structured,
+            &[("x-mock-behavior", r#"{"json_reply": {"n": 1}}"#)],
+        )
+        .await,
+        200,
+    );
     // The response cache: the first is stored, the rest are hits.
     for _ in 0..3 {
         expect(

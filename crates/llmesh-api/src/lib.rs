@@ -43,7 +43,7 @@ pub use quota::{
 pub use route::{
     BackendRef, CacheMode, CacheSpec, CacheStore, CircuitBreakerSpec, ErrorClass, ExactCacheSpec,
     FallbackChain, HedgeSpec, LLMRoute, LLMRouteSpec, PassthroughSpec, RetryPolicy, Strategy,
-    StreamContinuationSpec, Timeouts, PASSTHROUGH_PATH,
+    StreamContinuationSpec, StructuredOutputMode, StructuredOutputSpec, Timeouts, PASSTHROUGH_PATH,
 };
 pub use status::{
     LLMDataPolicyStatus, LLMQuotaStatus, PolicyStatus, CONDITION_ACCEPTED, CONDITION_ENFORCED,

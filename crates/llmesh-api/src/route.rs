@@ -102,6 +102,36 @@ pub struct LLMRouteSpec {
     /// instead of the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSpec>,
+    /// What happens to answers of requests that ask for a JSON schema
+    /// (`response_format`, `text.format`, `output_format`): by default
+    /// each is validated against it and an invalid one asked again once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured_output: Option<StructuredOutputSpec>,
+}
+
+/// Structured-output enforcement of a route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StructuredOutputSpec {
+    /// `validate` (default) or `ignore` (answers pass as they come).
+    #[serde(default)]
+    pub mode: StructuredOutputMode,
+    /// How many times an answer that does not match the schema is asked
+    /// again, with the validation error fed back (default 1, at most 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 3))]
+    pub retries: Option<u32>,
+}
+
+/// Whether answers are validated against the request's JSON schema.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StructuredOutputMode {
+    /// Validated; an invalid answer is retried, then refused.
+    #[default]
+    Validate,
+    /// Not validated.
+    Ignore,
 }
 
 /// Response caching of a route.

@@ -44,35 +44,19 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The main bench's policy (route `bench`, model `gpt-4o-mini`, no
+/// cache) and a route `cached` to the same model with the cache.
 fn policy(mock_port: u16) -> String {
-    format!(
-        "apiVersion: llmesh.io/v1alpha1
-kind: LLMProvider
-metadata: {{name: mock}}
-spec:
-  schema: openai
-  baseUrl: http://127.0.0.1:{mock_port}/v1
-  credential: {{env: LLMESH_BENCH_KEY}}
-  models:
-    - name: gpt-4o-mini
-      pricing: {{input: 0.15, output: 0.6}}
----
+    crate::policy_yaml(mock_port)
+        + "---
 apiVersion: llmesh.io/v1alpha1
 kind: LLMRoute
-metadata: {{name: cached}}
+metadata: {name: cached}
 spec:
-  models: [gpt-4o-mini]
-  backends: [{{provider: mock}}]
-  cache: {{exact: {{ttl: 1h}}}}
----
-apiVersion: llmesh.io/v1alpha1
-kind: LLMRoute
-metadata: {{name: uncached}}
-spec:
-  models: [uncached]
-  backends: [{{provider: mock, model: gpt-4o-mini}}]
+  models: [cached]
+  backends: [{provider: mock, model: gpt-4o-mini}]
+  cache: {exact: {ttl: 1h}}
 "
-    )
 }
 
 /// A chat request of about 1 KB.
@@ -117,7 +101,7 @@ fn lookup_in_process(n: usize) -> anyhow::Result<(Duration, Duration)> {
     let cache = builder
         .cache(&caches, route)
         .ok_or_else(|| anyhow!("the route has no cache"))?;
-    let raw = body("gpt-4o-mini", "What does a sidecar do?");
+    let raw = body("cached", "What does a sidecar do?");
     let parsed: Value = serde_json::from_str(&raw)?;
     let key = cache.key(Dialect::OpenAi, Operation::Chat, false, &parsed);
     let answer = Bytes::from(
@@ -215,10 +199,10 @@ pub fn run(plan: &CachePlan) -> anyhow::Result<String> {
         .build()?;
     let (hit, upstream, replay) = rt.block_on(async {
         // Warm both paths.
-        sequential(&target, 50, |_| body("gpt-4o-mini", "warm")).await?;
-        sequential(&target, 50, |i| body("uncached", &format!("warm {i}"))).await?;
-        let hit = sequential(&target, n2, |_| body("gpt-4o-mini", "warm")).await?;
-        let upstream = sequential(&target, n2, |_| body("uncached", "warm")).await?;
+        sequential(&target, 50, |_| body("cached", "warm")).await?;
+        sequential(&target, 50, |i| body("gpt-4o-mini", &format!("warm {i}"))).await?;
+        let hit = sequential(&target, n2, |_| body("cached", "warm")).await?;
+        let upstream = sequential(&target, n2, |_| body("gpt-4o-mini", "warm")).await?;
 
         // The replay: request i repeats a random earlier prompt with
         // probability `duplicate_rate`, else asks a new one.
@@ -247,7 +231,7 @@ pub fn run(plan: &CachePlan) -> anyhow::Result<String> {
         )
         .await?;
         let t = Instant::now();
-        sequential(&target, n3, |i| body("gpt-4o-mini", &prompts[i])).await?;
+        sequential(&target, n3, |i| body("cached", &prompts[i])).await?;
         let took = t.elapsed();
         // Accounting lands just after each answer.
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -51,6 +51,7 @@ pub(crate) fn parse_chat(body: &Value) -> Result<ChatReq<'_>, String> {
         input_tokens: words.max(1),
         first_word: prefill_words(messages, false),
         last_user_text: crate::common::last_user_text(messages),
+        assistant_turns: crate::common::assistant_turns(messages),
         tool,
     })
 }

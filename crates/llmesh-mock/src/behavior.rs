@@ -86,6 +86,15 @@ pub struct Behavior {
     /// placeholders come back split across chunks). OpenAI and Anthropic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub echo_chunk_chars: Option<u32>,
+    /// Answer with this JSON value (serialized) as the text, as a model
+    /// asked for structured output would. OpenAI, Anthropic, Responses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_reply: Option<Value>,
+    /// With `json_reply`: answer prose (not JSON) until the conversation
+    /// holds this many assistant turns, like a model that gets it right
+    /// once told what was wrong (default 0: JSON at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_reply_after_turns: Option<u32>,
 }
 
 /// Why a control value was rejected (answered with 400).
@@ -139,6 +148,11 @@ impl Behavior {
         set(&mut self.content_filter, &over.content_filter);
         set(&mut self.omit_usage, &over.omit_usage);
         set(&mut self.echo_chunk_chars, &over.echo_chunk_chars);
+        set(&mut self.json_reply, &over.json_reply);
+        set(
+            &mut self.json_reply_after_turns,
+            &over.json_reply_after_turns,
+        );
     }
 
     /// Reject values that cannot be honoured, so a bad control is a clear
@@ -335,6 +349,13 @@ impl Layers {
     }
     pub fn content_filter(&self) -> bool {
         self.pick(|b| b.content_filter).unwrap_or(false)
+    }
+
+    pub fn json_reply(&self) -> Option<&Value> {
+        self.pick(|b| b.json_reply.as_ref())
+    }
+    pub fn json_reply_after_turns(&self) -> u32 {
+        self.pick(|b| b.json_reply_after_turns).unwrap_or(0)
     }
 
     pub fn echo_chunk_chars(&self) -> Option<u32> {

@@ -132,6 +132,14 @@ pub(crate) fn last_user_text(messages: &[Value]) -> Option<String> {
     }
 }
 
+/// How many messages (or Responses input items) have role `assistant`.
+pub(crate) fn assistant_turns(messages: &[Value]) -> usize {
+    messages
+        .iter()
+        .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
+        .count()
+}
+
 /// `text` in pieces of `n` characters.
 pub(crate) fn pieces(text: &str, n: usize) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
@@ -152,6 +160,8 @@ pub(crate) struct ChatReq<'a> {
     pub first_word: usize,
     /// Text of the last user message (for the echo behavior).
     pub last_user_text: Option<String>,
+    /// Assistant turns in the conversation (for `json_reply_after_turns`).
+    pub assistant_turns: usize,
     /// First declared tool, unless the conversation already ends with a
     /// tool result (then a text answer ends the tool loop).
     pub tool: Option<&'a str>,

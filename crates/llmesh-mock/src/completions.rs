@@ -85,6 +85,7 @@ fn plan<'a>(req: &Req<'a>, layers: &Layers, id: u64) -> Plan<'a> {
         input_tokens: req.words.max(1),
         first_word: 0,
         last_user_text: req.last.clone(),
+        assistant_turns: 0,
         tool: None,
     };
     make_plan(&chat, layers, id)

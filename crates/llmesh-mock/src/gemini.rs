@@ -58,6 +58,7 @@ pub(crate) fn parse_chat<'a>(
         input_tokens: words.max(1),
         first_word: 0,
         last_user_text: None,
+        assistant_turns: 0,
         tool,
     })
 }

@@ -13,6 +13,11 @@
 //!   input tokens). Anthropic, like the real API, reports `input_tokens`
 //!   exclusive of `cache_read_input_tokens`.
 //!
+//! - structured outputs: [`Behavior::json_reply`] makes the answer text that
+//!   JSON value, but only once the conversation holds
+//!   [`Behavior::json_reply_after_turns`] assistant turns (prose before), like
+//!   a model that corrects itself when told what was wrong.
+//!
 //! Behavior sources, later overriding earlier: the instance default, the
 //! per-model rule, `x-mock-<field>` headers (kebab-case), the
 //! `x-mock-behavior` JSON header.

@@ -251,6 +251,10 @@ fn build<'a>(
         input_tokens: req.input_tokens(),
         first_word: 0,
         last_user_text: req.last_user_text.clone(),
+        assistant_turns: body
+            .get("input")
+            .and_then(Value::as_array)
+            .map_or(0, |items| crate::common::assistant_turns(items)),
         tool: req.tool,
     };
     let plan = make_plan(&chat, layers, id);

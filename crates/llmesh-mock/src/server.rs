@@ -731,6 +731,9 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// What `json_reply` answers before its turn: prose, not JSON.
+const NOT_JSON: &str = "Sure! The answer is below.";
+
 /// The generated answer to a chat-like request under these behaviors.
 pub(crate) fn make_plan<'a>(chat: &ChatReq<'a>, layers: &Layers, id: u64) -> Plan<'a> {
     let content_filter = layers.content_filter();
@@ -749,6 +752,15 @@ pub(crate) fn make_plan<'a>(chat: &ChatReq<'a>, layers: &Layers, id: u64) -> Pla
             .as_deref()
             .map(|t| crate::common::pieces(t, n as usize))
     });
+    // A structured-output answer: the JSON, or prose before the turn it
+    // gets it right.
+    let echo = match layers.json_reply() {
+        Some(v) if chat.assistant_turns >= layers.json_reply_after_turns() as usize => {
+            Some(crate::common::pieces(&v.to_string(), 8))
+        }
+        Some(_) => Some(crate::common::pieces(NOT_JSON, 8)),
+        None => echo,
+    };
     let output_tokens = echo
         .as_ref()
         .map_or(layers.output_tokens(), |p| p.len() as u32);

@@ -888,6 +888,24 @@ fn compile_route(
         }
     });
 
+    let schema_retries = match &spec.structured_output {
+        None => Some(1),
+        Some(so) if so.mode == llmesh_api::StructuredOutputMode::Ignore => None,
+        Some(so) => match so.retries {
+            None => Some(1),
+            Some(n @ 0..=3) => Some(n),
+            Some(_) => {
+                cx.err(
+                    K,
+                    name,
+                    "spec.structuredOutput.retries",
+                    "must be between 0 and 3",
+                );
+                Some(1)
+            }
+        },
+    };
+
     if cx.errors.len() > before {
         return None;
     }
@@ -908,6 +926,7 @@ fn compile_route(
         max_continuations,
         passthrough,
         cache,
+        schema_retries,
     })
 }
 

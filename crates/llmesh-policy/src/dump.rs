@@ -98,6 +98,10 @@ fn route(r: &Route) -> Value {
             "paths": p.paths,
             "provider": p.provider.name,
         })),
+        "structuredOutput": match r.schema_retries {
+            Some(n) => json!({"mode": "validate", "retries": n}),
+            None => json!({"mode": "ignore"}),
+        },
         "cache": r.cache.map(|c| json!({"exact": {
             "ttl": format!("{:?}", c.ttl),
             "mode": c.mode,

@@ -157,6 +157,9 @@ pub struct Route {
     pub passthrough: Option<Passthrough>,
     /// The exact response cache; `None` = answers are never cached.
     pub cache: Option<CacheSettings>,
+    /// Retries of an answer that does not match the request's JSON
+    /// schema; `None` = answers are not validated.
+    pub schema_retries: Option<u32>,
 }
 
 /// A route's exact response cache, compiled.

@@ -72,6 +72,9 @@ pub struct RequestCtx {
     pub turn: Option<Arc<crate::conversation::Turn>>,
     /// Where the answer is cached, when the route caches this request.
     pub cache: Option<crate::cache::Pending>,
+    /// The JSON schema the answer must match (the request asked for one
+    /// and the route validates).
+    pub schema: Option<Arc<jsonschema::Validator>>,
 }
 
 impl RequestCtx {
@@ -97,6 +100,56 @@ impl RequestCtx {
         }
         let n = crate::tokens::count_prompt(self.client, self.raw.clone()).await?;
         Ok(*self.prompt_tokens.get_or_init(|| n))
+    }
+
+    /// The attempt plan of this request: the retry, failover and hedge
+    /// decisions, seeded afresh.
+    pub fn plan(&self) -> crate::plan::Plan {
+        crate::plan::Plan::new(
+            self.table.clone(),
+            self.route_index,
+            crate::plan::PlanInput {
+                restricted: self.restricted.clone(),
+                deadline: self.deadline.into_std(),
+                pacing: self.pacing().cloned(),
+                seed: rand::random(),
+                pin: self.turn.as_ref().and_then(|t| t.pin.clone()),
+            },
+        )
+    }
+
+    /// The same request with another body (a structured-output retry):
+    /// everything else, the quota charge and the cache slot included, is
+    /// shared; the prompt is counted again.
+    pub fn with_raw(&self, raw: Bytes) -> RequestCtx {
+        RequestCtx {
+            shared: self.shared.clone(),
+            table: self.table.clone(),
+            route_index: self.route_index,
+            route: self.route.clone(),
+            pattern_index: self.pattern_index,
+            client: self.client,
+            op: self.op,
+            stream: self.stream,
+            include_usage: self.include_usage,
+            downgraded_to: self.downgraded_to.clone(),
+            body_model: self.body_model.clone(),
+            raw,
+            headers: self.headers.clone(),
+            request_id: self.request_id.clone(),
+            start: self.start,
+            deadline: self.deadline,
+            max_output: self.max_output,
+            restricted: self.restricted.clone(),
+            vault: self.vault.clone(),
+            audit: self.audit.clone(),
+            charge: self.charge.clone(),
+            prompt_tokens: OnceLock::new(),
+            span: self.span.clone(),
+            turn: self.turn.clone(),
+            cache: self.cache.clone(),
+            schema: self.schema.clone(),
+        }
     }
 
     /// The quota engine, when providers publish limits to pace under.

@@ -61,6 +61,14 @@ pub enum ProxyError {
         /// The classes it is not cleared for.
         classes: String,
     },
+    /// Every answer the route asked for failed the request's JSON schema.
+    #[error("the model's answer does not match the requested JSON schema after {attempts} tries: {detail}")]
+    StructuredOutput {
+        /// Answers asked for.
+        attempts: u32,
+        /// The last validation error.
+        detail: String,
+    },
     /// A WebSocket upgrade the upstream did not accept.
     #[error("upstream {provider} refused the WebSocket upgrade with {status}")]
     UpgradeRefused {
@@ -234,7 +242,9 @@ impl ProxyError {
             ProxyError::UnknownModel { .. }
             | ProxyError::UnsupportedEndpoint { .. }
             | ProxyError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ProxyError::UpgradeRefused { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpgradeRefused { .. } | ProxyError::StructuredOutput { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamProtocol { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -260,7 +270,7 @@ impl ProxyError {
             ProxyError::UnknownModel { .. }
             | ProxyError::UnsupportedEndpoint { .. }
             | ProxyError::NotFound { .. } => "not_found_error",
-            ProxyError::UpgradeRefused { .. } => "api_error",
+            ProxyError::UpgradeRefused { .. } | ProxyError::StructuredOutput { .. } => "api_error",
             ProxyError::UpstreamTimeout { .. } => "timeout_error",
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamProtocol { .. }
@@ -294,6 +304,7 @@ impl ProxyError {
             ProxyError::Unsupported(_) => "unsupported",
             ProxyError::NotFound { .. } => "not_found",
             ProxyError::UpgradeRefused { .. } => "upgrade_refused",
+            ProxyError::StructuredOutput { .. } => "structured_output_invalid",
             ProxyError::UpstreamConnect { .. } => "upstream_connect",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::UpstreamProtocol { .. } => "upstream_protocol",

@@ -43,6 +43,7 @@ pub mod runtime;
 pub mod server;
 pub mod shared;
 pub mod stream;
+pub mod structured;
 pub mod table;
 pub mod tokens;
 pub mod trace;

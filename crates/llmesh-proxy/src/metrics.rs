@@ -50,6 +50,8 @@ pub struct Metrics {
     pub cache_entries: IntGaugeVec,
     /// llmesh_cache_bytes
     pub cache_bytes: IntGaugeVec,
+    /// llmesh_structured_outputs_total
+    pub structured_outputs: IntCounterVec,
     /// llmesh_upgrades_total
     pub upgrades: IntCounterVec,
     /// llmesh_upgrades_active
@@ -227,6 +229,13 @@ impl Metrics {
                 "Bytes of answers in this sidecar's in-memory response cache.",
             ),
             &["route"],
+        )?;
+        let structured_outputs = IntCounterVec::new(
+            Opts::new(
+                "llmesh_structured_outputs_total",
+                "Answers checked against the JSON schema their request asked for, by result: valid, retried (did not match; asked again), invalid (did not match after the route's retries; refused).",
+            ),
+            &["route", "result"],
         )?;
         let upgrades = IntCounterVec::new(
             Opts::new(
@@ -470,6 +479,7 @@ impl Metrics {
         registry.register(Box::new(cache_saved_usd.clone()))?;
         registry.register(Box::new(cache_entries.clone()))?;
         registry.register(Box::new(cache_bytes.clone()))?;
+        registry.register(Box::new(structured_outputs.clone()))?;
         registry.register(Box::new(upgrades.clone()))?;
         registry.register(Box::new(upgrades_active.clone()))?;
         registry.register(Box::new(batch_results.clone()))?;
@@ -534,6 +544,7 @@ impl Metrics {
             cache_saved_usd,
             cache_entries,
             cache_bytes,
+            structured_outputs,
             upgrades,
             upgrades_active,
             batch_results,

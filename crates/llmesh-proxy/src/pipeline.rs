@@ -15,7 +15,6 @@ use crate::clock;
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::inbound::Endpoint;
-use crate::plan::{Plan, PlanInput};
 use crate::shared::Shared;
 use crate::stream::deadline_from;
 
@@ -190,6 +189,7 @@ async fn on_route(
         crate::admission::admit(shared, &table, routed, &inbound, &raw, &guarded.restricted)
             .await?;
     // The request context, created once and shared by every later stage.
+    let schema = crate::structured::validator(&routed.route, endpoint.dialect(), &raw);
     let ctx = Arc::new(RequestCtx {
         shared: shared.clone(),
         route_index: routed.index,
@@ -219,22 +219,16 @@ async fn on_route(
         span: tracing::Span::current(),
         turn,
         cache,
+        schema,
         table,
     });
     // Plan: the retry, failover and hedge decisions of this request.
-    let mut plan = Plan::new(
-        ctx.table.clone(),
-        ctx.route_index,
-        PlanInput {
-            restricted: ctx.restricted.clone(),
-            deadline: ctx.deadline.into_std(),
-            pacing: ctx.pacing().cloned(),
-            seed: rand::random(),
-            pin: ctx.turn.as_ref().and_then(|t| t.pin.clone()),
-        },
-    );
+    let mut plan = ctx.plan();
     // Attempts: nothing reaches the client until one answers or the plan stops.
     let ended = crate::attempts::run(&ctx, &mut plan).await;
+    // Structured output: an answer that does not match the request's JSON
+    // schema is asked again with the error, up to the route's bound.
+    let (ctx, plan, ended, schema_retries) = crate::structured::enforce(ctx, plan, ended).await;
     // Answer: a whole body or a stream, accounted when it ends.
     match ended {
         Ended::Answered {
@@ -246,6 +240,12 @@ async fn on_route(
             crate::admission::headers(&mut resp, &admitted);
             if let Some(looked_up) = cache_mark {
                 crate::cached::mark(&mut resp, looked_up);
+            }
+            if schema_retries > 0 {
+                resp.headers_mut().insert(
+                    "x-llmesh-schema-retries",
+                    http::HeaderValue::from(schema_retries),
+                );
             }
             Ok(resp)
         }

@@ -1,0 +1,350 @@
+//! Structured-output enforcement: when a request asks for a JSON schema
+//! (OpenAI `response_format: {type: json_schema}`, Responses
+//! `text.format: {type: json_schema}`, Anthropic `output_format: {type:
+//! json_schema}`) and its route validates (the default), the model's whole
+//! answer is checked against that schema. An answer that is not JSON or
+//! does not match is asked again, up to the route's `retries`, with the
+//! invalid answer and the validation error added to the conversation (the
+//! invalid call is billed and logged as a `"billed attempt"`); after the
+//! bound the client gets a 502 `structured_output_invalid` naming the
+//! error. Refusals and tool calls are answers, not checked. Streams are
+//! not validated (the client has the answer as it is written).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use llmesh_policy::Route;
+use llmesh_wire::Dialect;
+use serde_json::{json, Value};
+
+use crate::account::Call;
+use crate::attempt::Success;
+use crate::attempts::Ended;
+use crate::context::RequestCtx;
+use crate::error::ProxyError;
+use crate::plan::{backend_at, Plan};
+
+/// The schema a request body asks its answer to match, in `client`'s API.
+fn requested(client: Dialect, body: &Value) -> Option<&Value> {
+    let (format, schema) = match client {
+        Dialect::OpenAi => (body.get("response_format")?, "/json_schema/schema"),
+        Dialect::Responses => (body.pointer("/text/format")?, "/schema"),
+        Dialect::Anthropic => (body.get("output_format")?, "/schema"),
+        Dialect::Gemini => return None,
+    };
+    if format.get("type").and_then(Value::as_str) != Some("json_schema") {
+        return None;
+    }
+    format.pointer(schema)
+}
+
+/// The validator of the schema `raw` asks for, when `route` validates.
+/// A schema that does not compile is left to the provider to refuse.
+pub fn validator(route: &Route, client: Dialect, raw: &[u8]) -> Option<Arc<jsonschema::Validator>> {
+    route.schema_retries?;
+    // Most requests ask for no schema: skip the parse.
+    if !raw.windows(11).any(|w| w == b"json_schema") {
+        return None;
+    }
+    let body: Value = serde_json::from_slice(raw).ok()?;
+    let schema = requested(client, &body)?;
+    match jsonschema::validator_for(schema) {
+        Ok(v) => Some(Arc::new(v)),
+        Err(e) => {
+            tracing::debug!(error = %e, "the requested JSON schema does not compile; not validating");
+            None
+        }
+    }
+}
+
+/// What an answer is, against the schema.
+#[derive(Debug, PartialEq)]
+enum Check {
+    /// Valid, or nothing to check (a refusal, a tool call).
+    Fine,
+    /// The answer's text and why it does not do.
+    Invalid { text: String, error: String },
+}
+
+/// The model's text in a whole answer in `client`'s API; `None` for a
+/// refusal or a tool call.
+fn answer_text(client: Dialect, body: &Value) -> Option<String> {
+    match client {
+        Dialect::OpenAi => {
+            let m = body.pointer("/choices/0/message")?;
+            let calls = m.get("tool_calls").and_then(Value::as_array);
+            if calls.is_some_and(|c| !c.is_empty())
+                || m.get("refusal").is_some_and(Value::is_string)
+            {
+                return None;
+            }
+            Some(m.get("content")?.as_str()?.to_string())
+        }
+        Dialect::Responses => {
+            let mut text = String::new();
+            for item in body.get("output")?.as_array()? {
+                match item.get("type").and_then(Value::as_str) {
+                    Some("function_call") => return None,
+                    Some("message") => {
+                        for part in item
+                            .get("content")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
+                            match part.get("type").and_then(Value::as_str) {
+                                Some("refusal") => return None,
+                                Some("output_text") => text.push_str(
+                                    part.get("text").and_then(Value::as_str).unwrap_or(""),
+                                ),
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some(text)
+        }
+        Dialect::Anthropic => {
+            let mut text = String::new();
+            for b in body.get("content")?.as_array()? {
+                match b.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => return None,
+                    Some("text") => {
+                        text.push_str(b.get("text").and_then(Value::as_str).unwrap_or(""))
+                    }
+                    _ => {}
+                }
+            }
+            Some(text)
+        }
+        Dialect::Gemini => None,
+    }
+}
+
+fn check(v: &jsonschema::Validator, client: Dialect, body: &[u8]) -> Check {
+    let Ok(answer) = serde_json::from_slice::<Value>(body) else {
+        return Check::Fine;
+    };
+    let Some(text) = answer_text(client, &answer) else {
+        return Check::Fine;
+    };
+    let value: Value = match serde_json::from_str(text.trim()) {
+        Ok(v) => v,
+        Err(e) => {
+            return Check::Invalid {
+                text,
+                error: format!("the answer is not JSON ({e})"),
+            }
+        }
+    };
+    let errors: Vec<String> = v
+        .iter_errors(&value)
+        .take(3)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            let at = if at.is_empty() { "/".to_string() } else { at };
+            format!("at {at}: {e}")
+        })
+        .collect();
+    if errors.is_empty() {
+        Check::Fine
+    } else {
+        Check::Invalid {
+            text,
+            error: errors.join("; "),
+        }
+    }
+}
+
+/// `raw` with the invalid answer and the validation error appended to the
+/// conversation.
+fn with_feedback(
+    client: Dialect,
+    raw: &[u8],
+    text: &str,
+    error: &str,
+) -> Result<Bytes, ProxyError> {
+    let mut body: Value =
+        serde_json::from_slice(raw).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
+    let feedback = format!(
+        "Your previous answer does not match the required JSON schema: {error}. Answer again with only a JSON value that matches the schema."
+    );
+    let turns = [
+        json!({"role": "assistant", "content": text}),
+        json!({"role": "user", "content": feedback}),
+    ];
+    let list = match client {
+        Dialect::Responses => {
+            let input = body.get_mut("input").ok_or_else(|| {
+                ProxyError::InvalidRequest("a Responses request without input".into())
+            })?;
+            if let Value::String(s) = input {
+                *input = json!([{"role": "user", "content": s.clone()}]);
+            }
+            input.as_array_mut()
+        }
+        _ => body.get_mut("messages").and_then(Value::as_array_mut),
+    };
+    let list =
+        list.ok_or_else(|| ProxyError::InvalidRequest("no conversation to continue".into()))?;
+    list.extend(turns);
+    serde_json::to_vec(&body)
+        .map(Bytes::from)
+        .map_err(|e| ProxyError::Encode(format!("the structured-output retry: {e}")))
+}
+
+/// Checks the answer the attempts ended with and asks again while it does
+/// not match the schema (see the module doc). Returns the context and plan
+/// of the last round, how it ended, and the retries made.
+pub async fn enforce(
+    mut ctx: Arc<RequestCtx>,
+    mut plan: Plan,
+    mut ended: Ended,
+) -> (Arc<RequestCtx>, Plan, Ended, u32) {
+    let Some(validator) = ctx.schema.clone() else {
+        return (ctx, plan, ended, 0);
+    };
+    if ctx.stream {
+        return (ctx, plan, ended, 0);
+    }
+    let bound = ctx.route.schema_retries.unwrap_or(0);
+    let route = ctx.route.name.clone();
+    let count = |ctx: &RequestCtx, result: &str| {
+        ctx.shared
+            .metrics
+            .structured_outputs
+            .with_label_values(&[&route, result])
+            .inc();
+    };
+    let mut retries = 0;
+    loop {
+        let Ended::Answered {
+            slot,
+            success: Success::Whole { body, usage, .. },
+            ..
+        } = &ended
+        else {
+            return (ctx, plan, ended, retries);
+        };
+        let (text, error) = match check(&validator, ctx.client, body) {
+            Check::Fine => {
+                count(&ctx, "valid");
+                return (ctx, plan, ended, retries);
+            }
+            Check::Invalid { text, error } => (text, error),
+        };
+        // The invalid answer was paid for: billed on its own.
+        if let Some(b) = backend_at(&ctx.table, ctx.route_index, *slot) {
+            Call::new(&ctx, b).bill(*usage, 0, "invalid_structured_output");
+        }
+        if retries >= bound {
+            count(&ctx, "invalid");
+            let err = ProxyError::StructuredOutput {
+                attempts: retries + 1,
+                detail: error,
+            };
+            return (ctx, plan, Ended::Refused(err), retries);
+        }
+        count(&ctx, "retried");
+        let raw = match with_feedback(ctx.client, &ctx.raw, &text, &error) {
+            Ok(raw) => raw,
+            Err(e) => return (ctx, plan, Ended::Refused(e), retries),
+        };
+        retries += 1;
+        ctx = Arc::new(ctx.with_raw(raw));
+        plan = ctx.plan();
+        ended = crate::attempts::run(&ctx, &mut plan).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(schema: Value) -> jsonschema::Validator {
+        jsonschema::validator_for(&schema).unwrap()
+    }
+
+    fn chat(content: &str) -> Vec<u8> {
+        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn answers_are_checked_against_the_schema() {
+        let schema = v(
+            json!({"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}),
+        );
+        assert_eq!(
+            check(&schema, Dialect::OpenAi, &chat(r#"{"n": 3}"#)),
+            Check::Fine
+        );
+        let Check::Invalid { error, .. } = check(&schema, Dialect::OpenAi, &chat(r#"{"n": "x"}"#))
+        else {
+            panic!("accepted");
+        };
+        assert!(error.starts_with("at /n: "), "{error}");
+        let Check::Invalid { error, .. } = check(&schema, Dialect::OpenAi, &chat("Sure!")) else {
+            panic!("accepted");
+        };
+        assert!(error.contains("not JSON"), "{error}");
+        // A refusal is an answer.
+        let refusal = json!({"choices": [{"message": {"role": "assistant", "content": null, "refusal": "no"}}]});
+        assert_eq!(
+            check(&schema, Dialect::OpenAi, refusal.to_string().as_bytes()),
+            Check::Fine
+        );
+        // Anthropic and Responses text.
+        let ant = json!({"content": [{"type": "text", "text": "{\"n\": 1}"}]});
+        assert_eq!(
+            check(&schema, Dialect::Anthropic, ant.to_string().as_bytes()),
+            Check::Fine
+        );
+        let resp = json!({"output": [{"type": "message", "content": [{"type": "output_text", "text": "{\"n\": true}"}]}]});
+        assert!(matches!(
+            check(&schema, Dialect::Responses, resp.to_string().as_bytes()),
+            Check::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn feedback_continues_the_conversation_in_each_api() {
+        let raw = json!({"model": "m", "input": "give me n"}).to_string();
+        let b: Value = serde_json::from_slice(
+            &with_feedback(Dialect::Responses, raw.as_bytes(), "oops", "bad").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            b["input"][0],
+            json!({"role": "user", "content": "give me n"})
+        );
+        assert_eq!(
+            b["input"][1],
+            json!({"role": "assistant", "content": "oops"})
+        );
+        assert!(b["input"][2]["content"].as_str().unwrap().contains("bad"));
+        let raw =
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+        let b: Value = serde_json::from_slice(
+            &with_feedback(Dialect::Anthropic, raw.as_bytes(), "oops", "bad").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(b["messages"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn the_requested_schema_is_found_in_each_api() {
+        let s = json!({"type": "object"});
+        let openai = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": s}}});
+        assert_eq!(requested(Dialect::OpenAi, &openai), Some(&s));
+        let resp = json!({"text": {"format": {"type": "json_schema", "name": "x", "schema": s}}});
+        assert_eq!(requested(Dialect::Responses, &resp), Some(&s));
+        let ant = json!({"output_format": {"type": "json_schema", "schema": s}});
+        assert_eq!(requested(Dialect::Anthropic, &ant), Some(&s));
+        let plain = json!({"response_format": {"type": "json_object"}});
+        assert_eq!(requested(Dialect::OpenAi, &plain), None);
+    }
+}
