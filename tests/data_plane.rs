@@ -202,6 +202,138 @@ async fn anthropic_messages_pass_through_with_the_anthropic_key() {
     assert_eq!(out, Some(2.0 * OUT as f64));
 }
 
+/// Anthropic prompt caching through the sidecar: the app's `cache_control`
+/// breakpoints reach the provider as sent (a data policy redacting the same
+/// blocks included), and the cache writes and reads the provider reports
+/// are priced apart and shown in the metrics.
+#[tokio::test]
+async fn anthropic_prompt_caching_passes_through_and_is_priced_apart() {
+    let env = Env::start_with(|mock| {
+        default_policy(mock).replace(
+            "pricing: {input: 3.0, output: 15.0}",
+            "pricing: {input: 3.0, output: 15.0, cachedInput: 0.3, cacheWrite: 3.75}",
+        ) + "---\napiVersion: llmesh.io/v1alpha1\nkind: LLMDataPolicy\nmetadata: {name: pii}\nspec:\n  rules: [{class: email, action: redact}]\n"
+    })
+    .await;
+    let system = json!([{"type": "text", "text": "you answer for the shop from its long catalogue",
+        "cache_control": {"type": "ephemeral", "ttl": "1h"}}]);
+    let req = json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 100,
+        "system": system,
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "where is my order?", "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "reply to jane.doe@example.com"}
+        ]}]
+    });
+    // The mock counts 16 words: 4 read from the cache, 6 written to it.
+    let (read, write, plain) = (4u64, 6u64, 6u64);
+    let cache = [
+        ("x-mock-cached-tokens", "4"),
+        ("x-mock-cache-write-tokens", "6"),
+    ];
+    let (status, _, body) = env.post_with("/v1/messages", &req, &cache).await;
+    assert_eq!(status, 200, "{body}");
+    let u = &body["usage"];
+    assert_eq!(u["input_tokens"], plain, "{u}");
+    assert_eq!(u["cache_read_input_tokens"], read, "{u}");
+    assert_eq!(u["cache_creation_input_tokens"], write, "{u}");
+
+    let up = &env.mock.requests()[0].body;
+    assert_eq!(up["system"], system, "{up}");
+    let blocks = &up["messages"][0]["content"];
+    assert_eq!(blocks[0], req["messages"][0]["content"][0], "{up}");
+    assert_eq!(blocks[1]["text"], "reply to [EMAIL_1]", "redacted: {up}");
+
+    let m = env
+        .wait_metric("llmesh_provider_cache_saved_usd_total{")
+        .await;
+    let labels = [
+        ("route", "claude"),
+        ("provider", "ant"),
+        ("model", "claude-sonnet-4-5"),
+    ];
+    let cost = metric_value(&m, "llmesh_cost_usd_total", &labels).unwrap();
+    let want = plain as f64 * 3.0e-6
+        + read as f64 * 0.3e-6
+        + write as f64 * 3.75e-6
+        + OUT as f64 * 15.0e-6;
+    assert_eq!(cost, want, "cost");
+    let saved = metric_value(&m, "llmesh_provider_cache_saved_usd_total", &labels).unwrap();
+    assert_eq!(saved, read as f64 * (3.0e-6 - 0.3e-6), "saved");
+    let tok = |t: &str| {
+        let mut l = labels.to_vec();
+        l.push(("type", t));
+        metric_value(&m, "llmesh_tokens_total", &l)
+    };
+    assert_eq!(tok("input"), Some((plain + read + write) as f64));
+    assert_eq!(tok("cached_input"), Some(read as f64));
+    assert_eq!(tok("cache_write"), Some(write as f64));
+    let hist = |t: &str| {
+        metric_value(
+            &m,
+            "gen_ai_client_token_usage_sum",
+            &[("route", "claude"), ("gen_ai_token_type", t)],
+        )
+    };
+    assert_eq!(hist("cache_write"), Some(write as f64));
+    assert_eq!(hist("cached_input"), Some(read as f64));
+
+    // OpenAI caches on its own and reports reads only: no cache_write
+    // observation, and its reads saved input - cachedInput each.
+    let (status, _, body) = env
+        .post_with(
+            "/v1/chat/completions",
+            &openai_chat("gpt-4o-mini", PROMPT),
+            &[("x-mock-cached-tokens", "2")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let m = env.wait_metric("route=\"openai\"").await;
+    let oai = [("route", "openai"), ("gen_ai_token_type", "cache_write")];
+    assert_eq!(
+        metric_value(&m, "gen_ai_client_token_usage_count", &oai),
+        None
+    );
+    let saved = metric_value(
+        &m,
+        "llmesh_provider_cache_saved_usd_total",
+        &[("route", "openai")],
+    );
+    assert_eq!(saved, Some(2.0 * (1.0e-6 - 0.5e-6)));
+
+    // Streamed: the client's message_start carries the write count, and the
+    // accounting adds the same tokens again.
+    let mut req = req;
+    req["stream"] = json!(true);
+    let (status, _, text) = env.post_stream("/v1/messages", &req, &cache).await;
+    assert_eq!(status, 200, "{text}");
+    let start: Value = serde_json::from_str(&sse_data(&text)[0]).unwrap();
+    assert_eq!(
+        start["message"]["usage"]["cache_creation_input_tokens"], write,
+        "{text}"
+    );
+    let last = env.mock.requests().pop().unwrap();
+    assert_eq!(last.body["system"], system);
+    // A stream is accounted just after its body ends.
+    for _ in 0..750 {
+        let m = env.metrics().await;
+        let mut l = labels.to_vec();
+        l.push(("type", "cache_write"));
+        if metric_value(&m, "llmesh_tokens_total", &l) == Some(2.0 * write as f64) {
+            let saved = metric_value(&m, "llmesh_provider_cache_saved_usd_total", &labels).unwrap();
+            let want = 2.0 * read as f64 * (3.0e-6 - 0.3e-6);
+            assert!((saved - want).abs() < 1e-15, "saved {saved} want {want}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!(
+        "the stream's cache writes were not accounted:\n{}",
+        env.metrics().await
+    );
+}
+
 #[tokio::test]
 async fn openai_client_to_anthropic_upstream() {
     let env = Env::start().await;

@@ -1,8 +1,8 @@
 //! A policy and a round of traffic that give every metric family of the
 //! sidecar samples: successes and streams in both client APIs, errors,
-//! a retry, a failover, a breaker that opens, a spent retry budget, a
-//! hedge, a context preflight skip, a continued stream and an outlier
-//! ejection, all driven through the mock's fault controls; and the SDK
+//! prompt cache reads and writes, a retry, a failover, a breaker that
+//! opens, a spent retry budget, a hedge, a context preflight skip, a
+//! continued stream and an outlier ejection, all driven through the mock's fault controls; and the SDK
 //! calls beyond chat: a pass-through moderation, a batch downloaded (and
 //! accounted) through the sidecar, a realtime WebSocket session.
 
@@ -35,7 +35,7 @@ spec:
   baseUrl: {mock}/v1
   credential: {{file: key.txt}}
   models:
-    - {{name: claude-sonnet-4-5, pricing: {{input: 3, output: 15}}}}
+    - {{name: claude-sonnet-4-5, pricing: {{input: 3, output: 15, cachedInput: 0.3, cacheWrite: 3.75}}}}
     - {{name: breaks, pricing: {{input: 3, output: 15}}}}
     - {{name: steady, pricing: {{input: 3, output: 15}}}}
 "
@@ -136,6 +136,11 @@ pub async fn set_faults(http: &Http, mock: &str) {
         // Anthropic events: message_start, content_block_start, ping, then
         // one delta per word: the fifth event breaks after two words.
         ("breaks", json!({"reset_after_chunks": 5})),
+        // Prompt caching: reads and writes, for the cache panels.
+        (
+            "claude-sonnet-4-5",
+            json!({"cached_tokens": 1, "cache_write_tokens": 1}),
+        ),
     ] {
         let (s, _, b) = http
             .send(

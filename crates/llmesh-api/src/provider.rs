@@ -84,6 +84,14 @@ pub struct Pricing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub cached_input: Option<f64>,
+    /// Input tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`, billed at a premium: 1.25 times
+    /// `input` for the 5-minute cache, 2 times for the 1-hour one); the
+    /// input price when unset, as for OpenAI, which charges nothing extra
+    /// for caching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub cache_write: Option<f64>,
     /// Fraction of these prices paid for calls made through the provider's
     /// Batch API (`0.5` for OpenAI's and Anthropic's half price); 1 when
     /// unset.

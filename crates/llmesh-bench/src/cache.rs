@@ -119,6 +119,7 @@ fn lookup_in_process(n: usize) -> anyhow::Result<(Duration, Duration)> {
                     input_tokens: 250,
                     output_tokens: 3,
                     cached_input_tokens: 0,
+                    cache_write_input_tokens: 0,
                 }),
                 response_model: None,
             },

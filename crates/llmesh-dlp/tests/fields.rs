@@ -334,6 +334,49 @@ fn anthropic_documents_images_tools_metadata() {
     );
 }
 
+/// Prompt-cache breakpoints (`cache_control`, with or without a `ttl`) on
+/// system, tool, document, tool result and text blocks come through a
+/// redaction as they were: only the texts change, so the provider still
+/// sees the breakpoints the app set (though a redacted prefix is a
+/// different cache key than the raw one).
+#[test]
+fn anthropic_cache_control_survives_redaction() {
+    let cc = json!({"type": "ephemeral"});
+    let hour = json!({"type": "ephemeral", "ttl": "1h"});
+    let body = json!({
+        "model": "claude",
+        "max_tokens": 10,
+        "system": [{"type": "text", "text": m(E), "cache_control": hour}],
+        "tools": [{"name": "f", "description": m(E), "input_schema": {"type": "object"}, "cache_control": cc}],
+        "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": m(E)},
+             "cache_control": cc},
+            {"type": "tool_result", "tool_use_id": "t", "content": m(E), "cache_control": cc},
+            {"type": "text", "text": m(E), "cache_control": cc}
+        ]}]
+    });
+    let (body, _) = check(
+        Api::Anthropic,
+        body,
+        &[
+            "/system/0/text",
+            "/tools/0/description",
+            "/messages/0/content/0/source/data",
+            "/messages/0/content/1/content",
+            "/messages/0/content/2/text",
+        ],
+    );
+    assert_eq!(body["system"][0]["cache_control"], hour);
+    assert_eq!(body["tools"][0]["cache_control"], cc);
+    for b in body["messages"][0]["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(b["cache_control"], cc, "{b}");
+    }
+}
+
 #[test]
 fn anthropic_thinking_blocks_are_never_modified() {
     let thinking =

@@ -68,8 +68,10 @@ fn stop_reason(p: &Plan) -> &'static str {
 
 fn push_usage(out: &mut String, p: &Plan, output_tokens: u64) {
     out.push_str("{\"input_tokens\":");
-    push_num(out, p.input_tokens - p.cached_tokens);
-    out.push_str(",\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":");
+    push_num(out, p.input_tokens - p.cached_tokens - p.cache_write_tokens);
+    out.push_str(",\"cache_creation_input_tokens\":");
+    push_num(out, p.cache_write_tokens);
+    out.push_str(",\"cache_read_input_tokens\":");
     push_num(out, p.cached_tokens);
     out.push_str(",\"output_tokens\":");
     push_num(out, output_tokens);

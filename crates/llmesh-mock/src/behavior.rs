@@ -41,6 +41,11 @@ pub struct Behavior {
     /// Reported cached input tokens (default 0, clamped to the input count).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u32>,
+    /// Reported input tokens written to the prompt cache, Anthropic's
+    /// `cache_creation_input_tokens` (default 0; at most the input tokens
+    /// left after the cached ones). The other dialects report no such count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u32>,
     /// Answer with this HTTP status and an error body in the endpoint's
     /// dialect. 200 (or unset) means a normal answer. With `fail_percent`
     /// set, only the failing share of requests gets it.
@@ -111,7 +116,7 @@ pub enum BehaviorError {
         reason: String,
     },
     /// An `x-mock-*` header the mock does not know.
-    #[error("unknown mock control header {0} (known: x-mock-behavior, x-mock-latency-ms, x-mock-ttft-ms, x-mock-chunk-delay-ms, x-mock-output-tokens, x-mock-cached-tokens, x-mock-status, x-mock-fail-percent, x-mock-retry-after-s, x-mock-hang, x-mock-reset-after-chunks, x-mock-tool-call, x-mock-tool-args, x-mock-error-type, x-mock-error-message, x-mock-content-filter, x-mock-omit-usage)")]
+    #[error("unknown mock control header {0} (known: x-mock-behavior, x-mock-latency-ms, x-mock-ttft-ms, x-mock-chunk-delay-ms, x-mock-output-tokens, x-mock-cached-tokens, x-mock-cache-write-tokens, x-mock-status, x-mock-fail-percent, x-mock-retry-after-s, x-mock-hang, x-mock-reset-after-chunks, x-mock-tool-call, x-mock-tool-args, x-mock-error-type, x-mock-error-message, x-mock-content-filter, x-mock-omit-usage)")]
     UnknownHeader(String),
     /// Behavior JSON (a control API body, or the binary's default) that
     /// does not parse.
@@ -136,6 +141,7 @@ impl Behavior {
         set(&mut self.chunk_delay_ms, &over.chunk_delay_ms);
         set(&mut self.output_tokens, &over.output_tokens);
         set(&mut self.cached_tokens, &over.cached_tokens);
+        set(&mut self.cache_write_tokens, &over.cache_write_tokens);
         set(&mut self.status, &over.status);
         set(&mut self.fail_percent, &over.fail_percent);
         set(&mut self.retry_after_s, &over.retry_after_s);
@@ -223,6 +229,7 @@ impl Behavior {
                 "chunk-delay-ms" => b.chunk_delay_ms = Some(num(v)?),
                 "output-tokens" => b.output_tokens = Some(small(v)?),
                 "cached-tokens" => b.cached_tokens = Some(small(v)?),
+                "cache-write-tokens" => b.cache_write_tokens = Some(small(v)?),
                 "status" => b.status = Some(v.parse::<u16>().map_err(|e| bad(&e.to_string()))?),
                 "fail-percent" => {
                     b.fail_percent = Some(v.parse::<f64>().map_err(|e| bad(&e.to_string()))?)
@@ -305,6 +312,9 @@ impl Layers {
     }
     pub fn cached_tokens(&self) -> u32 {
         self.pick(|b| b.cached_tokens).unwrap_or(0)
+    }
+    pub fn cache_write_tokens(&self) -> u32 {
+        self.pick(|b| b.cache_write_tokens).unwrap_or(0)
     }
     pub fn status(&self) -> Option<u16> {
         self.pick(|b| b.status).filter(|s| *s != 200)

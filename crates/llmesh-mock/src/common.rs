@@ -175,6 +175,8 @@ pub(crate) struct Plan<'a> {
     pub model: &'a str,
     pub input_tokens: u64,
     pub cached_tokens: u64,
+    /// Input tokens written to the prompt cache (Anthropic only).
+    pub cache_write_tokens: u64,
     pub output_tokens: u32,
     /// Generated text starts at this word (prefill continuation).
     pub first_word: usize,

@@ -10,8 +10,11 @@
 //! - output tokens = [`Behavior::output_tokens`] (default 8), the answer being
 //!   that many words ([`generated_text`]), streamed one word per event;
 //! - cached input tokens = [`Behavior::cached_tokens`] (default 0, at most the
-//!   input tokens). Anthropic, like the real API, reports `input_tokens`
-//!   exclusive of `cache_read_input_tokens`.
+//!   input tokens); cache-write input tokens = [`Behavior::cache_write_tokens`]
+//!   (default 0, at most the input tokens left), reported by Anthropic only
+//!   as `cache_creation_input_tokens`. Anthropic, like the real API, reports
+//!   `input_tokens` exclusive of `cache_read_input_tokens` and
+//!   `cache_creation_input_tokens`.
 //!
 //! - structured outputs: [`Behavior::json_reply`] makes the answer text that
 //!   JSON value, but only once the conversation holds

@@ -764,12 +764,15 @@ pub(crate) fn make_plan<'a>(chat: &ChatReq<'a>, layers: &Layers, id: u64) -> Pla
     let output_tokens = echo
         .as_ref()
         .map_or(layers.output_tokens(), |p| p.len() as u32);
+    let cached_tokens = u64::from(layers.cached_tokens()).min(chat.input_tokens);
     Plan {
         id,
         created: unix_now(),
         model: chat.model,
         input_tokens: chat.input_tokens,
-        cached_tokens: u64::from(layers.cached_tokens()).min(chat.input_tokens),
+        cached_tokens,
+        cache_write_tokens: u64::from(layers.cache_write_tokens())
+            .min(chat.input_tokens - cached_tokens),
         output_tokens,
         first_word: chat.first_word,
         echo,

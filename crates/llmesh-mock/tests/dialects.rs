@@ -268,7 +268,52 @@ async fn anthropic_messages_non_stream() {
         // 7 words in total, 2 of them reported as cache reads.
         assert_eq!(v["usage"]["input_tokens"], 5);
         assert_eq!(v["usage"]["cache_read_input_tokens"], 2);
+        assert_eq!(v["usage"]["cache_creation_input_tokens"], 0);
         assert_eq!(v["usage"]["output_tokens"], 8);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn anthropic_reports_cache_writes_apart_from_input_tokens() {
+    bounded(async {
+        let m = start().await;
+        for stream in [false, true] {
+            let r = post(
+                &format!("{}/v1/messages", m.url()),
+                &[
+                    ("x-mock-cached-tokens", "2"),
+                    ("x-mock-cache-write-tokens", "3"),
+                ],
+                &anthropic_body(stream),
+            )
+            .await;
+            assert_eq!(r.status, 200);
+            let usage = if stream {
+                let (_, start) = sse(r.text()).into_iter().next().unwrap();
+                let start: Value = serde_json::from_str(&start).unwrap();
+                start["message"]["usage"].clone()
+            } else {
+                r.json()["usage"].clone()
+            };
+            // 7 words: 2 read from the cache, 3 written to it, 2 plain.
+            assert_eq!(usage["input_tokens"], 2, "{usage}");
+            assert_eq!(usage["cache_read_input_tokens"], 2, "{usage}");
+            assert_eq!(usage["cache_creation_input_tokens"], 3, "{usage}");
+        }
+        // Writes never exceed what is left of the prompt after the reads.
+        let r = post(
+            &format!("{}/v1/messages", m.url()),
+            &[
+                ("x-mock-cached-tokens", "5"),
+                ("x-mock-cache-write-tokens", "100"),
+            ],
+            &anthropic_body(false),
+        )
+        .await;
+        let usage = r.json()["usage"].clone();
+        assert_eq!(usage["input_tokens"], 0, "{usage}");
+        assert_eq!(usage["cache_creation_input_tokens"], 2, "{usage}");
     })
     .await;
 }

@@ -496,10 +496,16 @@ fn compile_provider(
             input: pr.input / 1e6,
             output: pr.output / 1e6,
             cached_input: pr.cached_input.unwrap_or(pr.input) / 1e6,
+            cache_write: pr.cache_write.unwrap_or(pr.input) / 1e6,
             batch: pr.batch.unwrap_or(1.0),
         });
         if let Some(pr) = m.pricing {
-            let all = [Some(pr.input), Some(pr.output), pr.cached_input];
+            let all = [
+                Some(pr.input),
+                Some(pr.output),
+                pr.cached_input,
+                pr.cache_write,
+            ];
             if all.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
                 cx.err(K, name, &format!("{field}.pricing"), "prices must be >= 0");
             }

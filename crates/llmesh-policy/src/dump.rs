@@ -34,7 +34,7 @@ fn provider(p: &Provider) -> Value {
             if let Some(pr) = m.price {
                 o.insert(
                     "pricingPerMTok".into(),
-                    json!({"input": pr.input * 1e6, "output": pr.output * 1e6, "cachedInput": pr.cached_input * 1e6, "batch": pr.batch}),
+                    json!({"input": pr.input * 1e6, "output": pr.output * 1e6, "cachedInput": pr.cached_input * 1e6, "cacheWrite": pr.cache_write * 1e6, "batch": pr.batch}),
                 );
             }
             o.insert(

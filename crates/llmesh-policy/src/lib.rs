@@ -26,4 +26,4 @@ pub use route::{
     Backend, BreakerSettings, CacheSettings, ClassSet, Fallback, Passthrough, RetrySettings, Route,
     RouteMatch, StrategyKind, Timeouts,
 };
-pub use snapshot::{BaseUrl, ModelInfo, Price, Provider, Secret, Snapshot};
+pub use snapshot::{BaseUrl, ModelInfo, Price, Provider, Secret, Snapshot, TokenCounts};

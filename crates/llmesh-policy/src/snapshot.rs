@@ -68,20 +68,47 @@ pub struct Price {
     pub input: f64,
     /// Per output token.
     pub output: f64,
-    /// Per cached input token.
+    /// Per cached input token (read from the provider's prompt cache).
     pub cached_input: f64,
+    /// Per input token written to the provider's prompt cache.
+    pub cache_write: f64,
     /// Fraction of the price paid for Batch API calls.
     pub batch: f64,
 }
 
+/// The tokens of one call, as [`Price::cost`] prices them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenCounts {
+    /// All prompt tokens, cached reads and cache writes included.
+    pub input: u64,
+    /// Prompt tokens read from the provider's cache (part of `input`).
+    pub cached: u64,
+    /// Prompt tokens written to the provider's cache (part of `input`).
+    pub cache_write: u64,
+    /// Generated tokens.
+    pub output: u64,
+}
+
 impl Price {
-    /// Cost in USD of a call. `input` counts all prompt tokens, of which
-    /// `cached` were served from the provider's cache.
-    pub fn cost(&self, input: u64, cached: u64, output: u64) -> f64 {
-        let cached = cached.min(input);
-        (input - cached) as f64 * self.input
+    /// Cost in USD of a call: the prompt tokens neither read from nor
+    /// written to the cache at `input`, cache reads at `cached_input`,
+    /// cache writes at `cache_write`, output at `output`. Reads and writes
+    /// beyond `input` (a provider's inconsistent counts) are capped so no
+    /// token is billed twice.
+    pub fn cost(&self, t: TokenCounts) -> f64 {
+        let cached = t.cached.min(t.input);
+        let write = t.cache_write.min(t.input - cached);
+        (t.input - cached - write) as f64 * self.input
             + cached as f64 * self.cached_input
-            + output as f64 * self.output
+            + write as f64 * self.cache_write
+            + t.output as f64 * self.output
+    }
+
+    /// What the call's cache reads saved in USD against paying `input` for
+    /// them (0 when the cached price is not lower). Cache writes are not
+    /// subtracted: their premium is in [`Price::cost`].
+    pub fn cache_savings(&self, t: TokenCounts) -> f64 {
+        (t.cached.min(t.input) as f64 * (self.input - self.cached_input)).max(0.0)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use http::HeaderMap;
 use llmesh_api::{parse_documents, CredentialRef, ResourceKey, ResourceKind};
-use llmesh_policy::{compile, SecretError, SecretSource};
+use llmesh_policy::{compile, SecretError, SecretSource, TokenCounts};
 
 struct Fixed;
 impl SecretSource for Fixed {
@@ -83,10 +83,116 @@ fn compiles_providers_routes_and_lookups() {
     assert_eq!(claude.auth.as_ref().unwrap().0, "x-api-key");
     assert!(claude.headers.iter().any(|(k, _)| k == "anthropic-version"));
     let price = openai.model("gpt-4o-mini").unwrap().price.unwrap();
-    let cost = price.cost(1_000_000, 0, 1_000_000);
+    let cost = price.cost(TokenCounts {
+        input: 1_000_000,
+        output: 1_000_000,
+        ..TokenCounts::default()
+    });
     assert!((cost - 0.75).abs() < 1e-9, "{cost}");
-    let cached = price.cost(1_000_000, 1_000_000, 0);
+    let cached = price.cost(TokenCounts {
+        input: 1_000_000,
+        cached: 1_000_000,
+        ..TokenCounts::default()
+    });
     assert!((cached - 0.075).abs() < 1e-9, "{cached}");
+    // OpenAI charges no cache-write premium: unset, writes cost `input`.
+    assert!((price.cache_write * 1e6 - 0.15).abs() < 1e-12);
+}
+
+/// Anthropic's published shape: writes at 1.25x input, reads at 0.1x.
+const CLAUDE_PRICED: &str = r#"
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {name: claude}
+spec:
+  schema: anthropic
+  baseUrl: http://127.0.0.1:9/v1
+  credential: {env: GOOD}
+  models:
+    - name: claude-sonnet-4-5
+      pricing: {input: 3, output: 15, cachedInput: 0.3, cacheWrite: 3.75}
+"#;
+
+#[test]
+fn cache_writes_and_reads_are_priced_apart() {
+    let (snap, errors) = build(CLAUDE_PRICED);
+    assert!(errors.is_empty(), "{errors:?}");
+    let price = snap.providers["claude"]
+        .model("claude-sonnet-4-5")
+        .unwrap()
+        .price
+        .unwrap();
+    // 1M prompt tokens: 200k read, 500k written, 300k plain; 10k output.
+    let t = TokenCounts {
+        input: 1_000_000,
+        cached: 200_000,
+        cache_write: 500_000,
+        output: 10_000,
+    };
+    let want = 0.3 * 3.0 + 0.2 * 0.3 + 0.5 * 3.75 + 0.01 * 15.0;
+    let cost = price.cost(t);
+    assert!((cost - want).abs() < 1e-9, "{cost} != {want}");
+    let saved = price.cache_savings(t);
+    assert!((saved - 0.2 * (3.0 - 0.3)).abs() < 1e-9, "{saved}");
+    let text = serde_json::to_string(&snap.dump()).unwrap();
+    assert!(text.contains("\"cacheWrite\":3.75"), "{text}");
+}
+
+#[test]
+fn cache_counts_beyond_the_prompt_are_never_billed_twice() {
+    let (snap, _) = build(CLAUDE_PRICED);
+    let price = snap.providers["claude"]
+        .model("claude-sonnet-4-5")
+        .unwrap()
+        .price
+        .unwrap();
+    // An upstream claiming more cache reads and writes than prompt tokens:
+    // reads first, then writes, each capped by what is left.
+    let t = TokenCounts {
+        input: 100,
+        cached: 80,
+        cache_write: 80,
+        output: 0,
+    };
+    let want = 80.0 * 0.3e-6 + 20.0 * 3.75e-6;
+    assert!((price.cost(t) - want).abs() < 1e-15, "{}", price.cost(t));
+    let reads = TokenCounts {
+        input: 100,
+        cached: 500,
+        ..TokenCounts::default()
+    };
+    let saved = price.cache_savings(reads);
+    assert!((saved - 100.0 * (3.0e-6 - 0.3e-6)).abs() < 1e-15, "{saved}");
+}
+
+#[test]
+fn a_cached_price_above_input_saves_nothing() {
+    let text = CLAUDE_PRICED.replace("cachedInput: 0.3", "cachedInput: 4");
+    let (snap, errors) = build(&text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let price = snap.providers["claude"]
+        .model("claude-sonnet-4-5")
+        .unwrap()
+        .price
+        .unwrap();
+    let t = TokenCounts {
+        input: 2_000,
+        cached: 1_000,
+        ..TokenCounts::default()
+    };
+    assert_eq!(price.cache_savings(t), 0.0);
+}
+
+#[test]
+fn negative_cache_write_prices_are_refused() {
+    let text = CLAUDE_PRICED.replace("cacheWrite: 3.75", "cacheWrite: -1");
+    let (_, errors) = build(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("spec.models[0].pricing")),
+        "{errors:?}"
+    );
 }
 
 #[test]

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use llmesh_policy::Provider;
+use llmesh_policy::{Provider, TokenCounts};
 use llmesh_wire::Usage;
 
 use crate::context::RequestCtx;
+use crate::metrics::TOKEN_TYPES;
 use crate::runtime::BackendRuntime;
 use crate::upstream::Operation;
 
@@ -151,6 +152,7 @@ impl Call {
                 input_tokens = usage.input_tokens,
                 output_tokens = usage.output_tokens,
                 cached_input_tokens = usage.cached_input_tokens,
+                cache_write_input_tokens = usage.cache_write_input_tokens,
                 tokens_estimated = estimated,
                 cost_usd = cost,
                 "billed attempt"
@@ -203,23 +205,13 @@ impl Call {
         } else {
             response_model
         };
-        self.series.tokens(
-            m,
-            route,
-            provider,
-            model,
-            [
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.cached_input_tokens,
-            ],
-        );
-        for (kind, n) in [
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-            ("cached_input", usage.cached_input_tokens),
-        ] {
-            if kind != "cached_input" || n > 0 {
+        let counts = token_counts(&usage);
+        self.series.tokens(m, route, provider, model, counts);
+        for (kind, n) in TOKEN_TYPES.into_iter().zip(counts) {
+            // Input and output are observed on every call; the cache parts
+            // of the input only when there were any, so the histogram of a
+            // provider without prompt caching is not full of zeros.
+            if matches!(kind, "input" | "output") || n > 0 {
                 m.token_usage
                     .with_label_values(&[
                         op,
@@ -238,12 +230,13 @@ impl Call {
             .and_then(|info| info.price);
         let cost = match price {
             Some(price) => {
-                let cost = price.cost(
-                    usage.input_tokens,
-                    usage.cached_input_tokens,
-                    usage.output_tokens,
-                );
+                let tokens = priced(&usage);
+                let cost = price.cost(tokens);
                 self.series.cost(m, route, provider, model, cost);
+                let saved = price.cache_savings(tokens);
+                if saved > 0.0 {
+                    self.series.cache_saved(m, route, provider, model, saved);
+                }
                 cost
             }
             None => 0.0,
@@ -355,6 +348,7 @@ impl Call {
             input_tokens = usage.input_tokens,
             output_tokens = usage.output_tokens,
             cached_input_tokens = usage.cached_input_tokens,
+            cache_write_input_tokens = usage.cache_write_input_tokens,
             tokens_estimated = estimated,
             cost_usd = cost,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
@@ -378,6 +372,26 @@ impl Call {
                 "data policy applied"
             );
         }
+    }
+}
+
+/// The counts of `usage` in the order of [`TOKEN_TYPES`].
+pub(crate) fn token_counts(usage: &Usage) -> [u64; 4] {
+    [
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
+        usage.cache_write_input_tokens,
+    ]
+}
+
+/// `usage` as the price table counts it.
+pub(crate) fn priced(usage: &Usage) -> TokenCounts {
+    TokenCounts {
+        input: usage.input_tokens,
+        cached: usage.cached_input_tokens,
+        cache_write: usage.cache_write_input_tokens,
+        output: usage.output_tokens,
     }
 }
 

@@ -187,7 +187,16 @@ async fn quota_admit(
                 .model(b.upstream_model(requested))
                 .and_then(|m| m.price)
         })
-        .map_or(0.0, |p| p.cost(input, 0, output));
+        .map_or(0.0, |p| {
+            // Whether the provider's cache will serve part of the prompt
+            // is unknown before the call: estimated at the full input
+            // price, and settled at what the call reported.
+            p.cost(llmesh_policy::TokenCounts {
+                input,
+                output,
+                ..Default::default()
+            })
+        });
     let mut callers: Vec<(&str, CallerId)> = Vec::new();
     for h in engine.caller_headers() {
         if let Some(v) = headers.get(h.as_ref()).and_then(|v| v.to_str().ok()) {

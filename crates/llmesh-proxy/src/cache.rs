@@ -88,6 +88,9 @@ pub struct EntryMeta {
     /// Input, output and cached input tokens the call was billed.
     #[serde(default)]
     pub tokens: Option<[u64; 3]>,
+    /// Of the input tokens, those written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     /// When it was stored (Unix ms).
     pub stored_ms: u64,
     /// When it stops being served (Unix ms).
@@ -519,6 +522,7 @@ impl Pending {
             model,
             response_model,
             tokens: usage.map(|u| [u.input_tokens, u.output_tokens, u.cached_input_tokens]),
+            cache_write_tokens: usage.map_or(0, |u| u.cache_write_input_tokens),
             stored_ms: now,
             expires_ms: now + self.cache.settings.ttl.as_millis() as u64,
         };
@@ -608,6 +612,7 @@ mod tests {
                 model: "m".into(),
                 response_model: Some("m-1".into()),
                 tokens: Some([3, 4, 1]),
+                cache_write_tokens: 0,
                 stored_ms: 10,
                 expires_ms: 20,
             },

@@ -175,7 +175,12 @@ pub fn answer(
         .and_then(|[input, output, cached]| {
             let p = table.snap.providers.get(&entry.meta.provider)?;
             let price = p.model(&entry.meta.model)?.price?;
-            Some(price.cost(input, cached, output))
+            Some(price.cost(llmesh_policy::TokenCounts {
+                input,
+                cached,
+                cache_write: entry.meta.cache_write_tokens,
+                output,
+            }))
         })
         .unwrap_or(0.0);
     let route = hit.route.name.as_str();

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     /// llmesh_cost_usd_total
     pub cost: CounterVec,
+    /// llmesh_provider_cache_saved_usd_total
+    pub cache_saved: CounterVec,
     /// llmesh_upstream_errors_total
     pub upstream_errors: IntCounterVec,
     /// llmesh_attempts_total
@@ -131,6 +133,12 @@ pub struct Metrics {
     /// llmesh_config_last_reload_success_timestamp_seconds
     pub last_reload_time: Gauge,
 }
+
+/// The `type` label values of `llmesh_tokens_total` (and
+/// `gen_ai_token_type` of `gen_ai_client_token_usage`), in the order
+/// [`SeriesCache::tokens`] takes its counts. `cached_input` and
+/// `cache_write` are parts of `input`.
+pub const TOKEN_TYPES: [&str; 4] = ["input", "output", "cached_input", "cache_write"];
 
 /// Labels of the duration histogram.
 pub const OP_LABELS: &[&str] = &[
@@ -258,7 +266,7 @@ impl Metrics {
         let tokens = IntCounterVec::new(
             Opts::new(
                 "llmesh_tokens_total",
-                "Tokens accounted, by type (input, output, cached_input).",
+                "Tokens accounted, by type (input, output, cached_input, cache_write; the last two are part of input).",
             ),
             &["route", "provider", "model", "type"],
         )?;
@@ -266,6 +274,13 @@ impl Metrics {
             Opts::new(
                 "llmesh_cost_usd_total",
                 "Cost in USD from the provider's price table in the policy.",
+            ),
+            &["route", "provider", "model"],
+        )?;
+        let cache_saved = CounterVec::new(
+            Opts::new(
+                "llmesh_provider_cache_saved_usd_total",
+                "USD the provider's prompt cache saved: cached input tokens times the difference between the input and cachedInput prices.",
             ),
             &["route", "provider", "model"],
         )?;
@@ -485,6 +500,7 @@ impl Metrics {
         registry.register(Box::new(batch_results.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(cost.clone()))?;
+        registry.register(Box::new(cache_saved.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(log_lines_dropped.clone()))?;
@@ -550,6 +566,7 @@ impl Metrics {
             batch_results,
             tokens,
             cost,
+            cache_saved,
             upstream_errors,
             attempts,
             retries,
@@ -614,8 +631,9 @@ struct Cached<T> {
 #[derive(Default)]
 pub struct SeriesCache {
     requests_ok: OnceLock<Cached<IntCounter>>,
-    tokens: OnceLock<Cached<[IntCounter; 3]>>,
+    tokens: OnceLock<Cached<[IntCounter; 4]>>,
     cost: OnceLock<Cached<Counter>>,
+    cache_saved: OnceLock<Cached<Counter>>,
     attempts_ok: OnceLock<Cached<IntCounter>>,
 }
 
@@ -644,12 +662,11 @@ impl SeriesCache {
         }
     }
 
-    /// `llmesh_tokens_total` by type: input, output, cached input.
-    pub fn tokens(&self, m: &Metrics, route: &str, provider: &str, model: &str, n: [u64; 3]) {
-        let make = || {
-            ["input", "output", "cached_input"]
-                .map(|kind| m.tokens.with_label_values(&[route, provider, model, kind]))
-        };
+    /// `llmesh_tokens_total` by type: input, output, cached input, cache
+    /// write.
+    pub fn tokens(&self, m: &Metrics, route: &str, provider: &str, model: &str, n: [u64; 4]) {
+        let make =
+            || TOKEN_TYPES.map(|kind| m.tokens.with_label_values(&[route, provider, model, kind]));
         match cached(&self.tokens, model, make) {
             Some(c) => c.iter().zip(n).for_each(|(c, n)| c.inc_by(n)),
             None => make().iter().zip(n).for_each(|(c, n)| c.inc_by(n)),
@@ -660,6 +677,15 @@ impl SeriesCache {
     pub fn cost(&self, m: &Metrics, route: &str, provider: &str, model: &str, usd: f64) {
         let make = || m.cost.with_label_values(&[route, provider, model]);
         match cached(&self.cost, model, make) {
+            Some(c) => c.inc_by(usd),
+            None => make().inc_by(usd),
+        }
+    }
+
+    /// `llmesh_provider_cache_saved_usd_total` + `usd`.
+    pub fn cache_saved(&self, m: &Metrics, route: &str, provider: &str, model: &str, usd: f64) {
+        let make = || m.cache_saved.with_label_values(&[route, provider, model]);
+        match cached(&self.cache_saved, model, make) {
             Some(c) => c.inc_by(usd),
             None => make().inc_by(usd),
         }

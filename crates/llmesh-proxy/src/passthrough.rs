@@ -832,11 +832,8 @@ impl BatchMeter {
         let model = body.get("model").and_then(Value::as_str).unwrap_or("");
         let m = &self.shared.metrics;
         let provider = self.provider.name.as_str();
-        for (kind, n) in [
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-            ("cached_input", usage.cached_input_tokens),
-        ] {
+        let counts = crate::account::token_counts(&usage);
+        for (kind, n) in crate::metrics::TOKEN_TYPES.into_iter().zip(counts) {
             if n > 0 {
                 m.tokens
                     .with_label_values(&[self.route.as_str(), provider, model, kind])
@@ -844,17 +841,17 @@ impl BatchMeter {
             }
         }
         let price = self.provider.model(model).and_then(|i| i.price);
-        let usd = price.map_or(0.0, |p| {
-            p.cost(
-                usage.input_tokens,
-                usage.cached_input_tokens,
-                usage.output_tokens,
-            ) * p.batch
-        });
-        if price.is_some() {
-            m.cost
-                .with_label_values(&[self.route.as_str(), provider, model])
-                .inc_by(usd);
+        let tokens = crate::account::priced(&usage);
+        let usd = price.map_or(0.0, |p| p.cost(tokens) * p.batch);
+        if let Some(p) = price {
+            let labels = [self.route.as_str(), provider, model];
+            m.cost.with_label_values(&labels).inc_by(usd);
+            // Batch calls pay the batch fraction of every price, so the
+            // cache saved that fraction of the difference too.
+            let saved = p.cache_savings(tokens) * p.batch;
+            if saved > 0.0 {
+                m.cache_saved.with_label_values(&labels).inc_by(saved);
+            }
         }
         if let Some(c) = &self.charge {
             c.add(&usage, usd);

@@ -252,6 +252,7 @@ pub(crate) fn record_usage(state: &QuotaState, id: &crate::config::Identity, cal
         input_tokens: call.usage.input_tokens,
         output_tokens: call.usage.output_tokens,
         cached_input_tokens: call.usage.cached_input_tokens,
+        cache_write_input_tokens: call.usage.cache_write_input_tokens,
         cost_usd: call.cost_usd,
         status: call.status,
         caller_hash: call.caller,

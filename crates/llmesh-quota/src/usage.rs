@@ -43,6 +43,9 @@ pub struct UsageRecord {
     pub output_tokens: u64,
     /// Prompt tokens served from the provider's cache.
     pub cached_input_tokens: u64,
+    /// Prompt tokens written to the provider's cache (Anthropic's
+    /// `cache_creation_input_tokens`).
+    pub cache_write_input_tokens: u64,
     /// Cost in USD.
     pub cost_usd: f64,
     /// HTTP status returned to the client.
@@ -65,6 +68,10 @@ impl UsageRecord {
             ("input_tokens", self.input_tokens.to_string()),
             ("output_tokens", self.output_tokens.to_string()),
             ("cached_input_tokens", self.cached_input_tokens.to_string()),
+            (
+                "cache_write_input_tokens",
+                self.cache_write_input_tokens.to_string(),
+            ),
             // Shortest text that reads back as the same f64.
             ("cost_usd", self.cost_usd.to_string()),
             ("status", self.status.to_string()),
@@ -90,6 +97,8 @@ impl UsageRecord {
             input_tokens: num("input_tokens"),
             output_tokens: num("output_tokens"),
             cached_input_tokens: num("cached_input_tokens"),
+            // Absent from records written before the field existed: 0.
+            cache_write_input_tokens: num("cache_write_input_tokens"),
             cost_usd: f
                 .get("cost_usd")
                 .and_then(|v| v.parse::<f64>().ok())

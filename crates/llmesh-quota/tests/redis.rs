@@ -47,6 +47,7 @@ fn record(model: &str, input: u64, output: u64, cost: f64) -> UsageRecord {
         input_tokens: input,
         output_tokens: output,
         cached_input_tokens: 0,
+        cache_write_input_tokens: 0,
         cost_usd: cost,
         status: 200,
         caller_hash: None,
@@ -614,6 +615,7 @@ async fn usage_records_read_back_as_written() {
     // Records carry milliseconds.
     r.ts = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms(SystemTime::now()));
     r.cached_input_tokens = 1000;
+    r.cache_write_input_tokens = 150;
     r.status = 499;
     r.caller_hash = Some(llmesh_quota::CallerHasher::new(b"k").hash("alice@example.com"));
     w.record(r.clone());

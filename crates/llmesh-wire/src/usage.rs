@@ -12,6 +12,10 @@ use crate::Dialect;
 /// from a prompt cache. Anthropic reports cached tokens separately from
 /// `input_tokens`, so for Anthropic bodies `input_tokens` here is the sum of
 /// `input_tokens`, `cache_read_input_tokens` and `cache_creation_input_tokens`.
+/// `cache_write_input_tokens` is the part written to the cache by this
+/// request (Anthropic's `cache_creation_input_tokens`, billed at a premium);
+/// OpenAI and Gemini cache automatically and report no such count, so it is
+/// 0 for them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     /// All prompt tokens, cached ones included.
@@ -20,6 +24,9 @@ pub struct Usage {
     pub output_tokens: u64,
     /// Prompt tokens read from a cache (a subset of `input_tokens`).
     pub cached_input_tokens: u64,
+    /// Prompt tokens written to a cache (a subset of `input_tokens`,
+    /// disjoint from `cached_input_tokens`).
+    pub cache_write_input_tokens: u64,
 }
 
 /// Usage of a non-streaming response body in its own dialect.
@@ -59,6 +66,7 @@ pub(crate) fn openai_usage(u: &Value) -> Option<Usage> {
             .get("prompt_tokens_details")
             .map(|d| u64_at(d, "cached_tokens"))
             .unwrap_or(0),
+        cache_write_input_tokens: 0,
     })
 }
 
@@ -75,6 +83,7 @@ pub(crate) fn responses_usage(u: &Value) -> Option<Usage> {
             .get("input_tokens_details")
             .map(|d| u64_at(d, "cached_tokens"))
             .unwrap_or(0),
+        cache_write_input_tokens: 0,
     })
 }
 
@@ -85,10 +94,14 @@ pub(crate) fn anthropic_usage(u: &Value) -> Option<Usage> {
         return None;
     }
     let read = u64_at(u, "cache_read_input_tokens");
+    let write = u64_at(u, "cache_creation_input_tokens");
     Some(Usage {
-        input_tokens: u64_at(u, "input_tokens") + read + u64_at(u, "cache_creation_input_tokens"),
+        input_tokens: u64_at(u, "input_tokens")
+            .saturating_add(read)
+            .saturating_add(write),
         output_tokens: u64_at(u, "output_tokens"),
         cached_input_tokens: read,
+        cache_write_input_tokens: write,
     })
 }
 
@@ -103,6 +116,7 @@ pub(crate) fn gemini_usage(u: &Value) -> Option<Usage> {
         // candidates' tokens.
         output_tokens: u64_at(u, "candidatesTokenCount") + u64_at(u, "thoughtsTokenCount"),
         cached_input_tokens: u64_at(u, "cachedContentTokenCount"),
+        cache_write_input_tokens: 0,
     })
 }
 
@@ -117,11 +131,21 @@ pub(crate) fn openai_usage_json(u: Usage) -> Value {
 
 pub(crate) fn anthropic_usage_json(u: Usage) -> Value {
     json!({
-        "input_tokens": u.input_tokens.saturating_sub(u.cached_input_tokens),
+        "input_tokens": u.anthropic_input_tokens(),
         "output_tokens": u.output_tokens,
         "cache_read_input_tokens": u.cached_input_tokens,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": u.cache_write_input_tokens,
     })
+}
+
+impl Usage {
+    /// Anthropic's `input_tokens`: the prompt tokens neither read from nor
+    /// written to a cache.
+    pub(crate) fn anthropic_input_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_sub(self.cached_input_tokens)
+            .saturating_sub(self.cache_write_input_tokens)
+    }
 }
 
 #[cfg(test)]
@@ -137,7 +161,8 @@ mod tests {
             Some(Usage {
                 input_tokens: 10,
                 output_tokens: 5,
-                cached_input_tokens: 4
+                cached_input_tokens: 4,
+                cache_write_input_tokens: 0
             })
         );
         let emb = json!({"usage": {"prompt_tokens": 7, "total_tokens": 7}});
@@ -146,7 +171,8 @@ mod tests {
             Some(Usage {
                 input_tokens: 7,
                 output_tokens: 0,
-                cached_input_tokens: 0
+                cached_input_tokens: 0,
+                cache_write_input_tokens: 0
             })
         );
         assert_eq!(usage_of(Dialect::OpenAi, &json!({"usage": null})), None);
@@ -161,8 +187,26 @@ mod tests {
             Some(Usage {
                 input_tokens: 123,
                 output_tokens: 9,
-                cached_input_tokens: 100
+                cached_input_tokens: 100,
+                cache_write_input_tokens: 20
             })
+        );
+        // Absent cache fields (older API versions, no cache_control) are 0.
+        let plain = json!({"usage": {"input_tokens": 3, "output_tokens": 9}});
+        assert_eq!(
+            usage_of(Dialect::Anthropic, &plain)
+                .map(|u| (u.input_tokens, u.cache_write_input_tokens)),
+            Some((3, 0))
+        );
+    }
+
+    #[test]
+    fn absurd_anthropic_counts_saturate_instead_of_overflowing() {
+        let body = json!({"usage": {"input_tokens": u64::MAX, "output_tokens": 1,
+            "cache_read_input_tokens": 5, "cache_creation_input_tokens": 5}});
+        assert_eq!(
+            usage_of(Dialect::Anthropic, &body).map(|u| u.input_tokens),
+            Some(u64::MAX)
         );
     }
 
@@ -176,7 +220,8 @@ mod tests {
             Some(Usage {
                 input_tokens: 8,
                 output_tokens: 7,
-                cached_input_tokens: 1
+                cached_input_tokens: 1,
+                cache_write_input_tokens: 0
             })
         );
         assert_eq!(response_model_of(Dialect::Gemini, &body), Some("gemini-x"));
@@ -192,7 +237,8 @@ mod tests {
             Some(Usage {
                 input_tokens: 30,
                 output_tokens: 7,
-                cached_input_tokens: 12
+                cached_input_tokens: 12,
+                cache_write_input_tokens: 0
             })
         );
         assert_eq!(response_model_of(Dialect::Responses, &body), Some("gpt-5"));
@@ -202,7 +248,8 @@ mod tests {
             Some(Usage {
                 input_tokens: 2,
                 output_tokens: 0,
-                cached_input_tokens: 0
+                cached_input_tokens: 0,
+                cache_write_input_tokens: 0
             })
         );
         assert_eq!(response_model_of(Dialect::Responses, &json!({})), None);
@@ -214,8 +261,35 @@ mod tests {
             input_tokens: 50,
             output_tokens: 3,
             cached_input_tokens: 20,
+            cache_write_input_tokens: 0,
         };
         assert_eq!(anthropic_usage(&anthropic_usage_json(u)), Some(u));
         assert_eq!(openai_usage(&openai_usage_json(u)), Some(u));
+    }
+
+    #[test]
+    fn cache_writes_reach_an_anthropic_client_and_stay_in_openai_prompt_tokens() {
+        let u = Usage {
+            input_tokens: 50,
+            output_tokens: 3,
+            cached_input_tokens: 20,
+            cache_write_input_tokens: 25,
+        };
+        let a = anthropic_usage_json(u);
+        assert_eq!(a["input_tokens"], 5);
+        assert_eq!(a["cache_read_input_tokens"], 20);
+        assert_eq!(a["cache_creation_input_tokens"], 25);
+        assert_eq!(anthropic_usage(&a), Some(u));
+        // OpenAI has no cache-write count: the tokens are still prompt
+        // tokens, and the write count is lost on the way.
+        let o = openai_usage_json(u);
+        assert_eq!(o["prompt_tokens"], 50);
+        assert_eq!(
+            openai_usage(&o),
+            Some(Usage {
+                cache_write_input_tokens: 0,
+                ..u
+            })
+        );
     }
 }

@@ -38,10 +38,18 @@ fn dialect(name: &str) -> Dialect {
     }
 }
 
+/// The usage a case reports; `cache_write` only when there were cache
+/// writes, which only Anthropic upstreams report.
 fn usage_json(u: Option<Usage>) -> Value {
     match u {
-        Some(u) => json!({"input": u.input_tokens, "output": u.output_tokens,
-            "cached": u.cached_input_tokens}),
+        Some(u) => {
+            let mut v = json!({"input": u.input_tokens, "output": u.output_tokens,
+                "cached": u.cached_input_tokens});
+            if u.cache_write_input_tokens > 0 {
+                v["cache_write"] = json!(u.cache_write_input_tokens);
+            }
+            v
+        }
         None => Value::Null,
     }
 }

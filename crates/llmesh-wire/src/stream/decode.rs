@@ -202,9 +202,13 @@ impl AnthropicUsage {
 
     pub(crate) fn usage(&self) -> Usage {
         Usage {
-            input_tokens: self.input + self.cache_read + self.cache_creation,
+            input_tokens: self
+                .input
+                .saturating_add(self.cache_read)
+                .saturating_add(self.cache_creation),
             output_tokens: self.output,
             cached_input_tokens: self.cache_read,
+            cache_write_input_tokens: self.cache_creation,
         }
     }
 }

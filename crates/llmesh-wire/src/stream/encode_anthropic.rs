@@ -65,8 +65,8 @@ struct UsageOut {
 impl UsageOut {
     fn of(u: Usage, output_tokens: u64) -> Self {
         UsageOut {
-            input_tokens: Some(u.input_tokens.saturating_sub(u.cached_input_tokens)),
-            cache_creation_input_tokens: Some(0),
+            input_tokens: Some(u.anthropic_input_tokens()),
+            cache_creation_input_tokens: Some(u.cache_write_input_tokens),
             cache_read_input_tokens: Some(u.cached_input_tokens),
             output_tokens,
         }

@@ -79,11 +79,64 @@ fn anthropic_passthrough_records_usage_and_model() {
         Some(Usage {
             input_tokens: 3,
             output_tokens: 2,
-            cached_input_tokens: 0
+            cached_input_tokens: 0,
+            cache_write_input_tokens: 0
         })
     );
     assert_eq!(t.response_model(), Some("claude"));
     assert!(t.completed());
+}
+
+/// [`ANTHROPIC`] with a prompt cache: 40 tokens written and 10 read in
+/// `message_start`, the write count updated in `message_delta`.
+fn anthropic_cached() -> String {
+    ANTHROPIC
+        .replace(
+            "\"usage\":{\"input_tokens\":3,\"output_tokens\":1}",
+            "\"usage\":{\"input_tokens\":3,\"cache_creation_input_tokens\":40,\"cache_read_input_tokens\":10,\"output_tokens\":1}",
+        )
+        .replace(
+            "\"usage\":{\"output_tokens\":2}",
+            "\"usage\":{\"cache_creation_input_tokens\":41,\"output_tokens\":2}",
+        )
+}
+
+#[test]
+fn anthropic_streams_report_cache_writes_passed_through_or_translated() {
+    let input = anthropic_cached();
+    assert!(input.contains("\"cache_creation_input_tokens\":41"));
+    let want = Usage {
+        input_tokens: 54,
+        output_tokens: 2,
+        cached_input_tokens: 10,
+        cache_write_input_tokens: 41,
+    };
+    let mut t = translator(Dialect::Anthropic, Dialect::Anthropic, false);
+    assert_eq!(run(&mut t, input.as_bytes()), input);
+    assert_eq!(t.usage(), Some(want));
+    let mut t = translator(Dialect::OpenAi, Dialect::Anthropic, true);
+    let out = run(&mut t, input.as_bytes());
+    assert_eq!(t.usage(), Some(want));
+    assert!(out.contains("\"prompt_tokens\":54"), "{out}");
+    assert!(out.contains("\"cached_tokens\":10"), "{out}");
+}
+
+#[test]
+fn an_anthropic_client_of_an_openai_stream_is_told_no_cache_writes() {
+    // OpenAI reports no cache writes: the Anthropic client is told 0 writes,
+    // and input_tokens without the cached reads.
+    let openai = "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n\
+         data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+         data: {\"id\":\"chatcmpl-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":20}}}\n\n\
+         data: [DONE]\n\n";
+    let mut t = translator(Dialect::Anthropic, Dialect::OpenAi, false);
+    let out = run(&mut t, openai.as_bytes());
+    assert!(
+        out.contains(
+            "\"input_tokens\":10,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":20"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
