@@ -136,7 +136,7 @@ fn lookup_in_process(n: usize) -> anyhow::Result<(Duration, Duration)> {
             }
         }
         times.sort();
-        Ok((percentile(&times, 0.50), percentile(&times, 0.99)))
+        Ok((percentile(&times, 50.0), percentile(&times, 99.0)))
     })
 }
 
@@ -159,7 +159,7 @@ async fn sequential(
         }
     }
     times.sort();
-    Ok((percentile(&times, 0.50), percentile(&times, 0.99)))
+    Ok((percentile(&times, 50.0), percentile(&times, 99.0)))
 }
 
 /// Sum of a metric's series with `label=value`.
