@@ -335,10 +335,15 @@ async fn redis_shares_answers_within_a_namespace_only() {
         return;
     };
     let url = redis.url();
-    let start = |ns: &'static str| {
+    // Every sidecar's provider is the first one's mock: the same backends,
+    // as the namespace's replicas have.
+    let start = |ns: &'static str, provider: Option<String>| {
         let url = url.clone();
         Env::start_configured(
-            |m| policy_with(m, "{exact: {store: redis}}", "gpt-4o-mini"),
+            move |m| {
+                let m = provider.as_deref().unwrap_or(m);
+                policy_with(m, "{exact: {store: redis}}", "gpt-4o-mini")
+            },
             move |cfg| {
                 cfg.identity.namespace = ns.into();
                 cfg.quota.store = StoreSetting::Redis(url);
@@ -346,27 +351,29 @@ async fn redis_shares_answers_within_a_namespace_only() {
             },
         )
     };
-    let a1 = start("team-a").await;
-    let a2 = start("team-a").await;
-    let b = start("team-b").await;
+    let a1 = start("team-a", None).await;
+    let shared = Some(a1.mock.url());
+    let a2 = start("team-a", shared.clone()).await;
+    let b = start("team-b", shared).await;
     let req = chat("shared question", 0.0);
     let (_, h, first) = a1.post("/v1/chat/completions", &req).await;
     assert_eq!(cache_header(&h), "miss");
-    // The write is off the request path.
-    let mut got = None;
-    for _ in 0..50 {
-        let (_, h, v) = a2.post("/v1/chat/completions", &req).await;
-        if cache_header(&h) == "hit" {
-            got = Some(v);
+    // The write is off the request path: wait until it is in Redis.
+    let mut conn = redis.conn().await;
+    for _ in 0..100 {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("llmesh:cache:{team-a}:chat:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(
-        got.as_ref(),
-        Some(&first),
-        "team-a's other sidecar never hit"
-    );
+    let (_, h, got) = a2.post("/v1/chat/completions", &req).await;
+    assert_eq!(cache_header(&h), "hit", "team-a's other sidecar missed");
+    assert_eq!(got, first);
     let (_, h, _) = b.post("/v1/chat/completions", &req).await;
     assert_eq!(
         cache_header(&h),

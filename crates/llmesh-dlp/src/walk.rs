@@ -318,13 +318,7 @@ fn text_or_blocks<'a>(v: &'a mut Value, out: &mut Vec<Text<'a>>, more: bool) {
 /// `redacted_thinking` blocks are signed by the provider: never touched.
 fn block<'a>(o: &'a mut Map<String, Value>, out: &mut Vec<Text<'a>>, more: bool) {
     if type_is(o, "text") {
-        for (k, v) in o.iter_mut() {
-            match k.as_str() {
-                "text" => string(v, out),
-                "citations" => citations(v, out),
-                _ => {}
-            }
-        }
+        text_block(o, out);
     } else if type_is(o, "file") {
         // OpenAI chat file part: its name is text, its data bytes.
         if let Some(Value::Object(f)) = o.get_mut("file") {
@@ -360,6 +354,17 @@ fn block<'a>(o: &'a mut Map<String, Value>, out: &mut Vec<Text<'a>>, more: bool)
     } else if more && type_is(o, "tool_result") {
         if let Some(c) = o.get_mut("content") {
             text_or_blocks(c, out, false);
+        }
+    }
+}
+
+/// A `text` block: its text and its citations.
+fn text_block<'a>(o: &'a mut Map<String, Value>, out: &mut Vec<Text<'a>>) {
+    for (k, v) in o.iter_mut() {
+        match k.as_str() {
+            "text" => string(v, out),
+            "citations" => citations(v, out),
+            _ => {}
         }
     }
 }
@@ -726,13 +731,7 @@ pub(crate) fn response_texts<'a>(body: &'a mut Value, api: Api, out: &mut Vec<Te
                 for b in blocks {
                     let Value::Object(o) = b else { continue };
                     if type_is(o, "text") {
-                        for (k, v) in o.iter_mut() {
-                            match k.as_str() {
-                                "text" => string(v, out),
-                                "citations" => citations(v, out),
-                                _ => {}
-                            }
-                        }
+                        text_block(o, out);
                     } else if type_is(o, "tool_use") {
                         if let Some(input) = o.get_mut("input") {
                             all_strings(input, out);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use llmesh_resilience::OwnedInFlight;
@@ -112,15 +112,7 @@ pub(crate) fn success(
             if let Some(p) = &ctx.cache {
                 body.record(p.recorder());
             }
-            let mut out = Response::new(BodyExt::boxed_unsync(body));
-            let h = out.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert("x-request-id", ctx.request_id.clone());
-            out
+            crate::body::sse_response(BodyExt::boxed_unsync(body), &ctx.request_id)
         }
     };
     route_headers(&mut resp, ctx, b, attempts);

@@ -16,6 +16,17 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed_unsync()
 }
 
+/// A `text/event-stream` response of `body`, with the request id.
+pub fn sse_response(body: ProxyBody, request_id: &http::HeaderValue) -> http::Response<ProxyBody> {
+    use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+    let mut out = http::Response::new(body);
+    let h = out.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-request-id", request_id.clone());
+    out
+}
+
 /// A streamed request body relayed to an upstream.
 pub type RelayedBody = std::pin::Pin<
     Box<dyn http_body::Body<Data = Bytes, Error = BodyError> + Send + Sync + 'static>,

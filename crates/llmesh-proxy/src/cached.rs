@@ -141,15 +141,7 @@ pub fn answer(
             }
             None => entry.body.clone(),
         };
-        let mut out = Response::new(crate::body::full(body));
-        let h = out.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        h.insert("x-request-id", hit.request_id.clone());
-        out
+        crate::body::sse_response(crate::body::full(body), hit.request_id)
     } else {
         let body = match hit.vault {
             Some(v) => crate::dataguard::restore_whole(v, api, entry.body.clone()),
