@@ -55,9 +55,10 @@ pub struct Key([u8; 32]);
 
 impl Key {
     fn hex(&self) -> String {
+        use std::fmt::Write as _;
         let mut s = String::with_capacity(64);
         for b in self.0 {
-            s.push_str(&format!("{b:02x}"));
+            let _ = write!(s, "{b:02x}");
         }
         s
     }
@@ -85,16 +86,26 @@ pub struct EntryMeta {
     /// The model the upstream said answered.
     #[serde(default)]
     pub response_model: Option<String>,
-    /// Input, output and cached input tokens the call was billed.
+    /// Input, output, cached-input and cache-write tokens the call was
+    /// billed (see [`EntryMeta::usage`]).
     #[serde(default)]
-    pub tokens: Option<[u64; 3]>,
-    /// Of the input tokens, those written to the provider's prompt cache.
-    #[serde(default)]
-    pub cache_write_tokens: u64,
+    pub tokens: Option<[u64; 4]>,
     /// When it was stored (Unix ms).
     pub stored_ms: u64,
     /// When it stops being served (Unix ms).
     pub expires_ms: u64,
+}
+
+impl EntryMeta {
+    /// The usage the call that answered was billed, if it reported any.
+    pub fn usage(&self) -> Option<Usage> {
+        self.tokens.map(|[input, output, cached, write]| Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cached_input_tokens: cached,
+            cache_write_input_tokens: write,
+        })
+    }
 }
 
 impl Entry {
@@ -104,11 +115,11 @@ impl Entry {
 
     /// The stored answer as Redis keeps it: the header as a JSON line,
     /// then the body.
-    fn encode(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec(&self.meta).unwrap_or_default();
+    fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = serde_json::to_vec(&self.meta)?;
         out.push(b'\n');
         out.extend_from_slice(&self.body);
-        out
+        Ok(out)
     }
 
     fn decode(bytes: &[u8]) -> Option<Entry> {
@@ -162,7 +173,10 @@ impl std::fmt::Debug for RouteCache {
 }
 
 impl RouteCache {
-    fn new(route: &Route, settings: CacheSettings, redis: Option<&RedisHandle>) -> RouteCache {
+    /// What every key of `route`'s cache starts from: its namespace, name
+    /// and backends (provider, base URL, schema, model), so a changed
+    /// backend never finds the old answers.
+    fn scope(route: &Route) -> [u8; 32] {
         let mut h = Sha256::new();
         for part in [route.namespace.as_str(), route.name.as_str()] {
             h.update(part.as_bytes());
@@ -183,7 +197,15 @@ impl RouteCache {
                 ));
             }
         }
-        let scope: [u8; 32] = h.finalize().into();
+        h.finalize().into()
+    }
+
+    fn new(
+        route: &Route,
+        settings: CacheSettings,
+        scope: [u8; 32],
+        redis: Option<&RedisHandle>,
+    ) -> RouteCache {
         let redis = match settings.store {
             CacheStore::Redis => redis,
             CacheStore::Memory => None,
@@ -211,15 +233,6 @@ impl RouteCache {
         }
     }
 
-    /// The store actually used.
-    pub fn store_name(&self) -> &'static str {
-        if self.redis.is_some() {
-            "redis"
-        } else {
-            "memory"
-        }
-    }
-
     fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
         self.mem.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -236,22 +249,9 @@ impl RouteCache {
         h.update(b"llmesh-cache-v1\0");
         h.update(self.scope);
         h.update(format!("{}\0{:?}\0{stream}\0", client.as_str(), op));
-        if let Value::Object(o) = body {
-            let mut keys: Vec<&String> = o
-                .keys()
-                .filter(|k| !IGNORED.contains(&k.as_str()))
-                .collect();
-            keys.sort();
-            h.update(b"{");
-            for k in keys {
-                canonical(&Value::String(k.clone()), &mut h);
-                h.update(b":");
-                canonical(&o[k], &mut h);
-                h.update(b",");
-            }
-            h.update(b"}");
-        } else {
-            canonical(body, &mut h);
+        match body {
+            Value::Object(o) => canonical_object(o, IGNORED, &mut h),
+            other => canonical(other, &mut h),
         }
         Key(h.finalize().into())
     }
@@ -301,7 +301,13 @@ impl RouteCache {
             let mut conn = conn.clone();
             let k = self.redis_key(&key);
             let ttl = self.settings.ttl.as_millis() as u64;
-            let value = entry.encode();
+            let value = match entry.encode() {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "response cache: the answer could not be encoded; not stored");
+                    return;
+                }
+            };
             let timeout = self.redis_timeout;
             tokio::spawn(async move {
                 let mut set = redis::cmd("SET");
@@ -371,21 +377,24 @@ impl RouteCache {
     }
 }
 
+/// Feeds an object to the hasher, keys sorted, those in `skip` left out.
+fn canonical_object(o: &serde_json::Map<String, Value>, skip: &[&str], h: &mut Sha256) {
+    let mut keys: Vec<&String> = o.keys().filter(|k| !skip.contains(&k.as_str())).collect();
+    keys.sort();
+    h.update(b"{");
+    for k in keys {
+        h.update(Value::String(k.clone()).to_string().as_bytes());
+        h.update(b":");
+        canonical(&o[k], h);
+        h.update(b",");
+    }
+    h.update(b"}");
+}
+
 /// Feeds a canonical form of `v` (object keys sorted) to the hasher.
 fn canonical(v: &Value, h: &mut Sha256) {
     match v {
-        Value::Object(o) => {
-            let mut keys: Vec<&String> = o.keys().collect();
-            keys.sort();
-            h.update(b"{");
-            for k in keys {
-                canonical(&Value::String(k.clone()), h);
-                h.update(b":");
-                canonical(&o[k], h);
-                h.update(b",");
-            }
-            h.update(b"}");
-        }
+        Value::Object(o) => canonical_object(o, &[], h),
         Value::Array(a) => {
             h.update(b"[");
             for x in a {
@@ -422,13 +431,8 @@ pub struct Caches {
 impl Caches {
     /// Uses the Redis at `url` for routes with `store: redis`.
     pub fn set_redis(&self, url: &str, timeout: Duration) {
-        let Ok(client) = redis::Client::open(url) else {
-            return;
-        };
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout.max(Duration::from_millis(200))))
-            .set_connection_timeout(Some(Duration::from_millis(500)));
-        if let Ok(conn) = ConnectionManager::new_lazy_with_config(client, cfg) {
+        let response_timeout = timeout.max(Duration::from_millis(200));
+        if let Some(conn) = crate::quota::side_connection(url, response_timeout) {
             let _ = self.redis.set(RedisHandle { conn, timeout });
         }
     }
@@ -465,7 +469,7 @@ impl CacheBuilder {
     /// unchanged, else a new one.
     pub fn cache(&mut self, caches: &Caches, route: &Route) -> Option<Arc<RouteCache>> {
         let settings = route.cache?;
-        let fresh = RouteCache::new(route, settings, caches.redis.get());
+        let scope = RouteCache::scope(route);
         let live = caches
             .live
             .lock()
@@ -473,8 +477,8 @@ impl CacheBuilder {
             .get(&route.name)
             .cloned();
         let cache = match live {
-            Some(c) if c.scope == fresh.scope && c.settings == settings => c,
-            _ => Arc::new(fresh),
+            Some(c) if c.scope == scope && c.settings == settings => c,
+            _ => Arc::new(RouteCache::new(route, settings, scope, caches.redis.get())),
         };
         self.taken.insert(route.name.clone(), cache.clone());
         Some(cache)
@@ -521,8 +525,14 @@ impl Pending {
             provider,
             model,
             response_model,
-            tokens: usage.map(|u| [u.input_tokens, u.output_tokens, u.cached_input_tokens]),
-            cache_write_tokens: usage.map_or(0, |u| u.cache_write_input_tokens),
+            tokens: usage.map(|u| {
+                [
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.cached_input_tokens,
+                    u.cache_write_input_tokens,
+                ]
+            }),
             stored_ms: now,
             expires_ms: now + self.cache.settings.ttl.as_millis() as u64,
         };
@@ -611,16 +621,15 @@ mod tests {
                 provider: "p".into(),
                 model: "m".into(),
                 response_model: Some("m-1".into()),
-                tokens: Some([3, 4, 1]),
-                cache_write_tokens: 0,
+                tokens: Some([3, 4, 1, 0]),
                 stored_ms: 10,
                 expires_ms: 20,
             },
             body: Bytes::from_static(b"data: {\"a\":1}\n\ndata: [DONE]\n\n"),
         };
-        let d = Entry::decode(&e.encode()).unwrap();
+        let d = Entry::decode(&e.encode().unwrap()).unwrap();
         assert_eq!(d.body, e.body);
-        assert_eq!(d.meta.tokens, Some([3, 4, 1]));
+        assert_eq!(d.meta.usage().map(|u| u.cached_input_tokens), Some(1));
         assert!(d.meta.stream);
         assert!(Entry::decode(b"no newline").is_none());
     }

@@ -161,18 +161,12 @@ pub fn answer(
     h.insert("x-llmesh-attempts", HeaderValue::from(0u32));
 
     // What the provider would have charged for it now.
-    let saved = entry
-        .meta
-        .tokens
-        .and_then(|[input, output, cached]| {
+    let usage = entry.meta.usage();
+    let saved = usage
+        .and_then(|u| {
             let p = table.snap.providers.get(&entry.meta.provider)?;
             let price = p.model(&entry.meta.model)?.price?;
-            Some(price.cost(llmesh_policy::TokenCounts {
-                input,
-                cached,
-                cache_write: entry.meta.cache_write_tokens,
-                output,
-            }))
+            Some(price.cost(crate::account::priced(&u)))
         })
         .unwrap_or(0.0);
     let route = hit.route.name.as_str();
@@ -183,7 +177,7 @@ pub fn answer(
             .with_label_values(&[route])
             .inc_by(saved);
     }
-    let [input, output, _] = entry.meta.tokens.unwrap_or_default();
+    let usage = usage.unwrap_or_default();
     let id = shared.identity();
     tracing::info!(
         target: "llmesh::access",
@@ -202,8 +196,8 @@ pub fn answer(
         input_tokens = 0,
         output_tokens = 0,
         cost_usd = 0.0,
-        saved_input_tokens = input,
-        saved_output_tokens = output,
+        saved_input_tokens = usage.input_tokens,
+        saved_output_tokens = usage.output_tokens,
         saved_usd = saved,
         latency_ms = crate::clock::since(hit.start).as_secs_f64() * 1000.0,
         "request"

@@ -98,13 +98,8 @@ impl Store {
     /// A store for `namespace`; `redis` is the Redis URL of the quota
     /// store, when one is configured.
     pub fn new(namespace: &str, limits: StoreLimits, redis: Option<&str>) -> Store {
-        let redis = redis.and_then(|url| {
-            let client = redis::Client::open(url).ok()?;
-            let cfg = redis::aio::ConnectionManagerConfig::new()
-                .set_response_timeout(Some(Duration::from_millis(500)))
-                .set_connection_timeout(Some(Duration::from_millis(500)));
-            ConnectionManager::new_lazy_with_config(client, cfg).ok()
-        });
+        let redis =
+            redis.and_then(|url| crate::quota::side_connection(url, Duration::from_millis(500)));
         Store {
             namespace: namespace.to_string(),
             limits,

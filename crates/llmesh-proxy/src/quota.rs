@@ -201,6 +201,20 @@ pub(crate) fn raise_alerts(counter: &IntCounterVec, alerts: &[Alert]) {
     }
 }
 
+/// A connection to the quota store's Redis at `url` for the sidecar's
+/// other shared state (the responses store, the response cache): connects
+/// lazily and reconnects, so a Redis down at start-up only fails calls.
+pub(crate) fn side_connection(
+    url: &str,
+    response_timeout: std::time::Duration,
+) -> Option<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(url).ok()?;
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(std::time::Duration::from_millis(500)));
+    redis::aio::ConnectionManager::new_lazy_with_config(client, cfg).ok()
+}
+
 /// Whether `provider`'s published limits leave room this minute.
 pub(crate) fn has_room(engine: &QuotaEngine, provider: &str, now: SystemTime) -> bool {
     engine.provider_budget(provider, now) == ProviderBudget::Available
