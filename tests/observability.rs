@@ -159,6 +159,8 @@ const FAMILIES_WITH_SAMPLES: &[&str] = &[
     "llmesh_cache_lookups_total{",
     "llmesh_cache_saved_usd_total{",
     "llmesh_cache_entries{",
+    "llmesh_semantic_cache_lookups_total{",
+    "llmesh_semantic_cache_similarity_bucket{",
     "llmesh_structured_outputs_total{",
 ];
 

@@ -98,7 +98,9 @@ spec:
             "cached",
             "cached",
             "backends: [{provider: oai, model: gpt-4o-mini}]
-  cache: {exact: {mode: always}}",
+  cache:
+    exact: {mode: always}
+    semantic: {embedding: {provider: oai, model: text-embedding-3-small, dimensions: 64}}",
         ),
         (
             "files",
@@ -272,11 +274,17 @@ pub async fn round(http: &Http, llm: &str) {
         .await,
         200,
     );
-    // The response cache: the first is stored, the rest are hits.
-    for _ in 0..3 {
+    // The response cache: the first is stored, the rest are hits (the
+    // reworded one from the semantic cache).
+    for q in [
+        "same question",
+        "same question",
+        "same question",
+        "Same question?",
+    ] {
         expect(
             "cached",
-            post(chat, openai_chat("cached", "same question"), &[]).await,
+            post(chat, openai_chat("cached", q), &[]).await,
             200,
         );
     }

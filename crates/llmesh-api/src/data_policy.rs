@@ -74,6 +74,13 @@ pub struct DataRule {
     /// class.
     #[serde(default, skip_serializing_if = "Unscannable::is_allow")]
     pub unscannable: Unscannable,
+    /// Requests in which this class was found may still be answered from
+    /// a route's response cache and stored in it (default false: a request
+    /// with any finding is never cached). They are keyed by the body as
+    /// providers get it, so redacted values are stored as placeholders,
+    /// and kept apart from requests with other classes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cacheable: bool,
 }
 
 /// A rule's verdict on bodies the detectors cannot read.

@@ -41,9 +41,10 @@ pub use quota::{
     LLMQuota, LLMQuotaSpec, QuotaAction, QuotaLimits, QuotaScope, StoreUnavailable, TokenKind,
 };
 pub use route::{
-    BackendRef, CacheMode, CacheSpec, CacheStore, CircuitBreakerSpec, ErrorClass, ExactCacheSpec,
-    FallbackChain, HedgeSpec, LLMRoute, LLMRouteSpec, PassthroughSpec, RetryPolicy, Strategy,
-    StreamContinuationSpec, StructuredOutputMode, StructuredOutputSpec, Timeouts, PASSTHROUGH_PATH,
+    BackendRef, CacheMode, CacheSpec, CacheStore, CircuitBreakerSpec, EmbeddingRef, ErrorClass,
+    ExactCacheSpec, FallbackChain, HedgeSpec, LLMRoute, LLMRouteSpec, PassthroughSpec, RetryPolicy,
+    SemanticCacheSpec, Strategy, StreamContinuationSpec, StructuredOutputMode,
+    StructuredOutputSpec, Timeouts, PASSTHROUGH_PATH,
 };
 pub use status::{
     LLMDataPolicyStatus, LLMQuotaStatus, PolicyStatus, CONDITION_ACCEPTED, CONDITION_ENFORCED,

@@ -141,7 +141,67 @@ pub struct CacheSpec {
     /// Exact-match cache: a request identical to an earlier one (after the
     /// data policy: same model, messages, tools, sampling parameters,
     /// response format and API) gets the earlier answer.
-    pub exact: ExactCacheSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<ExactCacheSpec>,
+    /// Semantic cache: a request whose last user message means nearly the
+    /// same as an earlier one's (embedding similarity above `threshold`),
+    /// with everything else in the request identical, gets the earlier
+    /// answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<SemanticCacheSpec>,
+}
+
+/// The semantic response cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SemanticCacheSpec {
+    /// The embeddings model that compares prompts.
+    pub embedding: EmbeddingRef,
+    /// Cosine similarity from which a stored prompt is the same question
+    /// (default 0.95; 1 is the same text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.5, max = 1.0))]
+    pub threshold: Option<f64>,
+    /// How long an answer is served from the cache, e.g. `10m` (default
+    /// `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
+    pub ttl: Option<String>,
+    /// Which requests are cached (default `always`: a route opts in to
+    /// the semantic cache for every request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<CacheMode>,
+    /// Where prompts and answers are kept.
+    #[serde(default)]
+    pub store: CacheStore,
+    /// Most answers kept for this route: by one sidecar (memory store) or
+    /// per distinct request context in Redis (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_entries: Option<u32>,
+    /// How long the embeddings call may take before the request goes on
+    /// as a miss, e.g. `500ms` (default `2s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
+    pub timeout: Option<String>,
+}
+
+/// An embeddings model of an `LLMProvider`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmbeddingRef {
+    /// Name of an `LLMProvider` in the same namespace with `schema:
+    /// openai` (any server of `/v1/embeddings`).
+    #[schemars(length(min = 1))]
+    pub provider: String,
+    /// The model, as the provider names it.
+    #[schemars(length(min = 1))]
+    pub model: String,
+    /// Vector length to ask for (OpenAI `dimensions`, for models that
+    /// can shorten their vectors); the model's own length when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub dimensions: Option<u32>,
 }
 
 /// The exact-match response cache.

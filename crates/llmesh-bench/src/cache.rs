@@ -9,6 +9,10 @@
 //! 3. A replayed workload where each request repeats an earlier one with a
 //!    given probability: provider calls, cost paid and cost saved, read
 //!    from the sidecar's own metrics.
+//! 4. The semantic cache: a search of one context's stored prompts in
+//!    process (the cosine scan, by index size and vector length), and a
+//!    semantic hit through the sidecar (which includes the embeddings call
+//!    to the mock).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -56,7 +60,106 @@ spec:
   models: [cached]
   backends: [{provider: mock, model: gpt-4o-mini}]
   cache: {exact: {ttl: 1h}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: semantic}
+spec:
+  models: [semantic]
+  backends: [{provider: mock, model: gpt-4o-mini}]
+  cache:
+    semantic: {embedding: {provider: mock, model: text-embedding-3-small, dimensions: 256}, threshold: 0.9}
 "
+}
+
+/// The bench policy compiled, and its route `name`.
+fn compiled_route(name: &str) -> anyhow::Result<std::sync::Arc<llmesh_policy::Route>> {
+    let docs = parse_documents(&policy(1)).map_err(|e| anyhow!("bench policy: {e}"))?;
+    let secrets = EnvFileSecrets {
+        base_dir: None,
+        secrets_dir: std::env::temp_dir(),
+    };
+    // The credential is read from the environment.
+    if std::env::var_os("LLMESH_BENCH_KEY").is_none() {
+        std::env::set_var("LLMESH_BENCH_KEY", "bench");
+    }
+    let (mut snap, errors) = compile(&docs, "bench", &secrets);
+    if !errors.is_empty() {
+        bail!("bench policy: {errors:?}");
+    }
+    snap.routes
+        .iter()
+        .position(|r| r.name == name)
+        .map(|i| snap.routes.swap_remove(i))
+        .ok_or_else(|| anyhow!("no {name} route"))
+}
+
+/// Phase 4a: one context's search with `stored` prompts of `dims`
+/// dimensions in memory; p50 and p99 of `n` lookups.
+fn semantic_in_process(
+    stored: usize,
+    dims: usize,
+    n: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    use llmesh_proxy::cache::semantic::{prompt_id, Index, Vector};
+    use llmesh_proxy::cache::{Entry, EntryMeta};
+    let route = compiled_route("semantic")?;
+    let mut settings = route
+        .semantic_cache
+        .clone()
+        .ok_or_else(|| anyhow!("the route has no semantic cache"))?;
+    settings.max_entries = stored as u32;
+    let index = Index::new(&route, settings, None);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let random = |rng: &mut rand::rngs::StdRng| {
+        let v: Vec<f32> = (0..dims).map(|_| rng.random::<f32>() - 0.5).collect();
+        Vector::unit(v).ok_or_else(|| anyhow!("zero vector"))
+    };
+    let partition = index.partition(
+        &[0; 32],
+        Dialect::OpenAi,
+        Operation::Chat,
+        false,
+        "",
+        &serde_json::json!({"model": "semantic"}),
+    );
+    let far = u64::MAX / 2;
+    for i in 0..stored {
+        let entry = Entry {
+            meta: EntryMeta {
+                stream: false,
+                provider: "mock".into(),
+                model: "gpt-4o-mini".into(),
+                response_model: None,
+                tokens: None,
+                stored_ms: 0,
+                expires_ms: far,
+            },
+            body: Bytes::from_static(b"{}"),
+        };
+        let v = random(&mut rng)?;
+        index.put(partition, prompt_id(&partition, &i.to_string()), v, entry);
+    }
+    let probes: Vec<Vector> = (0..64)
+        .map(|_| random(&mut rng))
+        .collect::<anyhow::Result<_>>()?;
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    rt.block_on(async {
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            let t = Instant::now();
+            let found = index
+                .find(&partition, &probes[i % probes.len()])
+                .await
+                .map_err(|e| anyhow!(e))?;
+            times.push(t.elapsed());
+            if found.best.is_none() {
+                bail!("the stored prompts were not compared");
+            }
+        }
+        times.sort();
+        Ok((percentile(&times, 50.0), percentile(&times, 99.0)))
+    })
 }
 
 /// A chat request of about 1 KB.
@@ -78,28 +181,11 @@ fn body(model: &str, prompt: &str) -> String {
 
 /// Phase 1: parse, key and find, in process.
 fn lookup_in_process(n: usize) -> anyhow::Result<(Duration, Duration)> {
-    let docs = parse_documents(&policy(1)).map_err(|e| anyhow!("bench policy: {e}"))?;
-    let secrets = EnvFileSecrets {
-        base_dir: None,
-        secrets_dir: std::env::temp_dir(),
-    };
-    // The credential is read from the environment.
-    if std::env::var_os("LLMESH_BENCH_KEY").is_none() {
-        std::env::set_var("LLMESH_BENCH_KEY", "bench");
-    }
-    let (snap, errors) = compile(&docs, "bench", &secrets);
-    if !errors.is_empty() {
-        bail!("bench policy: {errors:?}");
-    }
-    let route = snap
-        .routes
-        .iter()
-        .find(|r| r.name == "cached")
-        .ok_or_else(|| anyhow!("no cached route"))?;
+    let route = compiled_route("cached")?;
     let caches = Caches::default();
     let mut builder = CacheBuilder::default();
     let cache = builder
-        .cache(&caches, route)
+        .cache(&caches, &route)
         .ok_or_else(|| anyhow!("the route has no cache"))?;
     let raw = body("cached", "What does a sidecar do?");
     let parsed: Value = serde_json::from_str(&raw)?;
@@ -178,6 +264,11 @@ pub fn run(plan: &CachePlan) -> anyhow::Result<String> {
     let n2 = if plan.quick { 300 } else { 3000 };
     let n3 = if plan.quick { 400 } else { 4000 };
     let (p50, p99) = lookup_in_process(n1)?;
+    let n4 = if plan.quick { 200 } else { 2000 };
+    let mut scans = Vec::new();
+    for (stored, dims) in [(1000, 256), (1000, 1536), (10_000, 256)] {
+        scans.push((stored, dims, semantic_in_process(stored, dims, n4)?));
+    }
 
     let mock_bin = match &plan.mock_bin {
         Some(p) => p.clone(),
@@ -198,7 +289,7 @@ pub fn run(plan: &CachePlan) -> anyhow::Result<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (hit, upstream, replay) = rt.block_on(async {
+    let (hit, upstream, replay, semantic_hit) = rt.block_on(async {
         // Warm both paths.
         sequential(&target, 50, |_| body("cached", "warm")).await?;
         sequential(&target, 50, |i| body("gpt-4o-mini", &format!("warm {i}"))).await?;
@@ -252,7 +343,27 @@ pub fn run(plan: &CachePlan) -> anyhow::Result<String> {
         )
         .await?
             - before_saved;
-        Ok::<_, anyhow::Error>((hit, upstream, (hits, cost, saved, took)))
+        // A semantic hit: another wording of a stored prompt each time.
+        sequential(&target, 1, |_| body("semantic", "What does a sidecar do?")).await?;
+        let semantic_hit = sequential(&target, n2, |i| {
+            let p = if i % 2 == 0 {
+                "what does a sidecar do"
+            } else {
+                "What does a sidecar do, please?"
+            };
+            body("semantic", p)
+        })
+        .await?;
+        let semantic_hits = metric(
+            addrs.metrics,
+            "llmesh_semantic_cache_lookups_total",
+            ("result", "hit"),
+        )
+        .await?;
+        if semantic_hits < n2 as f64 {
+            bail!("only {semantic_hits} of {n2} rewordings were semantic hits");
+        }
+        Ok::<_, anyhow::Error>((hit, upstream, (hits, cost, saved, took), semantic_hit))
     })?;
 
     let mut md = String::new();
@@ -284,6 +395,26 @@ pub fn run(plan: &CachePlan) -> anyhow::Result<String> {
         us(upstream.0),
         us(upstream.1)
     );
+    let _ = writeln!(
+        md,
+        "| semantic hit through the sidecar (a reworded prompt; one embeddings call to the mock) | {n2} | {:.1} µs | {:.1} µs | |",
+        us(semantic_hit.0),
+        us(semantic_hit.1)
+    );
+    let _ = writeln!(md);
+    let _ = writeln!(
+        md,
+        "| Semantic search in process (one context, memory) | Stored prompts | Dimensions | Lookups | p50 | p99 |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for (stored, dims, (p50, p99)) in &scans {
+        let _ = writeln!(
+            md,
+            "| cosine scan and best match | {stored} | {dims} | {n4} | {:.1} µs | {:.1} µs |",
+            us(*p50),
+            us(*p99)
+        );
+    }
     let (hits, cost, saved, took) = replay;
     let share = if cost + saved > 0.0 {
         saved / (cost + saved) * 100.0

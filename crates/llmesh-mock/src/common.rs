@@ -267,27 +267,54 @@ impl ToolCall<'_> {
     }
 }
 
-/// Deterministic 8-dimensional unit vector derived from `text`
-/// (FNV-1a hash seeding splitmix64).
-pub(crate) fn embedding(text: &[u8]) -> [f32; 8] {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// Dimensions of the mock's embeddings unless the request asks for
+/// others (`dimensions`).
+pub(crate) const EMBEDDING_DIMS: usize = 8;
+
+/// Most dimensions a request may ask for.
+pub(crate) const MAX_EMBEDDING_DIMS: usize = 4096;
+
+/// Deterministic unit vector of `text` with `dims` dimensions: a bag of
+/// words, each lower-cased word adding +1 or -1 to one dimension picked by
+/// its hash, so texts that share most words are close (cosine similarity
+/// about shared words / word count) and the same words in another case
+/// or order are the same vector. A text without words gets a vector
+/// seeded by its bytes.
+pub(crate) fn embedding(text: &[u8], dims: usize) -> Vec<f32> {
+    let fnv = |bytes: &mut dyn Iterator<Item = u8>| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    };
+    let dims = dims.max(1);
+    let mut out = vec![0f32; dims];
+    let words = text
+        .split(|b| !b.is_ascii_alphanumeric() && *b < 0x80)
+        .filter(|w| !w.is_empty());
+    let mut any = false;
+    for w in words {
+        any = true;
+        let h = fnv(&mut w.iter().map(u8::to_ascii_lowercase));
+        let dim = (h % dims as u64) as usize;
+        out[dim] += if h >> 63 == 0 { 1.0 } else { -1.0 };
     }
-    let mut out = [0f32; 8];
-    let mut norm = 0f32;
-    for o in &mut out {
-        h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = h;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        // Top 24 bits -> [-1, 1).
-        *o = ((z >> 40) as f32 / (1u64 << 23) as f32) - 1.0;
-        norm += *o * *o;
+    if !any {
+        // No words: a pseudo-random vector seeded by the bytes.
+        let mut h = fnv(&mut text.iter().copied());
+        for o in &mut out {
+            h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = h;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            // Top 24 bits -> [-1, 1).
+            *o = ((z >> 40) as f32 / (1u64 << 23) as f32) - 1.0;
+        }
     }
-    let norm = norm.sqrt();
+    let norm = out.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
         for o in &mut out {
             *o /= norm;
@@ -335,9 +362,17 @@ mod tests {
 
     #[test]
     fn embedding_is_deterministic_unit() {
-        let a = embedding(b"hello");
-        assert_eq!(a, embedding(b"hello"));
-        assert_ne!(a, embedding(b"world"));
+        let a = embedding(b"hello", 8);
+        assert_eq!(a, embedding(b"hello", 8));
+        assert_ne!(a, embedding(b"world", 8));
+        let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let e = |t: &str| embedding(t.as_bytes(), 256);
+        let q = e("What is the capital of France?");
+        assert_eq!(q.len(), 256);
+        assert!((cos(&q, &e("what is the capital of france")) - 1.0).abs() < 1e-5);
+        let near = cos(&q, &e("What is the capital city of France?"));
+        let far = cos(&q, &e("How do I bake bread at home?"));
+        assert!(near > 0.9 && far < 0.5, "near {near}, far {far}");
         let n: f32 = a.iter().map(|x| x * x).sum();
         assert!((n - 1.0).abs() < 1e-4);
     }

@@ -219,6 +219,18 @@ pub(crate) fn render_embeddings(body: &Value, id: u64) -> Result<String, String>
         Value::Array(a) if !a.is_empty() => a.iter().map(one).collect::<Result<_, _>>()?,
         _ => return Err("'input' must be a non-empty string or array".into()),
     };
+    let dims = match body.get("dimensions") {
+        None | Some(Value::Null) => crate::common::EMBEDDING_DIMS,
+        Some(d) => match d.as_u64() {
+            Some(n @ 1..) if n as usize <= crate::common::MAX_EMBEDDING_DIMS => n as usize,
+            _ => {
+                return Err(format!(
+                    "'dimensions' must be an integer from 1 to {}",
+                    crate::common::MAX_EMBEDDING_DIMS
+                ))
+            }
+        },
+    };
     // The official SDKs ask for base64 (little-endian f32) by default.
     let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let tokens = items.iter().map(|(_, n)| n).sum::<u64>().max(1);
@@ -231,9 +243,9 @@ pub(crate) fn render_embeddings(body: &Value, id: u64) -> Result<String, String>
         out.push_str("{\"object\":\"embedding\",\"index\":");
         push_num(&mut out, i);
         out.push_str(",\"embedding\":");
-        let vector = embedding(text);
+        let vector = embedding(text, dims);
         if base64 {
-            let mut raw = [0u8; 32];
+            let mut raw = vec![0u8; 4 * dims];
             for (chunk, x) in raw.chunks_exact_mut(4).zip(vector) {
                 chunk.copy_from_slice(&x.to_le_bytes());
             }

@@ -17,7 +17,7 @@ use crate::duration::parse_duration;
 use crate::quota::compile_quota;
 use crate::route::{
     Backend, BreakerSettings, CacheSettings, ClassSet, Fallback, Passthrough, RetrySettings, Route,
-    StrategyKind, Timeouts,
+    SemanticSettings, StrategyKind, Timeouts,
 };
 use crate::snapshot::{BaseUrl, ModelInfo, Price, Provider, Snapshot};
 
@@ -604,6 +604,80 @@ fn compile_provider(
     })
 }
 
+fn compile_semantic(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    s: &llmesh_api::SemanticCacheSpec,
+    providers: &BTreeMap<String, Arc<Provider>>,
+) -> Option<SemanticSettings> {
+    const K: ResourceKind = ResourceKind::Route;
+    let ttl = duration_or(
+        cx,
+        name,
+        "spec.cache.semantic.ttl",
+        &s.ttl,
+        Duration::from_secs(3600),
+    );
+    let timeout = duration_or(
+        cx,
+        name,
+        "spec.cache.semantic.timeout",
+        &s.timeout,
+        Duration::from_secs(2),
+    );
+    let threshold = s.threshold.unwrap_or(0.95);
+    if !(0.5..=1.0).contains(&threshold) {
+        cx.err(
+            K,
+            name,
+            "spec.cache.semantic.threshold",
+            "must be between 0.5 and 1",
+        );
+    }
+    if s.max_entries == Some(0) {
+        cx.err(K, name, "spec.cache.semantic.maxEntries", "must be > 0");
+    }
+    let field = "spec.cache.semantic.embedding.provider";
+    let provider = match providers.get(&s.embedding.provider) {
+        Some(p) => p.clone(),
+        None => {
+            cx.err(
+                K,
+                name,
+                field,
+                format!("no valid LLMProvider named {:?}", s.embedding.provider),
+            );
+            return None;
+        }
+    };
+    if !matches!(
+        provider.schema,
+        ApiSchema::Openai | ApiSchema::OpenaiCompatible
+    ) {
+        cx.err(
+            K,
+            name,
+            field,
+            format!(
+                "LLMProvider {:?} has schema {:?}; embeddings are asked over the OpenAI API (schema openai or openai-compatible)",
+                provider.name, provider.schema
+            ),
+        );
+        return None;
+    }
+    Some(SemanticSettings {
+        provider,
+        model: s.embedding.model.clone(),
+        dimensions: s.embedding.dimensions,
+        threshold: threshold as f32,
+        ttl,
+        mode: s.mode.unwrap_or(llmesh_api::CacheMode::Always),
+        store: s.store,
+        max_entries: s.max_entries.unwrap_or(1000),
+        timeout,
+    })
+}
+
 fn compile_route(
     cx: &mut Ctx<'_>,
     r: &Resource<LLMRouteSpec>,
@@ -860,20 +934,26 @@ fn compile_route(
         }
     });
 
-    let cache = spec.cache.as_ref().map(|c| {
-        let e = &c.exact;
-        let ttl = match e.ttl.as_deref().map(parse_duration) {
-            None => Duration::from_secs(3600),
-            Some(Ok(d)) if !d.is_zero() => d,
-            Some(Ok(_)) => {
-                cx.err(K, name, "spec.cache.exact.ttl", "must be more than 0s");
-                Duration::from_secs(3600)
-            }
-            Some(Err(err)) => {
-                cx.err(K, name, "spec.cache.exact.ttl", err);
-                Duration::from_secs(3600)
-            }
-        };
+    if spec
+        .cache
+        .as_ref()
+        .is_some_and(|c| c.exact.is_none() && c.semantic.is_none())
+    {
+        cx.err(K, name, "spec.cache", "needs exact, semantic or both");
+    }
+    let semantic_cache = spec
+        .cache
+        .as_ref()
+        .and_then(|c| c.semantic.as_ref())
+        .and_then(|s| compile_semantic(cx, name, s, providers));
+    let cache = spec.cache.as_ref().and_then(|c| c.exact.as_ref()).map(|e| {
+        let ttl = duration_or(
+            cx,
+            name,
+            "spec.cache.exact.ttl",
+            &e.ttl,
+            Duration::from_secs(3600),
+        );
         if e.max_entries == Some(0) {
             cx.err(K, name, "spec.cache.exact.maxEntries", "must be > 0");
         }
@@ -932,6 +1012,7 @@ fn compile_route(
         max_continuations,
         passthrough,
         cache,
+        semantic_cache,
         schema_retries,
     })
 }

@@ -172,6 +172,10 @@ pub struct DataGuard {
     pub policies: Vec<String>,
     /// Classes whose rule says `unscannable: deny`.
     pub unscannable_deny: Vec<String>,
+    /// Classes whose rule says `cacheable: true`: requests where only
+    /// these were found may be answered from, and stored in, a route's
+    /// response cache.
+    pub cacheable: Vec<String>,
 }
 
 impl std::fmt::Debug for DataGuard {
@@ -208,6 +212,7 @@ pub(crate) fn build_guard(
     let mut rules = Vec::new();
     let mut owner: Vec<(String, usize)> = Vec::new(); // class -> policy index
     let mut unscannable_deny = Vec::new();
+    let mut cacheable = Vec::new();
     for (pi, p) in policies.iter().enumerate() {
         for (i, r) in p.spec.rules.iter().enumerate() {
             if let Some((_, other)) = owner.iter().find(|(c, _)| *c == r.class) {
@@ -225,6 +230,9 @@ pub(crate) fn build_guard(
             owner.push((r.class.clone(), pi));
             if r.unscannable == llmesh_api::Unscannable::Deny {
                 unscannable_deny.push(r.class.clone());
+            }
+            if r.cacheable {
+                cacheable.push(r.class.clone());
             }
             let source = match llmesh_dlp::Builtin::from_name(&r.class) {
                 Some(b) => llmesh_dlp::ClassSource::Builtin(b),
@@ -264,6 +272,7 @@ pub(crate) fn build_guard(
         restore: first.spec.restore_responses,
         policies: policies.iter().map(|p| p.name.clone()).collect(),
         unscannable_deny,
+        cacheable,
     })
 }
 

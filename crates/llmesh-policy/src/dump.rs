@@ -102,12 +102,23 @@ fn route(r: &Route) -> Value {
             Some(n) => json!({"mode": "validate", "retries": n}),
             None => json!({"mode": "ignore"}),
         },
-        "cache": r.cache.map(|c| json!({"exact": {
-            "ttl": format!("{:?}", c.ttl),
-            "mode": c.mode,
-            "store": c.store,
-            "maxEntries": c.max_entries,
-            "maxBytes": c.max_bytes,
-        }})),
+        "cache": (r.cache.is_some() || r.semantic_cache.is_some()).then(|| json!({
+            "exact": r.cache.map(|c| json!({
+                "ttl": format!("{:?}", c.ttl),
+                "mode": c.mode,
+                "store": c.store,
+                "maxEntries": c.max_entries,
+                "maxBytes": c.max_bytes,
+            })),
+            "semantic": r.semantic_cache.as_ref().map(|s| json!({
+                "embedding": {"provider": s.provider.name, "model": s.model, "dimensions": s.dimensions},
+                "threshold": s.threshold,
+                "ttl": format!("{:?}", s.ttl),
+                "mode": s.mode,
+                "store": s.store,
+                "maxEntries": s.max_entries,
+                "timeout": format!("{:?}", s.timeout),
+            })),
+        })),
     })
 }

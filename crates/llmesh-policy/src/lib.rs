@@ -24,6 +24,6 @@ pub use duration::{parse_duration, DurationError};
 pub use quota::{parse_usd, Quota, UsdError};
 pub use route::{
     Backend, BreakerSettings, CacheSettings, ClassSet, Fallback, Passthrough, RetrySettings, Route,
-    RouteMatch, StrategyKind, Timeouts,
+    RouteMatch, SemanticSettings, StrategyKind, Timeouts,
 };
 pub use snapshot::{BaseUrl, ModelInfo, Price, Provider, Secret, Snapshot, TokenCounts};

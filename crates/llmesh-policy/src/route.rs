@@ -155,8 +155,10 @@ pub struct Route {
     pub max_continuations: u32,
     /// Paths passed through to one provider.
     pub passthrough: Option<Passthrough>,
-    /// The exact response cache; `None` = answers are never cached.
+    /// The exact response cache; `None` = no exact cache.
     pub cache: Option<CacheSettings>,
+    /// The semantic response cache; `None` = no semantic cache.
+    pub semantic_cache: Option<SemanticSettings>,
     /// Retries of an answer that does not match the request's JSON
     /// schema; `None` = answers are not validated.
     pub schema_retries: Option<u32>,
@@ -175,6 +177,45 @@ pub struct CacheSettings {
     pub max_entries: u32,
     /// Most bytes in memory.
     pub max_bytes: u64,
+}
+
+/// A route's semantic response cache, compiled.
+#[derive(Debug, Clone)]
+pub struct SemanticSettings {
+    /// The provider serving the embeddings model.
+    pub provider: Arc<Provider>,
+    /// The embeddings model.
+    pub model: String,
+    /// Vector length asked for, if any.
+    pub dimensions: Option<u32>,
+    /// Cosine similarity from which a stored prompt matches.
+    pub threshold: f32,
+    /// How long an answer is served.
+    pub ttl: Duration,
+    /// Which requests are cached.
+    pub mode: llmesh_api::CacheMode,
+    /// Where prompts and answers are kept.
+    pub store: llmesh_api::CacheStore,
+    /// Most answers kept (per sidecar, or per request context in Redis).
+    pub max_entries: u32,
+    /// Bound on the embeddings call.
+    pub timeout: Duration,
+}
+
+impl SemanticSettings {
+    /// Whether the two compare prompts the same way and keep the same
+    /// answers (the provider's key may differ).
+    pub fn same_index(&self, other: &SemanticSettings) -> bool {
+        self.provider.name == other.provider.name
+            && self.provider.base_url.original == other.provider.base_url.original
+            && self.model == other.model
+            && self.dimensions == other.dimensions
+            && self.threshold == other.threshold
+            && self.ttl == other.ttl
+            && self.mode == other.mode
+            && self.store == other.store
+            && self.max_entries == other.max_entries
+    }
 }
 
 /// A route's governed pass-through.

@@ -373,3 +373,63 @@ fn bad_resilience_fields_are_named() {
     let bad = parse_documents(&ROUTING.replace("{type: least-request}", "{type: fastest}"));
     assert!(bad.unwrap_err().to_string().contains("strategy"));
 }
+
+#[test]
+fn semantic_caches_compile_and_bad_ones_name_their_field() {
+    let route = |semantic: &str| {
+        format!(
+            "{BASE}---\napiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {{name: faq}}\nspec:\n  models: [faq]\n  backends: [{{provider: openai}}]\n  cache: {{semantic: {semantic}}}\n"
+        )
+    };
+    let (snap, errors) = build(&route(
+        "{embedding: {provider: openai, model: text-embedding-3-small}}",
+    ));
+    assert!(errors.is_empty(), "{errors:?}");
+    let faq = snap.routes.iter().find(|r| r.name == "faq").unwrap();
+    let s = faq.semantic_cache.as_ref().unwrap();
+    assert_eq!((s.threshold, s.max_entries), (0.95, 1000));
+    assert_eq!(s.mode, llmesh_api::CacheMode::Always);
+    assert!(faq.cache.is_none());
+    for (semantic, field, says) in [
+        (
+            "{embedding: {provider: nobody, model: m}}",
+            "spec.cache.semantic.embedding.provider",
+            "no valid LLMProvider",
+        ),
+        (
+            "{embedding: {provider: claude, model: m}}",
+            "spec.cache.semantic.embedding.provider",
+            "OpenAI API",
+        ),
+        (
+            "{embedding: {provider: openai, model: m}, ttl: soon}",
+            "spec.cache.semantic.ttl",
+            "",
+        ),
+        (
+            "{embedding: {provider: openai, model: m}, threshold: 0.2}",
+            "spec.cache.semantic.threshold",
+            "between 0.5 and 1",
+        ),
+        (
+            "{embedding: {provider: openai, model: m}, timeout: 0s}",
+            "spec.cache.semantic.timeout",
+            "",
+        ),
+    ] {
+        let (_, errors) = build(&route(semantic));
+        let e = errors
+            .iter()
+            .find(|e| e.to_string().contains(field))
+            .unwrap_or_else(|| panic!("{semantic}: {errors:?}"));
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    // A cache with neither part says so.
+    let (_, errors) = build(&route("null").replace("cache: {semantic: null}", "cache: {}"));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("needs exact, semantic or both")),
+        "{errors:?}"
+    );
+}

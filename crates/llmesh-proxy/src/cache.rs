@@ -23,6 +23,8 @@
 //!   the quota store, shared by the namespace's sidecars (a lookup that
 //!   fails or times out is a miss: the provider answers).
 
+pub mod semantic;
+
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -41,7 +43,7 @@ use sha2::{Digest, Sha256};
 use crate::upstream::Operation;
 
 /// Top-level request fields that do not change the answer.
-const IGNORED: &[&str] = &[
+pub(crate) const IGNORED: &[&str] = &[
     "user",
     "metadata",
     "store",
@@ -51,10 +53,10 @@ const IGNORED: &[&str] = &[
 
 /// A cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Key([u8; 32]);
+pub struct Key(pub(crate) [u8; 32]);
 
 impl Key {
-    fn hex(&self) -> String {
+    pub(crate) fn hex(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::with_capacity(64);
         for b in self.0 {
@@ -115,14 +117,14 @@ impl Entry {
 
     /// The stored answer as Redis keeps it: the header as a JSON line,
     /// then the body.
-    fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
         let mut out = serde_json::to_vec(&self.meta)?;
         out.push(b'\n');
         out.extend_from_slice(&self.body);
         Ok(out)
     }
 
-    fn decode(bytes: &[u8]) -> Option<Entry> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Entry> {
         let nl = bytes.iter().position(|b| *b == b'\n')?;
         let meta: EntryMeta = serde_json::from_slice(&bytes[..nl]).ok()?;
         Some(Entry {
@@ -137,7 +139,7 @@ impl Entry {
     }
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     crate::clock::wall()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -152,9 +154,12 @@ struct Mem {
 /// and backends stay the same; a changed route gets a new, empty one.
 pub struct RouteCache {
     pub(crate) route: Arc<str>,
-    pub(crate) settings: CacheSettings,
+    /// The exact cache's settings, when the route has one.
+    pub(crate) exact: Option<CacheSettings>,
+    /// The semantic cache, when the route has one.
+    pub(crate) semantic: Option<semantic::Index>,
     /// Namespace, route and backends: part of every key.
-    scope: [u8; 32],
+    pub(crate) scope: [u8; 32],
     /// Redis key prefix (`llmesh:cache:{ns}:route:`), when the store is
     /// Redis.
     prefix: String,
@@ -167,7 +172,8 @@ impl std::fmt::Debug for RouteCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouteCache")
             .field("route", &self.route)
-            .field("settings", &self.settings)
+            .field("exact", &self.exact)
+            .field("semantic", &self.semantic.as_ref().map(|s| &s.settings))
             .finish_non_exhaustive()
     }
 }
@@ -202,34 +208,51 @@ impl RouteCache {
 
     fn new(
         route: &Route,
-        settings: CacheSettings,
+        exact: Option<CacheSettings>,
         scope: [u8; 32],
         redis: Option<&RedisHandle>,
     ) -> RouteCache {
-        let redis = match settings.store {
-            CacheStore::Redis => redis,
-            CacheStore::Memory => None,
+        let exact_redis = match exact.map(|e| e.store) {
+            Some(CacheStore::Redis) => redis,
+            _ => None,
         };
-        let cap = NonZeroUsize::new(settings.max_entries as usize).unwrap_or(NonZeroUsize::MIN);
+        let cap = NonZeroUsize::new(exact.map_or(1, |e| e.max_entries) as usize)
+            .unwrap_or(NonZeroUsize::MIN);
         RouteCache {
             route: Arc::from(route.name.as_str()),
-            settings,
+            exact,
+            semantic: route
+                .semantic_cache
+                .clone()
+                .map(|s| semantic::Index::new(route, s, redis)),
             scope,
             prefix: format!("llmesh:cache:{{{}}}:{}:", route.namespace, route.name),
             mem: Mutex::new(Mem {
                 lru: LruCache::new(cap),
                 bytes: 0,
             }),
-            redis: redis.map(|r| r.conn.clone()),
-            redis_timeout: redis.map_or(Duration::ZERO, |r| r.timeout),
+            redis: exact_redis.map(|r| r.conn.clone()),
+            redis_timeout: exact_redis.map_or(Duration::ZERO, |r| r.timeout),
         }
+    }
+
+    /// Whether this cache was made for `route` as it is now: same
+    /// backends and the same cache settings.
+    fn serves(&self, route: &Route, scope: &[u8; 32]) -> bool {
+        let semantic_same = match (&self.semantic, &route.semantic_cache) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.settings.same_index(b),
+            _ => false,
+        };
+        self.scope == *scope && self.exact == route.cache && semantic_same
     }
 
     /// Where the answer to the request under `key` is to be stored.
     pub fn pending(self: &Arc<Self>, key: Key) -> Pending {
         Pending {
             cache: self.clone(),
-            key,
+            key: Some(key),
+            semantic: None,
         }
     }
 
@@ -237,10 +260,11 @@ impl RouteCache {
         self.mem.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Entries and bytes in this sidecar's memory.
+    /// Entries and bytes in this sidecar's memory, exact and semantic.
     pub fn usage(&self) -> (usize, u64) {
+        let (n, b) = self.semantic.as_ref().map_or((0, 0), |s| s.usage());
         let m = self.mem();
-        (m.lru.len(), m.bytes)
+        (m.lru.len() + n, m.bytes + b)
     }
 
     /// The key of a request body `body` (parsed) in `client`'s API.
@@ -294,13 +318,16 @@ impl RouteCache {
     /// Stores `entry` under `key` (Redis: from a task, off the request
     /// path). Too large an answer is not stored.
     pub fn put(self: &Arc<Self>, key: Key, entry: Entry) {
-        if entry.size() > self.settings.max_bytes / 16 {
+        let Some(settings) = self.exact else {
+            return;
+        };
+        if entry.size() > settings.max_bytes / 16 {
             return;
         }
         if let Some(conn) = &self.redis {
             let mut conn = conn.clone();
             let k = self.redis_key(&key);
-            let ttl = self.settings.ttl.as_millis() as u64;
+            let ttl = settings.ttl.as_millis() as u64;
             let value = match entry.encode() {
                 Ok(v) => v,
                 Err(e) => {
@@ -327,7 +354,7 @@ impl RouteCache {
             m.bytes = m.bytes.saturating_sub(old.size());
         }
         m.bytes += size;
-        while m.bytes > self.settings.max_bytes {
+        while m.bytes > settings.max_bytes {
             match m.lru.pop_lru() {
                 Some((_, old)) => m.bytes = m.bytes.saturating_sub(old.size()),
                 None => break,
@@ -345,7 +372,13 @@ impl RouteCache {
             m.bytes = 0;
             n
         };
-        let Some(conn) = &self.redis else {
+        n += self.semantic.as_ref().map_or(0, |s| s.clear());
+        let shared = self.redis.is_some() || self.semantic.as_ref().is_some_and(|s| s.shared());
+        let conn = self
+            .redis
+            .as_ref()
+            .or_else(|| self.semantic.as_ref().and_then(|s| s.connection()));
+        let (true, Some(conn)) = (shared, conn) else {
             return Ok(n);
         };
         let mut conn = conn.clone();
@@ -378,7 +411,7 @@ impl RouteCache {
 }
 
 /// Feeds an object to the hasher, keys sorted, those in `skip` left out.
-fn canonical_object(o: &serde_json::Map<String, Value>, skip: &[&str], h: &mut Sha256) {
+pub(crate) fn canonical_object(o: &serde_json::Map<String, Value>, skip: &[&str], h: &mut Sha256) {
     let mut keys: Vec<&String> = o.keys().filter(|k| !skip.contains(&k.as_str())).collect();
     keys.sort();
     h.update(b"{");
@@ -417,8 +450,8 @@ fn canonical(v: &Value, h: &mut Sha256) {
 /// The shared store's connection, for routes with `store: redis`.
 #[derive(Clone)]
 pub struct RedisHandle {
-    conn: ConnectionManager,
-    timeout: Duration,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) timeout: Duration,
 }
 
 /// Every route's cache, carried from table to table.
@@ -468,7 +501,9 @@ impl CacheBuilder {
     /// `route`'s cache: the live one while its settings and backends are
     /// unchanged, else a new one.
     pub fn cache(&mut self, caches: &Caches, route: &Route) -> Option<Arc<RouteCache>> {
-        let settings = route.cache?;
+        if route.cache.is_none() && route.semantic_cache.is_none() {
+            return None;
+        }
         let scope = RouteCache::scope(route);
         let live = caches
             .live
@@ -477,8 +512,13 @@ impl CacheBuilder {
             .get(&route.name)
             .cloned();
         let cache = match live {
-            Some(c) if c.scope == scope && c.settings == settings => c,
-            _ => Arc::new(RouteCache::new(route, settings, scope, caches.redis.get())),
+            Some(c) if c.serves(route, &scope) => c,
+            _ => Arc::new(RouteCache::new(
+                route,
+                route.cache,
+                scope,
+                caches.redis.get(),
+            )),
         };
         self.taken.insert(route.name.clone(), cache.clone());
         Some(cache)
@@ -507,7 +547,21 @@ pub struct Answered {
 #[derive(Clone)]
 pub struct Pending {
     pub(crate) cache: Arc<RouteCache>,
-    pub(crate) key: Key,
+    /// Its exact key, when the exact cache stores it.
+    pub(crate) key: Option<Key>,
+    /// Its prompt, when the semantic cache stores it.
+    pub(crate) semantic: Option<SemanticPending>,
+}
+
+/// A prompt to store in the semantic index with its answer.
+#[derive(Clone)]
+pub struct SemanticPending {
+    /// The partition of the request.
+    pub partition: Key,
+    /// The prompt's id.
+    pub id: Key,
+    /// Its vector.
+    pub vector: semantic::Vector,
 }
 
 impl Pending {
@@ -520,11 +574,11 @@ impl Pending {
             response_model,
         } = answered;
         let now = unix_ms();
-        let meta = EntryMeta {
+        let meta = |ttl: Duration| EntryMeta {
             stream,
-            provider,
-            model,
-            response_model,
+            provider: provider.clone(),
+            model: model.clone(),
+            response_model: response_model.clone(),
             tokens: usage.map(|u| {
                 [
                     u.input_tokens,
@@ -534,17 +588,35 @@ impl Pending {
                 ]
             }),
             stored_ms: now,
-            expires_ms: now + self.cache.settings.ttl.as_millis() as u64,
+            expires_ms: now + ttl.as_millis() as u64,
         };
-        self.cache.put(self.key, Entry { meta, body });
+        if let (Some(key), Some(exact)) = (self.key, self.cache.exact) {
+            let entry = Entry {
+                meta: meta(exact.ttl),
+                body: body.clone(),
+            };
+            self.cache.put(key, entry);
+        }
+        if let (Some(p), Some(index)) = (&self.semantic, &self.cache.semantic) {
+            let entry = Entry {
+                meta: meta(index.settings.ttl),
+                body,
+            };
+            index.put(p.partition, p.id, p.vector.clone(), entry);
+        }
     }
 
     /// Records a stream's client bytes, to store once it completes.
     pub fn recorder(&self) -> Recorder {
+        let exact = self
+            .key
+            .and(self.cache.exact)
+            .map_or(0, |e| e.max_bytes / 16);
+        let semantic = self.semantic.as_ref().map_or(0, |_| semantic::MAX_ANSWER);
         Recorder {
             pending: self.clone(),
             buf: Vec::new(),
-            limit: (self.cache.settings.max_bytes / 16) as usize,
+            limit: exact.max(semantic) as usize,
             over: false,
         }
     }

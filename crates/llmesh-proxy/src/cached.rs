@@ -14,8 +14,9 @@ use llmesh_wire::Dialect;
 use serde_json::Value;
 
 use crate::body::ProxyBody;
-use crate::cache::{deterministic, Entry, Pending, RouteCache};
+use crate::cache::{deterministic, semantic, Entry, Pending, SemanticPending};
 use crate::error::json_bytes_response;
+use crate::runtime::RouteRuntime;
 use crate::shared::Shared;
 use crate::upstream::Operation;
 
@@ -25,83 +26,219 @@ use crate::upstream::Operation;
 /// `bypass`.
 pub const HEADER: &str = "x-llmesh-cache";
 
+/// Response header of a semantic hit: the cosine similarity of the
+/// request's prompt to the stored one.
+pub const SIMILARITY_HEADER: &str = "x-llmesh-cache-similarity";
+
 /// What a request on a route with a cache gets.
 pub enum Lookup {
-    /// A stored answer.
-    Hit(Arc<Entry>),
+    /// A stored answer (with the prompt similarity of a semantic hit).
+    Hit(Arc<Entry>, Option<f32>),
     /// None stored (or a refresh): store the answer here.
     Miss(Pending),
     /// The cache does not apply to this request.
     Bypass,
 }
 
-/// Looks the request up in its route's cache. `raw` is the body as the
-/// provider would get it; `sensitive` when the data policy found anything
-/// in it (such a request is never cached).
-#[allow(clippy::too_many_arguments)]
-pub async fn lookup(
-    shared: &Shared,
-    cache: Option<&Arc<RouteCache>>,
-    client: Dialect,
-    op: Operation,
-    stream: bool,
-    headers: &HeaderMap,
-    raw: &[u8],
-    sensitive: bool,
-    continues: bool,
-) -> Lookup {
-    let Some(cache) = cache else {
+/// A request, as the cache stage sees it.
+pub struct Ask<'a> {
+    /// The client's API.
+    pub client: Dialect,
+    /// What it asks for.
+    pub op: Operation,
+    /// Whether it streams.
+    pub stream: bool,
+    /// The client's headers.
+    pub headers: &'a HeaderMap,
+    /// The body as the provider would get it (after the data policy).
+    pub raw: &'a [u8],
+    /// Its data class (see [`crate::dataguard::Guarded::data_class`]);
+    /// `None` when the data policy keeps it out of caches.
+    pub data_class: Option<&'a str>,
+    /// Classes a provider must be cleared for to see it.
+    pub restricted: &'a [String],
+    /// A Responses call continuing a stored conversation.
+    pub continues: bool,
+    /// The request id (sent with the embeddings call).
+    pub request_id: &'a HeaderValue,
+}
+
+/// Looks the request up in its route's caches: the exact one first, then
+/// the semantic one (which embeds the prompt).
+pub async fn lookup(shared: &Shared, rt: Option<&RouteRuntime>, ask: Ask<'_>) -> Lookup {
+    let Some(cache) = rt.and_then(|r| r.cache.as_ref()) else {
         return Lookup::Bypass;
     };
-    let asked = headers
+    let asked = ask
+        .headers
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     let m = &shared.metrics;
+    let route = &*cache.route;
     let count = |result: &str| {
-        m.cache_lookups
-            .with_label_values(&[&cache.route, result])
-            .inc();
+        if cache.exact.is_some() {
+            m.cache_lookups.with_label_values(&[route, result]).inc();
+        }
     };
-    if sensitive || continues || asked.as_deref() == Some("off") {
+    let count_semantic = |result: &str| {
+        if cache.semantic.is_some() {
+            m.semantic_lookups.with_label_values(&[route, result]).inc();
+        }
+    };
+    let bypass = || {
         count("bypass");
-        return Lookup::Bypass;
+        count_semantic("bypass");
+        Lookup::Bypass
+    };
+    let Some(data_class) = ask.data_class else {
+        return bypass();
+    };
+    if ask.continues || asked.as_deref() == Some("off") {
+        return bypass();
     }
-    let Ok(body) = serde_json::from_slice::<Value>(raw) else {
-        count("bypass");
-        return Lookup::Bypass;
+    let Ok(body) = serde_json::from_slice::<Value>(ask.raw) else {
+        return bypass();
     };
-    let wanted = match asked.as_deref() {
-        Some("on" | "refresh") => true,
-        _ => cache.settings.mode == CacheMode::Always || deterministic(op, &body),
-    };
-    if !wanted {
-        count("bypass");
-        return Lookup::Bypass;
-    }
-    let key = cache.key(client, op, stream, &body);
-    let pending = Pending {
+    let opted_in = matches!(asked.as_deref(), Some("on" | "refresh"));
+    let refresh = asked.as_deref() == Some("refresh");
+    let wanted =
+        |mode: CacheMode| opted_in || mode == CacheMode::Always || deterministic(ask.op, &body);
+    let mut pending = Pending {
         cache: cache.clone(),
-        key,
+        key: None,
+        semantic: None,
     };
-    if asked.as_deref() == Some("refresh") {
-        count("refresh");
-        return Lookup::Miss(pending);
+    // Whether a cache was asked (then the answer says `miss`, even when
+    // an error leaves nothing to store it under).
+    let mut looked_up = false;
+
+    // Exact: a hash of the whole body.
+    if let Some(exact) = &cache.exact {
+        if !wanted(exact.mode) {
+            count("bypass");
+        } else {
+            let key = cache.key(ask.client, ask.op, ask.stream, &body);
+            pending.key = Some(key);
+            looked_up = true;
+            if refresh {
+                count("refresh");
+            } else {
+                match cache.get(&key).await {
+                    Ok(Some(e)) if e.meta.stream == ask.stream => {
+                        count("hit");
+                        return Lookup::Hit(e, None);
+                    }
+                    Ok(_) => count("miss"),
+                    Err(e) => {
+                        count("error");
+                        tracing::warn!(route, error = %e, "response cache: lookup failed; asking the provider");
+                    }
+                }
+            }
+        }
     }
-    match cache.get(&key).await {
-        Ok(Some(e)) if e.meta.stream == stream => {
-            count("hit");
-            Lookup::Hit(e)
+
+    // Semantic: the prompt's embedding, within the rest of the request.
+    if let Some(index) = &cache.semantic {
+        let settings = &index.settings;
+        let prompt = semantic::prompt(ask.client, ask.op, &body);
+        let embedder = rt.and_then(|r| r.embedder.as_ref());
+        match (prompt, embedder) {
+            _ if !wanted(settings.mode) => count_semantic("bypass"),
+            // The embeddings provider would see the prompt.
+            _ if !crate::dataguard::cleared(&settings.provider, ask.restricted) => {
+                count_semantic("bypass")
+            }
+            (Some((text, blanked)), Some(client)) => {
+                let partition = index.partition(
+                    &cache.scope,
+                    ask.client,
+                    ask.op,
+                    ask.stream,
+                    data_class,
+                    &blanked,
+                );
+                looked_up = true;
+                match semantic::embed(settings, client, &text, ask.request_id).await {
+                    Err(e) => {
+                        count_semantic("error");
+                        tracing::warn!(route, provider = %settings.provider.name, error = %e, "semantic cache: the embeddings call failed; asking the provider");
+                    }
+                    Ok(embedded) => {
+                        bill_embedding(shared, route, settings, embedded.tokens);
+                        let id = semantic::prompt_id(&partition, &text);
+                        let vector = embedded.vector;
+                        if refresh {
+                            count_semantic("refresh");
+                        } else {
+                            match index.find(&partition, &vector).await {
+                                Ok(found) => {
+                                    if let Some(best) = found.best {
+                                        m.semantic_similarity
+                                            .with_label_values(&[route])
+                                            .observe(f64::from(best));
+                                    }
+                                    match found.entry {
+                                        Some(e) if e.meta.stream == ask.stream => {
+                                            count_semantic("hit");
+                                            return Lookup::Hit(e, found.best);
+                                        }
+                                        _ => count_semantic("miss"),
+                                    }
+                                }
+                                Err(e) => {
+                                    count_semantic("error");
+                                    tracing::warn!(route, error = %e, "semantic cache: lookup failed; asking the provider");
+                                }
+                            }
+                        }
+                        pending.semantic = Some(SemanticPending {
+                            partition,
+                            id,
+                            vector,
+                        });
+                    }
+                }
+            }
+            _ => count_semantic("bypass"),
         }
-        Ok(_) => {
-            count("miss");
-            Lookup::Miss(pending)
-        }
-        Err(e) => {
-            count("error");
-            tracing::warn!(route = &*cache.route, error = %e, "response cache: lookup failed; asking the provider");
-            Lookup::Miss(pending)
-        }
+    }
+    if !looked_up {
+        return Lookup::Bypass;
+    }
+    Lookup::Miss(pending)
+}
+
+/// Counts the tokens and cost of a semantic cache's embeddings call under
+/// its route, like any call.
+fn bill_embedding(
+    shared: &Shared,
+    route: &str,
+    settings: &llmesh_policy::SemanticSettings,
+    tokens: Option<u64>,
+) {
+    let Some(n) = tokens else {
+        return;
+    };
+    let m = &shared.metrics;
+    let p = &settings.provider;
+    let model = settings.model.as_str();
+    m.tokens
+        .with_label_values(&[route, &p.name, model, "input"])
+        .inc_by(n);
+    m.token_usage
+        .with_label_values(&["embeddings", &p.provider_name, model, model, "input", route])
+        .observe(n as f64);
+    let price = p.model(model).and_then(|i| i.price);
+    if let Some(price) = price {
+        let cost = price.cost(llmesh_policy::TokenCounts {
+            input: n,
+            ..Default::default()
+        });
+        m.cost
+            .with_label_values(&[route, &p.name, model])
+            .inc_by(cost);
     }
 }
 
@@ -121,6 +258,8 @@ pub struct Hit<'a> {
     pub request_id: &'a HeaderValue,
     /// When the request arrived.
     pub start: std::time::Instant,
+    /// How like the stored prompt the request's is, for a semantic hit.
+    pub similarity: Option<f32>,
 }
 
 /// The client's answer from `entry`: the stored body (a stream replayed as
@@ -159,6 +298,11 @@ pub fn answer(
         h.insert("x-llmesh-model", v);
     }
     h.insert("x-llmesh-attempts", HeaderValue::from(0u32));
+    if let Some(sim) = hit.similarity {
+        if let Ok(v) = HeaderValue::from_str(&format!("{sim:.4}")) {
+            h.insert(SIMILARITY_HEADER, v);
+        }
+    }
 
     // What the provider would have charged for it now.
     let usage = entry.meta.usage();
@@ -192,7 +336,8 @@ pub fn answer(
         api = hit.client.as_str(),
         stream = entry.meta.stream,
         status = 200,
-        cache = "hit",
+        cache = if hit.similarity.is_some() { "semantic-hit" } else { "hit" },
+        similarity = hit.similarity.map_or(1.0, f64::from),
         input_tokens = 0,
         output_tokens = 0,
         cost_usd = 0.0,

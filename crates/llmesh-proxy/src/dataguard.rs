@@ -44,6 +44,12 @@ pub struct Guarded {
     /// The client's headers with redacted or masked values, when a
     /// forwarded header held something the policy rewrites.
     pub headers: Option<HeaderMap>,
+    /// A class was found or declared whose rule is not `cacheable`: the
+    /// request is never answered from or stored in a response cache.
+    pub uncacheable: bool,
+    /// The classes found or declared, sorted and comma-joined (empty when
+    /// none): cached answers are kept apart by it.
+    pub data_class: String,
 }
 
 /// Headers that carry ids, not text: trace context. Left unscanned so a
@@ -187,6 +193,19 @@ pub fn apply_api(
         ),
         false => (None, None),
     };
+    let mut classes: Vec<&str> = outcome
+        .found
+        .iter()
+        .filter(|c| c.count > 0)
+        .map(|c| c.class.as_str())
+        .chain(declared.iter().map(String::as_str))
+        .collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let uncacheable = classes
+        .iter()
+        .any(|c| !guard.cacheable.iter().any(|k| k == c));
+    let data_class = classes.join(",");
     let vault = (guard.restore && !outcome.vault.is_empty()).then(|| Arc::new(outcome.vault));
     Ok(Guarded {
         body,
@@ -194,6 +213,8 @@ pub fn apply_api(
         vault,
         audit,
         headers,
+        uncacheable,
+        data_class,
     })
 }
 

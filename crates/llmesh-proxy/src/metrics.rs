@@ -46,6 +46,10 @@ pub struct Metrics {
     pub cache_lookups: IntCounterVec,
     /// llmesh_cache_saved_usd_total
     pub cache_saved_usd: CounterVec,
+    /// llmesh_semantic_cache_lookups_total
+    pub semantic_lookups: IntCounterVec,
+    /// llmesh_semantic_cache_similarity
+    pub semantic_similarity: HistogramVec,
     /// llmesh_cache_entries
     pub cache_entries: IntGaugeVec,
     /// llmesh_cache_bytes
@@ -224,17 +228,32 @@ impl Metrics {
             ),
             &["route"],
         )?;
+        let semantic_lookups = IntCounterVec::new(
+            Opts::new(
+                "llmesh_semantic_cache_lookups_total",
+                "Requests on routes with a semantic cache, by result: hit (a stored prompt reached the threshold), miss, refresh, bypass (not cacheable, or no text prompt), error (the embeddings call or the store failed; the provider answered).",
+            ),
+            &["route", "result"],
+        )?;
+        let semantic_similarity = HistogramVec::new(
+            HistogramOpts::new(
+                "llmesh_semantic_cache_similarity",
+                "Best cosine similarity between a request's prompt and the stored prompts it was compared with, per semantic lookup (to choose the threshold).",
+            )
+            .buckets(vec![0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.97, 0.98, 0.99, 0.995, 1.0]),
+            &["route"],
+        )?;
         let cache_entries = IntGaugeVec::new(
             Opts::new(
                 "llmesh_cache_entries",
-                "Answers in this sidecar's in-memory response cache.",
+                "Answers in this sidecar's in-memory response cache (exact and semantic).",
             ),
             &["route"],
         )?;
         let cache_bytes = IntGaugeVec::new(
             Opts::new(
                 "llmesh_cache_bytes",
-                "Bytes of answers in this sidecar's in-memory response cache.",
+                "Bytes of answers (and prompt vectors) in this sidecar's in-memory response cache.",
             ),
             &["route"],
         )?;
@@ -492,6 +511,8 @@ impl Metrics {
         registry.register(Box::new(passthrough.clone()))?;
         registry.register(Box::new(cache_lookups.clone()))?;
         registry.register(Box::new(cache_saved_usd.clone()))?;
+        registry.register(Box::new(semantic_lookups.clone()))?;
+        registry.register(Box::new(semantic_similarity.clone()))?;
         registry.register(Box::new(cache_entries.clone()))?;
         registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(structured_outputs.clone()))?;
@@ -558,6 +579,8 @@ impl Metrics {
             passthrough,
             cache_lookups,
             cache_saved_usd,
+            semantic_lookups,
+            semantic_similarity,
             cache_entries,
             cache_bytes,
             structured_outputs,

@@ -153,21 +153,21 @@ async fn on_route(
     };
     // Cache: a stored answer to the same request is the answer; nothing is
     // admitted, sent or paid. A miss carries where its answer is stored.
-    let route_cache = table.routes.get(routed.index).and_then(|r| r.cache.clone());
-    let lookup = crate::cached::lookup(
-        shared,
-        route_cache.as_ref(),
-        endpoint.dialect(),
-        endpoint.operation(),
-        inbound.stream,
-        &inbound.headers,
-        &raw,
-        guarded.audit.is_some(),
-        inbound.previous_response_id.is_some(),
-    )
-    .await;
+    let rt = table.routes.get(routed.index);
+    let ask = crate::cached::Ask {
+        client: endpoint.dialect(),
+        op: endpoint.operation(),
+        stream: inbound.stream,
+        headers: &inbound.headers,
+        raw: &raw,
+        data_class: (!guarded.uncacheable).then_some(guarded.data_class.as_str()),
+        restricted: &guarded.restricted,
+        continues: inbound.previous_response_id.is_some(),
+        request_id,
+    };
+    let lookup = crate::cached::lookup(shared, rt, ask).await;
     let cache = match lookup {
-        crate::cached::Lookup::Hit(entry) => {
+        crate::cached::Lookup::Hit(entry, similarity) => {
             let hit = crate::cached::Hit {
                 route: &routed.route,
                 client: endpoint.dialect(),
@@ -176,13 +176,16 @@ async fn on_route(
                 vault: guarded.vault.as_ref(),
                 request_id,
                 start,
+                similarity,
             };
             return Ok(crate::cached::answer(shared, &table, hit, &entry));
         }
         crate::cached::Lookup::Miss(p) => Some(p),
         crate::cached::Lookup::Bypass => None,
     };
-    let cache_mark = route_cache.is_some().then_some(cache.is_some());
+    let cache_mark = rt
+        .is_some_and(|r| r.cache.is_some())
+        .then_some(cache.is_some());
     // Admission: quotas reserve on the way in, after the data policy so a
     // blocked request costs nothing; a downgrade re-routes.
     let (routed, admitted) =

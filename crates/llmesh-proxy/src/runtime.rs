@@ -111,6 +111,8 @@ pub struct RouteRuntime {
     pub passthrough: Option<crate::upstream::UpstreamClient>,
     /// The route's response cache, if it has one.
     pub cache: Option<Arc<crate::cache::RouteCache>>,
+    /// The client of the semantic cache's embeddings provider.
+    pub embedder: Option<crate::upstream::UpstreamClient>,
 }
 
 /// Long-lived state, carried from table to table.

@@ -202,22 +202,28 @@ pub fn build<'r>(
                     .collect()
             })
             .collect();
-        let passthrough = route.passthrough.as_ref().and_then(|pt| {
-            let ca = pt.provider.ca_file.as_deref().map(|f| match base_dir {
+        // The client of a provider the route calls outside its backends.
+        let mut side_client = |provider: &llmesh_policy::Provider| {
+            let ca = provider.ca_file.as_deref().map(|f| match base_dir {
                 Some(dir) if f.is_relative() => dir.join(f),
                 _ => f.to_path_buf(),
             });
             match clients.get(ca.as_deref(), route.timeouts.connect) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    wiring_errors.push(format!(
-                        "LLMProvider/{}: spec.caFile: {e}",
-                        pt.provider.name
-                    ));
+                    wiring_errors.push(format!("LLMProvider/{}: spec.caFile: {e}", provider.name));
                     None
                 }
             }
-        });
+        };
+        let passthrough = route
+            .passthrough
+            .as_ref()
+            .and_then(|pt| side_client(&pt.provider));
+        let embedder = route
+            .semantic_cache
+            .as_ref()
+            .and_then(|s| side_client(&s.provider));
         routes.push(RouteRuntime {
             backends,
             fallbacks,
@@ -225,6 +231,7 @@ pub fn build<'r>(
             rr: builder.counter(route),
             passthrough,
             cache: builder.cache(route),
+            embedder,
         });
     }
     Built {
