@@ -762,9 +762,7 @@ pub(crate) fn make_plan<'a>(chat: &ChatReq<'a>, layers: &Layers, id: u64) -> Pla
     // A structured-output answer: the JSON, or prose before the turn it
     // gets it right.
     let echo = match layers.json_reply() {
-        Some(v) if json_turn => {
-            Some(crate::common::pieces(&v.to_string(), 8))
-        }
+        Some(v) if json_turn => Some(crate::common::pieces(&v.to_string(), 8)),
         Some(_) => Some(crate::common::pieces(NOT_JSON, 8)),
         None => echo,
     };

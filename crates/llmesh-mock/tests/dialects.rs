@@ -443,7 +443,10 @@ async fn anthropic_forced_tool_carries_the_json_reply() {
         // Before its turn, an empty object; without json_reply, the usual
         // arguments.
         body["stream"] = json!(false);
-        let later = ("x-mock-behavior", r#"{"json_reply":{"n":3},"json_reply_after_turns":1}"#);
+        let later = (
+            "x-mock-behavior",
+            r#"{"json_reply":{"n":3},"json_reply_after_turns":1}"#,
+        );
         let v = post(&url, &[later], &body).await.json();
         assert_eq!(v["content"][0]["input"], json!({}));
         let v = post(&url, &[], &body).await.json();

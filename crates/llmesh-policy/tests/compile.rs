@@ -396,14 +396,24 @@ spec:
 fn a_route_schema_compiles_and_is_dumped() {
     let (snap, errors) = build(&format!("{BASE}{SCHEMA_ROUTE}"));
     assert!(errors.is_empty(), "{errors:?}");
-    let route = snap.route_for("extractor", &HeaderMap::new()).unwrap().route;
+    let route = snap
+        .route_for("extractor", &HeaderMap::new())
+        .unwrap()
+        .route;
     let enforced = route.enforced_schema.as_ref().unwrap();
     assert_eq!(enforced.name, "invoice");
     assert_eq!(enforced.schema["required"][0], "total");
-    assert!(enforced.validator.is_valid(&serde_json::json!({"total": 3.5})));
-    assert!(!enforced.validator.is_valid(&serde_json::json!({"total": "x"})));
+    assert!(enforced
+        .validator
+        .is_valid(&serde_json::json!({"total": 3.5})));
+    assert!(!enforced
+        .validator
+        .is_valid(&serde_json::json!({"total": "x"})));
     // Routes without one enforce none.
-    let chat = snap.route_for("gpt-4o-mini", &HeaderMap::new()).unwrap().route;
+    let chat = snap
+        .route_for("gpt-4o-mini", &HeaderMap::new())
+        .unwrap()
+        .route;
     assert!(chat.enforced_schema.is_none());
     let dump = snap.dump();
     let text = serde_json::to_string(&dump).unwrap();
@@ -412,8 +422,14 @@ fn a_route_schema_compiles_and_is_dumped() {
         "{text}"
     );
     // The name defaults to `response`.
-    let (snap, _) = build(&format!("{BASE}{}", SCHEMA_ROUTE.replace("    name: invoice\n", "")));
-    let route = snap.route_for("extractor", &HeaderMap::new()).unwrap().route;
+    let (snap, _) = build(&format!(
+        "{BASE}{}",
+        SCHEMA_ROUTE.replace("    name: invoice\n", "")
+    ));
+    let route = snap
+        .route_for("extractor", &HeaderMap::new())
+        .unwrap()
+        .route;
     assert_eq!(route.enforced_schema.as_ref().unwrap().name, "response");
 }
 
@@ -449,10 +465,6 @@ fn a_bad_route_schema_is_refused_with_its_field() {
         "spec.structuredOutput.name",
         "letters, digits",
     );
-    let no_schema = SCHEMA_ROUTE
-        .split("    schema:")
-        .next()
-        .unwrap()
-        .to_owned();
+    let no_schema = SCHEMA_ROUTE.split("    schema:").next().unwrap().to_owned();
     refused(no_schema, "spec.structuredOutput.name", "only with");
 }

@@ -183,6 +183,9 @@ async fn on_route(
         crate::cached::Lookup::Bypass => None,
     };
     let cache_mark = route_cache.is_some().then_some(cache.is_some());
+    // Structured output: the route's own schema, if any, joins a request
+    // that asks for none; before admission, which counts what is sent.
+    let raw = crate::structured::enforce_schema(&routed.route, endpoint, raw);
     // Admission: quotas reserve on the way in, after the data policy so a
     // blocked request costs nothing; a downgrade re-routes.
     let (routed, admitted) =
