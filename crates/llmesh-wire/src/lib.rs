@@ -39,7 +39,7 @@ mod usage;
 
 use serde_json::Value;
 
-pub use anthropic::STRUCTURED_OUTPUT_TOOL;
+pub use anthropic::{unforce_structured_output, STRUCTURED_OUTPUT_TOOL};
 pub use error::{error_body, translate_error, TranslateError};
 pub use responses::{responses_input_items, translate_response_for_responses, ResponseEcho};
 pub use stream::{StreamOptions, StreamTranslator};

@@ -132,6 +132,45 @@ fn structured_tool(req: &ChatRequest) -> Option<Value> {
     }))
 }
 
+/// Turns the forced [`STRUCTURED_OUTPUT_TOOL`] of a translated Anthropic
+/// request back into the system instruction (see [`json_instruction`]),
+/// for a request that continues a partial answer as text (a prefilled
+/// assistant turn). Returns whether the request had the tool.
+pub fn unforce_structured_output(body: &mut Value) -> bool {
+    let forced = body
+        .pointer("/tool_choice/name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n == STRUCTURED_OUTPUT_TOOL);
+    let Some(obj) = body.as_object_mut().filter(|_| forced) else {
+        return false;
+    };
+    obj.remove("tool_choice");
+    let schema = match obj.remove("tools") {
+        Some(Value::Array(tools)) => tools
+            .into_iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some(STRUCTURED_OUTPUT_TOOL))
+            .and_then(|mut t| t.get_mut("input_schema").map(Value::take)),
+        _ => None,
+    };
+    let format = match schema {
+        Some(schema) => ResponseFormat::JsonSchema { schema },
+        None => ResponseFormat::JsonObject,
+    };
+    if let Some(instruction) = json_instruction(&format) {
+        let system = match obj.remove("system") {
+            Some(Value::String(s)) if !s.is_empty() => format!("{s}\n\n{instruction}"),
+            Some(Value::Array(mut blocks)) => {
+                blocks.push(text_block(instruction));
+                obj.insert("system".into(), Value::Array(blocks));
+                return true;
+            }
+            _ => instruction,
+        };
+        obj.insert("system".into(), Value::String(system));
+    }
+    true
+}
+
 fn json_instruction(format: &ResponseFormat) -> Option<String> {
     const BASE: &str = "Respond only with a single valid JSON object. \
         Do not add any other text, explanation or Markdown code fences.";
@@ -360,5 +399,23 @@ mod tests {
         instructed(&translate(with_format(schema_format(json!({"anyOf": []})))).unwrap());
         // No schema to force.
         instructed(&translate(with_format(json!({"type": "json_object"}))).unwrap());
+    }
+
+    #[test]
+    fn a_forced_structured_tool_can_become_the_instruction_again() {
+        let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+        let mut body = json!({"messages": [{"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"}], "response_format": schema_format(schema)});
+        let mut forced = translate(body.clone()).unwrap();
+        assert!(unforce_structured_output(&mut forced));
+        body["tools"] = json!([{"type": "function", "function": {"name": "f"}}]);
+        let mut instructed = translate(body).unwrap();
+        instructed.as_object_mut().unwrap().remove("tools");
+        assert_eq!(forced, instructed);
+        // Anything else is left alone.
+        let mut plain = translate(with_format(json!({"type": "json_object"}))).unwrap();
+        let before = plain.clone();
+        assert!(!unforce_structured_output(&mut plain));
+        assert_eq!(plain, before);
     }
 }
