@@ -105,6 +105,7 @@ pub struct LLMRouteSpec {
     /// What happens to answers of requests that ask for a JSON schema
     /// (`response_format`, `text.format`, `output_format`): by default
     /// each is validated against it and an invalid one asked again once.
+    /// With a `schema`, requests that ask for none get that one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub structured_output: Option<StructuredOutputSpec>,
 }
@@ -121,7 +122,23 @@ pub struct StructuredOutputSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 3))]
     pub retries: Option<u32>,
+    /// A JSON Schema (an object) the answers of this route must match: a
+    /// chat, messages or Responses request that asks for no schema of its
+    /// own is sent with this one (`response_format`, `text.format`,
+    /// `output_format`) and its answer validated against it. A request
+    /// with its own schema keeps it. Not with `mode: ignore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::json_schema_object")]
+    pub schema: Option<serde_json::Value>,
+    /// The schema's name in the request (OpenAI's `json_schema.name`;
+    /// default `response`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(SCHEMA_NAME))]
+    pub name: Option<String>,
 }
+
+/// A structured-output schema name, as OpenAI accepts it.
+pub const SCHEMA_NAME: &str = r"^[A-Za-z0-9_-]{1,64}$";
 
 /// Whether answers are validated against the request's JSON schema.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -23,3 +23,12 @@ pub(crate) const MODEL_PATTERN: &str = r"^[^*]+\*?$";
 
 /// A USD amount as a decimal string: `50`, `12.50`.
 pub(crate) const DECIMAL: &str = r"^[0-9]+(\.[0-9]+)?$";
+
+/// A JSON Schema given in a resource: any object, kept as written (the
+/// policy compiler checks that it is a schema).
+pub(crate) fn json_schema_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}

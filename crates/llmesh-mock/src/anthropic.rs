@@ -34,14 +34,22 @@ pub(crate) fn parse_chat(body: &Value) -> Result<ChatReq<'_>, String> {
                 .iter()
                 .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
         });
+    // `tool_choice: {type: tool, name}` forces that tool.
+    let forced = body
+        .get("tool_choice")
+        .filter(|c| c.get("type").and_then(Value::as_str) == Some("tool"))
+        .and_then(|c| c.get("name"))
+        .and_then(Value::as_str);
     let tool = if last_is_tool_result {
         None
     } else {
-        body.get("tools")
-            .and_then(Value::as_array)
-            .and_then(|t| t.first())
-            .and_then(|t| t.get("name"))
-            .and_then(Value::as_str)
+        forced.or_else(|| {
+            body.get("tools")
+                .and_then(Value::as_array)
+                .and_then(|t| t.first())
+                .and_then(|t| t.get("name"))
+                .and_then(Value::as_str)
+        })
     };
     Ok(ChatReq {
         model,
@@ -52,6 +60,7 @@ pub(crate) fn parse_chat(body: &Value) -> Result<ChatReq<'_>, String> {
         first_word: prefill_words(messages, false),
         last_user_text: crate::common::last_user_text(messages),
         assistant_turns: crate::common::assistant_turns(messages),
+        forced_tool: forced.is_some() && tool.is_some(),
         tool,
     })
 }

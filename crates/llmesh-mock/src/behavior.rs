@@ -92,7 +92,8 @@ pub struct Behavior {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub echo_chunk_chars: Option<u32>,
     /// Answer with this JSON value (serialized) as the text, as a model
-    /// asked for structured output would. OpenAI, Anthropic, Responses.
+    /// asked for structured output would. OpenAI, Anthropic, Responses. An
+    /// Anthropic request forcing a tool gets it as that tool's input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub json_reply: Option<Value>,
     /// With `json_reply`: answer prose (not JSON) until the conversation

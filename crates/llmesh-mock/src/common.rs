@@ -165,6 +165,9 @@ pub(crate) struct ChatReq<'a> {
     /// First declared tool, unless the conversation already ends with a
     /// tool result (then a text answer ends the tool loop).
     pub tool: Option<&'a str>,
+    /// The request forces the call of `tool` (Anthropic `tool_choice:
+    /// {type: tool}`): with `json_reply`, its input is the JSON answer.
+    pub forced_tool: bool,
 }
 
 /// The answer to render.

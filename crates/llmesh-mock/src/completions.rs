@@ -87,6 +87,7 @@ fn plan<'a>(req: &Req<'a>, layers: &Layers, id: u64) -> Plan<'a> {
         last_user_text: req.last.clone(),
         assistant_turns: 0,
         tool: None,
+        forced_tool: false,
     };
     make_plan(&chat, layers, id)
 }

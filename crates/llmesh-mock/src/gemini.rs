@@ -60,6 +60,7 @@ pub(crate) fn parse_chat<'a>(
         last_user_text: None,
         assistant_turns: 0,
         tool,
+        forced_tool: false,
     })
 }
 

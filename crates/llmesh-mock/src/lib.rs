@@ -19,7 +19,11 @@
 //! - structured outputs: [`Behavior::json_reply`] makes the answer text that
 //!   JSON value, but only once the conversation holds
 //!   [`Behavior::json_reply_after_turns`] assistant turns (prose before), like
-//!   a model that corrects itself when told what was wrong.
+//!   a model that corrects itself when told what was wrong. An Anthropic
+//!   request that forces a tool (`tool_choice: {type: tool, name}`, as the
+//!   proxy sends for structured output) gets a call of that tool whose
+//!   input is the JSON value (`{}` before its turn), streamed as two
+//!   `input_json_delta`s.
 //!
 //! Behavior sources, later overriding earlier: the instance default, the
 //! per-model rule, `x-mock-<field>` headers (kebab-case), the

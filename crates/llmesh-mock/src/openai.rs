@@ -53,6 +53,7 @@ pub(crate) fn parse_chat(body: &Value) -> Result<ChatReq<'_>, String> {
         last_user_text: crate::common::last_user_text(messages),
         assistant_turns: crate::common::assistant_turns(messages),
         tool,
+        forced_tool: false,
     })
 }
 

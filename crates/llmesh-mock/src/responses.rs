@@ -256,6 +256,7 @@ fn build<'a>(
             .and_then(Value::as_array)
             .map_or(0, |items| crate::common::assistant_turns(items)),
         tool: req.tool,
+        forced_tool: false,
     };
     let plan = make_plan(&chat, layers, id);
     let (item, output_words) = match &plan.tool {

@@ -737,14 +737,21 @@ const NOT_JSON: &str = "Sure! The answer is below.";
 /// The generated answer to a chat-like request under these behaviors.
 pub(crate) fn make_plan<'a>(chat: &ChatReq<'a>, layers: &Layers, id: u64) -> Plan<'a> {
     let content_filter = layers.content_filter();
+    let json_turn = chat.assistant_turns >= layers.json_reply_after_turns() as usize;
     let tool = if content_filter || !layers.tool_call() {
         None
     } else {
         chat.tool.map(|name| ToolCall {
             name,
-            args: layers
-                .tool_args()
-                .map_or_else(|| DEFAULT_TOOL_ARGS.to_owned(), Value::to_string),
+            // A forced tool carrying a structured answer: the JSON, or an
+            // empty object before the turn it gets it right.
+            args: match layers.json_reply() {
+                Some(v) if chat.forced_tool && json_turn => v.to_string(),
+                Some(_) if chat.forced_tool => "{}".to_owned(),
+                _ => layers
+                    .tool_args()
+                    .map_or_else(|| DEFAULT_TOOL_ARGS.to_owned(), Value::to_string),
+            },
         })
     };
     let echo = layers.echo_chunk_chars().and_then(|n| {
@@ -755,9 +762,7 @@ pub(crate) fn make_plan<'a>(chat: &ChatReq<'a>, layers: &Layers, id: u64) -> Pla
     // A structured-output answer: the JSON, or prose before the turn it
     // gets it right.
     let echo = match layers.json_reply() {
-        Some(v) if chat.assistant_turns >= layers.json_reply_after_turns() as usize => {
-            Some(crate::common::pieces(&v.to_string(), 8))
-        }
+        Some(v) if json_turn => Some(crate::common::pieces(&v.to_string(), 8)),
         Some(_) => Some(crate::common::pieces(NOT_JSON, 8)),
         None => echo,
     };

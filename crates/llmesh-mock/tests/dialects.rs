@@ -411,6 +411,51 @@ async fn anthropic_tool_use() {
     .await;
 }
 
+#[tokio::test]
+async fn anthropic_forced_tool_carries_the_json_reply() {
+    bounded(async {
+        let m = start().await;
+        let url = format!("{}/v1/messages", m.url());
+        let mut body = anthropic_body(false);
+        body["tools"] = json!([
+            {"name": "lookup", "input_schema": {"type": "object"}},
+            {"name": "answer", "input_schema": {"type": "object"}}]);
+        body["tool_choice"] = json!({"type": "tool", "name": "answer"});
+        let reply = ("x-mock-behavior", r#"{"json_reply":{"n":3}}"#);
+        let v = post(&url, &[reply], &body).await.json();
+        assert_eq!(v["stop_reason"], "tool_use");
+        assert_eq!(v["content"][0]["name"], "answer");
+        assert_eq!(v["content"][0]["input"], json!({"n": 3}));
+
+        body["stream"] = json!(true);
+        let r = post(&url, &[reply], &body).await;
+        let data = sse_json(r.text());
+        assert_eq!(data[1]["content_block"]["name"], "answer");
+        let pieces: Vec<&str> = data
+            .iter()
+            .filter(|d| d["delta"]["type"] == "input_json_delta")
+            .map(|d| d["delta"]["partial_json"].as_str().unwrap())
+            .collect();
+        assert_eq!(pieces.len(), 2);
+        let args: Value = serde_json::from_str(&pieces.concat()).unwrap();
+        assert_eq!(args, json!({"n": 3}));
+
+        // Before its turn, an empty object; without json_reply, the usual
+        // arguments.
+        body["stream"] = json!(false);
+        let later = (
+            "x-mock-behavior",
+            r#"{"json_reply":{"n":3},"json_reply_after_turns":1}"#,
+        );
+        let v = post(&url, &[later], &body).await.json();
+        assert_eq!(v["content"][0]["input"], json!({}));
+        let v = post(&url, &[], &body).await.json();
+        assert_eq!(v["content"][0]["name"], "answer");
+        assert_eq!(v["content"][0]["input"], json!({"city": "Paris"}));
+    })
+    .await;
+}
+
 fn gemini_body() -> Value {
     json!({
         "systemInstruction": {"parts": [{"text": "be kind"}]},

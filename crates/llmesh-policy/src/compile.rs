@@ -16,8 +16,8 @@ use crate::data_policy::{compile_data_policy, is_class_name};
 use crate::duration::parse_duration;
 use crate::quota::compile_quota;
 use crate::route::{
-    Backend, BreakerSettings, CacheSettings, ClassSet, Fallback, Passthrough, RetrySettings, Route,
-    SemanticSettings, StrategyKind, Timeouts,
+    Backend, BreakerSettings, CacheSettings, ClassSet, EnforcedSchema, Fallback, Passthrough,
+    RetrySettings, Route, SemanticSettings, StrategyKind, Timeouts,
 };
 use crate::snapshot::{BaseUrl, ModelInfo, Price, Provider, Snapshot};
 
@@ -992,6 +992,11 @@ fn compile_route(
         },
     };
 
+    let enforced_schema = spec
+        .structured_output
+        .as_ref()
+        .and_then(|so| enforced_schema(cx, name, so));
+
     if cx.errors.len() > before {
         return None;
     }
@@ -1014,7 +1019,74 @@ fn compile_route(
         cache,
         semantic_cache,
         schema_retries,
+        enforced_schema,
     })
+}
+
+/// A route's own schema (`spec.structuredOutput.schema`), compiled: an
+/// object that is a JSON Schema, on a route that validates.
+fn enforced_schema(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    so: &llmesh_api::StructuredOutputSpec,
+) -> Option<Arc<EnforcedSchema>> {
+    const K: ResourceKind = ResourceKind::Route;
+    let Some(schema) = &so.schema else {
+        if so.name.is_some() {
+            cx.err(
+                K,
+                name,
+                "spec.structuredOutput.name",
+                "names the schema: only with spec.structuredOutput.schema",
+            );
+        }
+        return None;
+    };
+    let field = "spec.structuredOutput.schema";
+    if so.mode == llmesh_api::StructuredOutputMode::Ignore {
+        cx.err(
+            K,
+            name,
+            field,
+            "a route that enforces a schema validates its answers: not with mode: ignore",
+        );
+        return None;
+    }
+    if !schema.is_object() {
+        cx.err(K, name, field, "must be a JSON Schema object");
+        return None;
+    }
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(v) => v,
+        Err(e) => {
+            cx.err(
+                K,
+                name,
+                field,
+                format_args!("is not a valid JSON Schema: {e}"),
+            );
+            return None;
+        }
+    };
+    let schema_name = so.name.clone().unwrap_or_else(|| "response".to_owned());
+    let name_ok = (1..=64).contains(&schema_name.len())
+        && schema_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !name_ok {
+        cx.err(
+            K,
+            name,
+            "spec.structuredOutput.name",
+            "must be 1 to 64 letters, digits, `_` or `-`",
+        );
+        return None;
+    }
+    Some(Arc::new(EnforcedSchema {
+        name: schema_name,
+        schema: schema.clone(),
+        validator: Arc::new(validator),
+    }))
 }
 
 fn duration_or(

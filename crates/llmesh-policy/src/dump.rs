@@ -98,9 +98,11 @@ fn route(r: &Route) -> Value {
             "paths": p.paths,
             "provider": p.provider.name,
         })),
-        "structuredOutput": match r.schema_retries {
-            Some(n) => json!({"mode": "validate", "retries": n}),
-            None => json!({"mode": "ignore"}),
+        "structuredOutput": match (r.schema_retries, &r.enforced_schema) {
+            (Some(n), Some(e)) => json!({"mode": "validate", "retries": n,
+                "name": e.name, "schema": e.schema}),
+            (Some(n), None) => json!({"mode": "validate", "retries": n}),
+            (None, _) => json!({"mode": "ignore"}),
         },
         "cache": (r.cache.is_some() || r.semantic_cache.is_some()).then(|| json!({
             "exact": r.cache.map(|c| json!({

@@ -162,6 +162,20 @@ pub struct Route {
     /// Retries of an answer that does not match the request's JSON
     /// schema; `None` = answers are not validated.
     pub schema_retries: Option<u32>,
+    /// The schema the route adds to requests that ask for none
+    /// (`spec.structuredOutput.schema`); only on routes that validate.
+    pub enforced_schema: Option<Arc<EnforcedSchema>>,
+}
+
+/// A route's own JSON schema (`spec.structuredOutput.schema`), compiled.
+#[derive(Debug)]
+pub struct EnforcedSchema {
+    /// Its name in requests (OpenAI `json_schema.name`).
+    pub name: String,
+    /// The schema as written.
+    pub schema: serde_json::Value,
+    /// The schema compiled, to validate answers with.
+    pub validator: Arc<jsonschema::Validator>,
 }
 
 /// A route's exact response cache, compiled.

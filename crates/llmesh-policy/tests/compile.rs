@@ -433,3 +433,98 @@ fn semantic_caches_compile_and_bad_ones_name_their_field() {
         "{errors:?}"
     );
 }
+
+const SCHEMA_ROUTE: &str = r#"
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: extract}
+spec:
+  models: [extractor]
+  backends: [{provider: openai}]
+  structuredOutput:
+    retries: 2
+    name: invoice
+    schema:
+      type: object
+      required: [total]
+      properties:
+        total: {type: number}
+"#;
+
+#[test]
+fn a_route_schema_compiles_and_is_dumped() {
+    let (snap, errors) = build(&format!("{BASE}{SCHEMA_ROUTE}"));
+    assert!(errors.is_empty(), "{errors:?}");
+    let route = snap
+        .route_for("extractor", &HeaderMap::new())
+        .unwrap()
+        .route;
+    let enforced = route.enforced_schema.as_ref().unwrap();
+    assert_eq!(enforced.name, "invoice");
+    assert_eq!(enforced.schema["required"][0], "total");
+    assert!(enforced
+        .validator
+        .is_valid(&serde_json::json!({"total": 3.5})));
+    assert!(!enforced
+        .validator
+        .is_valid(&serde_json::json!({"total": "x"})));
+    // Routes without one enforce none.
+    let chat = snap
+        .route_for("gpt-4o-mini", &HeaderMap::new())
+        .unwrap()
+        .route;
+    assert!(chat.enforced_schema.is_none());
+    let dump = snap.dump();
+    let text = serde_json::to_string(&dump).unwrap();
+    assert!(
+        text.contains(r#""structuredOutput":{"mode":"validate","name":"invoice","retries":2,"schema":{"properties":{"total":{"type":"number"}},"required":["total"],"type":"object"}}"#),
+        "{text}"
+    );
+    // The name defaults to `response`.
+    let (snap, _) = build(&format!(
+        "{BASE}{}",
+        SCHEMA_ROUTE.replace("    name: invoice\n", "")
+    ));
+    let route = snap
+        .route_for("extractor", &HeaderMap::new())
+        .unwrap()
+        .route;
+    assert_eq!(route.enforced_schema.as_ref().unwrap().name, "response");
+}
+
+#[test]
+fn a_bad_route_schema_is_refused_with_its_field() {
+    let refused = |text: String, field: &str, needle: &str| {
+        let (snap, errors) = build(&format!("{BASE}{text}"));
+        assert!(snap.route_for("extractor", &HeaderMap::new()).is_none());
+        let e = errors
+            .iter()
+            .find(|e| e.name == "extract")
+            .unwrap_or_else(|| panic!("accepted: {text}"));
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.reason.contains(needle), "{e}");
+    };
+    refused(
+        SCHEMA_ROUTE.replace("total: {type: number}", "total: {type: numeric}"),
+        "spec.structuredOutput.schema",
+        "is not a valid JSON Schema",
+    );
+    refused(
+        SCHEMA_ROUTE.replace("required: [total]", "required: total"),
+        "spec.structuredOutput.schema",
+        "is not a valid JSON Schema",
+    );
+    refused(
+        SCHEMA_ROUTE.replace("retries: 2", "mode: ignore"),
+        "spec.structuredOutput.schema",
+        "mode: ignore",
+    );
+    refused(
+        SCHEMA_ROUTE.replace("name: invoice", "name: \"my invoice\""),
+        "spec.structuredOutput.name",
+        "letters, digits",
+    );
+    let no_schema = SCHEMA_ROUTE.split("    schema:").next().unwrap().to_owned();
+    refused(no_schema, "spec.structuredOutput.name", "only with");
+}

@@ -151,6 +151,10 @@ async fn on_route(
         }
         _ => (None, raw),
     };
+    // Structured output: the route's own schema, if any, joins a request
+    // that asks for none; before the cache (it is part of the request) and
+    // admission, which counts what is sent.
+    let raw = crate::structured::enforce_schema(&routed.route, endpoint, raw);
     // Cache: a stored answer to the same request is the answer; nothing is
     // admitted, sent or paid. A miss carries where its answer is stored.
     let rt = table.routes.get(routed.index);

@@ -6,6 +6,9 @@
 //! (a trailing assistant message is a prefill) and the OpenAI-compatible
 //! APIs of DeepSeek and Mistral (a trailing assistant message with
 //! `"prefix": true`). OpenAI's own API and Gemini would start a new turn.
+//! An Anthropic request that asked for structured output through the
+//! forced tool (see `llmesh_wire::STRUCTURED_OUTPUT_TOOL`) gets the schema
+//! as a system instruction instead, so the JSON so far continues as text.
 
 use llmesh_api::ApiSchema;
 use llmesh_policy::Provider;
@@ -59,6 +62,10 @@ pub fn prefill(p: &Provider, body: &mut Value, from: &ContinueFrom) -> Result<()
             p.name
         ))
     })?;
+    if style == Style::Prefill {
+        // A structured answer forced through a tool continues as text.
+        llmesh_wire::unforce_structured_output(body);
+    }
     let messages = body
         .get_mut("messages")
         .and_then(Value::as_array_mut)
@@ -102,6 +109,16 @@ mod tests {
             json!({"role": "assistant", "content": "Once upon"})
         );
         assert_eq!(body["max_tokens"], 7);
+
+        // A forced structured-output tool gives way to the instruction.
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 10,
+            "tools": [{"name": llmesh_wire::STRUCTURED_OUTPUT_TOOL, "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "tool", "name": llmesh_wire::STRUCTURED_OUTPUT_TOOL}});
+        prefill(&p, &mut body, &from).unwrap();
+        assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
+        assert!(body["system"].as_str().unwrap().contains("JSON Schema"));
+        assert_eq!(body["messages"][1]["content"], "Once upon");
 
         p = test_provider(ApiSchema::OpenaiCompatible, "deepseek");
         let mut body = json!({"messages": []});

@@ -9,6 +9,11 @@
 //! bound the client gets a 502 `structured_output_invalid` naming the
 //! error. Refusals and tool calls are answers, not checked. Streams are
 //! not validated (the client has the answer as it is written).
+//!
+//! A route with its own schema (`structuredOutput.schema`) adds it to chat,
+//! messages and Responses requests that ask for none ([`enforce_schema`]),
+//! before anything is counted or sent, so such a request is validated
+//! like one that asked for the schema itself.
 
 use std::sync::Arc;
 
@@ -22,6 +27,7 @@ use crate::attempt::Success;
 use crate::attempts::Ended;
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
+use crate::inbound::Endpoint;
 use crate::plan::{backend_at, Plan};
 
 /// The schema a request body asks its answer to match, in `client`'s API.
@@ -38,6 +44,67 @@ fn requested(client: Dialect, body: &Value) -> Option<&Value> {
     format.pointer(schema)
 }
 
+/// `raw` asking for the route's own schema, when the route has one and
+/// the request (a chat, messages or Responses call) asks for none: OpenAI
+/// `response_format`, Responses `text.format` (both `strict`), Anthropic
+/// `output_format`, replacing a `text` or `json_object` format. A body that
+/// is not a JSON object is left as it is, for later stages to refuse.
+pub fn enforce_schema(route: &Route, endpoint: Endpoint, raw: Bytes) -> Bytes {
+    let Some(enforced) = route.enforced_schema.as_deref() else {
+        return raw;
+    };
+    let client = match endpoint {
+        Endpoint::Chat => Dialect::OpenAi,
+        Endpoint::Messages => Dialect::Anthropic,
+        Endpoint::Responses => Dialect::Responses,
+        _ => return raw,
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&raw) else {
+        return raw;
+    };
+    if requested(client, &value).is_some() {
+        return raw;
+    }
+    let Some(body) = value.as_object_mut() else {
+        return raw;
+    };
+    let (name, schema) = (&enforced.name, &enforced.schema);
+    match client {
+        Dialect::OpenAi => {
+            body.insert(
+                "response_format".into(),
+                json!({"type": "json_schema",
+                    "json_schema": {"name": name, "schema": schema, "strict": true}}),
+            );
+        }
+        Dialect::Responses => {
+            let format =
+                json!({"type": "json_schema", "name": name, "schema": schema, "strict": true});
+            match body.get_mut("text") {
+                Some(Value::Object(text)) => {
+                    text.insert("format".into(), format);
+                }
+                None | Some(Value::Null) => {
+                    body.insert("text".into(), json!({"format": format}));
+                }
+                // Not an object: the translation refuses it.
+                Some(_) => return raw,
+            }
+        }
+        Dialect::Anthropic => {
+            body.insert(
+                "output_format".into(),
+                json!({"type": "json_schema", "schema": schema}),
+            );
+        }
+        Dialect::Gemini => return raw,
+    }
+    match serde_json::to_vec(&value) {
+        Ok(v) => Bytes::from(v),
+        Err(_) => raw,
+    }
+}
+
 /// The validator of the schema `raw` asks for, when `route` validates.
 /// A schema that does not compile is left to the provider to refuse.
 pub fn validator(route: &Route, client: Dialect, raw: &[u8]) -> Option<Arc<jsonschema::Validator>> {
@@ -48,6 +115,14 @@ pub fn validator(route: &Route, client: Dialect, raw: &[u8]) -> Option<Arc<jsons
     }
     let body: Value = serde_json::from_slice(raw).ok()?;
     let schema = requested(client, &body)?;
+    // The route's own schema is compiled already.
+    if let Some(e) = route
+        .enforced_schema
+        .as_deref()
+        .filter(|e| &e.schema == schema)
+    {
+        return Some(e.validator.clone());
+    }
     match jsonschema::validator_for(schema) {
         Ok(v) => Some(Arc::new(v)),
         Err(e) => {
@@ -346,5 +421,78 @@ mod tests {
         assert_eq!(requested(Dialect::Anthropic, &ant), Some(&s));
         let plain = json!({"response_format": {"type": "json_object"}});
         assert_eq!(requested(Dialect::OpenAi, &plain), None);
+    }
+
+    fn route_with_schema(structured: &str) -> Arc<Route> {
+        let yaml = format!(
+            "apiVersion: llmesh.io/v1alpha1\nkind: LLMProvider\nmetadata: {{name: p}}\nspec: {{schema: openai, baseUrl: 'http://127.0.0.1:1/v1'}}\n---\napiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {{name: r}}\nspec: {{models: [m], backends: [{{provider: p}}], structuredOutput: {structured}}}\n"
+        );
+        let docs = llmesh_api::parse_documents(&yaml).unwrap();
+        let (snap, errors) =
+            llmesh_policy::compile(&docs, "t", &llmesh_policy::EnvFileSecrets::default());
+        assert!(errors.is_empty(), "{errors:?}");
+        snap.route_for("m", &http::HeaderMap::new())
+            .unwrap()
+            .route
+            .clone()
+    }
+
+    fn enforced(route: &Route, endpoint: Endpoint, body: Value) -> Value {
+        let raw = Bytes::from(body.to_string());
+        serde_json::from_slice(&enforce_schema(route, endpoint, raw)).unwrap()
+    }
+
+    #[test]
+    fn a_route_schema_joins_requests_that_ask_for_none() {
+        let route = route_with_schema("{schema: {type: object, required: [n]}}");
+        let s = json!({"type": "object", "required": ["n"]});
+        let chat =
+            json!({"model": "m", "messages": [], "response_format": {"type": "json_object"}});
+        let out = enforced(&route, Endpoint::Chat, chat);
+        assert_eq!(
+            out["response_format"],
+            json!({"type": "json_schema", "json_schema": {"name": "response", "schema": s, "strict": true}})
+        );
+        // The validator is the route's, compiled once.
+        let v = validator(&route, Dialect::OpenAi, out.to_string().as_bytes()).unwrap();
+        let e = route.enforced_schema.as_ref().unwrap();
+        assert!(Arc::ptr_eq(&v, &e.validator));
+
+        let resp = json!({"model": "m", "input": "hi", "text": {"verbosity": "low"}});
+        let out = enforced(&route, Endpoint::Responses, resp);
+        assert_eq!(out["text"]["verbosity"], "low");
+        assert_eq!(
+            out["text"]["format"],
+            json!({"type": "json_schema", "name": "response", "schema": s, "strict": true})
+        );
+        let out = enforced(
+            &route,
+            Endpoint::Responses,
+            json!({"model": "m", "input": "hi"}),
+        );
+        assert_eq!(out["text"]["format"]["schema"], s);
+
+        let msg = json!({"model": "m", "max_tokens": 5, "messages": []});
+        let out = enforced(&route, Endpoint::Messages, msg);
+        assert_eq!(
+            out["output_format"],
+            json!({"type": "json_schema", "schema": s})
+        );
+    }
+
+    #[test]
+    fn a_request_with_its_own_schema_or_no_chat_keeps_its_body() {
+        let route = route_with_schema("{schema: {type: object}, name: mine}");
+        let own = json!({"model": "m", "response_format": {"type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "array"}}}});
+        assert_eq!(enforced(&route, Endpoint::Chat, own.clone()), own);
+        let emb = json!({"model": "m", "input": "hi"});
+        assert_eq!(enforced(&route, Endpoint::Embeddings, emb.clone()), emb);
+        let raw = Bytes::from_static(b"not json");
+        assert_eq!(enforce_schema(&route, Endpoint::Chat, raw.clone()), raw);
+        // Without a route schema, nothing changes either.
+        let plain = route_with_schema("{retries: 2}");
+        let chat = json!({"model": "m", "messages": []});
+        assert_eq!(enforced(&plain, Endpoint::Chat, chat.clone()), chat);
     }
 }

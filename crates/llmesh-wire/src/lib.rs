@@ -39,6 +39,7 @@ mod usage;
 
 use serde_json::Value;
 
+pub use anthropic::{unforce_structured_output, STRUCTURED_OUTPUT_TOOL};
 pub use error::{error_body, translate_error, TranslateError};
 pub use responses::{responses_input_items, translate_response_for_responses, ResponseEcho};
 pub use stream::{StreamOptions, StreamTranslator};
@@ -108,10 +109,21 @@ impl std::fmt::Display for Dialect {
 /// field (see `src/responses/mod.rs`). Other clients cannot
 /// use a Responses upstream ([`TranslateError::Unsupported`]).
 ///
-/// OpenAI `response_format` has no Anthropic equivalent: for an Anthropic
-/// upstream it becomes an extra system instruction asking for JSON only
-/// (quoting the schema for `json_schema`). The model usually complies but this
-/// is not enforced the way OpenAI's structured outputs are.
+/// OpenAI `response_format` (and a Responses client's `text.format`) for
+/// an Anthropic upstream:
+/// - `json_schema` with an object schema, in a request without `tools` of
+///   its own, becomes one forced tool: [`STRUCTURED_OUTPUT_TOOL`] with the
+///   schema as its `input_schema` and `tool_choice: {type: tool}`, so the
+///   model's answer is JSON shaped by the schema. [`translate_response`]
+///   and [`StreamTranslator`] turn that tool call back into the assistant's
+///   text (its input serialized; streamed `input_json_delta` pieces as
+///   content deltas) with `finish_reason: stop`.
+/// - `json_schema` in a request that has `tools` (forcing one tool would
+///   keep the model from calling the client's), or with a schema whose root
+///   is not an object (a tool input must be one), and `json_object`, become
+///   an extra system instruction asking for JSON only (quoting the schema).
+///   The model usually complies, but nothing enforces it; a route that
+///   validates structured output (the default) checks the answer anyway.
 pub fn translate_request(
     client: Dialect,
     upstream: Dialect,

@@ -13,7 +13,9 @@ use crate::TranslateError;
 /// `tool_result` blocks become `role: tool` messages placed before the rest
 /// of their user turn, since OpenAI wants tool results right after the
 /// assistant message that called the tools. Thinking blocks are dropped and
-/// `top_k` is ignored (OpenAI has no equivalent).
+/// `top_k` is ignored (OpenAI has no equivalent). `output_format: {type:
+/// json_schema, schema}` becomes `response_format: json_schema` (named
+/// `response`, not strict: OpenAI's strict mode restricts schemas).
 pub(crate) fn request_to_openai(body: &Object, model: &str) -> Result<Object, TranslateError> {
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
@@ -66,6 +68,9 @@ pub(crate) fn request_to_openai(body: &Object, model: &str) -> Result<Object, Tr
     let has_tools = tools(body, &mut out)?;
     if has_tools {
         tool_choice(body, &mut out)?;
+    }
+    if let Some(format) = output_format(body) {
+        out.insert("response_format".into(), format);
     }
     if let Some(user) = body
         .get("metadata")
@@ -249,6 +254,16 @@ fn assistant_message(content: &Value, i: usize) -> Result<Value, TranslateError>
 }
 
 /// Returns whether any tools were sent.
+/// Anthropic structured output as an OpenAI `response_format`.
+fn output_format(body: &Object) -> Option<Value> {
+    let format = body.get("output_format")?;
+    if format.get("type").and_then(Value::as_str) != Some("json_schema") {
+        return None;
+    }
+    let schema = format.get("schema").filter(|s| s.is_object())?;
+    Some(json!({"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}))
+}
+
 fn tools(body: &Object, out: &mut Object) -> Result<bool, TranslateError> {
     let tools = match body.get("tools") {
         None | Some(Value::Null) => return Ok(false),
@@ -353,5 +368,23 @@ mod tests {
     fn stream_forces_usage() {
         let out = translate(json!({"messages": [], "stream": true})).unwrap();
         assert_eq!(out["stream_options"], json!({"include_usage": true}));
+    }
+
+    #[test]
+    fn output_format_becomes_response_format() {
+        let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+        let out = translate(json!({"max_tokens": 10,
+            "messages": [{"role": "user", "content": "hi"}],
+            "output_format": {"type": "json_schema", "schema": schema}}))
+        .unwrap();
+        assert_eq!(
+            out["response_format"],
+            json!({"type": "json_schema", "json_schema": {"name": "response", "schema": schema}})
+        );
+        let out = translate(json!({"max_tokens": 10,
+            "messages": [{"role": "user", "content": "hi"}],
+            "output_format": {"type": "other"}}))
+        .unwrap();
+        assert!(out.get("response_format").is_none());
     }
 }

@@ -7,10 +7,17 @@ mod to_upstream;
 pub(crate) use from_client::request_to_openai;
 pub(crate) use response::{response_from_openai, response_to_openai};
 pub(crate) use to_upstream::request_from_openai;
+pub use to_upstream::unforce_structured_output;
 
 /// Upstream `max_tokens` when an OpenAI client sent none: Anthropic requires
 /// the field, and OpenAI's default is "as much as fits".
 pub(crate) const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// Name of the tool an Anthropic upstream is forced to call when an OpenAI
+/// (or Responses) client asks for `response_format: json_schema`: its
+/// `input_schema` is the requested schema, and its input is the answer.
+/// Answers recognise it by name alone, so translating them needs no state.
+pub const STRUCTURED_OUTPUT_TOOL: &str = "llmesh_structured_output";
 
 /// An OpenAI completion id for an Anthropic message id.
 pub(crate) fn openai_id(anthropic_id: &str) -> String {

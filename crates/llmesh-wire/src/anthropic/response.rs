@@ -2,13 +2,15 @@
 
 use serde_json::{json, Value};
 
-use super::{anthropic_id, openai_id};
+use super::{anthropic_id, openai_id, STRUCTURED_OUTPUT_TOOL};
 use crate::json::{bad_upstream, now_unix};
 use crate::openai::parse_arguments;
 use crate::reasons;
 use crate::usage::{anthropic_usage, anthropic_usage_json, openai_usage, openai_usage_json};
 
-/// Anthropic message → OpenAI chat completion.
+/// Anthropic message → OpenAI chat completion. A call of
+/// [`STRUCTURED_OUTPUT_TOOL`] is the answer of a structured-output request:
+/// its input becomes the message's text, and the turn ends with `stop`.
 pub(crate) fn response_to_openai(body: &Value) -> Result<Value, crate::TranslateError> {
     let blocks = body
         .get("content")
@@ -16,9 +18,17 @@ pub(crate) fn response_to_openai(body: &Value) -> Result<Value, crate::Translate
         .ok_or_else(|| bad_upstream("anthropic response has no content array"))?;
     let mut text = String::new();
     let mut calls = Vec::new();
+    let mut structured = false;
     for block in blocks {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use")
+                if block.get("name").and_then(Value::as_str) == Some(STRUCTURED_OUTPUT_TOOL) =>
+            {
+                structured = true;
+                let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
+                text.push_str(&input.to_string());
+            }
             Some("tool_use") => {
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                 calls.push(json!({
@@ -33,11 +43,12 @@ pub(crate) fn response_to_openai(body: &Value) -> Result<Value, crate::Translate
             _ => {}
         }
     }
+    let finish = match body.get("stop_reason").and_then(Value::as_str) {
+        Some("tool_use") if structured && calls.is_empty() => "stop",
+        Some(stop) => reasons::anthropic_to_openai(stop),
+        None => "stop",
+    };
     let message = crate::openai::assistant_message(text, calls);
-    let finish = body
-        .get("stop_reason")
-        .and_then(Value::as_str)
-        .map_or("stop", reasons::anthropic_to_openai);
     let mut out = json!({
         "id": openai_id(body.get("id").and_then(Value::as_str).unwrap_or("")),
         "object": "chat.completion",
@@ -139,5 +150,28 @@ mod tests {
         assert!(response_from_openai(&json!({"choices": []})).is_err());
         assert!(response_to_openai(&json!({"content": "x"})).is_err());
         assert!(response_to_openai(&json!(null)).is_err());
+    }
+
+    #[test]
+    fn the_structured_output_tool_is_the_answer_text() {
+        let body = json!({"id": "msg_1", "model": "m", "stop_reason": "tool_use", "content": [
+            {"type": "tool_use", "id": "t", "name": STRUCTURED_OUTPUT_TOOL, "input": {"n": 1}}]});
+        let out = response_to_openai(&body).unwrap();
+        let choice = &out["choices"][0];
+        assert_eq!(choice["finish_reason"], "stop");
+        assert_eq!(choice["message"]["content"], r#"{"n":1}"#);
+        assert!(choice["message"].get("tool_calls").is_none());
+        // Beside a real tool call, the turn is still a tool-call turn.
+        let body = json!({"id": "msg_1", "model": "m", "stop_reason": "tool_use", "content": [
+            {"type": "tool_use", "id": "t", "name": STRUCTURED_OUTPUT_TOOL, "input": {"n": 1}},
+            {"type": "tool_use", "id": "u", "name": "f", "input": {}}]});
+        let out = response_to_openai(&body).unwrap();
+        assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(out["choices"][0]["message"]["tool_calls"][0]["id"], "u");
+        // Cut short, it is still cut short.
+        let body = json!({"id": "msg_1", "model": "m", "stop_reason": "max_tokens", "content": [
+            {"type": "tool_use", "id": "t", "name": STRUCTURED_OUTPUT_TOOL, "input": {}}]});
+        let out = response_to_openai(&body).unwrap();
+        assert_eq!(out["choices"][0]["finish_reason"], "length");
     }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::DEFAULT_MAX_TOKENS;
+use super::{DEFAULT_MAX_TOKENS, STRUCTURED_OUTPUT_TOOL};
 use crate::json::{invalid, unsupported};
 use crate::openai::{ChatRequest, Content, Image, Message, Part, ResponseFormat, ToolChoice};
 use crate::TranslateError;
@@ -15,9 +15,12 @@ use crate::TranslateError;
 /// - consecutive turns of the same role are merged, which is what puts
 ///   parallel tool results into the single user turn Anthropic expects;
 /// - `temperature` is clamped to Anthropic's 0..=1 range (OpenAI allows 2);
-/// - `response_format` becomes a system instruction asking for JSON only,
-///   quoting the schema for `json_schema` (Anthropic has no native JSON mode,
-///   so compliance is up to the model);
+/// - `response_format: json_schema` becomes a forced call of
+///   [`STRUCTURED_OUTPUT_TOOL`], whose input schema is the requested
+///   schema, when the request has no tools of its own and the schema's
+///   root is an object; otherwise (and for `json_object`) a system
+///   instruction asking for JSON only, quoting the schema (compliance is
+///   then up to the model);
 /// - sampling knobs Anthropic lacks (`seed`, penalties, `logit_bias`...) are
 ///   dropped.
 pub(crate) fn request_from_openai(req: ChatRequest, model: &str) -> Result<Value, TranslateError> {
@@ -33,9 +36,12 @@ pub(crate) fn request_from_openai(req: ChatRequest, model: &str) -> Result<Value
         json!(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
     );
 
+    let forced = structured_tool(&req);
     let mut system = req.system;
-    if let Some(instruction) = json_instruction(&req.response_format) {
-        system.push(instruction);
+    if forced.is_none() {
+        if let Some(instruction) = json_instruction(&req.response_format) {
+            system.push(instruction);
+        }
     }
     if !system.is_empty() {
         out.insert("system".into(), Value::String(system.join("\n\n")));
@@ -94,10 +100,75 @@ pub(crate) fn request_from_openai(req: ChatRequest, model: &str) -> Result<Value
             out.insert("tool_choice".into(), choice);
         }
     }
+    if let Some(tool) = forced {
+        out.insert("tools".into(), json!([tool]));
+        out.insert(
+            "tool_choice".into(),
+            json!({"type": "tool", "name": STRUCTURED_OUTPUT_TOOL}),
+        );
+    }
     if let Some(user) = req.user {
         out.insert("metadata".into(), json!({"user_id": user}));
     }
     Ok(Value::Object(out))
+}
+
+/// The forced tool that carries a `json_schema` answer, when it can: the
+/// client's own tools must stay callable (a forced tool would rule them
+/// out), and a tool input is an object.
+fn structured_tool(req: &ChatRequest) -> Option<Value> {
+    let ResponseFormat::JsonSchema { schema } = &req.response_format else {
+        return None;
+    };
+    // Anthropic requires `input_schema.type: object`.
+    let object_root = schema.get("type").and_then(Value::as_str) == Some("object");
+    if !req.tools.is_empty() || !object_root {
+        return None;
+    }
+    Some(json!({
+        "name": STRUCTURED_OUTPUT_TOOL,
+        "description": "Give the whole answer by calling this tool: its input is the JSON answer.",
+        "input_schema": schema,
+    }))
+}
+
+/// Turns the forced [`STRUCTURED_OUTPUT_TOOL`] of a translated Anthropic
+/// request back into the system instruction (see [`json_instruction`]),
+/// for a request that continues a partial answer as text (a prefilled
+/// assistant turn). Returns whether the request had the tool.
+pub fn unforce_structured_output(body: &mut Value) -> bool {
+    let forced = body
+        .pointer("/tool_choice/name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n == STRUCTURED_OUTPUT_TOOL);
+    let Some(obj) = body.as_object_mut().filter(|_| forced) else {
+        return false;
+    };
+    obj.remove("tool_choice");
+    let schema = match obj.remove("tools") {
+        Some(Value::Array(tools)) => tools
+            .into_iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some(STRUCTURED_OUTPUT_TOOL))
+            .and_then(|mut t| t.get_mut("input_schema").map(Value::take)),
+        _ => None,
+    };
+    let format = match schema {
+        Some(schema) => ResponseFormat::JsonSchema { schema },
+        None => ResponseFormat::JsonObject,
+    };
+    if let Some(instruction) = json_instruction(&format) {
+        let system = match obj.remove("system") {
+            Some(Value::String(s)) if !s.is_empty() => format!("{s}\n\n{instruction}"),
+            Some(Value::Array(mut blocks)) => {
+                blocks.push(text_block(instruction));
+                obj.insert("system".into(), Value::Array(blocks));
+                return true;
+            }
+            _ => instruction,
+        };
+        obj.insert("system".into(), Value::String(system));
+    }
+    true
 }
 
 fn json_instruction(format: &ResponseFormat) -> Option<String> {
@@ -283,5 +354,68 @@ mod tests {
             out["tools"],
             json!([{"name": "f", "input_schema": {"type": "object", "properties": {}}}])
         );
+    }
+
+    fn with_format(format: Value) -> Value {
+        json!({"messages": [{"role": "user", "content": "hi"}], "response_format": format})
+    }
+
+    fn schema_format(schema: Value) -> Value {
+        json!({"type": "json_schema", "json_schema": {"name": "n", "schema": schema}})
+    }
+
+    #[test]
+    fn json_schema_becomes_a_forced_tool() {
+        let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+        let out = translate(with_format(schema_format(schema.clone()))).unwrap();
+        assert_eq!(out["tools"][0]["name"], STRUCTURED_OUTPUT_TOOL);
+        assert_eq!(out["tools"][0]["input_schema"], schema);
+        assert_eq!(
+            out["tool_choice"],
+            json!({"type": "tool", "name": STRUCTURED_OUTPUT_TOOL})
+        );
+        assert!(out.get("system").is_none(), "{out}");
+    }
+
+    #[test]
+    fn the_instruction_stays_where_a_forced_tool_cannot_go() {
+        let object = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+        let instructed = |out: &Value| {
+            assert!(out["tools"]
+                .as_array()
+                .is_none_or(|t| t.iter().all(|t| t["name"] != STRUCTURED_OUTPUT_TOOL)));
+            let system = out["system"].as_str().unwrap();
+            assert!(system.contains("Respond only with a single valid JSON object"));
+        };
+        // The client's own tools must stay callable.
+        let mut body = with_format(schema_format(object.clone()));
+        body["tools"] = json!([{"type": "function", "function": {"name": "f"}}]);
+        let out = translate(body).unwrap();
+        instructed(&out);
+        assert_eq!(out["tools"][0]["name"], "f");
+        assert!(out["system"].as_str().unwrap().contains("\"integer\""));
+        // A tool input is an object.
+        instructed(&translate(with_format(schema_format(json!({"type": "array"})))).unwrap());
+        instructed(&translate(with_format(schema_format(json!({"anyOf": []})))).unwrap());
+        // No schema to force.
+        instructed(&translate(with_format(json!({"type": "json_object"}))).unwrap());
+    }
+
+    #[test]
+    fn a_forced_structured_tool_can_become_the_instruction_again() {
+        let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+        let mut body = json!({"messages": [{"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"}], "response_format": schema_format(schema)});
+        let mut forced = translate(body.clone()).unwrap();
+        assert!(unforce_structured_output(&mut forced));
+        body["tools"] = json!([{"type": "function", "function": {"name": "f"}}]);
+        let mut instructed = translate(body).unwrap();
+        instructed.as_object_mut().unwrap().remove("tools");
+        assert_eq!(forced, instructed);
+        // Anything else is left alone.
+        let mut plain = translate(with_format(json!({"type": "json_object"}))).unwrap();
+        let before = plain.clone();
+        assert!(!unforce_structured_output(&mut plain));
+        assert_eq!(plain, before);
     }
 }

@@ -9,7 +9,7 @@ use crate::error::extract;
 use crate::json::{bad_upstream, synth_id};
 use crate::sse::SseEvent;
 use crate::usage::{gemini_usage, openai_usage};
-use crate::{reasons, Dialect, TranslateError, Usage};
+use crate::{reasons, Dialect, TranslateError, Usage, STRUCTURED_OUTPUT_TOOL};
 
 #[derive(Debug)]
 pub(crate) enum Decoder {
@@ -218,6 +218,9 @@ pub(crate) struct AnthropicDecoder {
     usage: AnthropicUsage,
     /// Content block index → tool-call index, for `tool_use` blocks.
     tool_blocks: HashMap<u64, usize>,
+    /// Content block indexes of [`STRUCTURED_OUTPUT_TOOL`] calls: their
+    /// input is the answer's text.
+    structured_blocks: HashSet<u64>,
 }
 
 impl AnthropicDecoder {
@@ -243,17 +246,20 @@ impl AnthropicDecoder {
                             sink.push(Ev::Text(t.to_owned()));
                         }
                     }
+                    Some("tool_use") if str_of(block, "name") == Some(STRUCTURED_OUTPUT_TOOL) => {
+                        let block_index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        self.structured_blocks.insert(block_index);
+                        if let Some(input) = non_empty_input(block) {
+                            sink.push(Ev::Text(input));
+                        }
+                    }
                     Some("tool_use") => {
                         let index = self.tool_blocks.len();
                         let block_index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                         self.tool_blocks.insert(block_index, index);
                         // The start block's input is `{}`; arguments stream
                         // as input_json_delta.
-                        let args = block
-                            .get("input")
-                            .filter(|i| i.as_object().is_some_and(|o| !o.is_empty()))
-                            .map(Value::to_string)
-                            .unwrap_or_default();
+                        let args = non_empty_input(block).unwrap_or_default();
                         sink.push(Ev::ToolStart {
                             index,
                             id: str_of(block, "id").unwrap_or_default().to_owned(),
@@ -287,7 +293,11 @@ impl AnthropicDecoder {
                     Some("input_json_delta") => {
                         let block_index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                         let json = str_of(delta, "partial_json").unwrap_or_default();
-                        if let (Some(&index), false) =
+                        if self.structured_blocks.contains(&block_index) {
+                            if !json.is_empty() {
+                                sink.push(Ev::Text(json.to_owned()));
+                            }
+                        } else if let (Some(&index), false) =
                             (self.tool_blocks.get(&block_index), json.is_empty())
                         {
                             sink.push(Ev::ToolArgs {
@@ -305,13 +315,30 @@ impl AnthropicDecoder {
                     sink.push(Ev::Usage(self.usage.usage()));
                 }
                 if let Some(stop) = v.get("delta").and_then(|d| str_of(d, "stop_reason")) {
-                    sink.push(Ev::Finish(reasons::anthropic_to_openai(stop)));
+                    // The structured-output tool's call is the answer.
+                    let structured_answer = stop == "tool_use"
+                        && !self.structured_blocks.is_empty()
+                        && self.tool_blocks.is_empty();
+                    sink.push(Ev::Finish(if structured_answer {
+                        "stop"
+                    } else {
+                        reasons::anthropic_to_openai(stop)
+                    }));
                 }
             }
             "message_stop" => sink.push(Ev::Done),
             _ => {}
         }
     }
+}
+
+/// A `tool_use` start block's input as JSON text, unless it is `{}` (the
+/// input then streams as `input_json_delta`).
+fn non_empty_input(block: &Value) -> Option<String> {
+    block
+        .get("input")
+        .filter(|i| i.as_object().is_some_and(|o| !o.is_empty()))
+        .map(Value::to_string)
 }
 
 #[derive(Debug, Default)]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::sse::SseParser;
+use crate::STRUCTURED_OUTPUT_TOOL;
 
 fn translator(client: Dialect, upstream: Dialect, include_usage: bool) -> StreamTranslator {
     StreamTranslator::new(client, upstream, StreamOptions { include_usage }).with_created(1)
@@ -463,4 +464,33 @@ fn thinking_stays_out_of_chat_and_anthropic_clients() {
         thinking.as_bytes(),
     );
     assert!(out.contains("\"delta\":\"SECRET\""));
+}
+
+#[test]
+fn a_structured_output_tool_streams_as_text_unless_a_real_call_joins_it() {
+    let ev = |data: &str| format!("data: {data}\n\n");
+    let start = ev(r#"{"type":"message_start","message":{"id":"msg_1","model":"claude"}}"#);
+    let structured = ev(&format!(
+        r#"{{"type":"content_block_start","index":0,"content_block":{{"type":"tool_use","id":"t","name":"{STRUCTURED_OUTPUT_TOOL}","input":{{"n":1}}}}}}"#
+    ));
+    let more = ev(
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":" "}}"#,
+    );
+    let real = ev(
+        r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"u","name":"f","input":{}}}"#,
+    );
+    let end = ev(r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"}}"#)
+        + &ev(r#"{"type":"message_stop"}"#);
+
+    let mut t = translator(Dialect::OpenAi, Dialect::Anthropic, false);
+    let out = run(&mut t, format!("{start}{structured}{more}{end}").as_bytes());
+    assert!(out.contains(r#""delta":{"content":"{\"n\":1}"}"#), "{out}");
+    assert!(out.contains(r#""delta":{"content":" "}"#), "{out}");
+    assert!(out.contains(r#""finish_reason":"stop""#), "{out}");
+    assert!(!out.contains("tool_calls"), "{out}");
+
+    let mut t = translator(Dialect::OpenAi, Dialect::Anthropic, false);
+    let out = run(&mut t, format!("{start}{structured}{real}{end}").as_bytes());
+    assert!(out.contains(r#""finish_reason":"tool_calls""#), "{out}");
+    assert!(out.contains(r#""name":"f""#), "{out}");
 }
