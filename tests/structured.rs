@@ -323,7 +323,7 @@ async fn a_route_schema_is_sent_with_requests_that_ask_for_none_and_enforced() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["content"][0]["text"], r#"{"n":10}"#);
     assert_eq!(
-        last_sent(&env)["output_format"],
+        last_sent(&env)["output_config"]["format"],
         json!({"type": "json_schema", "schema": schema()})
     );
 

@@ -39,7 +39,7 @@
 //!   blocks or a `url` source's `url`; `search_result` `source`, `title`
 //!   and text blocks; every string in `tool_use.input`; `tool_result`
 //!   `content` as a string or the same blocks); `tools[].description` and
-//!   the schema `tools[].input_schema`; `output_format.schema`;
+//!   the schema `tools[].input_schema`; `output_format.schema` (and `output_config.format.schema`);
 //!   `metadata.user_id`.
 //! - Gemini: `contents[].parts[]` `text`, `fileData.fileUri`, every string
 //!   in `functionCall.args` and `functionResponse.response`;

@@ -41,7 +41,8 @@
 //!   of `tool_use.input`; `tool_result.content` as a string or blocks (the
 //!   same blocks: text, image, document, search result);
 //!   `tools[].description` and the schema `tools[].input_schema`;
-//!   `output_format` `schema`; `metadata.user_id`.
+//!   `output_format` and `output_config.format` `schema`;
+//!   `metadata.user_id`.
 //! - [`Api::Gemini`]: `contents[].parts[]`: `text`, `fileData.fileUri`,
 //!   every string of `functionCall.args` and `functionResponse.response`;
 //!   `systemInstruction.parts[].text`;
@@ -623,6 +624,11 @@ pub(crate) fn request_texts<'a>(body: &'a mut Value, api: Api, out: &mut Vec<Tex
                     }
                     "tools" => tools(v, out),
                     "output_format" => format(v, out),
+                    "output_config" => {
+                        if let Some(f) = v.get_mut("format") {
+                            format(f, out);
+                        }
+                    }
                     "metadata" => {
                         if let Some(u) = v.get_mut("user_id") {
                             string(u, out);

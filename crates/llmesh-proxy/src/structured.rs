@@ -35,7 +35,12 @@ fn requested(client: Dialect, body: &Value) -> Option<&Value> {
     let (format, schema) = match client {
         Dialect::OpenAi => (body.get("response_format")?, "/json_schema/schema"),
         Dialect::Responses => (body.pointer("/text/format")?, "/schema"),
-        Dialect::Anthropic => (body.get("output_format")?, "/schema"),
+        // The generally available field, or the beta one.
+        Dialect::Anthropic => (
+            body.pointer("/output_config/format")
+                .or_else(|| body.get("output_format"))?,
+            "/schema",
+        ),
         Dialect::Gemini => return None,
     };
     if format.get("type").and_then(Value::as_str) != Some("json_schema") {
@@ -91,11 +96,20 @@ pub fn enforce_schema(route: &Route, endpoint: Endpoint, raw: Bytes) -> Bytes {
                 Some(_) => return raw,
             }
         }
+        // The generally available form (the beta `output_format` needs a
+        // beta header the app did not ask for).
         Dialect::Anthropic => {
-            body.insert(
-                "output_format".into(),
-                json!({"type": "json_schema", "schema": schema}),
-            );
+            let format = json!({"type": "json_schema", "schema": schema});
+            match body.get_mut("output_config") {
+                Some(Value::Object(config)) => {
+                    config.insert("format".into(), format);
+                }
+                None | Some(Value::Null) => {
+                    body.insert("output_config".into(), json!({"format": format}));
+                }
+                // Not an object: the provider refuses it.
+                Some(_) => return raw,
+            }
         }
         Dialect::Gemini => return raw,
     }
@@ -419,6 +433,8 @@ mod tests {
         assert_eq!(requested(Dialect::Responses, &resp), Some(&s));
         let ant = json!({"output_format": {"type": "json_schema", "schema": s}});
         assert_eq!(requested(Dialect::Anthropic, &ant), Some(&s));
+        let ga = json!({"output_config": {"format": {"type": "json_schema", "schema": s}}});
+        assert_eq!(requested(Dialect::Anthropic, &ga), Some(&s));
         let plain = json!({"response_format": {"type": "json_object"}});
         assert_eq!(requested(Dialect::OpenAi, &plain), None);
     }
@@ -475,7 +491,7 @@ mod tests {
         let msg = json!({"model": "m", "max_tokens": 5, "messages": []});
         let out = enforced(&route, Endpoint::Messages, msg);
         assert_eq!(
-            out["output_format"],
+            out["output_config"]["format"],
             json!({"type": "json_schema", "schema": s})
         );
     }

@@ -256,7 +256,11 @@ fn assistant_message(content: &Value, i: usize) -> Result<Value, TranslateError>
 /// Returns whether any tools were sent.
 /// Anthropic structured output as an OpenAI `response_format`.
 fn output_format(body: &Object) -> Option<Value> {
-    let format = body.get("output_format")?;
+    // The generally available `output_config.format`, or the beta field.
+    let format = body
+        .get("output_config")
+        .and_then(|c| c.get("format"))
+        .or_else(|| body.get("output_format"))?;
     if format.get("type").and_then(Value::as_str) != Some("json_schema") {
         return None;
     }
@@ -386,5 +390,11 @@ mod tests {
             "output_format": {"type": "other"}}))
         .unwrap();
         assert!(out.get("response_format").is_none());
+        // The generally available field reads the same.
+        let out = translate(json!({"max_tokens": 10,
+            "messages": [{"role": "user", "content": "hi"}],
+            "output_config": {"format": {"type": "json_schema", "schema": schema}}}))
+        .unwrap();
+        assert_eq!(out["response_format"]["json_schema"]["schema"], schema);
     }
 }
