@@ -492,6 +492,64 @@ async fn openai_client_to_gemini_upstream() {
     assert_eq!(out, Some(2.0 * OUT as f64), "{m}");
 }
 
+/// A model the policy has no price for is served, costs 0, and is counted
+/// as unpriced so the dashboard shows the gap.
+#[tokio::test]
+async fn a_model_without_a_price_is_served_and_counted_as_unpriced() {
+    let env = Env::start_with(|mock| {
+        default_policy(mock)
+            + "---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: local}
+spec:
+  models: [local-llama]
+  backends: [{provider: oai}]
+"
+    })
+    .await;
+    for _ in 0..2 {
+        let (s, _, b) = env
+            .post(
+                "/v1/chat/completions",
+                &openai_chat("local-llama", "hi there"),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, _, _) = env
+        .post(
+            "/v1/chat/completions",
+            &openai_chat("gpt-4o-mini", "hi there"),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let m = env.wait_metric("llmesh_unpriced_requests_total{").await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "llmesh_unpriced_requests_total",
+            &[
+                ("route", "local"),
+                ("provider", "oai"),
+                ("model", "local-llama")
+            ]
+        ),
+        Some(2.0),
+        "{m}"
+    );
+    // A priced model is not counted; the unpriced one costs nothing.
+    assert_eq!(
+        metric_sum(&m, "llmesh_unpriced_requests_total", &[("route", "openai")]),
+        0.0
+    );
+    assert_eq!(
+        metric_sum(&m, "llmesh_cost_usd_total", &[("route", "local")]),
+        0.0
+    );
+    assert!(metric_sum(&m, "llmesh_cost_usd_total", &[("route", "openai")]) > 0.0);
+}
+
 #[tokio::test]
 async fn embeddings_are_forwarded_and_priced() {
     let env = Env::start().await;

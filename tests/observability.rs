@@ -141,6 +141,7 @@ const FAMILIES_WITH_SAMPLES: &[&str] = &[
     "llmesh_tokens_total{",
     "llmesh_cost_usd_total{",
     "llmesh_provider_cache_saved_usd_total{",
+    "llmesh_unpriced_requests_total{",
     // Not a family: the cache-write token type, for the cache panels.
     "gen_ai_token_type=\"cache_write\"",
     "llmesh_upstream_errors_total{",

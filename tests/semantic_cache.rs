@@ -93,6 +93,13 @@ fn similarity(h: &HeaderMap) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// What the cache said of a chat request asking `text` on the route.
+async fn cache_of(env: &Env, text: &str) -> String {
+    let (s, h, b) = env.post("/v1/chat/completions", &ask(text)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    cache_header(&h).to_string()
+}
+
 /// Calls the mock got on paths ending with `suffix`.
 fn calls(env: &Env, suffix: &str) -> usize {
     env.mock
@@ -163,10 +170,7 @@ async fn a_prompt_that_means_the_same_is_answered_from_the_cache() {
     assert_eq!(calls(&env, "/chat/completions"), 1);
 
     // A different question is asked.
-    let (_, h, _) = env
-        .post("/v1/chat/completions", &ask("How do I bake bread at home?"))
-        .await;
-    assert_eq!(cache_header(&h), "miss");
+    assert_eq!(cache_of(&env, "How do I bake bread at home?").await, "miss");
     assert_eq!(calls(&env, "/chat/completions"), 2);
 
     // Everything but the prompt must match: another system prompt misses.
@@ -296,29 +300,24 @@ async fn sensitive_requests_stay_out_unless_their_class_is_cacheable() {
         .find(|r| r.path.ends_with("/embeddings"))
         .unwrap();
     assert!(!emb.body.to_string().contains("jane.doe"), "{}", emb.body);
-    let (_, h, _) = env
-        .post(
-            "/v1/chat/completions",
-            &ask("Write a note to john.roe@example.org about lunch"),
-        )
-        .await;
-    assert_eq!(cache_header(&h), "hit");
+    assert_eq!(
+        cache_of(&env, "Write a note to john.roe@example.org about lunch").await,
+        "hit"
+    );
     // Same words without an address: another data class, a miss.
-    let (_, h, _) = env
-        .post(
-            "/v1/chat/completions",
-            &ask("Write a note to the team about lunch"),
-        )
-        .await;
-    assert_eq!(cache_header(&h), "miss");
+    assert_eq!(
+        cache_of(&env, "Write a note to the team about lunch").await,
+        "miss"
+    );
     // A class that is not cacheable keeps the request out.
-    let (_, h, _) = env
-        .post(
-            "/v1/chat/completions",
-            &ask("Write a note to jane.doe@example.com about lunch, call +1 415 555 0100"),
+    assert_eq!(
+        cache_of(
+            &env,
+            "Write a note to jane.doe@example.com about lunch, call +1 415 555 0100"
         )
-        .await;
-    assert_eq!(cache_header(&h), "bypass");
+        .await,
+        "bypass"
+    );
 }
 
 #[tokio::test]

@@ -239,7 +239,12 @@ impl Call {
                 }
                 cost
             }
-            None => 0.0,
+            None => {
+                m.unpriced
+                    .with_label_values(&[route, provider, self.upstream_model.as_str()])
+                    .inc();
+                0.0
+            }
         };
         if let Some(c) = &self.ctx.charge {
             c.add(&usage, cost);

@@ -230,15 +230,17 @@ fn bill_embedding(
     m.token_usage
         .with_label_values(&["embeddings", &p.provider_name, model, model, "input", route])
         .observe(n as f64);
-    let price = p.model(model).and_then(|i| i.price);
-    if let Some(price) = price {
-        let cost = price.cost(llmesh_policy::TokenCounts {
-            input: n,
-            ..Default::default()
-        });
-        m.cost
-            .with_label_values(&[route, &p.name, model])
-            .inc_by(cost);
+    match p.model(model).and_then(|i| i.price) {
+        Some(price) => {
+            let cost = price.cost(llmesh_policy::TokenCounts {
+                input: n,
+                ..Default::default()
+            });
+            m.cost
+                .with_label_values(&[route, &p.name, model])
+                .inc_by(cost);
+        }
+        None => m.unpriced.with_label_values(&[route, &p.name, model]).inc(),
     }
 }
 

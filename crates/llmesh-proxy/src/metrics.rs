@@ -68,6 +68,8 @@ pub struct Metrics {
     pub cost: CounterVec,
     /// llmesh_provider_cache_saved_usd_total
     pub cache_saved: CounterVec,
+    /// llmesh_unpriced_requests_total
+    pub unpriced: IntCounterVec,
     /// llmesh_upstream_errors_total
     pub upstream_errors: IntCounterVec,
     /// llmesh_attempts_total
@@ -303,6 +305,13 @@ impl Metrics {
             ),
             &["route", "provider", "model"],
         )?;
+        let unpriced = IntCounterVec::new(
+            Opts::new(
+                "llmesh_unpriced_requests_total",
+                "Calls whose model has no price in the policy: served, and counted at cost 0 in llmesh_cost_usd_total (add pricing to the LLMProvider's model to count them).",
+            ),
+            &["route", "provider", "model"],
+        )?;
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "llmesh_upstream_errors_total",
@@ -522,6 +531,7 @@ impl Metrics {
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(cost.clone()))?;
         registry.register(Box::new(cache_saved.clone()))?;
+        registry.register(Box::new(unpriced.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(log_lines_dropped.clone()))?;
@@ -590,6 +600,7 @@ impl Metrics {
             tokens,
             cost,
             cache_saved,
+            unpriced,
             upstream_errors,
             attempts,
             retries,
