@@ -550,6 +550,56 @@ spec:
     assert!(metric_sum(&m, "llmesh_cost_usd_total", &[("route", "openai")]) > 0.0);
 }
 
+/// The model version each backend answers with is tracked: an info series
+/// of the current one, and a counted change when the provider moves the
+/// name to another version.
+#[tokio::test]
+async fn a_backend_answering_with_a_new_model_version_is_counted_as_a_change() {
+    let env = Env::start().await;
+    let answer_as = |v: &str| {
+        env.mock.set_model_behavior(
+            "gpt-4o-mini",
+            serde_json::from_value(json!({"response_model": v})).unwrap(),
+        )
+    };
+    let req = openai_chat("gpt-4o-mini", "hi");
+    let ask = || env.post("/v1/chat/completions", &req);
+    answer_as("gpt-4o-mini-2024-07-18");
+    for _ in 0..3 {
+        let (s, _, b) = ask().await;
+        assert_eq!(s, 200);
+        assert_eq!(b["model"], "gpt-4o-mini-2024-07-18");
+    }
+    let version = |m: &str, v: &str| {
+        metric_value(
+            m,
+            "llmesh_backend_model_version_info",
+            &[("route", "openai"), ("provider", "oai"), ("version", v)],
+        )
+    };
+    let changes = |m: &str| {
+        metric_sum(
+            m,
+            "llmesh_backend_model_version_changes_total",
+            &[("route", "openai"), ("provider", "oai")],
+        )
+    };
+    let m = env.wait_metric("llmesh_backend_model_version_info{").await;
+    assert_eq!(version(&m, "gpt-4o-mini-2024-07-18"), Some(1.0), "{m}");
+    assert_eq!(changes(&m), 0.0, "the first version is not a change");
+
+    // The provider updates the alias: one change, the new version only.
+    answer_as("gpt-4o-mini-2025-03-01");
+    for _ in 0..3 {
+        let (s, _, _) = ask().await;
+        assert_eq!(s, 200);
+    }
+    let m = env.wait_metric("version=\"gpt-4o-mini-2025-03-01\"").await;
+    assert_eq!(version(&m, "gpt-4o-mini-2025-03-01"), Some(1.0), "{m}");
+    assert_eq!(version(&m, "gpt-4o-mini-2024-07-18"), None, "{m}");
+    assert_eq!(changes(&m), 1.0, "{m}");
+}
+
 #[tokio::test]
 async fn embeddings_are_forwarded_and_priced() {
     let env = Env::start().await;

@@ -274,6 +274,24 @@ pub async fn round(http: &Http, llm: &str) {
         .await,
         200,
     );
+    // A provider moving an alias to a new version, for the drift panels.
+    const VERSIONS: [&[(&str, &str)]; 2] = [
+        &[(
+            "x-mock-behavior",
+            r#"{"response_model": "gpt-4o-mini-2024-07-18"}"#,
+        )],
+        &[(
+            "x-mock-behavior",
+            r#"{"response_model": "gpt-4o-mini-2025-03-01"}"#,
+        )],
+    ];
+    for headers in VERSIONS {
+        expect(
+            "chat",
+            post(chat, openai_chat("gpt-4o-mini", "which version"), headers).await,
+            200,
+        );
+    }
     // The response cache: the first is stored, the rest are hits (the
     // reworded one from the semantic cache).
     for q in [

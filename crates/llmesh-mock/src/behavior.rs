@@ -101,6 +101,11 @@ pub struct Behavior {
     /// once told what was wrong (default 0: JSON at once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub json_reply_after_turns: Option<u32>,
+    /// Answer as this model (the `model` / `modelVersion` of the answer),
+    /// like a provider that serves an alias with a dated version and
+    /// updates it. Chat-like APIs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_model: Option<String>,
 }
 
 /// Why a control value was rejected (answered with 400).
@@ -374,6 +379,9 @@ impl Layers {
     }
     pub fn omit_usage(&self) -> bool {
         self.pick(|b| b.omit_usage).unwrap_or(false)
+    }
+    pub fn response_model(&self) -> Option<&str> {
+        self.pick(|b| b.response_model.as_deref())
     }
 }
 

@@ -76,7 +76,7 @@ fn parse(body: &Value) -> Result<Req<'_>, String> {
     })
 }
 
-fn plan<'a>(req: &Req<'a>, layers: &Layers, id: u64) -> Plan<'a> {
+fn plan<'a>(req: &Req<'a>, layers: &'a Layers, id: u64) -> Plan<'a> {
     let chat = ChatReq {
         model: req.model,
         stream: req.stream,

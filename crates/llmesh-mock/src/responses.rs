@@ -240,7 +240,7 @@ fn build<'a>(
     sh: &Shared,
     req: &Req<'a>,
     body: &Value,
-    layers: &Layers,
+    layers: &'a Layers,
     id: u64,
 ) -> (Value, Plan<'a>) {
     let chat = ChatReq {

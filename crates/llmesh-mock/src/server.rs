@@ -735,7 +735,7 @@ pub(crate) fn unix_now() -> u64 {
 const NOT_JSON: &str = "Sure! The answer is below.";
 
 /// The generated answer to a chat-like request under these behaviors.
-pub(crate) fn make_plan<'a>(chat: &ChatReq<'a>, layers: &Layers, id: u64) -> Plan<'a> {
+pub(crate) fn make_plan<'a>(chat: &ChatReq<'a>, layers: &'a Layers, id: u64) -> Plan<'a> {
     let content_filter = layers.content_filter();
     let json_turn = chat.assistant_turns >= layers.json_reply_after_turns() as usize;
     let tool = if content_filter || !layers.tool_call() {
@@ -773,7 +773,7 @@ pub(crate) fn make_plan<'a>(chat: &ChatReq<'a>, layers: &Layers, id: u64) -> Pla
     Plan {
         id,
         created: unix_now(),
-        model: chat.model,
+        model: layers.response_model().unwrap_or(chat.model),
         input_tokens: chat.input_tokens,
         cached_tokens,
         cache_write_tokens: u64::from(layers.cache_write_tokens())

@@ -68,6 +68,8 @@ pub struct Call {
     pub model_label: String,
     /// The backend's cached metric series.
     pub series: Arc<crate::metrics::SeriesCache>,
+    /// The model version the backend last answered with.
+    pub version: Arc<crate::runtime::ModelVersion>,
 }
 
 impl Call {
@@ -83,6 +85,7 @@ impl Call {
                 .clone()
                 .unwrap_or_else(|| ctx.pattern().to_string()),
             series: b.series.clone(),
+            version: b.version.clone(),
         }
     }
 }
@@ -187,6 +190,36 @@ impl Call {
     fn record(self, outcome: Outcome, estimated: bool) {
         let elapsed = crate::clock::since(self.ctx.start);
         self.record_at(outcome, estimated, elapsed);
+    }
+
+    /// Tracks the model version the backend answered with: the info
+    /// series of the current one, and a counted, logged change when a
+    /// backend that answered as one version answers as another (a
+    /// provider updating what an alias points to).
+    fn note_version(&self, route: &str, provider: &str, model: &str, answered: &str) {
+        let Some(previous) = self.version.observe(answered) else {
+            return;
+        };
+        let m = &self.ctx.shared.metrics;
+        if let Some(prev) = &previous {
+            let _ = m
+                .model_version
+                .remove_label_values(&[route, provider, model, prev.as_str()]);
+            m.model_version_changes
+                .with_label_values(&[route, provider, model])
+                .inc();
+            tracing::warn!(
+                route,
+                provider,
+                model,
+                from = prev.as_str(),
+                to = answered,
+                "the backend answers with another model version"
+            );
+        }
+        m.model_version
+            .with_label_values(&[route, provider, model, answered])
+            .set(1);
     }
 
     /// Token and cost series for `usage`; returns the cost in USD.
@@ -320,6 +353,9 @@ impl Call {
                 .observe(t.as_secs_f64());
         }
 
+        if let Some(answered) = outcome.response_model.as_deref() {
+            self.note_version(route, provider, model, truncate(answered, 64));
+        }
         let cost = self.record_usage(outcome.usage, response_model);
         let usage = outcome.usage.unwrap_or_default();
         self.usage_record(&usage, cost, outcome.status);

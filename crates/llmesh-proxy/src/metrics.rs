@@ -70,6 +70,10 @@ pub struct Metrics {
     pub cache_saved: CounterVec,
     /// llmesh_unpriced_requests_total
     pub unpriced: IntCounterVec,
+    /// llmesh_backend_model_version_info
+    pub model_version: IntGaugeVec,
+    /// llmesh_backend_model_version_changes_total
+    pub model_version_changes: IntCounterVec,
     /// llmesh_upstream_errors_total
     pub upstream_errors: IntCounterVec,
     /// llmesh_attempts_total
@@ -312,6 +316,20 @@ impl Metrics {
             ),
             &["route", "provider", "model"],
         )?;
+        let model_version = IntGaugeVec::new(
+            Opts::new(
+                "llmesh_backend_model_version_info",
+                "1 for the model version each backend last answered with (the model field of its answers, e.g. gpt-4o-2024-08-06 for gpt-4o).",
+            ),
+            &["route", "provider", "model", "version"],
+        )?;
+        let model_version_changes = IntCounterVec::new(
+            Opts::new(
+                "llmesh_backend_model_version_changes_total",
+                "Times a backend answered with another model version than before (a provider updated what a model name points to).",
+            ),
+            &["route", "provider", "model"],
+        )?;
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "llmesh_upstream_errors_total",
@@ -532,6 +550,8 @@ impl Metrics {
         registry.register(Box::new(cost.clone()))?;
         registry.register(Box::new(cache_saved.clone()))?;
         registry.register(Box::new(unpriced.clone()))?;
+        registry.register(Box::new(model_version.clone()))?;
+        registry.register(Box::new(model_version_changes.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(log_lines_dropped.clone()))?;
@@ -601,6 +621,8 @@ impl Metrics {
             cost,
             cache_saved,
             unpriced,
+            model_version,
+            model_version_changes,
             upstream_errors,
             attempts,
             retries,

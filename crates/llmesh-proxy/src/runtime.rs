@@ -29,6 +29,34 @@ pub struct BackendRuntime {
     pub state: Arc<BackendState>,
     /// Its metric series, looked up once.
     pub series: Arc<crate::metrics::SeriesCache>,
+    /// The model version it last answered with (kept across reloads).
+    pub version: Arc<ModelVersion>,
+}
+
+/// The model version a backend answers with (the `model` of its answers,
+/// e.g. `gpt-4o-2024-08-06` for `gpt-4o`).
+#[derive(Default)]
+pub struct ModelVersion(arc_swap::ArcSwapOption<String>);
+
+impl ModelVersion {
+    /// Records that the backend answered as `answered`: `Some(previous)`
+    /// when that is a change from an earlier answer (once per change,
+    /// however many calls race), `None` when it is the same or the first.
+    pub fn observe(&self, answered: &str) -> Option<Option<Arc<String>>> {
+        if self.0.load().as_deref().is_some_and(|v| v == answered) {
+            return None;
+        }
+        let new = Arc::new(answered.to_string());
+        let prev = self.0.rcu(|cur| match cur {
+            Some(v) if **v == answered => cur.clone(),
+            _ => Some(new.clone()),
+        });
+        match prev {
+            // Another call stored it first.
+            Some(v) if *v == answered => None,
+            other => Some(other),
+        }
+    }
 }
 
 /// How a call to a backend went, as its breaker, latency estimators and
@@ -121,6 +149,7 @@ pub struct Registry {
     backends: Mutex<HashMap<String, Arc<BackendState>>>,
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
     counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    versions: Mutex<HashMap<String, Arc<ModelVersion>>>,
     /// Response caches of the routes that have one.
     pub caches: crate::cache::Caches,
 }
@@ -174,6 +203,7 @@ pub struct Builder<'a> {
     backends: HashMap<String, Arc<BackendState>>,
     budgets: HashMap<String, Arc<RetryBudget>>,
     counters: HashMap<String, Arc<AtomicU64>>,
+    versions: HashMap<String, Arc<ModelVersion>>,
     caches: crate::cache::CacheBuilder,
 }
 
@@ -185,6 +215,7 @@ impl Registry {
             backends: HashMap::new(),
             budgets: HashMap::new(),
             counters: HashMap::new(),
+            versions: HashMap::new(),
             caches: crate::cache::CacheBuilder::default(),
         }
     }
@@ -223,6 +254,23 @@ impl Builder<'_> {
         ))
     }
 
+    /// The model version backend `b` of `route` last answered with.
+    pub fn model_version(&mut self, route: &Route, b: &Backend) -> Arc<ModelVersion> {
+        let key = format!(
+            "{}/{}/{}/{}",
+            route.namespace,
+            route.name,
+            b.provider.name,
+            b.model.as_deref().unwrap_or("*")
+        );
+        reuse(
+            &self.registry.versions,
+            &mut self.versions,
+            key,
+            ModelVersion::default,
+        )
+    }
+
     /// The route's round-robin position.
     pub fn counter(&mut self, route: &Route) -> Arc<AtomicU64> {
         let key = format!("{}/{}", route.namespace, route.name);
@@ -247,6 +295,7 @@ impl Builder<'_> {
             backends,
             budgets,
             counters,
+            versions,
             caches,
         } = self;
         caches.commit(&registry.caches);
@@ -258,6 +307,9 @@ impl Builder<'_> {
         }
         if let Ok(mut m) = registry.counters.lock() {
             *m = counters;
+        }
+        if let Ok(mut m) = registry.versions.lock() {
+            *m = versions;
         }
     }
 }

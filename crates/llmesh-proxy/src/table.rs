@@ -178,6 +178,7 @@ pub fn build<'r>(
                     client,
                     state: builder.backend_state(route, chain, b),
                     series: Arc::default(),
+                    version: builder.model_version(route, b),
                 }),
                 Err(e) => {
                     errors.push(format!("LLMProvider/{}: spec.caFile: {e}", b.provider.name));
