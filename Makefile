@@ -5,7 +5,7 @@ MOCK_PORT ?= 18080
 POLICY ?= examples/local/policy.yaml
 export LLMESH_MOCK_KEY ?= mock-key-local-only
 
-.PHONY: run test lint fmt build release bench bench-faults bench-quota bench-injector deps nextest clean crds manifests image
+.PHONY: run test lint fmt build release bench bench-faults bench-quota bench-injector deps nextest clean crds manifests image catalog
 
 ## run: build, start the mock provider and the proxy on the embedded policy, print a curl line
 run:
@@ -110,6 +110,11 @@ bench-quota: release
 ## crds: regenerate crds/*.yaml from the Rust types in crates/llmesh-api
 ## (a test fails while the committed files differ from the types), copy
 ## them into the chart, and regenerate manifests/install.yaml
+## catalog: refresh the built-in model catalog from the pinned LiteLLM
+## release's price file (downloads it from PyPI; pin in catalog/convert.py)
+catalog:
+	python3 catalog/convert.py --fetch
+
 crds:
 	$(CARGO) run -q -p llmesh-api --bin crdgen -- crds
 	cp crds/llmesh.io_*.yaml charts/llmesh/crds/

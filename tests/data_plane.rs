@@ -492,8 +492,9 @@ async fn openai_client_to_gemini_upstream() {
     assert_eq!(out, Some(2.0 * OUT as f64), "{m}");
 }
 
-/// A model the policy has no price for is served, costs 0, and is counted
-/// as unpriced so the dashboard shows the gap.
+/// A model neither the policy nor the built-in catalog prices is served,
+/// costs 0, and is counted as unpriced so the dashboard shows the gap; one
+/// the catalog knows is priced from it.
 #[tokio::test]
 async fn a_model_without_a_price_is_served_and_counted_as_unpriced() {
     let env = Env::start_with(|mock| {
@@ -505,9 +506,21 @@ metadata: {name: local}
 spec:
   models: [local-llama]
   backends: [{provider: oai}]
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: catalogued}
+spec:
+  models: [gpt-4o]
+  backends: [{provider: oai}]
 "
     })
     .await;
+    // gpt-4o is not in the policy but in the built-in catalog: priced.
+    let (s, _, _) = env
+        .post("/v1/chat/completions", &openai_chat("gpt-4o", "hi there"))
+        .await;
+    assert_eq!(s, 200);
     for _ in 0..2 {
         let (s, _, b) = env
             .post(
@@ -548,6 +561,15 @@ spec:
         0.0
     );
     assert!(metric_sum(&m, "llmesh_cost_usd_total", &[("route", "openai")]) > 0.0);
+    assert!(metric_sum(&m, "llmesh_cost_usd_total", &[("route", "catalogued")]) > 0.0);
+    assert_eq!(
+        metric_sum(
+            &m,
+            "llmesh_unpriced_requests_total",
+            &[("route", "catalogued")]
+        ),
+        0.0
+    );
 }
 
 /// The model version each backend answers with is tracked: an info series

@@ -485,6 +485,7 @@ fn compile_provider(
         ));
     }
 
+    let catalog = crate::catalog::family(spec.schema, base_text.unwrap_or(""));
     let mut models = HashMap::new();
     for (i, m) in spec.models.iter().enumerate() {
         let field = format!("spec.models[{i}]");
@@ -521,10 +522,20 @@ fn compile_provider(
         if m.context_window == Some(0) {
             cx.err(K, name, &format!("{field}.contextWindow"), "must be > 0");
         }
+        // What the listing leaves out, the catalog gives.
+        let known = catalog.and_then(|f| crate::catalog::lookup(f, &m.name));
+        let from_catalog = crate::catalog::Sources {
+            price: price.is_none() && known.is_some_and(|k| k.price.is_some()),
+            context_window: m.context_window.is_none()
+                && known.is_some_and(|k| k.context_window.is_some()),
+        };
         let info = ModelInfo {
-            context_window: m.context_window,
-            price,
+            context_window: m
+                .context_window
+                .or_else(|| known.and_then(|k| k.context_window)),
+            price: price.or_else(|| known.and_then(|k| k.price)),
             responses_api: m.responses_api,
+            from_catalog,
         };
         if models.insert(m.name.clone(), info).is_some() {
             cx.err(
@@ -598,6 +609,7 @@ fn compile_provider(
         credential_source,
         ca_file: spec.ca_file.as_ref().map(PathBuf::from),
         headers,
+        catalog,
         models,
         clearance,
         limits: spec.limits,

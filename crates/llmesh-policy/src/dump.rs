@@ -41,6 +41,19 @@ fn provider(p: &Provider) -> Value {
                 "responsesApi".into(),
                 json!(p.native_responses(name)),
             );
+            // Which figures the built-in catalog gave.
+            let from = |catalog: bool, present: bool| match (catalog, present) {
+                (true, _) => "catalog",
+                (false, true) => "policy",
+                (false, false) => "none",
+            };
+            o.insert(
+                "sources".into(),
+                json!({
+                    "pricing": from(m.from_catalog.price, m.price.is_some()),
+                    "contextWindow": from(m.from_catalog.context_window, m.context_window.is_some()),
+                }),
+            );
             Value::Object(o)
         })
         .collect();
@@ -48,6 +61,8 @@ fn provider(p: &Provider) -> Value {
         "name": p.name,
         "namespace": p.namespace,
         "schema": p.schema,
+        // Unlisted models are priced from this family of the catalog.
+        "catalog": p.catalog.map(|f| json!({"family": f, "source": crate::catalog::source()})),
         "baseUrl": p.base_url.original,
         "providerName": p.provider_name,
         "credential": p.credential_source.as_ref().map(|s| format!("{s} (value masked)")),

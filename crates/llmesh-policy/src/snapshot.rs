@@ -121,6 +121,8 @@ pub struct ModelInfo {
     pub price: Option<Price>,
     /// `responsesApi` as written.
     pub responses_api: Option<bool>,
+    /// Which figures came from the built-in catalog.
+    pub from_catalog: crate::catalog::Sources,
 }
 
 /// A compiled `LLMProvider`.
@@ -150,6 +152,8 @@ pub struct Provider {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Models by upstream name.
     pub models: HashMap<String, ModelInfo>,
+    /// The built-in catalog family its unlisted models are looked up in.
+    pub catalog: Option<&'static str>,
     /// Data classes the provider is cleared for.
     pub clearance: Vec<String>,
     /// The provider's published rate limits, paced by the quota engine.
@@ -157,9 +161,12 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Policy facts about `model`, if listed.
+    /// Policy facts about `model`: as listed (with the catalog's figures
+    /// where the listing has none), else the catalog's, if it knows it.
     pub fn model(&self, model: &str) -> Option<&ModelInfo> {
-        self.models.get(model)
+        self.models
+            .get(model)
+            .or_else(|| crate::catalog::lookup(self.catalog?, model))
     }
 
     /// Whether the upstream serves the Responses API for `model` itself

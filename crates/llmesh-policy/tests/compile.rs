@@ -528,3 +528,61 @@ fn a_bad_route_schema_is_refused_with_its_field() {
     let no_schema = SCHEMA_ROUTE.split("    schema:").next().unwrap().to_owned();
     refused(no_schema, "spec.structuredOutput.name", "only with");
 }
+
+#[test]
+fn the_committed_catalog_is_what_the_converter_makes_of_its_source() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new("python3")
+        .arg(root.join("catalog/convert.py"))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed =
+        std::fs::read_to_string(root.join("crates/llmesh-policy/src/catalog.json")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == committed,
+        "crates/llmesh-policy/src/catalog.json is stale: run `make catalog`"
+    );
+}
+
+#[test]
+fn unlisted_and_unpriced_models_take_the_catalog_figures_and_the_policy_wins() {
+    let text = format!(
+        "{BASE}---\napiVersion: llmesh.io/v1alpha1\nkind: LLMProvider\nmetadata: {{name: local}}\nspec:\n  schema: openai-compatible\n  baseUrl: http://vllm.internal:8000/v1\n  models: [{{name: gpt-4o}}]\n---\napiVersion: llmesh.io/v1alpha1\nkind: LLMProvider\nmetadata: {{name: ant}}\nspec:\n  schema: anthropic\n  credential: {{env: GOOD}}\n  models: [{{name: claude-sonnet-4-5, contextWindow: 1000}}]\n"
+    );
+    let (snap, errors) = build(&text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let oai = snap.providers.get("openai").unwrap();
+    // Listed with a price: the policy's; its window: the policy's.
+    let listed = oai.model("gpt-4o-mini").unwrap();
+    assert!((listed.price.unwrap().input * 1e6 - 0.15).abs() < 1e-9);
+    assert!(!listed.from_catalog.price);
+    // Not listed: the catalog's.
+    let gpt4o = oai.model("gpt-4o").unwrap();
+    assert!((gpt4o.price.unwrap().output * 1e6 - 10.0).abs() < 1e-9);
+    assert!(gpt4o.from_catalog.price && gpt4o.from_catalog.context_window);
+    assert!(oai.model("no-such-model").is_none());
+    // A self-hosted OpenAI-compatible server has no catalog prices.
+    let local = snap.providers.get("local").unwrap();
+    assert!(local.model("gpt-4o").unwrap().price.is_none());
+    assert!(local.model("gpt-4o-mini").is_none());
+    // The dump says where each figure came from.
+    let ant = snap
+        .providers
+        .get("ant")
+        .unwrap()
+        .model("claude-sonnet-4-5")
+        .unwrap();
+    assert_eq!(ant.context_window, Some(1000));
+    assert!(ant.from_catalog.price && !ant.from_catalog.context_window);
+    let dump = snap.dump().to_string();
+    assert!(
+        dump.contains(r#""sources":{"contextWindow":"policy","pricing":"catalog"}"#),
+        "{dump}"
+    );
+    assert!(dump.contains(r#""family":"anthropic""#), "{dump}");
+}
