@@ -36,6 +36,7 @@ spec:
   schema: anthropic
   baseUrl: {mock}/v1
   credential: {{file: key.txt}}
+  clearance: [email]
 ---
 apiVersion: llmesh.io/v1alpha1
 kind: LLMDataPolicy
@@ -318,6 +319,18 @@ async fn sensitive_requests_stay_out_unless_their_class_is_cacheable() {
         .await,
         "bypass"
     );
+    // A class declared by header leaves the body as it is: the exact cache
+    // keys it apart too.
+    let msg = anthropic_msg("claude-sonnet-4-5", "Summarise the meeting notes");
+    let (_, h, _) = env.post("/v1/messages", &msg).await;
+    assert_eq!(cache_header(&h), "miss");
+    let (_, h, _) = env.post("/v1/messages", &msg).await;
+    assert_eq!(cache_header(&h), "hit");
+    let (s, h, b) = env
+        .post_with("/v1/messages", &msg, &[("x-llmesh-data-class", "email")])
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(cache_header(&h), "miss");
 }
 
 #[tokio::test]

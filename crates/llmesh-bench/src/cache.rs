@@ -189,7 +189,7 @@ fn lookup_in_process(n: usize) -> anyhow::Result<(Duration, Duration)> {
         .ok_or_else(|| anyhow!("the route has no cache"))?;
     let raw = body("cached", "What does a sidecar do?");
     let parsed: Value = serde_json::from_str(&raw)?;
-    let key = cache.key(Dialect::OpenAi, Operation::Chat, false, &parsed);
+    let key = cache.key(Dialect::OpenAi, Operation::Chat, false, "", &parsed);
     let answer = Bytes::from(
         r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"It proxies."},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":3,"total_tokens":253}}"#,
     );
@@ -214,7 +214,7 @@ fn lookup_in_process(n: usize) -> anyhow::Result<(Duration, Duration)> {
         for _ in 0..n {
             let t = Instant::now();
             let v: Value = serde_json::from_slice(raw.as_bytes())?;
-            let k = cache.key(Dialect::OpenAi, Operation::Chat, false, &v);
+            let k = cache.key(Dialect::OpenAi, Operation::Chat, false, "", &v);
             let hit = cache.get(&k).await.map_err(|e| anyhow!(e))?;
             times.push(t.elapsed());
             if hit.is_none() {

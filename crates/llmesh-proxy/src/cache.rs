@@ -267,12 +267,25 @@ impl RouteCache {
         (m.lru.len() + n, m.bytes + b)
     }
 
-    /// The key of a request body `body` (parsed) in `client`'s API.
-    pub fn key(&self, client: Dialect, op: Operation, stream: bool, body: &Value) -> Key {
+    /// The key of a request body `body` (parsed) in `client`'s API, of
+    /// data class `data_class` (a class declared by header leaves the body
+    /// as it is, so it is keyed apart).
+    pub fn key(
+        &self,
+        client: Dialect,
+        op: Operation,
+        stream: bool,
+        data_class: &str,
+        body: &Value,
+    ) -> Key {
         let mut h = Sha256::new();
         h.update(b"llmesh-cache-v1\0");
         h.update(self.scope);
-        h.update(format!("{}\0{:?}\0{stream}\0", client.as_str(), op));
+        h.update(format!(
+            "{}\0{:?}\0{stream}\0{data_class}\0",
+            client.as_str(),
+            op
+        ));
         match body {
             Value::Object(o) => canonical_object(o, IGNORED, &mut h),
             other => canonical(other, &mut h),

@@ -118,7 +118,7 @@ pub async fn lookup(shared: &Shared, rt: Option<&RouteRuntime>, ask: Ask<'_>) ->
         if !wanted(exact.mode) {
             count("bypass");
         } else {
-            let key = cache.key(ask.client, ask.op, ask.stream, &body);
+            let key = cache.key(ask.client, ask.op, ask.stream, data_class, &body);
             pending.key = Some(key);
             looked_up = true;
             if refresh {
