@@ -52,7 +52,7 @@ fn requested(client: Dialect, body: &Value) -> Option<&Value> {
 /// `raw` asking for the route's own schema, when the route has one and
 /// the request (a chat, messages or Responses call) asks for none: OpenAI
 /// `response_format`, Responses `text.format` (both `strict`), Anthropic
-/// `output_format`, replacing a `text` or `json_object` format. A body that
+/// `output_config.format`, replacing a `text` or `json_object` format. A body that
 /// is not a JSON object is left as it is, for later stages to refuse.
 pub fn enforce_schema(route: &Route, endpoint: Endpoint, raw: Bytes) -> Bytes {
     let Some(enforced) = route.enforced_schema.as_deref() else {
