@@ -8,8 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, StatusCode};
 use llmesh_tests::*;
 use serde_json::{json, Value};
 
@@ -239,47 +238,20 @@ async fn entries_expire_and_the_purge_endpoint_empties_the_cache() {
     let (_, h, _) = env.post("/v1/chat/completions", &req).await;
     assert_eq!(cache_header(&h), "miss");
 
-    let admin = format!("http://{}", env.proxy.admin_addr());
-    let (s, _, b) = env
-        .http
-        .send(
-            Method::POST,
-            &format!("{admin}/cache/purge?route=chat"),
-            Bytes::new(),
-            &[],
-        )
-        .await;
+    let (s, b) = env.purge_cache(Some("chat")).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(String::from_utf8_lossy(&b), "purged 1 answers\n");
+    assert_eq!(b, "purged 1 answers\n");
     let (_, h, _) = env.post("/v1/chat/completions", &req).await;
     assert_eq!(cache_header(&h), "miss");
     // Every route at once; a wrong method or route is said so.
-    let (s, _, b) = env
-        .http
-        .send(
-            Method::POST,
-            &format!("{admin}/cache/purge"),
-            Bytes::new(),
-            &[],
-        )
-        .await;
-    assert_eq!(
-        (s, String::from_utf8_lossy(&b).as_ref()),
-        (StatusCode::OK, "purged 1 answers\n")
-    );
+    let (s, b) = env.purge_cache(None).await;
+    assert_eq!((s, b.as_str()), (StatusCode::OK, "purged 1 answers\n"));
+    let admin = format!("http://{}", env.proxy.admin_addr());
     let (s, _, _) = env.http.get(&format!("{admin}/cache/purge")).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
-    let (s, _, b) = env
-        .http
-        .send(
-            Method::POST,
-            &format!("{admin}/cache/purge?route=plain"),
-            Bytes::new(),
-            &[],
-        )
-        .await;
+    let (s, b) = env.purge_cache(Some("plain")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert!(String::from_utf8_lossy(&b).contains("no response cache"));
+    assert!(b.contains("no response cache"));
 }
 
 #[tokio::test]

@@ -11,8 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, StatusCode};
 use llmesh_tests::*;
 use serde_json::{json, Value};
 
@@ -378,18 +377,9 @@ async fn a_new_embeddings_model_or_a_purge_empties_the_index() {
     let (_, h, _) = env.post("/v1/chat/completions", &req).await;
     assert_eq!(cache_header(&h), "hit");
 
-    let admin = format!("http://{}", env.proxy.admin_addr());
-    let (s, _, b) = env
-        .http
-        .send(
-            Method::POST,
-            &format!("{admin}/cache/purge?route=faq"),
-            Bytes::new(),
-            &[],
-        )
-        .await;
+    let (s, b) = env.purge_cache(Some("faq")).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(String::from_utf8_lossy(&b), "purged 1 answers\n");
+    assert_eq!(b, "purged 1 answers\n");
     let (_, h, _) = env.post("/v1/chat/completions", &req).await;
     assert_eq!(cache_header(&h), "miss");
     let (_, h, _) = env.post("/v1/chat/completions", &req).await;
@@ -493,16 +483,7 @@ async fn redis_shares_the_index_within_a_namespace_only() {
         "team-b was served team-a's answer"
     );
     // The purge removes the shared prompts too.
-    let admin = format!("http://{}", a2.proxy.admin_addr());
-    let (s, _, _) = a2
-        .http
-        .send(
-            Method::POST,
-            &format!("{admin}/cache/purge?route=faq"),
-            Bytes::new(),
-            &[],
-        )
-        .await;
+    let (s, _) = a2.purge_cache(Some("faq")).await;
     assert_eq!(s, StatusCode::OK);
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("llmesh:cache:{team-a}:*")

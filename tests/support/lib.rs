@@ -171,6 +171,15 @@ impl Env {
         }
     }
 
+    /// `POST /cache/purge` on the admin port (`?route=` when given): the
+    /// status and the text it answered.
+    pub async fn purge_cache(&self, route: Option<&str>) -> (StatusCode, String) {
+        let query = route.map(|r| format!("?route={r}")).unwrap_or_default();
+        let url = format!("http://{}/cache/purge{query}", self.proxy.admin_addr());
+        let (s, _, b) = self.http.send(Method::POST, &url, Bytes::new(), &[]).await;
+        (s, String::from_utf8_lossy(&b).into_owned())
+    }
+
     pub fn policy_path(&self) -> PathBuf {
         self.dir.path().join("policy.yaml")
     }

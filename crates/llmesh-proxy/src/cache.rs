@@ -338,7 +338,7 @@ impl RouteCache {
             return;
         }
         if let Some(conn) = &self.redis {
-            let mut conn = conn.clone();
+            let conn = conn.clone();
             let k = self.redis_key(&key);
             let ttl = settings.ttl.as_millis() as u64;
             let value = match entry.encode() {
@@ -349,16 +349,14 @@ impl RouteCache {
                 }
             };
             let timeout = self.redis_timeout;
-            tokio::spawn(async move {
-                let mut set = redis::cmd("SET");
-                set.arg(k).arg(value).arg("PX").arg(ttl.max(1));
-                let cmd = set.query_async::<()>(&mut conn);
-                match tokio::time::timeout(timeout * 4, cmd).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "response cache: redis write failed"),
-                    Err(_) => tracing::warn!("response cache: redis write timed out"),
-                }
-            });
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(k)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl.max(1))
+                .ignore();
+            write_behind(conn, pipe, timeout, "response cache");
             return;
         }
         let size = entry.size();
@@ -421,6 +419,24 @@ impl RouteCache {
             cursor = next;
         }
     }
+}
+
+/// Runs `pipe` on `conn` from a task, off the request path: a write that
+/// fails or outlasts four lookup timeouts is logged (as `what`) and lost,
+/// which costs a later miss, never an answer.
+pub(crate) fn write_behind(
+    mut conn: ConnectionManager,
+    pipe: redis::Pipeline,
+    timeout: Duration,
+    what: &'static str,
+) {
+    tokio::spawn(async move {
+        match tokio::time::timeout(timeout * 4, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "{what}: redis write failed"),
+            Err(_) => tracing::warn!("{what}: redis write timed out"),
+        }
+    });
 }
 
 /// Feeds an object to the hasher, keys sorted, those in `skip` left out.

@@ -33,7 +33,7 @@ use redis::aio::ConnectionManager;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{canonical_object, unix_ms, Entry, Key, RedisHandle, IGNORED};
+use super::{canonical_object, unix_ms, write_behind, Entry, Key, RedisHandle, IGNORED};
 use crate::body::UpstreamBody;
 use crate::upstream::{Operation, UpstreamClient};
 
@@ -479,7 +479,6 @@ impl Index {
             return;
         }
         if let Some(conn) = &self.redis {
-            let mut conn = conn.clone();
             let value = match entry.encode() {
                 Ok(v) => v,
                 Err(e) => {
@@ -492,35 +491,28 @@ impl Index {
             let ttl = self.settings.ttl.as_millis().max(1) as u64;
             let item = encode_item(entry.meta.expires_ms, &prompt_id, &vector);
             let keep = i64::from(self.settings.max_entries) - 1;
-            let timeout = self.redis_timeout;
-            tokio::spawn(async move {
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .cmd("SET")
-                    .arg(&answer)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(ttl)
-                    .ignore()
-                    .cmd("LPUSH")
-                    .arg(&list)
-                    .arg(item)
-                    .ignore()
-                    .cmd("LTRIM")
-                    .arg(&list)
-                    .arg(0)
-                    .arg(keep)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&list)
-                    .arg(ttl)
-                    .ignore();
-                match tokio::time::timeout(timeout * 4, pipe.query_async::<()>(&mut conn)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "semantic cache: redis write failed"),
-                    Err(_) => tracing::warn!("semantic cache: redis write timed out"),
-                }
-            });
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("SET")
+                .arg(&answer)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl)
+                .ignore()
+                .cmd("LPUSH")
+                .arg(&list)
+                .arg(item)
+                .ignore()
+                .cmd("LTRIM")
+                .arg(&list)
+                .arg(0)
+                .arg(keep)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&list)
+                .arg(ttl)
+                .ignore();
+            write_behind(conn.clone(), pipe, self.redis_timeout, "semantic cache");
             return;
         }
         let slot = Slot {
