@@ -21,15 +21,27 @@ pub enum ApiSchema {
     Anthropic,
     /// Google's Gemini generateContent API.
     Gemini,
+    /// Azure OpenAI: the OpenAI API on deployment URLs
+    /// (`{baseUrl}/openai/deployments/{deployment}/...?api-version=...`) or
+    /// on the v1 surface (`{baseUrl}/openai/v1/...`, `apiVersion: v1`).
+    AzureOpenai,
+    /// AWS Bedrock's Converse and ConverseStream APIs, signed with SigV4.
+    Bedrock,
+    /// Google Vertex AI: Gemini models (`generateContent`) and Anthropic
+    /// models (`rawPredict`, for model names starting with `claude`) on a
+    /// regional endpoint of a project.
+    Vertex,
 }
 
-/// Where the provider key comes from. Exactly one of `env`, `file` and
-/// `secretKeyRef` is set.
+/// Where the provider's credential comes from: a static key (`env`,
+/// `file` or `secretKeyRef`), static AWS keys, or a workload identity the
+/// sidecar exchanges for short-lived tokens and refreshes before they
+/// expire. Exactly one is set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new(
-    "[has(self.env), has(self.file), has(self.secretKeyRef)].filter(x, x).size() == 1"
-).message("set exactly one of env, file or secretKeyRef"))]
+    "[has(self.env), has(self.file), has(self.secretKeyRef), has(self.awsKeys), has(self.awsWebIdentity), has(self.awsPodIdentity), has(self.googleServiceAccount), has(self.gkeMetadata), has(self.azureWorkloadIdentity)].filter(x, x).size() == 1"
+).message("set exactly one of env, file, secretKeyRef, awsKeys, awsWebIdentity, awsPodIdentity, googleServiceAccount, gkeMetadata or azureWorkloadIdentity"))]
 pub struct CredentialRef {
     /// Name of an environment variable of the sidecar holding the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +63,172 @@ pub struct CredentialRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(HEADER_NAME))]
     pub header: Option<String>,
+    /// Static AWS access keys (schema `bedrock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_keys: Option<AwsKeys>,
+    /// IRSA: the pod's projected service-account token exchanged with STS
+    /// `AssumeRoleWithWebIdentity` (schema `bedrock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_web_identity: Option<AwsWebIdentity>,
+    /// EKS Pod Identity: credentials from the Pod Identity agent (schema
+    /// `bedrock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_pod_identity: Option<AwsPodIdentity>,
+    /// A Google service-account JSON key: a signed JWT exchanged for an
+    /// access token (schema `vertex`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub google_service_account: Option<GoogleServiceAccount>,
+    /// GKE Workload Identity: access tokens from the metadata server
+    /// (schema `vertex`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gke_metadata: Option<GkeMetadata>,
+    /// Microsoft Entra Workload Identity: the pod's federated token
+    /// exchanged for an access token (schema `azure-openai`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_workload_identity: Option<AzureWorkloadIdentity>,
+}
+
+/// A secret value from the sidecar's environment, a file or a Secret.
+/// Exactly one is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "[has(self.env), has(self.file), has(self.secretKeyRef)].filter(x, x).size() == 1"
+).message("set exactly one of env, file or secretKeyRef"))]
+pub struct ValueSource {
+    /// Name of an environment variable of the sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub env: Option<String>,
+    /// Path of a file (surrounding whitespace is trimmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub file: Option<String>,
+    /// A key of a Secret in the provider's namespace, mounted into the
+    /// sidecar only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+impl ValueSource {
+    /// The same source as a [`CredentialRef`], to resolve it.
+    pub fn as_credential(&self) -> CredentialRef {
+        CredentialRef {
+            env: self.env.clone(),
+            file: self.file.clone(),
+            secret_key_ref: self.secret_key_ref.clone(),
+            ..CredentialRef::default()
+        }
+    }
+}
+
+/// Static AWS keys.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsKeys {
+    /// The access key id.
+    pub access_key_id: ValueSource,
+    /// The secret access key.
+    pub secret_access_key: ValueSource,
+    /// A session token, for temporary keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<ValueSource>,
+}
+
+/// IRSA settings; each defaults from the variables EKS sets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsWebIdentity {
+    /// The role to assume; default `$AWS_ROLE_ARN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub role_arn: Option<String>,
+    /// The projected token; default `$AWS_WEB_IDENTITY_TOKEN_FILE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub token_file: Option<String>,
+    /// `RoleSessionName`; default `llmesh-<pod name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 64))]
+    pub session_name: Option<String>,
+    /// The STS endpoint; default `https://sts.<region>.amazonaws.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://[^/?#]+"))]
+    pub sts_endpoint: Option<String>,
+}
+
+/// EKS Pod Identity settings; each defaults from the variables EKS sets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsPodIdentity {
+    /// The agent's URL; default `$AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://[^/?#]+"))]
+    pub endpoint: Option<String>,
+    /// The token sent to the agent; default
+    /// `$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub token_file: Option<String>,
+}
+
+/// A Google service-account key. Exactly one of `keyFile` and
+/// `secretKeyRef` is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("[has(self.keyFile), has(self.secretKeyRef)].filter(x, x).size() == 1")
+    .message("set exactly one of keyFile or secretKeyRef"))]
+pub struct GoogleServiceAccount {
+    /// Path of the JSON key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub key_file: Option<String>,
+    /// The JSON key in a Secret, mounted into the sidecar only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+    /// The token endpoint; default the key's `token_uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://[^/?#]+"))]
+    pub token_uri: Option<String>,
+}
+
+/// GKE Workload Identity settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GkeMetadata {
+    /// The metadata server; default `http://$GCE_METADATA_HOST`, else
+    /// `http://metadata.google.internal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://[^/?#]+"))]
+    pub endpoint: Option<String>,
+}
+
+/// Microsoft Entra Workload Identity settings; each defaults from the
+/// variables the Azure workload identity webhook sets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AzureWorkloadIdentity {
+    /// Default `$AZURE_TENANT_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub tenant_id: Option<String>,
+    /// Default `$AZURE_CLIENT_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub client_id: Option<String>,
+    /// The projected federated token; default `$AZURE_FEDERATED_TOKEN_FILE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub token_file: Option<String>,
+    /// Default `$AZURE_AUTHORITY_HOST`, else
+    /// `https://login.microsoftonline.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://[^/?#]+"))]
+    pub authority_host: Option<String>,
+    /// Default `https://cognitiveservices.azure.com/.default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub scope: Option<String>,
 }
 
 /// One key of a Kubernetes Secret.
@@ -121,6 +299,11 @@ pub struct ModelSpec {
     /// translated to the API they speak).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub responses_api: Option<bool>,
+    /// Azure OpenAI: the deployment serving this model (default: the
+    /// model's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Za-z0-9._-]+$"), length(max = 64))]
+    pub deployment: Option<String>,
 }
 
 /// The rate limits the provider publishes for the key, so llmesh can stay
@@ -175,8 +358,12 @@ fn default_headroom() -> u32 {
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("self.schema != 'openai-compatible' || has(self.baseUrl)")
-    .message("baseUrl is required for schema openai-compatible"))]
+#[x_kube(validation = Rule::new("!(self.schema in ['openai-compatible', 'azure-openai']) || has(self.baseUrl)")
+    .message("baseUrl is required for schemas openai-compatible and azure-openai"))]
+#[x_kube(validation = Rule::new("!(self.schema in ['bedrock', 'vertex']) || has(self.region)")
+    .message("region is required for schemas bedrock and vertex"))]
+#[x_kube(validation = Rule::new("self.schema != 'vertex' || has(self.project)")
+    .message("project is required for schema vertex"))]
 pub struct LLMProviderSpec {
     /// The wire format.
     pub schema: ApiSchema,
@@ -219,4 +406,20 @@ pub struct LLMProviderSpec {
     /// backends once a minute's budget is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ProviderLimits>,
+    /// AWS region (schema `bedrock`, e.g. `us-east-1`) or Google Cloud
+    /// location (schema `vertex`, e.g. `us-east5`, `global`): the default
+    /// base URL and, for Bedrock, the SigV4 signing region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z0-9-]+$"), length(max = 32))]
+    pub region: Option<String>,
+    /// Google Cloud project id (schema `vertex`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"))]
+    pub project: Option<String>,
+    /// Azure OpenAI `api-version` of deployment URLs (default
+    /// `2024-10-21`); `v1` selects the v1 surface (`/openai/v1/...`, the
+    /// model in the body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^(v1|[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?)$"))]
+    pub api_version: Option<String>,
 }

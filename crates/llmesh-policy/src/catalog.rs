@@ -78,6 +78,7 @@ fn info(m: &RawModel) -> ModelInfo {
             price: true,
             context_window: m.context_window.is_some(),
         },
+        deployment: None,
     }
 }
 
@@ -97,6 +98,13 @@ pub fn family(schema: ApiSchema, base_url: &str) -> Option<&'static str> {
         ApiSchema::Openai => Some("openai"),
         ApiSchema::Anthropic => Some("anthropic"),
         ApiSchema::Gemini => Some("gemini"),
+        // Azure serves OpenAI's models; its global deployments are priced
+        // as OpenAI's own.
+        ApiSchema::AzureOpenai => Some("openai"),
+        // Vertex serves Gemini and (named claude-*) Anthropic models, and
+        // Bedrock Anthropic ones (anthropic.claude-*): see lookup_model.
+        ApiSchema::Vertex => Some("gemini"),
+        ApiSchema::Bedrock => None,
         ApiSchema::OpenaiCompatible => {
             let host = base_url
                 .split("://")
@@ -113,6 +121,34 @@ pub fn family(schema: ApiSchema, base_url: &str) -> Option<&'static str> {
                 None
             }
         }
+    }
+}
+
+/// The catalog's figures for `model` of a provider of `schema` whose
+/// catalog family is `family`. Cloud names are mapped to the model's own:
+/// Vertex `claude-sonnet-4-5@20250929` and Bedrock
+/// `[us.]anthropic.claude-sonnet-4-5-20250929-v1:0` are Anthropic's
+/// `claude-sonnet-4-5-20250929`.
+pub fn lookup_model(
+    schema: ApiSchema,
+    family: Option<&str>,
+    model: &str,
+) -> Option<&'static ModelInfo> {
+    match schema {
+        ApiSchema::Vertex if model.starts_with("claude") => {
+            let dated = model.replace('@', "-");
+            lookup("anthropic", &dated).or_else(|| lookup("anthropic", model.split('@').next()?))
+        }
+        ApiSchema::Bedrock => {
+            let (_, rest) = model.split_once("anthropic.")?;
+            // Strip the `-v1:0` version suffix.
+            let name = match rest.rsplit_once("-v") {
+                Some((n, v)) if v.contains(':') => n,
+                _ => rest,
+            };
+            lookup("anthropic", name)
+        }
+        _ => lookup(family?, model),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::route::{
     Backend, BreakerSettings, CacheSettings, ClassSet, EnforcedSchema, Fallback, Passthrough,
     RetrySettings, Route, SemanticSettings, StrategyKind, Timeouts,
 };
-use crate::snapshot::{BaseUrl, ModelInfo, Price, Provider, Snapshot};
+use crate::snapshot::{BaseUrl, Cloud, Identity, ModelInfo, Price, Provider, Secret, Snapshot};
 
 /// One problem with one field of one resource. The resource is left out of
 /// the snapshot; the reason never contains a secret.
@@ -88,6 +88,12 @@ pub enum SecretError {
 pub trait SecretSource {
     /// The key named by `r`, or why it cannot be had (without the value).
     fn resolve(&self, r: &CredentialRef) -> Result<String, SecretError>;
+
+    /// A variable of the sidecar's environment: where workload identities
+    /// take their defaults (`AWS_ROLE_ARN`, `AZURE_CLIENT_ID`...).
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
 }
 
 /// Where the injector mounts the Secrets named by `secretKeyRef` into the
@@ -350,13 +356,18 @@ fn kind_dump(kind: ResourceKind, name: &str, spec: &impl serde::Serialize) -> se
     serde_json::json!({"kind": kind.as_str(), "name": name, "enforced": false, "spec": spec})
 }
 
-fn default_base_url(schema: ApiSchema) -> Option<&'static str> {
-    match schema {
-        ApiSchema::Openai => Some("https://api.openai.com/v1"),
-        ApiSchema::Anthropic => Some("https://api.anthropic.com/v1"),
-        ApiSchema::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
-        ApiSchema::OpenaiCompatible => None,
-    }
+fn default_base_url(schema: ApiSchema, region: Option<&str>) -> Option<String> {
+    Some(match schema {
+        ApiSchema::Openai => "https://api.openai.com/v1".into(),
+        ApiSchema::Anthropic => "https://api.anthropic.com/v1".into(),
+        ApiSchema::Gemini => "https://generativelanguage.googleapis.com/v1beta".into(),
+        ApiSchema::OpenaiCompatible | ApiSchema::AzureOpenai => return None,
+        ApiSchema::Bedrock => format!("https://bedrock-runtime.{}.amazonaws.com", region?),
+        ApiSchema::Vertex => match region? {
+            "global" => "https://aiplatform.googleapis.com".into(),
+            r => format!("https://{r}-aiplatform.googleapis.com"),
+        },
+    })
 }
 
 fn default_provider_name(schema: ApiSchema) -> &'static str {
@@ -366,6 +377,9 @@ fn default_provider_name(schema: ApiSchema) -> &'static str {
         ApiSchema::Anthropic => "anthropic",
         ApiSchema::Gemini => "gcp.gemini",
         ApiSchema::OpenaiCompatible => "openai_compatible",
+        ApiSchema::AzureOpenai => "azure.ai.openai",
+        ApiSchema::Bedrock => "aws.bedrock",
+        ApiSchema::Vertex => "gcp.vertex_ai",
     }
 }
 
@@ -402,14 +416,17 @@ fn compile_provider(
     let before = cx.errors.len();
     const K: ResourceKind = ResourceKind::Provider;
 
-    let base_text = spec.base_url.as_deref().or(default_base_url(spec.schema));
+    let cloud = compile_cloud(cx, name, spec);
+    let default_base = default_base_url(spec.schema, spec.region.as_deref());
+    let base_text = spec.base_url.as_deref().or(default_base.as_deref());
     let base_url = match base_text {
+        None if matches!(spec.schema, ApiSchema::Bedrock | ApiSchema::Vertex) => None,
         None => {
             cx.err(
                 K,
                 name,
                 "spec.baseUrl",
-                "required for schema openai-compatible",
+                "required for schemas openai-compatible and azure-openai",
             );
             None
         }
@@ -420,47 +437,23 @@ fn compile_provider(
 
     let mut auth = None;
     let mut credential_source = None;
+    let mut identity = None;
     if let Some(cred) = &spec.credential {
-        credential_source = cred
-            .env
-            .as_ref()
-            .map(|v| format!("env:{v}"))
-            .or_else(|| cred.file.as_ref().map(|f| format!("file:{f}")))
-            .or_else(|| {
-                cred.secret_key_ref
-                    .as_ref()
-                    .map(|s| format!("secret:{}/{}", s.name, s.key))
-            });
-        let header_name = match &cred.header {
-            Some(h) => HeaderName::try_from(h.as_str())
-                .map_err(|_| cx.err(K, name, "spec.credential.header", "not a valid header name"))
-                .ok(),
-            None => Some(HeaderName::from_static(match spec.schema {
-                ApiSchema::Anthropic => "x-api-key",
-                ApiSchema::Gemini => "x-goog-api-key",
-                ApiSchema::Openai | ApiSchema::OpenaiCompatible => "authorization",
-            })),
-        };
-        match secrets.resolve(cred) {
-            Err(e) => cx.err(K, name, "spec.credential", e),
-            Ok(key) if key.is_empty() => cx.err(K, name, "spec.credential", "the key is empty"),
-            Ok(key) => {
-                let bearer = header_name.as_ref() == Some(&http::header::AUTHORIZATION);
-                let text = if bearer { format!("Bearer {key}") } else { key };
-                match HeaderValue::try_from(text) {
-                    Ok(mut v) => {
-                        v.set_sensitive(true);
-                        auth = header_name.map(|h| (h, v));
-                    }
-                    Err(_) => cx.err(
-                        K,
-                        name,
-                        "spec.credential",
-                        "the key holds characters not allowed in a header",
-                    ),
-                }
-            }
+        if let Some((id, shown)) = compile_identity(cx, name, spec.schema, cred, secrets) {
+            identity = id;
+            credential_source = Some(shown);
+        } else if cx.errors.len() == before {
+            let (a, shown) = compile_static_key(cx, name, spec.schema, cred, secrets);
+            auth = a;
+            credential_source = shown;
         }
+    } else if spec.schema == ApiSchema::Bedrock {
+        cx.err(
+            K,
+            name,
+            "spec.credential",
+            "schema bedrock signs requests with AWS credentials: set awsKeys, awsWebIdentity or awsPodIdentity",
+        );
     }
 
     let mut headers = Vec::new();
@@ -523,12 +516,20 @@ fn compile_provider(
             cx.err(K, name, &format!("{field}.contextWindow"), "must be > 0");
         }
         // What the listing leaves out, the catalog gives.
-        let known = catalog.and_then(|f| crate::catalog::lookup(f, &m.name));
+        let known = crate::catalog::lookup_model(spec.schema, catalog, &m.name);
         let from_catalog = crate::catalog::Sources {
             price: price.is_none() && known.is_some_and(|k| k.price.is_some()),
             context_window: m.context_window.is_none()
                 && known.is_some_and(|k| k.context_window.is_some()),
         };
+        if m.deployment.is_some() && spec.schema != ApiSchema::AzureOpenai {
+            cx.err(
+                K,
+                name,
+                &format!("{field}.deployment"),
+                "only schema azure-openai has deployments",
+            );
+        }
         let info = ModelInfo {
             context_window: m
                 .context_window
@@ -536,6 +537,7 @@ fn compile_provider(
             price: price.or_else(|| known.and_then(|k| k.price)),
             responses_api: m.responses_api,
             from_catalog,
+            deployment: m.deployment.clone(),
         };
         if models.insert(m.name.clone(), info).is_some() {
             cx.err(
@@ -613,7 +615,346 @@ fn compile_provider(
         models,
         clearance,
         limits: spec.limits,
+        identity,
+        cloud,
     })
+}
+
+/// `spec.region`, `spec.project` and `spec.apiVersion`, checked against
+/// the schema that uses them.
+fn compile_cloud(cx: &mut Ctx<'_>, name: &str, spec: &LLMProviderSpec) -> Cloud {
+    const K: ResourceKind = ResourceKind::Provider;
+    let schema = spec.schema;
+    let cloud_schema = matches!(schema, ApiSchema::Bedrock | ApiSchema::Vertex);
+    if cloud_schema && spec.region.is_none() {
+        cx.err(K, name, "spec.region", "required for schemas bedrock and vertex");
+    }
+    if !cloud_schema && spec.region.is_some() {
+        cx.err(K, name, "spec.region", "only schemas bedrock and vertex have a region");
+    }
+    if let Some(r) = &spec.region {
+        if r.is_empty() || !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            cx.err(K, name, "spec.region", format!("{r:?} is not a region name (e.g. us-east-1, us-east5, global)"));
+        }
+    }
+    match (schema, &spec.project) {
+        (ApiSchema::Vertex, None) => cx.err(K, name, "spec.project", "required for schema vertex"),
+        (ApiSchema::Vertex, Some(p))
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+        {
+            cx.err(K, name, "spec.project", format!("{p:?} is not a Google Cloud project id"))
+        }
+        (ApiSchema::Vertex, Some(_)) | (_, None) => {}
+        (_, Some(_)) => cx.err(K, name, "spec.project", "only schema vertex has a project"),
+    }
+    let api_version = match (schema, spec.api_version.as_deref()) {
+        (ApiSchema::AzureOpenai, Some("v1")) => None,
+        (ApiSchema::AzureOpenai, Some(v)) => {
+            if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || v.is_empty() {
+                cx.err(K, name, "spec.apiVersion", format!("{v:?} is not an api-version (e.g. 2024-10-21, or v1)"));
+            }
+            Some(v.to_string())
+        }
+        (ApiSchema::AzureOpenai, None) => Some(AZURE_API_VERSION.to_string()),
+        (_, Some(_)) => {
+            cx.err(K, name, "spec.apiVersion", "only schema azure-openai has an apiVersion");
+            None
+        }
+        (_, None) => None,
+    };
+    Cloud {
+        region: spec.region.clone(),
+        project: spec.project.clone(),
+        api_version,
+    }
+}
+
+/// The Azure OpenAI GA `api-version` deployment URLs use by default.
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// A static key in a header (`env`, `file` or `secretKeyRef`), and where it
+/// came from for dumps.
+fn compile_static_key(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    schema: ApiSchema,
+    cred: &CredentialRef,
+    secrets: &dyn SecretSource,
+) -> (Option<(HeaderName, HeaderValue)>, Option<String>) {
+    const K: ResourceKind = ResourceKind::Provider;
+    let shown = cred
+        .env
+        .as_ref()
+        .map(|v| format!("env:{v}"))
+        .or_else(|| cred.file.as_ref().map(|f| format!("file:{f}")))
+        .or_else(|| {
+            cred.secret_key_ref
+                .as_ref()
+                .map(|s| format!("secret:{}/{}", s.name, s.key))
+        });
+    if schema == ApiSchema::Bedrock {
+        cx.err(
+            K,
+            name,
+            "spec.credential",
+            "schema bedrock signs requests with AWS credentials: set awsKeys, awsWebIdentity or awsPodIdentity",
+        );
+        return (None, shown);
+    }
+    let header_name = match &cred.header {
+        Some(h) => HeaderName::try_from(h.as_str())
+            .map_err(|_| cx.err(K, name, "spec.credential.header", "not a valid header name"))
+            .ok(),
+        None => Some(HeaderName::from_static(match schema {
+            ApiSchema::Anthropic => "x-api-key",
+            ApiSchema::Gemini => "x-goog-api-key",
+            ApiSchema::AzureOpenai => "api-key",
+            ApiSchema::Openai
+            | ApiSchema::OpenaiCompatible
+            | ApiSchema::Vertex
+            | ApiSchema::Bedrock => "authorization",
+        })),
+    };
+    let mut auth = None;
+    match secrets.resolve(cred) {
+        Err(e) => cx.err(K, name, "spec.credential", e),
+        Ok(key) if key.is_empty() => cx.err(K, name, "spec.credential", "the key is empty"),
+        Ok(key) => {
+            let bearer = header_name.as_ref() == Some(&http::header::AUTHORIZATION);
+            let text = if bearer { format!("Bearer {key}") } else { key };
+            match HeaderValue::try_from(text) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    auth = header_name.map(|h| (h, v));
+                }
+                Err(_) => cx.err(
+                    K,
+                    name,
+                    "spec.credential",
+                    "the key holds characters not allowed in a header",
+                ),
+            }
+        }
+    }
+    (auth, shown)
+}
+
+/// A credential the sidecar obtains itself: `Some` when `cred` names one
+/// (with `None` inside when it has errors, recorded in `cx`), `None` for a
+/// static key.
+fn compile_identity(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    schema: ApiSchema,
+    cred: &CredentialRef,
+    secrets: &dyn SecretSource,
+) -> Option<(Option<Identity>, String)> {
+    const K: ResourceKind = ResourceKind::Provider;
+    let set = [
+        cred.env.is_some() || cred.file.is_some() || cred.secret_key_ref.is_some(),
+        cred.aws_keys.is_some(),
+        cred.aws_web_identity.is_some(),
+        cred.aws_pod_identity.is_some(),
+        cred.google_service_account.is_some(),
+        cred.gke_metadata.is_some(),
+        cred.azure_workload_identity.is_some(),
+    ];
+    if set[1..].iter().all(|s| !s) {
+        return None;
+    }
+    let fail = |cx: &mut Ctx<'_>, field: &str, why: String| {
+        cx.err(K, name, &format!("spec.credential{field}"), why);
+    };
+    if set.iter().filter(|s| **s).count() > 1 {
+        fail(cx, "", "set exactly one of env, file, secretKeyRef, awsKeys, awsWebIdentity, awsPodIdentity, googleServiceAccount, gkeMetadata or azureWorkloadIdentity".into());
+        return Some((None, String::new()));
+    }
+    if cred.header.is_some() {
+        fail(cx, ".header", "only a static key (env, file or secretKeyRef) has a header".into());
+    }
+    let wants = |kind: ApiSchema| -> Result<(), String> {
+        if schema == kind {
+            Ok(())
+        } else {
+            Err(format!(
+                "this credential is for schema {}, not {}",
+                schema_name(kind),
+                schema_name(schema)
+            ))
+        }
+    };
+    // A setting, else its environment default, else an error naming both.
+    let setting = |cx: &mut Ctx<'_>, field: &str, given: &Option<String>, var: &str| -> Option<String> {
+        match given.clone().or_else(|| secrets.env(var)) {
+            Some(v) => Some(v),
+            None => {
+                cx.err(K, name, &format!("spec.credential.{field}"), format!("not set, and {var} is not set in the sidecar's environment"));
+                None
+            }
+        }
+    };
+    let before = cx.errors.len();
+    let (identity, shown) = if let Some(k) = &cred.aws_keys {
+        if let Err(e) = wants(ApiSchema::Bedrock) {
+            fail(cx, ".awsKeys", e);
+        }
+        let get = |cx: &mut Ctx<'_>, field: &str, v: &llmesh_api::ValueSource| match secrets
+            .resolve(&v.as_credential())
+        {
+            Ok(s) if !s.is_empty() => Some(s),
+            Ok(_) => {
+                cx.err(K, name, &format!("spec.credential.awsKeys.{field}"), "is empty");
+                None
+            }
+            Err(e) => {
+                cx.err(K, name, &format!("spec.credential.awsKeys.{field}"), e);
+                None
+            }
+        };
+        let id = get(cx, "accessKeyId", &k.access_key_id);
+        let secret = get(cx, "secretAccessKey", &k.secret_access_key);
+        let token = match &k.session_token {
+            Some(t) => get(cx, "sessionToken", t).map(Some),
+            None => Some(None),
+        };
+        let identity = match (id, secret, token) {
+            (Some(access_key_id), Some(secret), Some(token)) => Some(Identity::AwsKeys {
+                access_key_id,
+                secret_access_key: Secret::new(secret),
+                session_token: token.map(Secret::new),
+            }),
+            _ => None,
+        };
+        (identity, "aws-keys".to_string())
+    } else if let Some(w) = &cred.aws_web_identity {
+        if let Err(e) = wants(ApiSchema::Bedrock) {
+            fail(cx, ".awsWebIdentity", e);
+        }
+        let role = setting(cx, "awsWebIdentity.roleArn", &w.role_arn, "AWS_ROLE_ARN");
+        let file = setting(cx, "awsWebIdentity.tokenFile", &w.token_file, "AWS_WEB_IDENTITY_TOKEN_FILE");
+        let session_name = w.session_name.clone().unwrap_or_else(|| {
+            let pod = secrets.env("POD_NAME").unwrap_or_else(|| "sidecar".into());
+            let mut n = format!("llmesh-{pod}");
+            n.truncate(64);
+            n
+        });
+        let sts = w.sts_endpoint.clone().or_else(|| {
+            let region = secrets.env("AWS_REGION");
+            region.map(|r| format!("https://sts.{r}.amazonaws.com"))
+        });
+        let shown = format!("aws-web-identity:{}", role.as_deref().unwrap_or(""));
+        let identity = match (role, file) {
+            (Some(role_arn), Some(file)) => Some(Identity::AwsWebIdentity {
+                role_arn,
+                token_file: PathBuf::from(file),
+                session_name,
+                sts_endpoint: sts.unwrap_or_else(|| "https://sts.amazonaws.com".into()),
+            }),
+            _ => None,
+        };
+        (identity, shown)
+    } else if let Some(p) = &cred.aws_pod_identity {
+        if let Err(e) = wants(ApiSchema::Bedrock) {
+            fail(cx, ".awsPodIdentity", e);
+        }
+        let endpoint = setting(cx, "awsPodIdentity.endpoint", &p.endpoint, "AWS_CONTAINER_CREDENTIALS_FULL_URI");
+        let token_file = p
+            .token_file
+            .clone()
+            .or_else(|| secrets.env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"))
+            .map(PathBuf::from);
+        (
+            endpoint.map(|endpoint| Identity::AwsPodIdentity { endpoint, token_file }),
+            "aws-pod-identity".to_string(),
+        )
+    } else if let Some(g) = &cred.google_service_account {
+        if let Err(e) = wants(ApiSchema::Vertex) {
+            fail(cx, ".googleServiceAccount", e);
+        }
+        let r = CredentialRef {
+            file: g.key_file.clone(),
+            secret_key_ref: g.secret_key_ref.clone(),
+            ..CredentialRef::default()
+        };
+        let key = match secrets.resolve(&r) {
+            Ok(k) => match serde_json::from_str::<serde_json::Value>(&k) {
+                Ok(v) if v.get("private_key").is_some() && v.get("client_email").is_some() => Some(k),
+                _ => {
+                    fail(cx, ".googleServiceAccount", "is not a service-account JSON key (private_key and client_email are needed)".into());
+                    None
+                }
+            },
+            Err(e) => {
+                fail(cx, ".googleServiceAccount", e.to_string());
+                None
+            }
+        };
+        let shown = match (&g.key_file, &g.secret_key_ref) {
+            (Some(f), _) => format!("google-service-account:file:{f}"),
+            (_, Some(s)) => format!("google-service-account:secret:{}/{}", s.name, s.key),
+            _ => "google-service-account".into(),
+        };
+        (
+            key.map(|k| Identity::GoogleServiceAccount {
+                key_json: Secret::new(k),
+                token_uri: g.token_uri.clone(),
+            }),
+            shown,
+        )
+    } else if let Some(m) = &cred.gke_metadata {
+        if let Err(e) = wants(ApiSchema::Vertex) {
+            fail(cx, ".gkeMetadata", e);
+        }
+        let endpoint = m
+            .endpoint
+            .clone()
+            .or_else(|| secrets.env("GCE_METADATA_HOST").map(|h| format!("http://{h}")))
+            .unwrap_or_else(|| "http://metadata.google.internal".into());
+        (Some(Identity::GkeMetadata { endpoint }), "gke-metadata".to_string())
+    } else if let Some(a) = &cred.azure_workload_identity {
+        if let Err(e) = wants(ApiSchema::AzureOpenai) {
+            fail(cx, ".azureWorkloadIdentity", e);
+        }
+        let tenant = setting(cx, "azureWorkloadIdentity.tenantId", &a.tenant_id, "AZURE_TENANT_ID");
+        let client = setting(cx, "azureWorkloadIdentity.clientId", &a.client_id, "AZURE_CLIENT_ID");
+        let file = setting(cx, "azureWorkloadIdentity.tokenFile", &a.token_file, "AZURE_FEDERATED_TOKEN_FILE");
+        let authority = a
+            .authority_host
+            .clone()
+            .or_else(|| secrets.env("AZURE_AUTHORITY_HOST"))
+            .unwrap_or_else(|| "https://login.microsoftonline.com".into());
+        let shown = format!("azure-workload-identity:{}", client.as_deref().unwrap_or(""));
+        let identity = match (tenant, client, file) {
+            (Some(tenant_id), Some(client_id), Some(file)) => Some(Identity::AzureWorkloadIdentity {
+                tenant_id,
+                client_id,
+                token_file: PathBuf::from(file),
+                authority_host: authority.trim_end_matches('/').to_string(),
+                scope: a
+                    .scope
+                    .clone()
+                    .unwrap_or_else(|| "https://cognitiveservices.azure.com/.default".into()),
+            }),
+            _ => None,
+        };
+        (identity, shown)
+    } else {
+        return None;
+    };
+    let identity = if cx.errors.len() > before { None } else { identity };
+    Some((identity, shown))
+}
+
+fn schema_name(s: ApiSchema) -> &'static str {
+    match s {
+        ApiSchema::Openai => "openai",
+        ApiSchema::OpenaiCompatible => "openai-compatible",
+        ApiSchema::Anthropic => "anthropic",
+        ApiSchema::Gemini => "gemini",
+        ApiSchema::AzureOpenai => "azure-openai",
+        ApiSchema::Bedrock => "bedrock",
+        ApiSchema::Vertex => "vertex",
+    }
 }
 
 fn compile_semantic(

@@ -54,6 +54,9 @@ fn provider(p: &Provider) -> Value {
                     "contextWindow": from(m.from_catalog.context_window, m.context_window.is_some()),
                 }),
             );
+            if let Some(d) = &m.deployment {
+                o.insert("deployment".into(), json!(d));
+            }
             Value::Object(o)
         })
         .collect();
@@ -71,6 +74,9 @@ fn provider(p: &Provider) -> Value {
         "models": models,
         "clearance": p.clearance,
         "limits": p.limits,
+        "region": p.cloud.region,
+        "project": p.cloud.project,
+        "apiVersion": p.cloud.api_version,
     })
 }
 

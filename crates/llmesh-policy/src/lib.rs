@@ -27,4 +27,7 @@ pub use route::{
     Backend, BreakerSettings, CacheSettings, ClassSet, EnforcedSchema, Fallback, Passthrough,
     RetrySettings, Route, RouteMatch, SemanticSettings, StrategyKind, Timeouts,
 };
-pub use snapshot::{BaseUrl, ModelInfo, Price, Provider, Secret, Snapshot, TokenCounts};
+pub use compile::AZURE_API_VERSION;
+pub use snapshot::{
+    BaseUrl, Cloud, Identity, ModelInfo, Price, Provider, Secret, Snapshot, TokenCounts,
+};

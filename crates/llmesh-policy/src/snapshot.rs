@@ -14,7 +14,7 @@ use crate::quota::Quota;
 use crate::route::{Route, RouteMatch};
 
 /// A credential value. Its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Secret(String);
 
 impl Secret {
@@ -123,6 +123,8 @@ pub struct ModelInfo {
     pub responses_api: Option<bool>,
     /// Which figures came from the built-in catalog.
     pub from_catalog: crate::catalog::Sources,
+    /// Azure OpenAI deployment serving the model, when not its name.
+    pub deployment: Option<String>,
 }
 
 /// A compiled `LLMProvider`.
@@ -158,6 +160,107 @@ pub struct Provider {
     pub clearance: Vec<String>,
     /// The provider's published rate limits, paced by the quota engine.
     pub limits: Option<ProviderLimits>,
+    /// A credential the sidecar obtains and refreshes itself (cloud keys
+    /// and workload identities), instead of a static `auth` header.
+    pub identity: Option<Identity>,
+    /// Where a cloud provider's models are served.
+    pub cloud: Cloud,
+}
+
+/// Cloud-specific addressing of a provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cloud {
+    /// `spec.region`: the AWS region (also the SigV4 signing region) or the
+    /// Vertex AI location.
+    pub region: Option<String>,
+    /// `spec.project` (Vertex AI).
+    pub project: Option<String>,
+    /// Azure OpenAI `api-version` of deployment URLs; `None` on the v1
+    /// surface.
+    pub api_version: Option<String>,
+}
+
+/// A credential obtained at run time, every setting resolved (defaults
+/// from the sidecar's environment applied).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// Static AWS keys.
+    AwsKeys {
+        /// The access key id.
+        access_key_id: String,
+        /// The secret access key.
+        secret_access_key: Secret,
+        /// The session token of temporary keys.
+        session_token: Option<Secret>,
+    },
+    /// IRSA: STS `AssumeRoleWithWebIdentity` with a projected token.
+    AwsWebIdentity {
+        /// The role assumed.
+        role_arn: String,
+        /// The projected service-account token (read at each exchange, as
+        /// the kubelet rotates it).
+        token_file: PathBuf,
+        /// `RoleSessionName`.
+        session_name: String,
+        /// The STS endpoint.
+        sts_endpoint: String,
+    },
+    /// EKS Pod Identity agent.
+    AwsPodIdentity {
+        /// The agent's full credentials URL.
+        endpoint: String,
+        /// The token sent as `Authorization`.
+        token_file: Option<PathBuf>,
+    },
+    /// Google service-account key: an RS256 JWT exchanged for a token.
+    GoogleServiceAccount {
+        /// The JSON key.
+        key_json: Secret,
+        /// The token endpoint, when not the key's `token_uri`.
+        token_uri: Option<String>,
+    },
+    /// GKE metadata server.
+    GkeMetadata {
+        /// Its base URL.
+        endpoint: String,
+    },
+    /// Microsoft Entra workload identity (client-assertion exchange).
+    AzureWorkloadIdentity {
+        /// Directory (tenant) id.
+        tenant_id: String,
+        /// Application (client) id.
+        client_id: String,
+        /// The projected federated token.
+        token_file: PathBuf,
+        /// Login endpoint.
+        authority_host: String,
+        /// Scope asked for.
+        scope: String,
+    },
+}
+
+impl Identity {
+    /// Short name of the kind, for metrics, logs and dumps.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Identity::AwsKeys { .. } => "aws-keys",
+            Identity::AwsWebIdentity { .. } => "aws-web-identity",
+            Identity::AwsPodIdentity { .. } => "aws-pod-identity",
+            Identity::GoogleServiceAccount { .. } => "google-service-account",
+            Identity::GkeMetadata { .. } => "gke-metadata",
+            Identity::AzureWorkloadIdentity { .. } => "azure-workload-identity",
+        }
+    }
+
+    /// Whether requests are signed with AWS SigV4 (else a bearer token).
+    pub fn is_aws(&self) -> bool {
+        matches!(
+            self,
+            Identity::AwsKeys { .. }
+                | Identity::AwsWebIdentity { .. }
+                | Identity::AwsPodIdentity { .. }
+        )
+    }
 }
 
 impl Provider {
@@ -166,7 +269,7 @@ impl Provider {
     pub fn model(&self, model: &str) -> Option<&ModelInfo> {
         self.models
             .get(model)
-            .or_else(|| crate::catalog::lookup(self.catalog?, model))
+            .or_else(|| crate::catalog::lookup_model(self.schema, self.catalog, model))
     }
 
     /// Whether the upstream serves the Responses API for `model` itself

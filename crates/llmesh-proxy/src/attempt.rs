@@ -23,7 +23,7 @@ use crate::context::RequestCtx;
 use crate::error::{ProxyError, UpstreamError};
 use crate::prefill::ContinueFrom;
 use crate::runtime::BackendRuntime;
-use crate::upstream::{build_request, upstream_dialect, upstream_path, Operation};
+use crate::upstream::{build_request, provider_path, upstream_dialect, Operation};
 
 /// An attempt that produced an answer.
 pub enum Success {
@@ -174,7 +174,7 @@ async fn send(
     let timeouts = req.route.timeouts;
     let invalid = |e: ProxyError| Failure::proxy(ErrorClass::InvalidRequest, e);
 
-    let path = upstream_path(upstream, req.op, model, req.stream).map_err(invalid)?;
+    let path = provider_path(provider, upstream, req.op, model, req.stream).map_err(invalid)?;
     // Same API, same model, nothing to add: the client's bytes go upstream
     // as they are. OpenAI streams need `stream_options.include_usage` added
     // unless the client set it.
@@ -183,6 +183,7 @@ async fn send(
         && model == req.body_model
         && !needs_usage_option
         && continue_from.is_none()
+        && !crate::upstream::needs_cloud_body(provider, upstream)
     {
         req.raw.clone()
     } else {
@@ -193,21 +194,35 @@ async fn send(
         if let Some(from) = continue_from {
             crate::prefill::prefill(provider, &mut v, from).map_err(invalid)?;
         }
+        crate::upstream::cloud_body(provider, upstream, &mut v);
         let bytes = serde_json::to_vec(&v)
             .map_err(|e| invalid(ProxyError::Encode(format!("the upstream request: {e}"))))?;
         Bytes::from(bytes)
     };
-    let body = crate::body::UpstreamBody::new(body, sent);
     let mut up_req = build_request(
         provider,
         &path,
-        body,
+        crate::body::UpstreamBody::new(body.clone(), sent),
         &req.headers,
         req.client,
         upstream,
         &req.request_id,
     )
     .map_err(invalid)?;
+    if let Some(c) = &b.credential {
+        c.authorize(&mut up_req, &body, req.deadline)
+            .await
+            .map_err(|reason| {
+                // Nothing was sent: move on as from a refused connection.
+                Failure::proxy(
+                    ErrorClass::Connect,
+                    ProxyError::NoCredential {
+                        route: req.route.name.clone(),
+                        reasons: reason,
+                    },
+                )
+            })?;
+    }
     span.inject(up_req.headers_mut());
 
     let first_byte = (tokio::time::Instant::now() + timeouts.first_byte).min(req.deadline);

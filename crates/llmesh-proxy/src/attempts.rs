@@ -56,11 +56,7 @@ pub async fn run(ctx: &Arc<RequestCtx>, plan: &mut Plan) -> Ended {
                 };
                 return Ended::Failed { slot, failure };
             }
-            Step::Stop(_) => {
-                return Ended::Refused(ProxyError::NoHealthyBackend {
-                    route: route.to_string(),
-                })
-            }
+            Step::Stop(_) => return Ended::Refused(nothing_to_try(ctx)),
         };
         let Some(b) = backend_at(&ctx.table, ctx.route_index, pick.slot) else {
             return Ended::Refused(ProxyError::NoPolicy);
@@ -128,6 +124,33 @@ pub async fn run(ctx: &Arc<RequestCtx>, plan: &mut Plan) -> Ended {
                 note(ctx, slot, verdict);
                 last = Some((slot, f));
             }
+        }
+    }
+}
+
+/// Why no backend could be tried: the providers whose credential cannot be
+/// had, when there are any, else every breaker open.
+fn nothing_to_try(ctx: &RequestCtx) -> ProxyError {
+    let route = ctx.route.name.as_str();
+    let mut reasons: Vec<String> = Vec::new();
+    if let Some(rt) = ctx.table.routes.get(ctx.route_index) {
+        for b in rt.backends.iter().chain(rt.fallbacks.iter().flatten()) {
+            if let Some(c) = b.credential.as_ref().filter(|c| !c.usable()) {
+                let r = c.unready_reason();
+                if !reasons.contains(&r) {
+                    reasons.push(r);
+                }
+            }
+        }
+    }
+    if reasons.is_empty() {
+        ProxyError::NoHealthyBackend {
+            route: route.to_string(),
+        }
+    } else {
+        ProxyError::NoCredential {
+            route: route.to_string(),
+            reasons: reasons.join("; "),
         }
     }
 }

@@ -125,6 +125,15 @@ pub enum ProxyError {
         /// The route.
         route: String,
     },
+    /// No backend of the route could be used and some were left out
+    /// because their provider's credential cannot be had.
+    #[error("no backend of route {route} can be reached: {reasons}")]
+    NoCredential {
+        /// The route.
+        route: String,
+        /// Why, per provider (never the secret).
+        reasons: String,
+    },
     /// The sidecar requires an inbound token and the client did not
     /// present the right one.
     #[error(
@@ -249,9 +258,9 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::NoPolicy | ProxyError::NoHealthyBackend { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoPolicy
+            | ProxyError::NoHealthyBackend { .. }
+            | ProxyError::NoCredential { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Quota { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::TOO_MANY_REQUESTS)
             }
@@ -275,7 +284,9 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamProtocol { .. }
             | ProxyError::NoPolicy => "api_error",
-            ProxyError::NoHealthyBackend { .. } => "overloaded_error",
+            ProxyError::NoHealthyBackend { .. } | ProxyError::NoCredential { .. } => {
+                "overloaded_error"
+            }
             ProxyError::NotCleared { .. } | ProxyError::Unscannable { .. } => "permission_error",
             ProxyError::InboundAuth => "authentication_error",
             ProxyError::Quota { status: 429, .. } => "rate_limit_error",
@@ -310,6 +321,7 @@ impl ProxyError {
             ProxyError::UpstreamProtocol { .. } => "upstream_protocol",
             ProxyError::NoPolicy => "no_policy",
             ProxyError::NoHealthyBackend { .. } => "no_healthy_backend",
+            ProxyError::NoCredential { .. } => "credential_unavailable",
             ProxyError::ContextWindow { .. } => "context_length_exceeded",
             ProxyError::DataBlocked { .. } => "data_policy_blocked",
             ProxyError::NotCleared { .. } => "data_policy_restricted",

@@ -25,6 +25,7 @@ pub mod conversation;
 pub mod count_tokens;
 pub mod dataguard;
 pub mod error;
+pub mod identity;
 pub(crate) mod hedge;
 pub mod inbound;
 pub mod k8s;
@@ -137,6 +138,10 @@ impl Proxy {
         });
         // Routes with `cache.exact.store: redis` share the quota store's
         // Redis (set before the first table is built).
+        let _ = shared
+            .registry
+            .credential_metrics
+            .set(shared.metrics.credentials.clone());
         if let config::StoreSetting::Redis(url) = &shared.cfg.quota.store {
             shared
                 .registry

@@ -74,6 +74,9 @@ pub struct Metrics {
     pub model_version: IntGaugeVec,
     /// llmesh_backend_model_version_changes_total
     pub model_version_changes: IntCounterVec,
+    /// llmesh_provider_credential_ready and
+    /// llmesh_provider_credential_refreshes_total
+    pub credentials: crate::identity::CredentialMetrics,
     /// llmesh_upstream_errors_total
     pub upstream_errors: IntCounterVec,
     /// llmesh_attempts_total
@@ -330,6 +333,22 @@ impl Metrics {
             ),
             &["route", "provider", "model"],
         )?;
+        let credentials = crate::identity::CredentialMetrics {
+            ready: IntGaugeVec::new(
+                Opts::new(
+                    "llmesh_provider_credential_ready",
+                    "1 while the sidecar holds a valid credential for a provider whose credential it obtains itself (cloud keys, workload identities), 0 while it cannot get one (its backends are skipped).",
+                ),
+                &["provider", "kind"],
+            )?,
+            refreshes: IntCounterVec::new(
+                Opts::new(
+                    "llmesh_provider_credential_refreshes_total",
+                    "Credential fetches and refreshes from token endpoints (STS, Pod Identity, Google, Entra) by result (ok, error).",
+                ),
+                &["provider", "kind", "result"],
+            )?,
+        };
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "llmesh_upstream_errors_total",
@@ -552,6 +571,8 @@ impl Metrics {
         registry.register(Box::new(unpriced.clone()))?;
         registry.register(Box::new(model_version.clone()))?;
         registry.register(Box::new(model_version_changes.clone()))?;
+        registry.register(Box::new(credentials.ready.clone()))?;
+        registry.register(Box::new(credentials.refreshes.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(log_lines_dropped.clone()))?;
@@ -623,6 +644,7 @@ impl Metrics {
             unpriced,
             model_version,
             model_version_changes,
+            credentials,
             upstream_errors,
             attempts,
             retries,

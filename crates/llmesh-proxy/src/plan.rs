@@ -459,7 +459,8 @@ impl Plan {
             let ok = excluded & 1 == 0
                 && eligible(only)
                 && cleared(&only.backend.provider, restricted)
-                && only.state.breaker.would_admit(now);
+                && only.state.breaker.would_admit(now)
+                && only.credential_ready();
             return ok.then_some((0, tried & 1 == 0));
         }
         let needs_p90 = matches!(route.strategy, Strategy::Cost { .. });
@@ -471,7 +472,9 @@ impl Plan {
                 .map(|(i, b)| {
                     let usable = excluded & bit(i) == 0 && eligible(b);
                     Seen {
-                        admits: usable && b.state.breaker.would_admit(now),
+                        admits: usable
+                            && b.state.breaker.would_admit(now)
+                            && b.credential_ready(),
                         cleared: usable && cleared(&b.backend.provider, restricted),
                         room: self.input.pacing.as_ref().is_none_or(|e| {
                             crate::quota::has_room(e, &b.backend.provider.name, wall)
@@ -541,7 +544,10 @@ impl Plan {
         while let Some(b) = chain.get(self.chain_pos) {
             let i = self.chain_pos;
             self.chain_pos += 1;
-            if cleared(&b.backend.provider, &self.input) && b.state.breaker.would_admit(now) {
+            if cleared(&b.backend.provider, &self.input)
+                && b.state.breaker.would_admit(now)
+                && b.credential_ready()
+            {
                 return Some(Slot::Chain(c, i));
             }
         }

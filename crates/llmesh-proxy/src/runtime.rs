@@ -31,6 +31,8 @@ pub struct BackendRuntime {
     pub series: Arc<crate::metrics::SeriesCache>,
     /// The model version it last answered with (kept across reloads).
     pub version: Arc<ModelVersion>,
+    /// The provider's credential, when the sidecar obtains it itself.
+    pub credential: Option<Arc<crate::identity::CredentialSource>>,
 }
 
 /// The model version a backend answers with (the `model` of its answers,
@@ -82,6 +84,12 @@ pub enum AttemptOutcome {
 }
 
 impl BackendRuntime {
+    /// Whether its provider's credential can be had (always, for a static
+    /// key): a backend without one is skipped like an open breaker.
+    pub fn credential_ready(&self) -> bool {
+        self.credential.as_ref().is_none_or(|c| c.usable())
+    }
+
     /// The one place a call's outcome counts against its backend: breaker,
     /// latency estimators and the attempts metric.
     pub fn record(&self, metrics: &crate::metrics::Metrics, outcome: AttemptOutcome, now: Instant) {
@@ -150,6 +158,9 @@ pub struct Registry {
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
     counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
     versions: Mutex<HashMap<String, Arc<ModelVersion>>>,
+    credentials: Mutex<HashMap<String, Arc<crate::identity::CredentialSource>>>,
+    /// The credential metric families (set once at start-up).
+    pub credential_metrics: std::sync::OnceLock<crate::identity::CredentialMetrics>,
     /// Response caches of the routes that have one.
     pub caches: crate::cache::Caches,
 }
@@ -204,6 +215,7 @@ pub struct Builder<'a> {
     budgets: HashMap<String, Arc<RetryBudget>>,
     counters: HashMap<String, Arc<AtomicU64>>,
     versions: HashMap<String, Arc<ModelVersion>>,
+    credentials: HashMap<String, Arc<crate::identity::CredentialSource>>,
     caches: crate::cache::CacheBuilder,
 }
 
@@ -216,6 +228,7 @@ impl Registry {
             budgets: HashMap::new(),
             counters: HashMap::new(),
             versions: HashMap::new(),
+            credentials: HashMap::new(),
             caches: crate::cache::CacheBuilder::default(),
         }
     }
@@ -271,6 +284,23 @@ impl Builder<'_> {
         )
     }
 
+    /// The credential source of `provider`, if the sidecar obtains its
+    /// credential itself (token exchanges go through `client`).
+    pub fn credential(
+        &mut self,
+        provider: &llmesh_policy::Provider,
+        client: &crate::upstream::UpstreamClient,
+    ) -> Option<Arc<crate::identity::CredentialSource>> {
+        let identity = provider.identity.as_ref()?;
+        let key = crate::identity::CredentialSource::key(provider, identity);
+        let metrics = self.registry.credential_metrics.get().cloned();
+        let src = reuse(&self.registry.credentials, &mut self.credentials, key, || {
+            crate::identity::CredentialSource::new(provider, identity.clone(), client.clone(), metrics)
+        });
+        src.start();
+        Some(src)
+    }
+
     /// The route's round-robin position.
     pub fn counter(&mut self, route: &Route) -> Arc<AtomicU64> {
         let key = format!("{}/{}", route.namespace, route.name);
@@ -296,8 +326,12 @@ impl Builder<'_> {
             budgets,
             counters,
             versions,
+            credentials,
             caches,
         } = self;
+        if let Ok(mut m) = registry.credentials.lock() {
+            *m = credentials;
+        }
         caches.commit(&registry.caches);
         if let Ok(mut m) = registry.backends.lock() {
             *m = backends;

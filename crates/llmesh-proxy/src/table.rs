@@ -163,6 +163,15 @@ pub fn build<'r>(
     let mut wiring_errors = Vec::new();
     let mut builder = registry.builder();
     let mut routes = Vec::with_capacity(snap.routes.len());
+    // Token endpoints (STS, Entra, Google) are reached with the web roots
+    // and the global CA.
+    let token_client = match clients.get(None, std::time::Duration::from_secs(5)) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            wiring_errors.push(format!("the token endpoints' client: {e}"));
+            None
+        }
+    };
     for route in &snap.routes {
         let route_name: Arc<str> = Arc::from(route.name.as_str());
         let mut wire = |chain: &str, b: &llmesh_policy::Backend, errors: &mut Vec<String>| {
@@ -179,6 +188,9 @@ pub fn build<'r>(
                     state: builder.backend_state(route, chain, b),
                     series: Arc::default(),
                     version: builder.model_version(route, b),
+                    credential: token_client
+                        .as_ref()
+                        .and_then(|c| builder.credential(&b.provider, c)),
                 }),
                 Err(e) => {
                     errors.push(format!("LLMProvider/{}: spec.caFile: {e}", b.provider.name));

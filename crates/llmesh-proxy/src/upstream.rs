@@ -140,10 +140,112 @@ fn build_client(
 /// The wire dialect a provider speaks.
 pub fn dialect_of(schema: ApiSchema) -> Dialect {
     match schema {
-        ApiSchema::Openai | ApiSchema::OpenaiCompatible => Dialect::OpenAi,
+        ApiSchema::Openai | ApiSchema::OpenaiCompatible | ApiSchema::AzureOpenai => {
+            Dialect::OpenAi
+        }
         ApiSchema::Anthropic => Dialect::Anthropic,
-        ApiSchema::Gemini => Dialect::Gemini,
+        ApiSchema::Gemini | ApiSchema::Vertex => Dialect::Gemini,
+        ApiSchema::Bedrock => Dialect::OpenAi,
     }
+}
+
+/// Whether `model` on Vertex AI is one of Anthropic's (served with the
+/// Messages body on `rawPredict`), not a Gemini model.
+pub fn vertex_anthropic(model: &str) -> bool {
+    model.starts_with("claude")
+}
+
+/// Keeps a model or deployment name that goes into a URL path to the
+/// characters model ids use (and `@` for Vertex versions, `:` for Bedrock
+/// ones), so it cannot change the path.
+fn path_safe(model: &str, extra: &[u8], what: &str) -> Result<(), ProxyError> {
+    if model.is_empty()
+        || model.starts_with('.')
+        || !model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b) || extra.contains(&b))
+    {
+        return Err(ProxyError::Unsupported(format!(
+            "model name {model:?} cannot be sent to {what}"
+        )));
+    }
+    Ok(())
+}
+
+/// Path under the provider's base URL for a call, with the addressing of
+/// cloud providers (Azure deployments and api-version, Vertex projects and
+/// publishers, Bedrock model ids).
+pub fn provider_path(
+    provider: &Provider,
+    dialect: Dialect,
+    op: Operation,
+    model: &str,
+    stream: bool,
+) -> Result<String, ProxyError> {
+    let cloud = &provider.cloud;
+    match provider.schema {
+        ApiSchema::AzureOpenai => {
+            let Some(version) = &cloud.api_version else {
+                // The v1 surface: OpenAI's paths, the model in the body.
+                return Ok(format!("/openai/v1{}", upstream_path(dialect, op, model, stream)?));
+            };
+            let deployment = provider
+                .model(model)
+                .and_then(|m| m.deployment.as_deref())
+                .unwrap_or(model);
+            path_safe(deployment, b"", "an Azure OpenAI deployment URL")?;
+            let tail = match (dialect, op) {
+                (Dialect::Responses, _) => {
+                    return Ok(format!("/openai/responses?api-version={version}"))
+                }
+                (_, Operation::Chat) => "chat/completions",
+                (_, Operation::Embeddings) => "embeddings",
+                (_, Operation::Completions) => "completions",
+            };
+            Ok(format!(
+                "/openai/deployments/{deployment}/{tail}?api-version={version}"
+            ))
+        }
+        ApiSchema::Vertex => {
+            path_safe(model, b"@", "a Vertex AI model URL")?;
+            if op != Operation::Chat {
+                return Err(ProxyError::Unsupported(format!(
+                    "only chat calls are supported on Vertex AI providers (LLMProvider {})",
+                    provider.name
+                )));
+            }
+            let project = cloud.project.as_deref().unwrap_or("");
+            let region = cloud.region.as_deref().unwrap_or("");
+            let (publisher, verb) = match (dialect, stream) {
+                (Dialect::Anthropic, false) => ("anthropic", "rawPredict"),
+                (Dialect::Anthropic, true) => ("anthropic", "streamRawPredict"),
+                (_, false) => ("google", "generateContent"),
+                (_, true) => ("google", "streamGenerateContent?alt=sse"),
+            };
+            Ok(format!(
+                "/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/{model}:{verb}"
+            ))
+        }
+        _ => upstream_path(dialect, op, model, stream),
+    }
+}
+
+/// Rewrites a translated request body for the cloud that serves it:
+/// Anthropic models on Vertex AI take the model from the URL and the API
+/// version in the body.
+pub fn cloud_body(provider: &Provider, upstream: Dialect, body: &mut serde_json::Value) {
+    if provider.schema == ApiSchema::Vertex && upstream == Dialect::Anthropic {
+        if let Some(o) = body.as_object_mut() {
+            o.remove("model");
+            o.insert("anthropic_version".into(), "vertex-2023-10-16".into());
+        }
+    }
+}
+
+/// Whether a call to `provider` in `upstream` needs its body rewritten
+/// even when the client spoke the same API (see [`cloud_body`]).
+pub fn needs_cloud_body(provider: &Provider, upstream: Dialect) -> bool {
+    provider.schema == ApiSchema::Vertex && upstream == Dialect::Anthropic
 }
 
 /// The API a call from a `client` of `model` on `provider` is sent in:
@@ -152,6 +254,8 @@ pub fn dialect_of(schema: ApiSchema) -> Dialect {
 pub fn upstream_dialect(client: Dialect, provider: &Provider, model: &str) -> Dialect {
     if client == Dialect::Responses && provider.native_responses(model) {
         Dialect::Responses
+    } else if provider.schema == ApiSchema::Vertex && vertex_anthropic(model) {
+        Dialect::Anthropic
     } else {
         dialect_of(provider.schema)
     }
