@@ -44,8 +44,9 @@ Identity endpoints (each refuses what the real one would, in its shape):
 - ``GET /aws/pod-identity`` with ``Authorization: <pod_identity_token>`` ->
   ``{"AccessKeyId","SecretAccessKey","Token","Expiration"}`` (401 / 403).
 - ``POST /google/token`` form ``grant_type=urn:ietf:params:oauth:grant-type:
-  jwt-bearer&assertion=JWT`` (RS256 by the key file's key, iss, aud, scope
-  cloud-platform, iat, exp, kid checked) -> ``{"access_token","expires_in",
+  jwt-bearer&assertion=JWT`` (RS256 by the key file's key, iss, aud (the key
+  file's token_uri, or https://oauth2.googleapis.com/token, which google-auth
+  always uses), scope cloud-platform, iat, exp, kid checked) -> ``{"access_token","expires_in",
   "token_type"}``.
 - ``GET /computeMetadata/v1/instance/service-accounts/default/token`` with
   ``Metadata-Flavor: Google`` (when google.metadata is true; also
@@ -98,6 +99,9 @@ HOP_BY_HOP = {
 }
 ENDPOINTS = ("sts", "pod_identity", "google_jwt", "gke_metadata", "entra")
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+# google-auth (Python) signs for this audience whatever the key's token_uri,
+# and Google takes it; so both it and token_uri are accepted as aud.
+GOOGLE_TOKEN_AUD = "https://oauth2.googleapis.com/token"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_ASSERTION_JWT = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -545,7 +549,8 @@ def handle_google_token(state, method, headers, body):
         raise google_error("JWT kid is not the key's private_key_id", "Invalid JWT Signature.")
     try:
         claims = gjwt.decode(assertion, certs={key["private_key_id"]: key["public_pem"]},
-                             verify=True, audience=key["token_uri"], clock_skew_in_seconds=10)
+                             verify=True, audience=[key["token_uri"], GOOGLE_TOKEN_AUD],
+                             clock_skew_in_seconds=10)
     except Exception as e:  # google-auth raises ValueError and its own subclasses
         text = str(e)
         if "signature" in text.lower() or "Could not verify" in text:
