@@ -71,6 +71,17 @@ with the same query); ``POST /_front/ttl?seconds=N`` (for tokens issued after).
 
 One line per request goes to stderr (no secret in full). It exits on SIGTERM,
 SIGINT, or when its parent process dies.
+
+From a test: write the config with ``"listen": "127.0.0.1:0"`` and a
+``port_file`` in the test's temporary directory, spawn ``python3
+tests/clouds/cloud_front.py --config FILE`` (stderr to a log file or
+inherited), poll until port_file exists (it is renamed into place once the
+socket listens, so its content is always whole; give up after ~20 s or when
+the child has exited, and show its stderr), read the port, and SIGTERM /
+kill the child when done (a child left behind stops itself within half a
+second of its parent's exit). Point the sidecar's endpoints at
+``http://127.0.0.1:PORT/{aws/sts/,aws/pod-identity,google/token,azure,
+vertex,bedrock}`` and ``GCE_METADATA_HOST=127.0.0.1:PORT``.
 """
 
 import argparse
@@ -92,6 +103,8 @@ import time
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PARENT_PID = os.getppid()  # before anything slow, so a quick parent exit is seen
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -397,6 +410,11 @@ def sts_error(status, code, message, reason):
     return Refusal(status, body, reason, content_type="text/xml")
 
 
+def is_form(headers):
+    ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    return ctype == "application/x-www-form-urlencoded"
+
+
 def form_params(body):
     try:
         return urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True,
@@ -423,6 +441,10 @@ def issue_aws(state):
 def handle_sts(state, method, headers, body):
     if method != "POST":
         raise sts_error(400, "InvalidAction", "Only POST is supported here.", "sts not POST")
+    if not is_form(headers):
+        raise sts_error(400, "InvalidParameterValue",
+                        "The request body must be application/x-www-form-urlencoded.",
+                        "sts body not a form")
     p = form_params(body)
     action = single(p, "Action")
     if action != "AssumeRoleWithWebIdentity":
@@ -526,6 +548,10 @@ def handle_google_token(state, method, headers, body):
 
     if method != "POST":
         raise google_error("google token not POST", "Only POST is supported.", "invalid_request")
+    if not is_form(headers):
+        raise google_error("google token body not a form",
+                           "Request must be application/x-www-form-urlencoded.",
+                           "invalid_request")
     p = form_params(body)
     grant = single(p, "grant_type")
     if grant != JWT_BEARER:
@@ -621,11 +647,15 @@ def entra_error(status, code, aadsts, message, reason):
     }, reason)
 
 
-def handle_entra(state, method, tenant, body):
+def handle_entra(state, method, tenant, headers, body):
     az = state.azure
     if method != "POST":
         raise entra_error(400, "invalid_request", 900561,
                           "The endpoint only accepts POST requests.", "entra not POST")
+    if not is_form(headers):
+        raise entra_error(400, "invalid_request", 900561,
+                          "The request body must be application/x-www-form-urlencoded.",
+                          "entra body not a form")
     if tenant != az["tenant"]:
         raise entra_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found.",
                           "wrong tenant")
@@ -832,7 +862,8 @@ class Handler(BaseHTTPRequestHandler):
             if st.is_down("entra"):
                 raise entra_error(503, "temporarily_unavailable", 50000,
                                   "There was an error issuing a token.", "entra down")
-            return self.answer(*handle_entra(st, method, urllib.parse.unquote(m.group(1)), body))
+            return self.answer(*handle_entra(st, method, urllib.parse.unquote(m.group(1)),
+                                            self.headers, body))
         for front in ("azure", "vertex", "bedrock"):
             prefix = f"/{front}"
             if path == prefix or path.startswith(prefix + "/"):
@@ -884,6 +915,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_front/ttl" and method == "POST":
             try:
                 seconds = float(q["seconds"][0])
+                if not seconds >= 0:
+                    raise ValueError
             except (KeyError, ValueError, IndexError):
                 raise json_refusal(400, {"error": "seconds= required"}, "bad control") from None
             with st.lock:
@@ -983,12 +1016,11 @@ def make_google_key(out, token_uri):
 
 
 def watch_parent():
-    parent = os.getppid()
     while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:
+        if os.getppid() != PARENT_PID:
             log("parent exited; stopping")
             os._exit(0)
+        time.sleep(0.5)
 
 
 def main(argv=None):
@@ -1004,6 +1036,13 @@ def main(argv=None):
         return 0
     if not args.config:
         ap.error("--config FILE is required")
+    try:  # loaded now, so a missing one fails the start and no request waits on it
+        import botocore.auth  # noqa: F401
+        import cryptography  # noqa: F401
+        import google.auth.jwt  # noqa: F401
+    except ImportError as e:
+        log(f"{e}: run make deps (botocore, google-auth, PyJWT, cryptography)")
+        return 2
     with open(args.config, encoding="utf-8") as f:
         cfg = json.load(f)
     up = urllib.parse.urlsplit(cfg["upstream"])

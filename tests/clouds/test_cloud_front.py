@@ -2,12 +2,14 @@
 """Self-test of cloud_front.py: a fake upstream in this process, the front as
 a subprocess, and the clouds' own client libraries (botocore, google-auth)
 talking to it the way the SDKs do. All on 127.0.0.1; run as
-``python3 tests/clouds/test_cloud_front.py``."""
+``python3 tests/clouds/test_cloud_front.py`` (KEEP_CLOUD_FRONT_LOGS=1 keeps
+the front's stderr logs)."""
 
 import http.client
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -109,9 +111,9 @@ def start_front(tmp, cfg, name):
     path = os.path.join(tmp, f"{name}.json")
     with open(path, "w") as f:
         json.dump(cfg, f)
-    log = open(os.path.join(tmp, f"{name}.log"), "wb")
-    proc = subprocess.Popen([sys.executable, FRONT, "--config", path], stderr=log,
-                            stdout=subprocess.DEVNULL)
+    with open(os.path.join(tmp, f"{name}.log"), "wb") as log:
+        proc = subprocess.Popen([sys.executable, FRONT, "--config", path], stderr=log,
+                                stdout=subprocess.DEVNULL)
     deadline = time.time() + 20
     while not os.path.exists(port_file):
         if proc.poll() is not None or time.time() > deadline:
@@ -165,6 +167,10 @@ class CloudFront(unittest.TestCase):
             p.wait(10)
         cls.upstream.shutdown()
         cls.upstream.server_close()
+        if os.environ.get("KEEP_CLOUD_FRONT_LOGS"):
+            print(f"front logs kept in {cls.tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
 
     # -- helpers
 
@@ -275,6 +281,12 @@ class CloudFront(unittest.TestCase):
                                                   "WebIdentityToken": IRSA})
         self.assertEqual(status, 400)
         self.assertIn(b"<Code>MissingParameter</Code>", body)
+        status, _, body = self.http("POST", "/aws/sts/", json.dumps({
+            "Action": "AssumeRoleWithWebIdentity", "Version": "2011-06-15", "RoleArn": ROLE,
+            "RoleSessionName": "s1", "WebIdentityToken": IRSA}),
+            {"Content-Type": "application/json"})
+        self.assertEqual(status, 400)
+        self.assertIn(b"<ErrorResponse", body)
 
     def test_pod_identity(self):
         provider = ContainerProvider(environ={
@@ -343,6 +355,27 @@ class CloudFront(unittest.TestCase):
         self.assertEqual(first, b"data: one\n\n")
         STREAM_GATE.set()
         self.assertEqual(resp.read(), b"data: two\n\n")
+        conn.close()
+
+    def test_bedrock_chunked_request_body(self):
+        path = "/bedrock/model/x/invoke"
+        body = b'{"prompt":"' + b"x" * 5000 + b'"}'
+        h = self.signed(Credentials("AKIDSTATIC", "secretstatic"), path, body)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        conn.request("POST", path, iter([body[:100], body[100:]]), h, encode_chunked=True)
+        resp = conn.getresponse()
+        echo = json.loads(resp.read())
+        conn.close()
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(echo["body"], body.decode())
+
+    def test_keep_alive_after_refusal(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        for key, want in (("wrong", 401), ("azkey", 200), ("wrong", 401), ("azkey", 200)):
+            conn.request("POST", "/azure/openai/x", b'{"a":1}', {"api-key": key})
+            resp = conn.getresponse()
+            resp.read()
+            self.assertEqual(resp.status, want)
         conn.close()
 
     # -- Google
@@ -492,6 +525,14 @@ class CloudFront(unittest.TestCase):
             self.assertEqual(self.http(method, path, b"", port=self.port2)[0], 404, path)
         self.assertEqual(self.http("POST", "/azure/openai/x", b"{}", {"api-key": "azkey"},
                                    port=self.port2)[0], 200)
+
+    def test_zz_log_has_no_secrets(self):
+        time.sleep(0.2)
+        with open(os.path.join(self.tmp, "front.log"), encoding="utf-8") as f:
+            text = f.read()
+        self.assertIn("POST /bedrock/", text)
+        for secret in ("secretstatic", "azkey", IRSA, POD_TOKEN, AZ_TOKEN):
+            self.assertNotIn(secret, text)
 
     def test_exits_when_parent_dies(self):
         cfg = os.path.join(self.tmp, "orphan.json")
