@@ -878,7 +878,10 @@ class Handler(BaseHTTPRequestHandler):
                     verify_sigv4(st, method, self.path, self.headers, body)
                     note = "sigv4"
                 st.count_accepted(front)
-                return self.forward(self.path[len(prefix):] or "/", body, f"{front}: {note}")
+                target = self.path[len(prefix):]
+                if not target.startswith("/"):
+                    target = "/" + target
+                return self.forward(target, body, f"{front}: {note}")
         raise json_refusal(404, {"message": "not found"}, "no such endpoint")
 
     def answer(self, status, ctype, out, note, extra=None):

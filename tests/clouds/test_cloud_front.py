@@ -410,6 +410,45 @@ class CloudFront(unittest.TestCase):
                                                       "assertion": "x"})
         self.assertEqual(status, 400)
 
+    def test_google_jwt_claims(self):
+        """Assertions google-auth would never make, signed with the right key
+        by PyJWT: each wrong claim is refused on its own."""
+        import jwt
+
+        with open(self.key_file) as f:
+            key = json.load(f)
+        now = int(time.time())
+        good = {"iss": key["client_email"], "aud": key["token_uri"], "iat": now,
+                "exp": now + 3600, "scope": "https://www.googleapis.com/auth/cloud-platform"}
+
+        def grant(claims, kid=key["private_key_id"], alg="RS256", secret=key["private_key"]):
+            assertion = jwt.encode(claims, secret, algorithm=alg, headers={"kid": kid})
+            status, _, body = self.form("/google/token", {
+                "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                "assertion": assertion})
+            return status, json.loads(body)
+
+        status, body = grant(good)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["token_type"], "Bearer")
+        self.assertEqual(grant(dict(good, aud="https://oauth2.googleapis.com/token"))[0], 200)
+        for bad in (dict(good, iss="someone@else.iam.gserviceaccount.com"),
+                    dict(good, aud="https://example.com/token"),
+                    dict(good, exp=now + 7200),
+                    dict(good, iat=now - 600, exp=now + 3000),
+                    dict(good, iat=now - 4000, exp=now - 400)):
+            status, body = grant(bad)
+            self.assertEqual((status, body["error"]), (400, "invalid_grant"), bad)
+        status, body = grant(dict(good, scope="https://www.googleapis.com/auth/devstorage"))
+        self.assertEqual((status, body["error"]), (400, "invalid_scope"))
+        self.assertEqual(grant(good, kid="0" * 40)[0], 400)
+        # Any other algorithm is refused, whatever it was keyed with.
+        assertion = jwt.encode(good, "k" * 32, algorithm="HS256",
+                               headers={"kid": key["private_key_id"]})
+        status, _, body = self.form("/google/token", {
+            "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion})
+        self.assertEqual((status, json.loads(body)["error"]), (400, "invalid_grant"))
+
     def test_gke_metadata(self):
         os.environ["GCE_METADATA_HOST"] = f"127.0.0.1:{self.port}"
         import google.auth.compute_engine._metadata as metadata
