@@ -401,9 +401,9 @@ def verify_sigv4(state, method, raw_path, headers, body):
 # ---------------------------------------------------------------- identity
 
 
-def sts_error(status, code, message, reason):
+def sts_error(status, code, message, reason, fault="Sender"):
     body = (
-        f'<ErrorResponse xmlns="{STS_NS}">\n  <Error>\n    <Type>Sender</Type>\n'
+        f'<ErrorResponse xmlns="{STS_NS}">\n  <Error>\n    <Type>{fault}</Type>\n'
         f"    <Code>{code}</Code>\n    <Message>{xml_escape(message)}</Message>\n"
         f"  </Error>\n  <RequestId>{uuid.uuid4()}</RequestId>\n</ErrorResponse>\n"
     )
@@ -831,14 +831,20 @@ class Handler(BaseHTTPRequestHandler):
             return self.control(st, method, path, query)
         if path.startswith("/computeMetadata/") or path == "/":
             if not st.google or not st.google.get("metadata"):
-                raise Refusal(404, "Not Found\n", "metadata not configured", content_type="text/plain")
-            status, ctype, out, note = handle_metadata(st, method, path, query, self.headers)
+                raise Refusal(404, "Not Found\n", "metadata not configured",
+                              content_type="text/plain")
+            try:
+                status, ctype, out, note = handle_metadata(st, method, path, query, self.headers)
+            except Refusal as r:
+                r.headers.setdefault("Metadata-Flavor", "Google")
+                raise
             return self.answer(status, ctype, out, note, {"Metadata-Flavor": "Google"})
         if path in ("/aws/sts/", "/aws/sts"):
             if not st.aws:
                 raise json_refusal(404, {"message": "not found"}, "aws not configured")
             if st.is_down("sts"):
-                raise sts_error(503, "ServiceUnavailable", "Service is unavailable.", "sts down")
+                raise sts_error(503, "ServiceUnavailable", "Service is unavailable.", "sts down",
+                                "Receiver")
             return self.answer(*handle_sts(st, method, self.headers, body))
         if path == "/aws/pod-identity":
             if not st.aws:
