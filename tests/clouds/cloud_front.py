@@ -1069,6 +1069,7 @@ def main(argv=None):
     signal.signal(signal.SIGINT, stop)
     threading.Thread(target=watch_parent, daemon=True).start()
     ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer.request_queue_size = 128  # tests open many connections at once
     server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), Handler)
     bound = server.server_address[1]
     if cfg.get("port_file"):
