@@ -65,6 +65,14 @@ deps:
 	  echo "installing helm-sdkpy, PyYAML, jsonschema and the openai / anthropic SDKs (pip) for the chart, document and SDK tests"; \
 	  python3 -m pip install --quiet --ignore-requires-python helm-sdkpy pyyaml jsonschema openai anthropic websockets; \
 	fi
+	@# tests/clouds/cloud_front.py plays STS, Pod Identity, Google's token
+	@# endpoint and metadata server, and Entra for the cloud-credential tests,
+	@# checking SigV4 with botocore and JWTs with google-auth / PyJWT.
+	@# botocore is the release boto3 1.43.11 requires, so it does not clash.
+	@if ! python3 -c 'import botocore, google.auth, jwt, cryptography' >/dev/null 2>&1; then \
+	  echo "installing botocore, google-auth, PyJWT and cryptography (pip) for the cloud-credential tests"; \
+	  python3 -m pip install --quiet botocore==1.43.11 google-auth==2.63.1 PyJWT==2.15.1 cryptography==51.0.1; \
+	fi
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  echo "installing redis-server (Debian package) for the quota store tests"; \
