@@ -534,3 +534,84 @@ fn a_pod_without_an_api_token_gets_one_for_the_sidecar_only() {
         .iter()
         .all(|v| v["name"] != "llmesh-api-token"));
 }
+
+#[test]
+fn cloud_identity_tokens_reach_the_sidecar_only() {
+    let mut inj = injector(true);
+    let id = &mut inj.sidecar.cloud_identity;
+    id.aws.enabled = true;
+    id.aws.role_arn = "arn:aws:iam::111122223333:role/llm".into();
+    id.aws.region = "eu-west-1".into();
+    id.azure.enabled = true;
+    id.azure.client_id = "11111111-2222-3333-4444-555555555555".into();
+    id.azure.tenant_id = "contoso.onmicrosoft.com".into();
+    let a = answer(&inj, &fixture("deployment-pod.review.json"), false);
+    let s = sidecar_of(&a.pod);
+    let env = s["env"].as_array().unwrap();
+    for (name, value) in [
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "/var/run/secrets/llmesh-identity/aws/token",
+        ),
+        ("AWS_ROLE_ARN", "arn:aws:iam::111122223333:role/llm"),
+        ("AWS_REGION", "eu-west-1"),
+        (
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "/var/run/secrets/llmesh-identity/azure/token",
+        ),
+        ("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555"),
+        ("AZURE_TENANT_ID", "contoso.onmicrosoft.com"),
+    ] {
+        assert!(
+            env.contains(&json!({"name": name, "value": value})),
+            "{name}"
+        );
+    }
+    let volumes = a.pod["spec"]["volumes"].as_array().unwrap();
+    let token = |name: &str| {
+        volumes
+            .iter()
+            .find(|v| v["name"] == name)
+            .map(|v| v["projected"]["sources"][0]["serviceAccountToken"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        token("llmesh-aws-identity")["audience"],
+        "sts.amazonaws.com"
+    );
+    assert_eq!(
+        token("llmesh-azure-identity")["audience"],
+        "api://AzureADTokenExchange"
+    );
+    let mounts = s["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().any(|m| m["name"] == "llmesh-aws-identity"));
+    assert!(mounts.iter().any(|m| m["name"] == "llmesh-azure-identity"));
+    // No app container mounts them or sees the variables.
+    for c in a.pod["spec"]["containers"].as_array().unwrap() {
+        if c["name"] == "llmesh-proxy" {
+            continue;
+        }
+        let text = c.to_string();
+        assert!(!text.contains("llmesh-identity"), "{}", c["name"]);
+        assert!(!text.contains("AWS_ROLE_ARN") && !text.contains("AZURE_CLIENT_ID"));
+    }
+    // Off by default: nothing added.
+    let a = answer(
+        &injector(true),
+        &fixture("deployment-pod.review.json"),
+        false,
+    );
+    assert!(!a.pod.to_string().contains("llmesh-identity"));
+}
+
+#[test]
+fn a_bad_cloud_identity_setting_is_refused_at_start() {
+    let mut cfg = config();
+    cfg.cloud_identity.aws.role_arn = "llm-role".into();
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("cloudIdentity.aws.roleArn"), "{e}");
+    let mut cfg = config();
+    cfg.cloud_identity.azure.audience = String::new();
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("cloudIdentity.azure.audience"), "{e}");
+}

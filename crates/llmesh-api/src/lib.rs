@@ -34,7 +34,9 @@ pub use data_policy::{
 pub use document::{parse_documents, AnyResource, ObjectMeta, ParseError, Resource};
 pub use kind::{ResourceKey, ResourceKind};
 pub use provider::{
-    ApiSchema, AwsKeys, AwsPodIdentity, AwsWebIdentity, AzureWorkloadIdentity, CredentialRef, GkeMetadata, GoogleServiceAccount, LLMProvider, LLMProviderSpec, ModelSpec, Pricing, ProviderLimits, SecretKeyRef, ValueSource,
+    ApiSchema, AwsKeys, AwsPodIdentity, AwsWebIdentity, AzureWorkloadIdentity, CredentialRef,
+    GkeMetadata, GoogleServiceAccount, LLMProvider, LLMProviderSpec, ModelSpec, Pricing,
+    ProviderLimits, SecretKeyRef, ValueSource,
 };
 pub use quota::{
     LLMQuota, LLMQuotaSpec, QuotaAction, QuotaLimits, QuotaScope, StoreUnavailable, TokenKind,

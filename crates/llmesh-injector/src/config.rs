@@ -46,7 +46,76 @@ pub struct SidecarConfig {
     /// OTLP/HTTP collector the sidecar exports traces to
     /// (`OTEL_EXPORTER_OTLP_ENDPOINT`); empty: no traces.
     pub otlp_endpoint: String,
+    /// Cloud workload identities given to the sidecar, and only to it.
+    pub cloud_identity: CloudIdentity,
 }
+
+/// Projected service-account tokens for cloud workload identities, mounted
+/// into the sidecar only (the app's containers never see them), with the
+/// variables `LLMProvider` credentials default from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CloudIdentity {
+    /// IRSA (`credential.awsWebIdentity`).
+    pub aws: AwsIdentity,
+    /// Entra Workload Identity (`credential.azureWorkloadIdentity`).
+    pub azure: AzureIdentity,
+}
+
+/// IRSA for the sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AwsIdentity {
+    /// Mount the token and set `AWS_WEB_IDENTITY_TOKEN_FILE`.
+    pub enabled: bool,
+    /// The token's audience.
+    pub audience: String,
+    /// `AWS_ROLE_ARN`; empty leaves it to the LLMProvider's `roleArn`.
+    pub role_arn: String,
+    /// `AWS_REGION`, for the regional STS endpoint; empty: the global one.
+    pub region: String,
+}
+
+impl Default for AwsIdentity {
+    fn default() -> Self {
+        AwsIdentity {
+            enabled: false,
+            audience: "sts.amazonaws.com".into(),
+            role_arn: String::new(),
+            region: String::new(),
+        }
+    }
+}
+
+/// Entra Workload Identity for the sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AzureIdentity {
+    /// Mount the token and set `AZURE_FEDERATED_TOKEN_FILE`.
+    pub enabled: bool,
+    /// The token's audience.
+    pub audience: String,
+    /// `AZURE_CLIENT_ID`; empty leaves it to the LLMProvider.
+    pub client_id: String,
+    /// `AZURE_TENANT_ID`; empty leaves it to the LLMProvider.
+    pub tenant_id: String,
+}
+
+impl Default for AzureIdentity {
+    fn default() -> Self {
+        AzureIdentity {
+            enabled: false,
+            audience: "api://AzureADTokenExchange".into(),
+            client_id: String::new(),
+            tenant_id: String::new(),
+        }
+    }
+}
+
+/// Where the sidecar finds the IRSA token.
+pub const AWS_TOKEN_DIR: &str = "/var/run/secrets/llmesh-identity/aws";
+/// Where the sidecar finds the Entra federated token.
+pub const AZURE_TOKEN_DIR: &str = "/var/run/secrets/llmesh-identity/azure";
 
 /// Ports of the sidecar (PRODUCT.md fixes the defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +193,7 @@ impl Default for SidecarConfig {
             base_urls: true,
             run_as_user: 65532,
             otlp_endpoint: String::new(),
+            cloud_identity: CloudIdentity::default(),
         }
     }
 }
@@ -201,6 +271,50 @@ impl SidecarConfig {
             ));
         }
         validate_otlp_endpoint(&self.otlp_endpoint)?;
+        let id = &self.cloud_identity;
+        for (field, v) in [
+            ("cloudIdentity.aws.audience", &id.aws.audience),
+            ("cloudIdentity.azure.audience", &id.azure.audience),
+        ] {
+            if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(InvalidSetting::new(
+                    field,
+                    "an audience without spaces is required",
+                ));
+            }
+        }
+        if !id.aws.role_arn.is_empty() && !id.aws.role_arn.starts_with("arn:") {
+            return Err(InvalidSetting::new(
+                "cloudIdentity.aws.roleArn",
+                "must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)",
+            ));
+        }
+        if !id.aws.region.is_empty()
+            && !id
+                .aws
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(InvalidSetting::new(
+                "cloudIdentity.aws.region",
+                "must be a region name such as us-east-1",
+            ));
+        }
+        for (field, v) in [
+            ("cloudIdentity.azure.clientId", &id.azure.client_id),
+            ("cloudIdentity.azure.tenantId", &id.azure.tenant_id),
+        ] {
+            if !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return Err(InvalidSetting::new(
+                    field,
+                    "must be a GUID (or a domain, for tenantId)",
+                ));
+            }
+        }
         if self.run_as_user <= 0 {
             return Err(InvalidSetting::new(
                 "runAsUser",

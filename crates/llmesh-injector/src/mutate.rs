@@ -12,6 +12,10 @@ use crate::overrides::STATUS;
 pub const SIDECAR_NAME: &str = "llmesh-proxy";
 /// Label set to `"true"` on every injected pod (the PodMonitor selects it).
 pub const SIDECAR_LABEL: &str = "llmesh.io/sidecar";
+/// The IRSA token volume (sidecar only).
+const AWS_TOKEN_VOLUME: &str = "llmesh-aws-identity";
+/// The Entra federated token volume (sidecar only).
+const AZURE_TOKEN_VOLUME: &str = "llmesh-azure-identity";
 /// The sidecar's own API token volume, for pods that turn automounting off.
 pub const TOKEN_VOLUME: &str = "llmesh-api-token";
 /// Where credential Secrets are mounted, one folder per Secret.
@@ -146,7 +150,7 @@ pub fn sidecar_container(cfg: &SidecarConfig, workload: &str, native: bool) -> V
     if let Some(share) = cfg.quota.local_share {
         env.push(json!({"name": "LLMESH_QUOTA_LOCAL_SHARE", "value": share.to_string()}));
     }
-    let mounts: Vec<Value> = cfg
+    let mut mounts: Vec<Value> = cfg
         .credential_secrets
         .iter()
         .enumerate()
@@ -154,6 +158,30 @@ pub fn sidecar_container(cfg: &SidecarConfig, workload: &str, native: bool) -> V
             json!({"name": format!("llmesh-secret-{i}"), "mountPath": format!("{SECRETS_DIR}/{s}"), "readOnly": true})
         })
         .collect();
+    let id = &cfg.cloud_identity;
+    if id.aws.enabled {
+        mounts.push(json!({"name": AWS_TOKEN_VOLUME, "mountPath": crate::config::AWS_TOKEN_DIR, "readOnly": true}));
+        env.push(json!({"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": format!("{}/token", crate::config::AWS_TOKEN_DIR)}));
+        if !id.aws.role_arn.is_empty() {
+            env.push(json!({"name": "AWS_ROLE_ARN", "value": id.aws.role_arn}));
+        }
+        if !id.aws.region.is_empty() {
+            env.push(json!({"name": "AWS_REGION", "value": id.aws.region}));
+        }
+    }
+    if id.azure.enabled {
+        mounts.push(json!({"name": AZURE_TOKEN_VOLUME, "mountPath": crate::config::AZURE_TOKEN_DIR, "readOnly": true}));
+        env.push(json!({"name": "AZURE_FEDERATED_TOKEN_FILE", "value": format!("{}/token", crate::config::AZURE_TOKEN_DIR)}));
+        env.push(
+            json!({"name": "AZURE_AUTHORITY_HOST", "value": "https://login.microsoftonline.com/"}),
+        );
+        if !id.azure.client_id.is_empty() {
+            env.push(json!({"name": "AZURE_CLIENT_ID", "value": id.azure.client_id}));
+        }
+        if !id.azure.tenant_id.is_empty() {
+            env.push(json!({"name": "AZURE_TENANT_ID", "value": id.azure.tenant_id}));
+        }
+    }
     let probe = |path: &str, period: u32, failures: u32| {
         json!({
             "httpGet": {"path": path, "port": p.metrics, "scheme": "HTTP"},
@@ -251,6 +279,19 @@ pub fn patch(pod: &Value, cfg: &SidecarConfig, native: bool) -> Mutation {
     volumes.extend(cfg.credential_secrets.iter().enumerate().map(|(i, s)| {
         json!({"name": format!("llmesh-secret-{i}"), "secret": {"secretName": s, "optional": true, "defaultMode": 0o444}})
     }));
+    // Cloud workload identity tokens: projected for their cloud's
+    // audience, mounted in the sidecar only.
+    let id = &cfg.cloud_identity;
+    for (enabled, name, audience) in [
+        (id.aws.enabled, AWS_TOKEN_VOLUME, &id.aws.audience),
+        (id.azure.enabled, AZURE_TOKEN_VOLUME, &id.azure.audience),
+    ] {
+        if enabled {
+            volumes.push(json!({"name": name, "projected": {"defaultMode": 0o444, "sources": [
+                {"serviceAccountToken": {"path": "token", "audience": audience, "expirationSeconds": 86400}},
+            ]}}));
+        }
+    }
     if !volumes.is_empty() {
         match pod.pointer("/spec/volumes").and_then(Value::as_array) {
             Some(_) => {

@@ -627,22 +627,49 @@ fn compile_cloud(cx: &mut Ctx<'_>, name: &str, spec: &LLMProviderSpec) -> Cloud 
     let schema = spec.schema;
     let cloud_schema = matches!(schema, ApiSchema::Bedrock | ApiSchema::Vertex);
     if cloud_schema && spec.region.is_none() {
-        cx.err(K, name, "spec.region", "required for schemas bedrock and vertex");
+        cx.err(
+            K,
+            name,
+            "spec.region",
+            "required for schemas bedrock and vertex",
+        );
     }
     if !cloud_schema && spec.region.is_some() {
-        cx.err(K, name, "spec.region", "only schemas bedrock and vertex have a region");
+        cx.err(
+            K,
+            name,
+            "spec.region",
+            "only schemas bedrock and vertex have a region",
+        );
     }
     if let Some(r) = &spec.region {
-        if r.is_empty() || !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            cx.err(K, name, "spec.region", format!("{r:?} is not a region name (e.g. us-east-1, us-east5, global)"));
+        if r.is_empty()
+            || !r
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            cx.err(
+                K,
+                name,
+                "spec.region",
+                format!("{r:?} is not a region name (e.g. us-east-1, us-east5, global)"),
+            );
         }
     }
     match (schema, &spec.project) {
         (ApiSchema::Vertex, None) => cx.err(K, name, "spec.project", "required for schema vertex"),
         (ApiSchema::Vertex, Some(p))
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            if p.is_empty()
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
         {
-            cx.err(K, name, "spec.project", format!("{p:?} is not a Google Cloud project id"))
+            cx.err(
+                K,
+                name,
+                "spec.project",
+                format!("{p:?} is not a Google Cloud project id"),
+            )
         }
         (ApiSchema::Vertex, Some(_)) | (_, None) => {}
         (_, Some(_)) => cx.err(K, name, "spec.project", "only schema vertex has a project"),
@@ -651,13 +678,23 @@ fn compile_cloud(cx: &mut Ctx<'_>, name: &str, spec: &LLMProviderSpec) -> Cloud 
         (ApiSchema::AzureOpenai, Some("v1")) => None,
         (ApiSchema::AzureOpenai, Some(v)) => {
             if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || v.is_empty() {
-                cx.err(K, name, "spec.apiVersion", format!("{v:?} is not an api-version (e.g. 2024-10-21, or v1)"));
+                cx.err(
+                    K,
+                    name,
+                    "spec.apiVersion",
+                    format!("{v:?} is not an api-version (e.g. 2024-10-21, or v1)"),
+                );
             }
             Some(v.to_string())
         }
         (ApiSchema::AzureOpenai, None) => Some(AZURE_API_VERSION.to_string()),
         (_, Some(_)) => {
-            cx.err(K, name, "spec.apiVersion", "only schema azure-openai has an apiVersion");
+            cx.err(
+                K,
+                name,
+                "spec.apiVersion",
+                "only schema azure-openai has an apiVersion",
+            );
             None
         }
         (_, None) => None,
@@ -770,7 +807,11 @@ fn compile_identity(
         return Some((None, String::new()));
     }
     if cred.header.is_some() {
-        fail(cx, ".header", "only a static key (env, file or secretKeyRef) has a header".into());
+        fail(
+            cx,
+            ".header",
+            "only a static key (env, file or secretKeyRef) has a header".into(),
+        );
     }
     let wants = |kind: ApiSchema| -> Result<(), String> {
         if schema == kind {
@@ -784,15 +825,21 @@ fn compile_identity(
         }
     };
     // A setting, else its environment default, else an error naming both.
-    let setting = |cx: &mut Ctx<'_>, field: &str, given: &Option<String>, var: &str| -> Option<String> {
-        match given.clone().or_else(|| secrets.env(var)) {
-            Some(v) => Some(v),
-            None => {
-                cx.err(K, name, &format!("spec.credential.{field}"), format!("not set, and {var} is not set in the sidecar's environment"));
-                None
+    let setting =
+        |cx: &mut Ctx<'_>, field: &str, given: &Option<String>, var: &str| -> Option<String> {
+            match given.clone().or_else(|| secrets.env(var)) {
+                Some(v) => Some(v),
+                None => {
+                    cx.err(
+                        K,
+                        name,
+                        &format!("spec.credential.{field}"),
+                        format!("not set, and {var} is not set in the sidecar's environment"),
+                    );
+                    None
+                }
             }
-        }
-    };
+        };
     let before = cx.errors.len();
     let (identity, shown) = if let Some(k) = &cred.aws_keys {
         if let Err(e) = wants(ApiSchema::Bedrock) {
@@ -803,7 +850,12 @@ fn compile_identity(
         {
             Ok(s) if !s.is_empty() => Some(s),
             Ok(_) => {
-                cx.err(K, name, &format!("spec.credential.awsKeys.{field}"), "is empty");
+                cx.err(
+                    K,
+                    name,
+                    &format!("spec.credential.awsKeys.{field}"),
+                    "is empty",
+                );
                 None
             }
             Err(e) => {
@@ -831,7 +883,12 @@ fn compile_identity(
             fail(cx, ".awsWebIdentity", e);
         }
         let role = setting(cx, "awsWebIdentity.roleArn", &w.role_arn, "AWS_ROLE_ARN");
-        let file = setting(cx, "awsWebIdentity.tokenFile", &w.token_file, "AWS_WEB_IDENTITY_TOKEN_FILE");
+        let file = setting(
+            cx,
+            "awsWebIdentity.tokenFile",
+            &w.token_file,
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+        );
         let session_name = w.session_name.clone().unwrap_or_else(|| {
             let pod = secrets.env("POD_NAME").unwrap_or_else(|| "sidecar".into());
             let mut n = format!("llmesh-{pod}");
@@ -857,14 +914,22 @@ fn compile_identity(
         if let Err(e) = wants(ApiSchema::Bedrock) {
             fail(cx, ".awsPodIdentity", e);
         }
-        let endpoint = setting(cx, "awsPodIdentity.endpoint", &p.endpoint, "AWS_CONTAINER_CREDENTIALS_FULL_URI");
+        let endpoint = setting(
+            cx,
+            "awsPodIdentity.endpoint",
+            &p.endpoint,
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        );
         let token_file = p
             .token_file
             .clone()
             .or_else(|| secrets.env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"))
             .map(PathBuf::from);
         (
-            endpoint.map(|endpoint| Identity::AwsPodIdentity { endpoint, token_file }),
+            endpoint.map(|endpoint| Identity::AwsPodIdentity {
+                endpoint,
+                token_file,
+            }),
             "aws-pod-identity".to_string(),
         )
     } else if let Some(g) = &cred.google_service_account {
@@ -878,7 +943,9 @@ fn compile_identity(
         };
         let key = match secrets.resolve(&r) {
             Ok(k) => match serde_json::from_str::<serde_json::Value>(&k) {
-                Ok(v) if v.get("private_key").is_some() && v.get("client_email").is_some() => Some(k),
+                Ok(v) if v.get("private_key").is_some() && v.get("client_email").is_some() => {
+                    Some(k)
+                }
                 _ => {
                     fail(cx, ".googleServiceAccount", "is not a service-account JSON key (private_key and client_email are needed)".into());
                     None
@@ -908,40 +975,71 @@ fn compile_identity(
         let endpoint = m
             .endpoint
             .clone()
-            .or_else(|| secrets.env("GCE_METADATA_HOST").map(|h| format!("http://{h}")))
+            .or_else(|| {
+                secrets
+                    .env("GCE_METADATA_HOST")
+                    .map(|h| format!("http://{h}"))
+            })
             .unwrap_or_else(|| "http://metadata.google.internal".into());
-        (Some(Identity::GkeMetadata { endpoint }), "gke-metadata".to_string())
+        (
+            Some(Identity::GkeMetadata { endpoint }),
+            "gke-metadata".to_string(),
+        )
     } else if let Some(a) = &cred.azure_workload_identity {
         if let Err(e) = wants(ApiSchema::AzureOpenai) {
             fail(cx, ".azureWorkloadIdentity", e);
         }
-        let tenant = setting(cx, "azureWorkloadIdentity.tenantId", &a.tenant_id, "AZURE_TENANT_ID");
-        let client = setting(cx, "azureWorkloadIdentity.clientId", &a.client_id, "AZURE_CLIENT_ID");
-        let file = setting(cx, "azureWorkloadIdentity.tokenFile", &a.token_file, "AZURE_FEDERATED_TOKEN_FILE");
+        let tenant = setting(
+            cx,
+            "azureWorkloadIdentity.tenantId",
+            &a.tenant_id,
+            "AZURE_TENANT_ID",
+        );
+        let client = setting(
+            cx,
+            "azureWorkloadIdentity.clientId",
+            &a.client_id,
+            "AZURE_CLIENT_ID",
+        );
+        let file = setting(
+            cx,
+            "azureWorkloadIdentity.tokenFile",
+            &a.token_file,
+            "AZURE_FEDERATED_TOKEN_FILE",
+        );
         let authority = a
             .authority_host
             .clone()
             .or_else(|| secrets.env("AZURE_AUTHORITY_HOST"))
             .unwrap_or_else(|| "https://login.microsoftonline.com".into());
-        let shown = format!("azure-workload-identity:{}", client.as_deref().unwrap_or(""));
+        let shown = format!(
+            "azure-workload-identity:{}",
+            client.as_deref().unwrap_or("")
+        );
         let identity = match (tenant, client, file) {
-            (Some(tenant_id), Some(client_id), Some(file)) => Some(Identity::AzureWorkloadIdentity {
-                tenant_id,
-                client_id,
-                token_file: PathBuf::from(file),
-                authority_host: authority.trim_end_matches('/').to_string(),
-                scope: a
-                    .scope
-                    .clone()
-                    .unwrap_or_else(|| "https://cognitiveservices.azure.com/.default".into()),
-            }),
+            (Some(tenant_id), Some(client_id), Some(file)) => {
+                Some(Identity::AzureWorkloadIdentity {
+                    tenant_id,
+                    client_id,
+                    token_file: PathBuf::from(file),
+                    authority_host: authority.trim_end_matches('/').to_string(),
+                    scope: a
+                        .scope
+                        .clone()
+                        .unwrap_or_else(|| "https://cognitiveservices.azure.com/.default".into()),
+                })
+            }
             _ => None,
         };
         (identity, shown)
     } else {
         return None;
     };
-    let identity = if cx.errors.len() > before { None } else { identity };
+    let identity = if cx.errors.len() > before {
+        None
+    } else {
+        identity
+    };
     Some((identity, shown))
 }
 

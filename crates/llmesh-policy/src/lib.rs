@@ -17,6 +17,7 @@ mod quota;
 mod route;
 mod snapshot;
 
+pub use compile::AZURE_API_VERSION;
 pub use compile::{
     compile, CompileError, EnvFileSecrets, SecretError, SecretSource, DEFAULT_SECRETS_DIR,
 };
@@ -27,7 +28,6 @@ pub use route::{
     Backend, BreakerSettings, CacheSettings, ClassSet, EnforcedSchema, Fallback, Passthrough,
     RetrySettings, Route, RouteMatch, SemanticSettings, StrategyKind, Timeouts,
 };
-pub use compile::AZURE_API_VERSION;
 pub use snapshot::{
     BaseUrl, Cloud, Identity, ModelInfo, Price, Provider, Secret, Snapshot, TokenCounts,
 };

@@ -329,8 +329,9 @@ impl CredentialSource {
 }
 
 fn bearer(token: &str) -> Result<Issued, String> {
-    let mut v = HeaderValue::try_from(format!("Bearer {token}"))
-        .map_err(|_| "the token endpoint answered a token that is not a header value".to_string())?;
+    let mut v = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+        "the token endpoint answered a token that is not a header value".to_string()
+    })?;
     v.set_sensitive(true);
     Ok(Issued::Bearer(v))
 }
@@ -360,7 +361,10 @@ async fn refresher(weak: Weak<CredentialSource>) {
                         src.changed.notify_waiters();
                         return;
                     }
-                    Some(at) => at.duration_since(now).unwrap_or_default().max(Duration::from_millis(200)),
+                    Some(at) => at
+                        .duration_since(now)
+                        .unwrap_or_default()
+                        .max(Duration::from_millis(200)),
                 }
             }
             Err(e) => {

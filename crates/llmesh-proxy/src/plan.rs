@@ -472,9 +472,7 @@ impl Plan {
                 .map(|(i, b)| {
                     let usable = excluded & bit(i) == 0 && eligible(b);
                     Seen {
-                        admits: usable
-                            && b.state.breaker.would_admit(now)
-                            && b.credential_ready(),
+                        admits: usable && b.state.breaker.would_admit(now) && b.credential_ready(),
                         cleared: usable && cleared(&b.backend.provider, restricted),
                         room: self.input.pacing.as_ref().is_none_or(|e| {
                             crate::quota::has_room(e, &b.backend.provider.name, wall)

@@ -294,9 +294,19 @@ impl Builder<'_> {
         let identity = provider.identity.as_ref()?;
         let key = crate::identity::CredentialSource::key(provider, identity);
         let metrics = self.registry.credential_metrics.get().cloned();
-        let src = reuse(&self.registry.credentials, &mut self.credentials, key, || {
-            crate::identity::CredentialSource::new(provider, identity.clone(), client.clone(), metrics)
-        });
+        let src = reuse(
+            &self.registry.credentials,
+            &mut self.credentials,
+            key,
+            || {
+                crate::identity::CredentialSource::new(
+                    provider,
+                    identity.clone(),
+                    client.clone(),
+                    metrics,
+                )
+            },
+        );
         src.start();
         Some(src)
     }

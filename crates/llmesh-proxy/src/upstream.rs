@@ -140,9 +140,7 @@ fn build_client(
 /// The wire dialect a provider speaks.
 pub fn dialect_of(schema: ApiSchema) -> Dialect {
     match schema {
-        ApiSchema::Openai | ApiSchema::OpenaiCompatible | ApiSchema::AzureOpenai => {
-            Dialect::OpenAi
-        }
+        ApiSchema::Openai | ApiSchema::OpenaiCompatible | ApiSchema::AzureOpenai => Dialect::OpenAi,
         ApiSchema::Anthropic => Dialect::Anthropic,
         ApiSchema::Gemini | ApiSchema::Vertex => Dialect::Gemini,
         ApiSchema::Bedrock => Dialect::OpenAi,
@@ -187,7 +185,10 @@ pub fn provider_path(
         ApiSchema::AzureOpenai => {
             let Some(version) = &cloud.api_version else {
                 // The v1 surface: OpenAI's paths, the model in the body.
-                return Ok(format!("/openai/v1{}", upstream_path(dialect, op, model, stream)?));
+                return Ok(format!(
+                    "/openai/v1{}",
+                    upstream_path(dialect, op, model, stream)?
+                ));
             };
             let deployment = provider
                 .model(model)

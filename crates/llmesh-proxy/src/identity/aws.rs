@@ -108,9 +108,8 @@ pub async fn assume_role_with_web_identity(
         message.truncate(300);
         return Err(format!("STS {url} answered {status} {code}: {message}"));
     }
-    let get = |tag: &str| {
-        xml_text(&text, tag).ok_or_else(|| format!("STS {url} answered no {tag}"))
-    };
+    let get =
+        |tag: &str| xml_text(&text, tag).ok_or_else(|| format!("STS {url} answered no {tag}"));
     let keys = Keys {
         access_key_id: get("AccessKeyId")?,
         secret_access_key: get("SecretAccessKey")?,
@@ -126,7 +125,8 @@ pub async fn pod_identity(
     endpoint: &str,
     token: Option<&str>,
 ) -> Result<(Keys, Option<SystemTime>), String> {
-    let headers: Vec<(&'static str, &str)> = token.map(|t| ("authorization", t)).into_iter().collect();
+    let headers: Vec<(&'static str, &str)> =
+        token.map(|t| ("authorization", t)).into_iter().collect();
     let (status, body) = exchange::call(client, Method::GET, endpoint, &headers, None).await?;
     let shown = exchange::url_shown(endpoint);
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -138,7 +138,11 @@ pub async fn pod_identity(
             .unwrap_or("")
             .to_string();
         message.truncate(300);
-        return Err(format!("the Pod Identity agent {shown} answered {status} {message}").trim_end().to_string());
+        return Err(
+            format!("the Pod Identity agent {shown} answered {status} {message}")
+                .trim_end()
+                .to_string(),
+        );
     }
     let get = |k: &str| {
         v.get(k)
@@ -198,9 +202,10 @@ mod tests {
     fn signs_with_the_security_token_of_temporary_keys() {
         let mut req = Request::new(UpstreamBody::new(Bytes::from_static(b"{}"), None));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = "http://127.0.0.1:9/bedrock/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
-            .parse()
-            .unwrap();
+        *req.uri_mut() =
+            "http://127.0.0.1:9/bedrock/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+                .parse()
+                .unwrap();
         req.headers_mut()
             .insert("content-type", HeaderValue::from_static("application/json"));
         let keys = Keys {
@@ -208,11 +213,25 @@ mod tests {
             secret_access_key: "secret".into(),
             session_token: Some("session".into()),
         };
-        sign(&mut req, &Bytes::from_static(b"{}"), &keys, "us-east-1", "bedrock", SystemTime::now()).unwrap();
+        sign(
+            &mut req,
+            &Bytes::from_static(b"{}"),
+            &keys,
+            "us-east-1",
+            "bedrock",
+            SystemTime::now(),
+        )
+        .unwrap();
         let auth = req.headers()["authorization"].to_str().unwrap();
-        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/"), "{auth}");
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/"),
+            "{auth}"
+        );
         assert!(auth.contains("/us-east-1/bedrock/aws4_request"), "{auth}");
-        assert!(auth.contains("content-type;host;x-amz-date;x-amz-security-token"), "{auth}");
+        assert!(
+            auth.contains("content-type;host;x-amz-date;x-amz-security-token"),
+            "{auth}"
+        );
         assert_eq!(req.headers()["x-amz-security-token"], "session");
         assert!(req.headers()["authorization"].is_sensitive());
     }

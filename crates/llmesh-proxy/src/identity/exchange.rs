@@ -87,7 +87,10 @@ pub fn oauth_answer(
         // token.
         let code = v
             .get("error")
-            .and_then(|e| e.as_str().or_else(|| e.get("status").and_then(Value::as_str)))
+            .and_then(|e| {
+                e.as_str()
+                    .or_else(|| e.get("status").and_then(Value::as_str))
+            })
             .unwrap_or("");
         let desc = v
             .get("error_description")
@@ -96,7 +99,9 @@ pub fn oauth_answer(
             .unwrap_or("");
         let mut desc = desc.to_string();
         desc.truncate(300);
-        return Err(format!("{shown} answered {status} {code} {desc}").trim_end().to_string());
+        return Err(format!("{shown} answered {status} {code} {desc}")
+            .trim_end()
+            .to_string());
     }
     let token = v
         .get("access_token")
@@ -107,7 +112,10 @@ pub fn oauth_answer(
         .get("expires_in")
         .and_then(|e| e.as_u64().or_else(|| e.as_str()?.parse().ok()))
         .unwrap_or(3600);
-    Ok((token.to_string(), SystemTime::now() + Duration::from_secs(secs)))
+    Ok((
+        token.to_string(),
+        SystemTime::now() + Duration::from_secs(secs),
+    ))
 }
 
 /// POSTs a form to an OAuth token endpoint.

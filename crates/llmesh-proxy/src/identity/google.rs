@@ -40,8 +40,9 @@ fn assertion(key: &Value, aud: &str, now: u64) -> Result<String, String> {
     let der = rustls_pemfile::private_key(&mut pem.as_bytes())
         .map_err(|e| format!("the service-account key's private_key: {e}"))?
         .ok_or("the service-account key's private_key holds no PEM key")?;
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_der())
-        .map_err(|e| format!("the service-account key's private_key is not an RSA PKCS#8 key: {e}"))?;
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_der()).map_err(|e| {
+        format!("the service-account key's private_key is not an RSA PKCS#8 key: {e}")
+    })?;
     let mut sig = vec![0u8; pair.public().modulus_len()];
     pair.sign(
         &ring::signature::RSA_PKCS1_SHA256,
