@@ -442,7 +442,7 @@ fn compile_provider(
         if let Some((id, shown)) = compile_identity(cx, name, spec.schema, cred, secrets) {
             identity = id;
             credential_source = Some(shown);
-        } else if cx.errors.len() == before {
+        } else {
             let (a, shown) = compile_static_key(cx, name, spec.schema, cred, secrets);
             auth = a;
             credential_source = shown;
