@@ -76,6 +76,8 @@ pub fn error_body(client: Dialect, kind: &str, code: &str, message: &str) -> Val
             let (status, name) = gemini_status(kind);
             json!({"error": {"code": status, "message": message, "status": name}})
         }
+        // Not a client dialect; its own error shape, for completeness.
+        Dialect::Bedrock => json!({"message": message}),
     }
 }
 
@@ -86,15 +88,52 @@ pub fn error_body(client: Dialect, kind: &str, code: &str, message: &str) -> Val
 /// count as the same dialect here). In every other case the upstream message is extracted (or the raw text, truncated,
 /// when the body is not JSON) and re-wrapped; the error kind follows the HTTP
 /// status. Never panics, whatever the bytes.
+///
+/// Bedrock error bodies are `{"message": "..."}`; their type arrives in the
+/// `x-amzn-ErrorType` header, which this function does not see: it then
+/// goes by the status alone. Use [`translate_bedrock_error`] to pass it.
 pub fn translate_error(client: Dialect, upstream: Dialect, status: u16, body: &[u8]) -> Value {
+    translate_error_typed(client, upstream, status, body, None)
+}
+
+/// [`translate_error`] for a Bedrock upstream, with the value of the
+/// answer's `x-amzn-ErrorType` header when it had one (e.g.
+/// `ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/`).
+/// The type picks the error kind (it is more precise than the status:
+/// Bedrock answers a `ServiceQuotaExceededException` with 400) and becomes
+/// the OpenAI `code` (`model_not_found` for an unknown model id).
+pub fn translate_bedrock_error(
+    client: Dialect,
+    status: u16,
+    error_type: Option<&str>,
+    body: &[u8],
+) -> Value {
+    translate_error_typed(client, Dialect::Bedrock, status, body, error_type)
+}
+
+fn translate_error_typed(
+    client: Dialect,
+    upstream: Dialect,
+    status: u16,
+    body: &[u8],
+    error_type: Option<&str>,
+) -> Value {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     if client == upstream || (openai_shaped(client) && openai_shaped(upstream)) {
         if let Some(v) = parsed {
             return v;
         }
     }
-    let extracted = parsed.as_ref().and_then(|v| extract(upstream, v));
-    let kind = kind_for_status(status)
+    let extracted = parsed.as_ref().and_then(|v| match upstream {
+        Dialect::Bedrock => crate::bedrock::extract_error(v, error_type),
+        _ => extract(upstream, v),
+    });
+    let typed_kind = match (upstream, &extracted) {
+        (Dialect::Bedrock, Some(e)) if e.code.is_some() => Some(e.kind),
+        _ => None,
+    };
+    let kind = typed_kind
+        .or_else(|| kind_for_status(status))
         .or_else(|| extracted.as_ref().map(|e| e.kind))
         .unwrap_or("api_error");
     let (message, code) = match extracted {
@@ -130,6 +169,9 @@ pub(crate) struct UpstreamError {
 
 /// Pull the error out of an upstream error body or stream error event.
 pub(crate) fn extract(upstream: Dialect, v: &Value) -> Option<UpstreamError> {
+    if upstream == Dialect::Bedrock {
+        return crate::bedrock::extract_error(v, None);
+    }
     // Gemini sometimes wraps the error object in a one-element array.
     let v = match v {
         Value::Array(items) => items.first()?,
@@ -159,6 +201,8 @@ pub(crate) fn extract(upstream: Dialect, v: &Value) -> Option<UpstreamError> {
             let ty = str_at("type");
             (kind_for_anthropic_type(ty.as_deref().unwrap_or("")), ty)
         }
+        // Returned above: Bedrock bodies have no `error` object.
+        Dialect::Bedrock => ("api_error", None),
         Dialect::Gemini => {
             let st = str_at("status");
             let kind = match st.as_deref() {
@@ -178,6 +222,11 @@ pub(crate) fn extract(upstream: Dialect, v: &Value) -> Option<UpstreamError> {
         message,
         code,
     })
+}
+
+/// An upstream message cut to the length error bodies keep.
+pub(crate) fn truncate_message(s: &str) -> String {
+    truncate(s, MAX_MESSAGE).to_owned()
 }
 
 fn truncate(s: &str, max: usize) -> &str {
