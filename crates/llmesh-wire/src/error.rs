@@ -429,12 +429,89 @@ mod tests {
         ];
         for s in samples {
             for c in [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini] {
-                for u in [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini] {
+                for u in [
+                    Dialect::OpenAi,
+                    Dialect::Anthropic,
+                    Dialect::Gemini,
+                    Dialect::Bedrock,
+                ] {
                     let out = translate_error(c, u, 500, s);
                     assert!(out.is_object() || c == u, "{out}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn bedrock_errors_by_header_type_or_status() {
+        let throttled = br#"{"message":"Too many requests, please wait before trying again."}"#;
+        let out = translate_bedrock_error(
+            Dialect::OpenAi,
+            429,
+            Some("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+            throttled,
+        );
+        assert_eq!(
+            out,
+            json!({"error": {"message": "Too many requests, please wait before trying again.",
+                "type": "rate_limit_error", "param": null, "code": "ThrottlingException"}})
+        );
+        let missing =
+            br#"{"message":"Could not resolve the foundation model from the provided model identifier."}"#;
+        let out = translate_bedrock_error(
+            Dialect::Anthropic,
+            404,
+            Some("ResourceNotFoundException:"),
+            missing,
+        );
+        assert_eq!(out["error"]["type"], "not_found_error");
+        let out = translate_bedrock_error(
+            Dialect::OpenAi,
+            404,
+            Some("ResourceNotFoundException:"),
+            missing,
+        );
+        assert_eq!(out["error"]["code"], "model_not_found");
+        assert_eq!(out["error"]["type"], "invalid_request_error");
+        // `Message` capitalised, no header: the status decides.
+        let out = translate_error(
+            Dialect::Anthropic,
+            Dialect::Bedrock,
+            403,
+            br#"{"Message":"User is not authorized"}"#,
+        );
+        assert_eq!(
+            out,
+            json!({"type": "error", "error": {"type": "permission_error",
+                "message": "User is not authorized"}})
+        );
+        let out = translate_error(
+            Dialect::OpenAi,
+            Dialect::Bedrock,
+            400,
+            br#"{"message":"Malformed input request"}"#,
+        );
+        assert_eq!(out["error"]["type"], "invalid_request_error");
+        assert_eq!(out["error"]["code"], "upstream_error");
+        // The type beats the status: quota errors come with 400.
+        let out = translate_bedrock_error(
+            Dialect::Anthropic,
+            400,
+            Some("ServiceQuotaExceededException"),
+            br#"{"message":"quota"}"#,
+        );
+        assert_eq!(out["error"]["type"], "rate_limit_error");
+        // A `__type` in the body works without the header.
+        let out = translate_error(
+            Dialect::OpenAi,
+            Dialect::Bedrock,
+            400,
+            br#"{"__type":"com.amazon.coral.validate#ValidationException","message":"bad"}"#,
+        );
+        assert_eq!(out["error"]["code"], "ValidationException");
+        let out = translate_bedrock_error(Dialect::OpenAi, 500, None, b"<html>oops");
+        assert_eq!(out["error"]["message"], "<html>oops");
+        assert_eq!(out["error"]["type"], "server_error");
     }
 
     #[test]

@@ -484,6 +484,37 @@ mod tests {
     }
 
     #[test]
+    fn bedrock_is_upstream_only() {
+        assert_eq!(Dialect::Bedrock.as_str(), "bedrock");
+        assert_eq!(Dialect::from_name("bedrock"), Some(Dialect::Bedrock));
+        let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        for upstream in [Dialect::OpenAi, Dialect::Bedrock] {
+            let err = translate_request(Dialect::Bedrock, upstream, chat.clone(), "m");
+            assert!(matches!(err, Err(TranslateError::Unsupported(_))));
+            let err = translate_response(Dialect::Bedrock, upstream, json!({}));
+            assert!(matches!(err, Err(TranslateError::Unsupported(_))));
+        }
+        let err = translate_request(Dialect::Gemini, Dialect::Bedrock, json!({}), "m");
+        assert!(matches!(err, Err(TranslateError::Unsupported(_))));
+        assert!(!is_stream_request(
+            Dialect::Bedrock,
+            &json!({"stream": true})
+        ));
+        // The model and stream flag go in the URL.
+        let out = translate_request(
+            Dialect::OpenAi,
+            Dialect::Bedrock,
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+            "anthropic.claude-v2",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+        );
+    }
+
+    #[test]
     fn non_object_body_is_invalid() {
         let err = translate_request(Dialect::OpenAi, Dialect::OpenAi, json!([1]), "m").unwrap_err();
         assert!(matches!(err, TranslateError::InvalidRequest(_)));

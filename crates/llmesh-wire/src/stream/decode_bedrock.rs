@@ -56,11 +56,14 @@ impl BedrockDecoder {
         match frame.header(":message-type").unwrap_or("event") {
             "exception" => {
                 let ty = frame.header(":exception-type").unwrap_or("exception");
+                // Stream exceptions are named `throttlingException`; error
+                // bodies' types `ThrottlingException`: report one spelling.
+                let ty = capitalized(ty);
                 let v = payload().unwrap_or(Value::Null);
-                let err = extract_error(&v, Some(ty)).unwrap_or_else(|| UpstreamError {
-                    kind: kind_for_type(ty).unwrap_or("api_error"),
+                let err = extract_error(&v, Some(&ty)).unwrap_or_else(|| UpstreamError {
+                    kind: kind_for_type(&ty).unwrap_or("api_error"),
                     message: format!("bedrock stream failed with {ty}"),
-                    code: Some(ty.to_owned()),
+                    code: Some(ty.clone()),
                 });
                 sink.push(Ev::Error(err));
                 return Ok(());
@@ -167,6 +170,14 @@ impl BedrockDecoder {
     fn tool_index(&mut self, block_index: u64) -> usize {
         let next = self.tool_blocks.len();
         *self.tool_blocks.entry(block_index).or_insert(next)
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
