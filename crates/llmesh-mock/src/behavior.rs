@@ -106,6 +106,17 @@ pub struct Behavior {
     /// updates it. Chat-like APIs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_model: Option<String>,
+    /// The provider's content filter refuses the prompt before any
+    /// generation: Azure OpenAI endpoints answer their 400 `content_filter`
+    /// error (`innererror.code: ResponsibleAIPolicyViolation`). Other APIs
+    /// ignore it (see `content_filter` for a filtered answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_filtered: Option<bool>,
+    /// The model does not exist for the cloud endpoints: Azure answers 404
+    /// `DeploymentNotFound`, Bedrock 404 `ResourceNotFoundException` (as it
+    /// does for any model id starting with `missing.`). Other APIs ignore it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_not_found: Option<bool>,
 }
 
 /// Why a control value was rejected (answered with 400).
@@ -122,7 +133,7 @@ pub enum BehaviorError {
         reason: String,
     },
     /// An `x-mock-*` header the mock does not know.
-    #[error("unknown mock control header {0} (known: x-mock-behavior, x-mock-latency-ms, x-mock-ttft-ms, x-mock-chunk-delay-ms, x-mock-output-tokens, x-mock-cached-tokens, x-mock-cache-write-tokens, x-mock-status, x-mock-fail-percent, x-mock-retry-after-s, x-mock-hang, x-mock-reset-after-chunks, x-mock-tool-call, x-mock-tool-args, x-mock-error-type, x-mock-error-message, x-mock-content-filter, x-mock-omit-usage)")]
+    #[error("unknown mock control header {0} (known: x-mock-behavior, x-mock-latency-ms, x-mock-ttft-ms, x-mock-chunk-delay-ms, x-mock-output-tokens, x-mock-cached-tokens, x-mock-cache-write-tokens, x-mock-status, x-mock-fail-percent, x-mock-retry-after-s, x-mock-hang, x-mock-reset-after-chunks, x-mock-tool-call, x-mock-tool-args, x-mock-error-type, x-mock-error-message, x-mock-content-filter, x-mock-omit-usage, x-mock-prompt-filtered, x-mock-model-not-found)")]
     UnknownHeader(String),
     /// Behavior JSON (a control API body, or the binary's default) that
     /// does not parse.
@@ -165,6 +176,9 @@ impl Behavior {
             &mut self.json_reply_after_turns,
             &over.json_reply_after_turns,
         );
+        set(&mut self.response_model, &over.response_model);
+        set(&mut self.prompt_filtered, &over.prompt_filtered);
+        set(&mut self.model_not_found, &over.model_not_found);
     }
 
     /// Reject values that cannot be honoured, so a bad control is a clear
@@ -256,6 +270,14 @@ impl Behavior {
                 }
                 "omit-usage" => {
                     b.omit_usage = Some(parse_bool(v).ok_or_else(|| bad("expected a boolean"))?)
+                }
+                "prompt-filtered" => {
+                    b.prompt_filtered =
+                        Some(parse_bool(v).ok_or_else(|| bad("expected a boolean"))?)
+                }
+                "model-not-found" => {
+                    b.model_not_found =
+                        Some(parse_bool(v).ok_or_else(|| bad("expected a boolean"))?)
                 }
                 _ => return Err(BehaviorError::UnknownHeader(name.as_str().to_owned())),
             }
@@ -379,6 +401,12 @@ impl Layers {
     }
     pub fn omit_usage(&self) -> bool {
         self.pick(|b| b.omit_usage).unwrap_or(false)
+    }
+    pub fn prompt_filtered(&self) -> bool {
+        self.pick(|b| b.prompt_filtered).unwrap_or(false)
+    }
+    pub fn model_not_found(&self) -> bool {
+        self.pick(|b| b.model_not_found).unwrap_or(false)
     }
     pub fn response_model(&self) -> Option<&str> {
         self.pick(|b| b.response_model.as_deref())

@@ -36,6 +36,16 @@ impl Events {
         self.ends.push(self.buf.len());
     }
 
+    /// The events rendered so far, each as its text.
+    pub fn each(&self) -> impl Iterator<Item = &str> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let ev = self.buf.get(start..end).unwrap_or_default();
+            start = end;
+            ev
+        })
+    }
+
     /// Append `data: <payload>\n\n` as one event.
     pub fn sse(&mut self, payload: impl FnOnce(&mut String)) {
         self.buf.push_str("data: ");

@@ -1,5 +1,7 @@
 //! A fake LLM provider speaking the OpenAI, Anthropic and Gemini wire
-//! formats, with deterministic token accounting and fault injection.
+//! formats (also under the URLs of Azure OpenAI, AWS Bedrock and Vertex AI,
+//! Bedrock's Converse included), with deterministic token accounting and
+//! fault injection.
 //!
 //! Used in-process by llmesh's integration tests and load benches
 //! ([`MockServer`]) and as the `llmesh-mock` binary for demos.
@@ -12,7 +14,9 @@
 //! - cached input tokens = [`Behavior::cached_tokens`] (default 0, at most the
 //!   input tokens); cache-write input tokens = [`Behavior::cache_write_tokens`]
 //!   (default 0, at most the input tokens left), reported by Anthropic only
-//!   as `cache_creation_input_tokens`. Anthropic, like the real API, reports
+//!   as `cache_creation_input_tokens` (and by Bedrock Converse as
+//!   `cacheWriteInputTokens`; its `inputTokens` likewise leaves out cache
+//!   reads and writes). Anthropic, like the real API, reports
 //!   `input_tokens` exclusive of `cache_read_input_tokens` and
 //!   `cache_creation_input_tokens`.
 //!
@@ -112,6 +116,36 @@
 //!   request's headers: an injected status fails that request alone (a
 //!   `status_code` line in the error file, an `errored` result).
 //!
+//! Cloud providers' URL shapes (reusing the answers above):
+//! - Azure OpenAI: `POST /openai/deployments/{deployment}/chat/completions`
+//!   and `/embeddings`, both needing `?api-version=` (else a 400
+//!   `MissingApiVersionParameter` in Azure's `{"error": {"code",
+//!   "message"}}`); the answer's model is the deployment's name (unless
+//!   `response_model`). The v1 surface `/openai/v1/chat/completions`,
+//!   `/embeddings` and `/responses` takes the model from the body. Key:
+//!   `api-key`, or any non-empty `Authorization: Bearer` (Entra ID tokens
+//!   are checked by a front). Behaviors `prompt_filtered` (400
+//!   `content_filter`, `innererror.code: ResponsibleAIPolicyViolation`) and
+//!   `model_not_found` (404 `DeploymentNotFound`).
+//! - Bedrock runtime: `POST /model/{modelId}/converse` and
+//!   `/converse-stream` (Converse JSON; the stream in AWS event-stream
+//!   framing, `application/vnd.amazon.eventstream`, one message per word,
+//!   usage in `metadata`), `/invoke` and `/invoke-with-response-stream` for
+//!   Anthropic models (a Messages body with `anthropic_version:
+//!   bedrock-2023-05-31` and neither `model` nor `stream`; the stream's
+//!   Anthropic events base64-encoded in `chunk` messages). `modelId` is
+//!   percent-decoded (`...-v1%3A0`). Ids starting with `missing.`, or
+//!   behavior `model_not_found`, are a 404 `ResourceNotFoundException`;
+//!   errors are `{"message"}` with the type in `x-amzn-ErrorType` (status
+//!   429 → `ThrottlingException`, "Too many requests, please wait before
+//!   trying again."). SigV4 is not checked.
+//! - Vertex AI: `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`
+//!   and `:streamGenerateContent` (the Gemini answers), and
+//!   `.../publishers/anthropic/models/{model}:rawPredict` and
+//!   `:streamRawPredict` (a Messages body with `anthropic_version:
+//!   vertex-2023-10-16`; the answer's model is the path's). Key: any
+//!   non-empty `Authorization: Bearer`.
+//!
 //! Realtime:
 //! - `GET /v1/realtime?model=...` with `Upgrade: websocket`: sends
 //!   `{"type":"session.created","session":{"model":...}}`, then echoes every
@@ -123,7 +157,9 @@
 
 mod anthropic;
 mod audio;
+mod azure;
 mod batches;
+mod bedrock;
 mod behavior;
 mod body;
 mod common;
@@ -249,8 +285,9 @@ impl MockServer {
         Behavior::clone(&self.shared.default.load())
     }
 
-    /// Set the rule for requests naming `model` (body `model`, or the URL
-    /// model for Gemini). Overrides the default, overridden by headers.
+    /// Set the rule for requests naming `model` (body `model`, the URL
+    /// model for Gemini, Vertex and Bedrock (decoded), the deployment for
+    /// Azure). Overrides the default, overridden by headers.
     pub fn set_model_behavior(&self, model: &str, b: Behavior) {
         self.shared.set_model(model, b);
     }

@@ -30,8 +30,8 @@ use crate::files::FileStore;
 use crate::responses::StoredResponse;
 use crate::store::{lock, Store};
 use crate::{
-    anthropic, audio, batches, completions, files, gemini, images, moderations, multipart, openai,
-    realtime, responses, RecordedRequest,
+    anthropic, audio, azure, batches, bedrock, completions, files, gemini, images, moderations,
+    multipart, openai, realtime, responses, RecordedRequest,
 };
 
 /// Request bodies above this are refused (413); the mock has no use for them.
@@ -203,6 +203,8 @@ pub(crate) enum Dialect {
     OpenAi,
     Anthropic,
     Gemini,
+    /// Bedrock runtime errors (`{"message"}` plus `x-amzn-ErrorType`).
+    Bedrock,
 }
 
 impl Dialect {
@@ -211,6 +213,7 @@ impl Dialect {
             Dialect::OpenAi => openai::error_body(status, error_type, message),
             Dialect::Anthropic => anthropic::error_body(status, error_type, message),
             Dialect::Gemini => gemini::error_body(status, error_type, message),
+            Dialect::Bedrock => bedrock::error_body(message),
         }
     }
 
@@ -220,10 +223,21 @@ impl Dialect {
         error_type: Option<&str>,
         message: &str,
     ) -> Response<MockBody> {
-        json_response(
+        let mut r = json_response(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             self.error_body(status, error_type, message),
-        )
+        );
+        if self == Dialect::Bedrock {
+            set_aws_error_type(&mut r, status, error_type);
+        }
+        r
+    }
+}
+
+/// Bedrock names its error type in a header, not in the body.
+fn set_aws_error_type(r: &mut Response<MockBody>, status: u16, error_type: Option<&str>) {
+    if let Ok(v) = HeaderValue::from_str(&bedrock::error_type_header(status, error_type)) {
+        r.headers_mut().insert("x-amzn-errortype", v);
     }
 }
 
@@ -261,6 +275,7 @@ pub(crate) fn injected_error(dialect: Dialect, layers: &Layers) -> Option<ApiErr
     let status = layers.injected_status()?;
     let msg = match layers.error_message() {
         Some(m) => m.to_owned(),
+        None if dialect == Dialect::Bedrock && status == 429 => bedrock::THROTTLED.to_owned(),
         None => format!("llmesh-mock injected error (status {status})"),
     };
     Some(ApiError {
@@ -309,8 +324,47 @@ pub(crate) enum Endpoint<'a> {
     MsgBatchResults(&'a str),
     MsgBatchCancel(&'a str),
     Realtime,
+    /// Azure OpenAI; `deployment` is `None` on the v1 surface (model in the
+    /// body).
+    Azure {
+        deployment: Option<&'a str>,
+        api: azure::Api,
+    },
+    /// Bedrock runtime `/model/{model}/{op}`; `model` still percent-encoded.
+    Bedrock {
+        model: &'a str,
+        op: BedrockOp,
+    },
+    /// Vertex AI `publishers/anthropic/models/{model}:rawPredict` or
+    /// `:streamRawPredict`.
+    VertexClaude {
+        model: &'a str,
+        stream: bool,
+    },
     NotFound,
     BadMethod,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BedrockOp {
+    Converse,
+    ConverseStream,
+    Invoke,
+    InvokeStream,
+}
+
+/// How a route checks the API key (when the mock has one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// The dialect's own header.
+    Dialect,
+    /// Azure: `api-key: <key>`, or any non-empty `Authorization: Bearer`
+    /// (Entra ID tokens are checked by a front, not here).
+    Azure,
+    /// Vertex AI: any non-empty `Authorization: Bearer` (a Google token).
+    Bearer,
+    /// Bedrock: SigV4, which a front checks; nothing here.
+    None,
 }
 
 impl Endpoint<'_> {
@@ -365,6 +419,106 @@ fn route<'a>(method: &Method, path: &'a str, headers: &HeaderMap) -> (Dialect, E
             }
         }
     }
+}
+
+/// The cloud providers' URL shapes: Azure OpenAI (`/openai/...`), Bedrock
+/// runtime (`/model/...`) and Vertex AI (`/v1/projects/...`).
+fn route_cloud<'a>(method: &Method, path: &'a str) -> Option<(Dialect, Endpoint<'a>, Auth)> {
+    let check = |e: Endpoint<'a>| {
+        if method == Method::POST {
+            e
+        } else {
+            Endpoint::BadMethod
+        }
+    };
+    if let Some(rest) = path.strip_prefix("/openai/") {
+        let (deployment, api) = match rest.strip_prefix("v1/") {
+            Some(api) => (None, api),
+            None => {
+                let (dep, api) = rest.strip_prefix("deployments/")?.split_once('/')?;
+                if dep.is_empty() {
+                    return Some((Dialect::OpenAi, Endpoint::NotFound, Auth::Azure));
+                }
+                (Some(dep), api)
+            }
+        };
+        let api = match api {
+            "chat/completions" => Some(azure::Api::Chat),
+            "embeddings" => Some(azure::Api::Embeddings),
+            "responses" if deployment.is_none() => Some(azure::Api::Responses),
+            _ => None,
+        };
+        let endpoint = match api {
+            Some(api) => check(Endpoint::Azure { deployment, api }),
+            None => Endpoint::NotFound,
+        };
+        return Some((Dialect::OpenAi, endpoint, Auth::Azure));
+    }
+    if let Some(rest) = path.strip_prefix("/model/") {
+        let endpoint = match rest.split_once('/') {
+            Some((model, op)) if !model.is_empty() => {
+                let op = match op {
+                    "converse" => Some(BedrockOp::Converse),
+                    "converse-stream" => Some(BedrockOp::ConverseStream),
+                    "invoke" => Some(BedrockOp::Invoke),
+                    "invoke-with-response-stream" => Some(BedrockOp::InvokeStream),
+                    _ => None,
+                };
+                op.map_or(Endpoint::NotFound, |op| {
+                    check(Endpoint::Bedrock { model, op })
+                })
+            }
+            _ => Endpoint::NotFound,
+        };
+        return Some((Dialect::Bedrock, endpoint, Auth::None));
+    }
+    let rest = path.strip_prefix("/v1/projects/")?;
+    let seg: Vec<&str> = rest.splitn(7, '/').collect();
+    let ["locations", "publishers", "models"] = [seg.get(1)?, seg.get(3)?, seg.get(5)?].map(|s| *s)
+    else {
+        return None;
+    };
+    let (publisher, tail) = (seg.get(4)?, seg.get(6)?);
+    let (model, verb) = tail.rsplit_once(':')?;
+    if model.is_empty() || model.contains('/') {
+        return Some((Dialect::Gemini, Endpoint::NotFound, Auth::Bearer));
+    }
+    Some(match (*publisher, verb) {
+        ("google", "generateContent") => (
+            Dialect::Gemini,
+            check(Endpoint::Gemini {
+                model,
+                stream: false,
+            }),
+            Auth::Bearer,
+        ),
+        ("google", "streamGenerateContent") => (
+            Dialect::Gemini,
+            check(Endpoint::Gemini {
+                model,
+                stream: true,
+            }),
+            Auth::Bearer,
+        ),
+        ("anthropic", "rawPredict") => (
+            Dialect::Anthropic,
+            check(Endpoint::VertexClaude {
+                model,
+                stream: false,
+            }),
+            Auth::Bearer,
+        ),
+        ("anthropic", "streamRawPredict") => (
+            Dialect::Anthropic,
+            check(Endpoint::VertexClaude {
+                model,
+                stream: true,
+            }),
+            Auth::Bearer,
+        ),
+        ("anthropic", _) => (Dialect::Anthropic, Endpoint::NotFound, Auth::Bearer),
+        _ => (Dialect::Gemini, Endpoint::NotFound, Auth::Bearer),
+    })
 }
 
 /// The endpoints besides chat, embeddings and models, by path segment.
@@ -452,6 +606,35 @@ fn authorized(key: &str, dialect: Dialect, headers: &HeaderMap, query: Option<&s
             header("x-goog-api-key").is_some_and(|k| k == key)
                 || query_param(query, "key").is_some_and(|k| k == key)
         }
+        Dialect::Bedrock => true,
+    }
+}
+
+fn authorized_by(
+    auth: Auth,
+    key: &str,
+    dialect: Dialect,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> bool {
+    let bearer = || {
+        headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| !t.trim().is_empty())
+    };
+    match auth {
+        Auth::Dialect => authorized(key, dialect, headers, query),
+        Auth::Azure => {
+            headers
+                .get("api-key")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|k| k == key)
+                || bearer()
+        }
+        Auth::Bearer => bearer(),
+        Auth::None => true,
     }
 }
 
@@ -485,7 +668,11 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
         return crate::control::handle(&sh, &parts.method, &rest, body).await;
     }
     let active = ActiveGuard::new(&sh.active);
-    let (dialect, endpoint) = route(&parts.method, parts.uri.path(), &parts.headers);
+    let (dialect, endpoint, auth) =
+        route_cloud(&parts.method, parts.uri.path()).unwrap_or_else(|| {
+            let (d, e) = route(&parts.method, parts.uri.path(), &parts.headers);
+            (d, e, Auth::Dialect)
+        });
     // Multipart bodies are parsed as they arrive (after the auth check);
     // every other body is read whole first.
     let (json, stream_body) = if endpoint.multipart() {
@@ -530,7 +717,7 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
         _ => {}
     }
     if let Some(key) = sh.api_key.as_deref() {
-        let ok = authorized(key, dialect, &parts.headers, parts.uri.query())
+        let ok = authorized_by(auth, key, dialect, &parts.headers, parts.uri.query())
             || (matches!(endpoint, Endpoint::Realtime)
                 && realtime::subprotocol_key(&parts.headers).is_some_and(|k| k == key));
         if !ok {
@@ -542,10 +729,60 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
             return dialect.error(401, None, "invalid or missing API key");
         }
     }
-    let body = match json {
+    let mut body = match json {
         Ok(v) => v,
         Err(e) => return dialect.error(400, None, &format!("malformed JSON body: {e}")),
     };
+    if let Endpoint::Azure {
+        deployment: Some(_),
+        ..
+    } = endpoint
+    {
+        if query_param(parts.uri.query(), "api-version").is_none() {
+            return json_response(StatusCode::BAD_REQUEST, azure::missing_api_version());
+        }
+    }
+    // The model named by a cloud URL (decoded: Bedrock ids hold `:`); the
+    // body names none, so the answer and the per-model rules use this one.
+    let url_model = match endpoint {
+        Endpoint::Bedrock { model, .. } | Endpoint::VertexClaude { model, .. } => {
+            Some(bedrock::percent_decode(model))
+        }
+        Endpoint::Azure {
+            deployment: Some(d),
+            ..
+        } => Some(bedrock::percent_decode(d)),
+        _ => None,
+    };
+    if let Endpoint::Bedrock {
+        op: BedrockOp::Invoke | BedrockOp::InvokeStream,
+        ..
+    } = endpoint
+    {
+        if let Err(e) = bedrock::check_invoke_body(&body) {
+            return dialect.error(400, None, &e);
+        }
+    }
+    if let Endpoint::VertexClaude { .. } = endpoint {
+        if body.get("anthropic_version").and_then(Value::as_str) != Some("vertex-2023-10-16") {
+            return dialect.error(
+                400,
+                None,
+                "anthropic_version: must be \"vertex-2023-10-16\" on Vertex AI",
+            );
+        }
+    }
+    if let (Some(m), Some(obj)) = (url_model.as_deref(), body.as_object_mut()) {
+        if !matches!(
+            endpoint,
+            Endpoint::Bedrock {
+                op: BedrockOp::Converse | BedrockOp::ConverseStream,
+                ..
+            }
+        ) {
+            obj.insert("model".into(), Value::String(m.to_owned()));
+        }
+    }
     let form = match stream_body {
         Some(b) => {
             let keep_file = matches!(endpoint, Endpoint::FileUpload);
@@ -562,6 +799,7 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
     };
     let model = match endpoint {
         Endpoint::Gemini { model, .. } => Some(model),
+        Endpoint::Bedrock { .. } | Endpoint::VertexClaude { .. } => url_model.as_deref(),
         Endpoint::Realtime => query_model.as_deref(),
         _ => match &form {
             Some(f) => f.field("model"),
@@ -583,11 +821,37 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
         std::future::pending::<()>().await;
     }
     if let Some(err) = injected_error(dialect, &layers) {
+        let status = err.status;
         let mut r = err.response();
         if let Some(s) = layers.retry_after_s() {
             r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
         }
+        if dialect == Dialect::Bedrock {
+            set_aws_error_type(&mut r, status, layers.error_type());
+        }
         return r;
+    }
+    match endpoint {
+        Endpoint::Bedrock { .. }
+            if layers.model_not_found()
+                || url_model.as_deref().is_some_and(bedrock::unknown_model) =>
+        {
+            return dialect.error(
+                404,
+                Some("ResourceNotFoundException"),
+                bedrock::UNKNOWN_MODEL,
+            );
+        }
+        Endpoint::Azure { .. } if layers.model_not_found() => {
+            return json_response(StatusCode::NOT_FOUND, azure::deployment_not_found());
+        }
+        Endpoint::Azure {
+            api: azure::Api::Chat | azure::Api::Responses,
+            ..
+        } if layers.prompt_filtered() => {
+            return json_response(StatusCode::BAD_REQUEST, azure::content_filter());
+        }
+        _ => {}
     }
 
     // Taken out before `ctx` borrows the parts.
@@ -606,6 +870,44 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Response<MockBody> {
             let sse = query_param(parts.uri.query(), "alt") == Some("sse");
             gemini::parse_chat(&body, model, stream, sse)
         }
+        Endpoint::Azure { api, .. } => match api {
+            azure::Api::Chat => openai::parse_chat(&body),
+            azure::Api::Embeddings => {
+                return match openai::render_embeddings(&body, id) {
+                    Ok(b) => json_response(StatusCode::OK, b),
+                    Err(e) => dialect.error(400, None, &e),
+                }
+            }
+            azure::Api::Responses => return responses::create(&ctx, &body, active),
+        },
+        Endpoint::Bedrock { op, .. } => {
+            let model = url_model.as_deref().unwrap_or_default();
+            match op {
+                BedrockOp::Converse | BedrockOp::ConverseStream => {
+                    bedrock::parse_converse(&body, model, op == BedrockOp::ConverseStream)
+                }
+                BedrockOp::Invoke | BedrockOp::InvokeStream => {
+                    let mut chat = match anthropic::parse_chat(&body) {
+                        Ok(c) => c,
+                        Err(e) => return dialect.error(400, None, &e),
+                    };
+                    chat.stream = op == BedrockOp::InvokeStream;
+                    if !chat.stream {
+                        return answer(Dialect::Anthropic, &chat, &layers, id, active);
+                    }
+                    let plan = make_plan(&chat, &layers, id);
+                    let events = anthropic::render_stream(&plan);
+                    return bedrock::invoke_stream(&plan, &events, &layers, active);
+                }
+            }
+        }
+        Endpoint::VertexClaude { stream, .. } => match anthropic::parse_chat(&body) {
+            Ok(mut chat) => {
+                chat.stream = stream;
+                return answer(Dialect::Anthropic, &chat, &layers, id, active);
+            }
+            Err(e) => return dialect.error(400, None, &e),
+        },
         Endpoint::Embeddings => {
             return match openai::render_embeddings(&body, id) {
                 Ok(b) => json_response(StatusCode::OK, b),
@@ -721,6 +1023,7 @@ fn models(sh: &Shared, dialect: Dialect) -> Response<MockBody> {
         Dialect::OpenAi => openai::render_models(&names, unix_now()),
         Dialect::Anthropic => anthropic::render_models(&names),
         Dialect::Gemini => gemini::render_models(&names),
+        Dialect::Bedrock => bedrock::render_models(&names),
     };
     json_response(StatusCode::OK, body)
 }
@@ -857,6 +1160,7 @@ fn answer(
             Dialect::OpenAi => openai::render_stream(&plan),
             Dialect::Anthropic => anthropic::render_stream(&plan),
             Dialect::Gemini => gemini::render_stream(&plan),
+            Dialect::Bedrock => return bedrock::converse_stream(&plan, layers, active),
         };
         let ct = if plan.sse {
             "text/event-stream"
@@ -869,6 +1173,7 @@ fn answer(
         Dialect::OpenAi => openai::render(&plan),
         Dialect::Anthropic => anthropic::render(&plan),
         Dialect::Gemini => gemini::render(&plan),
+        Dialect::Bedrock => bedrock::render_converse(&plan),
     };
     full_answer(body, "application/json", layers, active)
 }

@@ -76,6 +76,8 @@ pub fn error_body(client: Dialect, kind: &str, code: &str, message: &str) -> Val
             let (status, name) = gemini_status(kind);
             json!({"error": {"code": status, "message": message, "status": name}})
         }
+        // Not a client dialect; its own error shape, for completeness.
+        Dialect::Bedrock => json!({"message": message}),
     }
 }
 
@@ -86,15 +88,52 @@ pub fn error_body(client: Dialect, kind: &str, code: &str, message: &str) -> Val
 /// count as the same dialect here). In every other case the upstream message is extracted (or the raw text, truncated,
 /// when the body is not JSON) and re-wrapped; the error kind follows the HTTP
 /// status. Never panics, whatever the bytes.
+///
+/// Bedrock error bodies are `{"message": "..."}`; their type arrives in the
+/// `x-amzn-ErrorType` header, which this function does not see: it then
+/// goes by the status alone. Use [`translate_bedrock_error`] to pass it.
 pub fn translate_error(client: Dialect, upstream: Dialect, status: u16, body: &[u8]) -> Value {
+    translate_error_typed(client, upstream, status, body, None)
+}
+
+/// [`translate_error`] for a Bedrock upstream, with the value of the
+/// answer's `x-amzn-ErrorType` header when it had one (e.g.
+/// `ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/`).
+/// The type picks the error kind (it is more precise than the status:
+/// Bedrock answers a `ServiceQuotaExceededException` with 400) and becomes
+/// the OpenAI `code` (`model_not_found` for an unknown model id).
+pub fn translate_bedrock_error(
+    client: Dialect,
+    status: u16,
+    error_type: Option<&str>,
+    body: &[u8],
+) -> Value {
+    translate_error_typed(client, Dialect::Bedrock, status, body, error_type)
+}
+
+fn translate_error_typed(
+    client: Dialect,
+    upstream: Dialect,
+    status: u16,
+    body: &[u8],
+    error_type: Option<&str>,
+) -> Value {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     if client == upstream || (openai_shaped(client) && openai_shaped(upstream)) {
         if let Some(v) = parsed {
             return v;
         }
     }
-    let extracted = parsed.as_ref().and_then(|v| extract(upstream, v));
-    let kind = kind_for_status(status)
+    let extracted = parsed.as_ref().and_then(|v| match upstream {
+        Dialect::Bedrock => crate::bedrock::extract_error(v, error_type),
+        _ => extract(upstream, v),
+    });
+    let typed_kind = match (upstream, &extracted) {
+        (Dialect::Bedrock, Some(e)) if e.code.is_some() => Some(e.kind),
+        _ => None,
+    };
+    let kind = typed_kind
+        .or_else(|| kind_for_status(status))
         .or_else(|| extracted.as_ref().map(|e| e.kind))
         .unwrap_or("api_error");
     let (message, code) = match extracted {
@@ -130,6 +169,9 @@ pub(crate) struct UpstreamError {
 
 /// Pull the error out of an upstream error body or stream error event.
 pub(crate) fn extract(upstream: Dialect, v: &Value) -> Option<UpstreamError> {
+    if upstream == Dialect::Bedrock {
+        return crate::bedrock::extract_error(v, None);
+    }
     // Gemini sometimes wraps the error object in a one-element array.
     let v = match v {
         Value::Array(items) => items.first()?,
@@ -159,6 +201,8 @@ pub(crate) fn extract(upstream: Dialect, v: &Value) -> Option<UpstreamError> {
             let ty = str_at("type");
             (kind_for_anthropic_type(ty.as_deref().unwrap_or("")), ty)
         }
+        // Returned above: Bedrock bodies have no `error` object.
+        Dialect::Bedrock => ("api_error", None),
         Dialect::Gemini => {
             let st = str_at("status");
             let kind = match st.as_deref() {
@@ -178,6 +222,11 @@ pub(crate) fn extract(upstream: Dialect, v: &Value) -> Option<UpstreamError> {
         message,
         code,
     })
+}
+
+/// An upstream message cut to the length error bodies keep.
+pub(crate) fn truncate_message(s: &str) -> String {
+    truncate(s, MAX_MESSAGE).to_owned()
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -380,12 +429,89 @@ mod tests {
         ];
         for s in samples {
             for c in [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini] {
-                for u in [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini] {
+                for u in [
+                    Dialect::OpenAi,
+                    Dialect::Anthropic,
+                    Dialect::Gemini,
+                    Dialect::Bedrock,
+                ] {
                     let out = translate_error(c, u, 500, s);
                     assert!(out.is_object() || c == u, "{out}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn bedrock_errors_by_header_type_or_status() {
+        let throttled = br#"{"message":"Too many requests, please wait before trying again."}"#;
+        let out = translate_bedrock_error(
+            Dialect::OpenAi,
+            429,
+            Some("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+            throttled,
+        );
+        assert_eq!(
+            out,
+            json!({"error": {"message": "Too many requests, please wait before trying again.",
+                "type": "rate_limit_error", "param": null, "code": "ThrottlingException"}})
+        );
+        let missing =
+            br#"{"message":"Could not resolve the foundation model from the provided model identifier."}"#;
+        let out = translate_bedrock_error(
+            Dialect::Anthropic,
+            404,
+            Some("ResourceNotFoundException:"),
+            missing,
+        );
+        assert_eq!(out["error"]["type"], "not_found_error");
+        let out = translate_bedrock_error(
+            Dialect::OpenAi,
+            404,
+            Some("ResourceNotFoundException:"),
+            missing,
+        );
+        assert_eq!(out["error"]["code"], "model_not_found");
+        assert_eq!(out["error"]["type"], "invalid_request_error");
+        // `Message` capitalised, no header: the status decides.
+        let out = translate_error(
+            Dialect::Anthropic,
+            Dialect::Bedrock,
+            403,
+            br#"{"Message":"User is not authorized"}"#,
+        );
+        assert_eq!(
+            out,
+            json!({"type": "error", "error": {"type": "permission_error",
+                "message": "User is not authorized"}})
+        );
+        let out = translate_error(
+            Dialect::OpenAi,
+            Dialect::Bedrock,
+            400,
+            br#"{"message":"Malformed input request"}"#,
+        );
+        assert_eq!(out["error"]["type"], "invalid_request_error");
+        assert_eq!(out["error"]["code"], "upstream_error");
+        // The type beats the status: quota errors come with 400.
+        let out = translate_bedrock_error(
+            Dialect::Anthropic,
+            400,
+            Some("ServiceQuotaExceededException"),
+            br#"{"message":"quota"}"#,
+        );
+        assert_eq!(out["error"]["type"], "rate_limit_error");
+        // A `__type` in the body works without the header.
+        let out = translate_error(
+            Dialect::OpenAi,
+            Dialect::Bedrock,
+            400,
+            br#"{"__type":"com.amazon.coral.validate#ValidationException","message":"bad"}"#,
+        );
+        assert_eq!(out["error"]["code"], "ValidationException");
+        let out = translate_bedrock_error(Dialect::OpenAi, 500, None, b"<html>oops");
+        assert_eq!(out["error"]["message"], "<html>oops");
+        assert_eq!(out["error"]["type"], "server_error");
     }
 
     #[test]

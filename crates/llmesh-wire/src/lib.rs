@@ -1,6 +1,7 @@
 //! Pure translation between the LLM wire dialects llmesh speaks: OpenAI Chat
-//! Completions, the OpenAI Responses API, Anthropic Messages and Gemini
-//! `generateContent`, plus an SSE parser and a streaming translator.
+//! Completions, the OpenAI Responses API, Anthropic Messages, Gemini
+//! `generateContent` and AWS Bedrock `Converse`, plus an SSE parser and a
+//! streaming translator.
 //!
 //! Nothing here does I/O: the proxy hands in parsed request bodies, raw
 //! response bytes and SSE chunks, and gets back JSON values and bytes to send.
@@ -12,6 +13,15 @@
 //! Gemini is an upstream-only dialect: no translation from a Gemini client to
 //! another upstream exists, and such calls fail with
 //! [`TranslateError::Unsupported`].
+//!
+//! Bedrock `Converse`/`ConverseStream` is upstream-only too (see
+//! `src/bedrock/mod.rs` for what maps and what is refused). Its streams are
+//! AWS binary event-stream messages, which [`StreamTranslator`] accepts as
+//! raw bytes like the SSE of the other dialects; its errors carry their type
+//! in a header, hence [`translate_bedrock_error`]. Claude through Bedrock's
+//! `InvokeModel` or Vertex AI's `rawPredict` speaks Anthropic Messages with
+//! a provider `anthropic_version`: see [`bedrock_anthropic_body`] and
+//! [`vertex_anthropic_body`].
 //!
 //! The Responses API (`POST /v1/responses`) is a client dialect: a Responses
 //! client is translated Responses → Chat Completions → Anthropic/Gemini (and
@@ -27,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod anthropic;
+mod bedrock;
 mod error;
 mod gemini;
 mod json;
@@ -40,7 +51,9 @@ mod usage;
 use serde_json::Value;
 
 pub use anthropic::{unforce_structured_output, STRUCTURED_OUTPUT_TOOL};
-pub use error::{error_body, translate_error, TranslateError};
+pub use bedrock::eventstream::{bedrock_event_frame, bedrock_exception_frame};
+pub use bedrock::{bedrock_anthropic_body, bedrock_error_type, vertex_anthropic_body};
+pub use error::{error_body, translate_bedrock_error, translate_error, TranslateError};
 pub use responses::{responses_input_items, translate_response_for_responses, ResponseEcho};
 pub use stream::{StreamOptions, StreamTranslator};
 pub use usage::{response_model_of, usage_of, Usage};
@@ -57,6 +70,9 @@ pub enum Dialect {
     /// OpenAI Responses API (`POST {base}/responses`). A client dialect; as
     /// an upstream it only serves Responses clients (pass-through).
     Responses,
+    /// AWS Bedrock `Converse` / `ConverseStream` (`POST
+    /// /model/{modelId}/converse` or `/converse-stream`). Upstream only.
+    Bedrock,
 }
 
 impl Dialect {
@@ -67,6 +83,7 @@ impl Dialect {
             Dialect::Anthropic => "anthropic",
             Dialect::Gemini => "gemini",
             Dialect::Responses => "responses",
+            Dialect::Bedrock => "bedrock",
         }
     }
 
@@ -77,6 +94,7 @@ impl Dialect {
             "anthropic" => Some(Dialect::Anthropic),
             "gemini" => Some(Dialect::Gemini),
             "responses" => Some(Dialect::Responses),
+            "bedrock" => Some(Dialect::Bedrock),
             _ => None,
         }
     }
@@ -99,6 +117,7 @@ impl std::fmt::Display for Dialect {
 ///   when an OpenAI client did not send one.
 /// - Gemini: the model belongs in the URL, so the body carries none; `stream`
 ///   is removed as well (streaming is chosen by the URL too).
+/// - Bedrock: likewise (`upstream_model` is unused; it goes in the URL).
 ///
 /// Same dialect on both sides changes only `model` (and, for OpenAI,
 /// `stream_options`); every other field, known or not, passes through.
@@ -160,6 +179,10 @@ pub fn translate_request(
                     let req = openai::ChatRequest::parse(&pivot)?;
                     gemini::request_from_openai(req, upstream_model)
                 }
+                Dialect::Bedrock => {
+                    let req = openai::ChatRequest::parse(&pivot)?;
+                    bedrock::request_from_openai(req, &pivot)
+                }
                 Dialect::OpenAi | Dialect::Responses => Ok(Value::Object(pivot)),
             }
         }
@@ -179,6 +202,16 @@ pub fn translate_request(
             let req = openai::ChatRequest::parse(&pivot)?;
             gemini::request_from_openai(req, upstream_model)
         }
+        (Dialect::OpenAi, Dialect::Bedrock) => {
+            let req = openai::ChatRequest::parse(&body)?;
+            bedrock::request_from_openai(req, &body)
+        }
+        (Dialect::Anthropic, Dialect::Bedrock) => {
+            let pivot = anthropic::request_to_openai(&body, upstream_model)?;
+            let req = openai::ChatRequest::parse(&pivot)?;
+            bedrock::request_from_openai(req, &pivot)
+        }
+        (Dialect::Bedrock, _) => Err(bedrock_client_unsupported()),
         (Dialect::Gemini, _) => Err(gemini_client_unsupported()),
         (_, Dialect::Responses) => Err(responses_upstream_unsupported()),
     }
@@ -200,6 +233,9 @@ pub fn translate_response(
     if client == Dialect::Responses {
         return translate_response_for_responses(upstream, body, &ResponseEcho::default());
     }
+    if client == Dialect::Bedrock {
+        return Err(bedrock_client_unsupported());
+    }
     let usage = usage_of(upstream, &body);
     let translated = match (upstream, client) {
         (u, c) if u == c => body,
@@ -209,6 +245,16 @@ pub fn translate_response(
         (Dialect::Gemini, Dialect::OpenAi) => gemini::response_to_openai(&body)?,
         (Dialect::Gemini, Dialect::Anthropic) => {
             anthropic::response_from_openai(&gemini::response_to_openai(&body)?)?
+        }
+        (Dialect::Bedrock, Dialect::OpenAi) => bedrock::response_to_openai(&body)?,
+        (Dialect::Bedrock, Dialect::Anthropic) => {
+            let mut out = anthropic::response_from_openai(&bedrock::response_to_openai(&body)?)?;
+            // Through the OpenAI pivot the cache-write count is lost; the
+            // Anthropic client has a place for it.
+            if let Some(u) = usage {
+                out["usage"] = usage::anthropic_usage_json(u);
+            }
+            out
         }
         (_, Dialect::Gemini) => return Err(gemini_client_unsupported()),
         // Every pairing is listed above; this arm only satisfies the compiler.
@@ -220,13 +266,13 @@ pub fn translate_response(
 /// Read whether a client request asks for streaming, in the client's dialect.
 ///
 /// Gemini clients select streaming through the URL, so this returns `false`
-/// for them.
+/// for them (and for Bedrock, which is no client dialect).
 pub fn is_stream_request(client: Dialect, body: &Value) -> bool {
     match client {
         Dialect::OpenAi | Dialect::Anthropic | Dialect::Responses => {
             body.get("stream").and_then(Value::as_bool).unwrap_or(false)
         }
-        Dialect::Gemini => false,
+        Dialect::Gemini | Dialect::Bedrock => false,
     }
 }
 
@@ -240,6 +286,13 @@ pub(crate) const GEMINI_CLIENT_UNSUPPORTED: &str =
 fn responses_upstream_unsupported() -> TranslateError {
     TranslateError::Unsupported(RESPONSES_UPSTREAM_UNSUPPORTED.into())
 }
+
+fn bedrock_client_unsupported() -> TranslateError {
+    TranslateError::Unsupported(BEDROCK_CLIENT_UNSUPPORTED.into())
+}
+
+pub(crate) const BEDROCK_CLIENT_UNSUPPORTED: &str =
+    "the bedrock dialect is only supported for upstreams, not for clients";
 
 pub(crate) const RESPONSES_UPSTREAM_UNSUPPORTED: &str =
     "a responses upstream only serves responses clients";
@@ -428,6 +481,37 @@ mod tests {
         assert!(matches!(err, TranslateError::Unsupported(_)));
         let err = translate_response(Dialect::Gemini, Dialect::OpenAi, json!({})).unwrap_err();
         assert!(matches!(err, TranslateError::Unsupported(_)));
+    }
+
+    #[test]
+    fn bedrock_is_upstream_only() {
+        assert_eq!(Dialect::Bedrock.as_str(), "bedrock");
+        assert_eq!(Dialect::from_name("bedrock"), Some(Dialect::Bedrock));
+        let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        for upstream in [Dialect::OpenAi, Dialect::Bedrock] {
+            let err = translate_request(Dialect::Bedrock, upstream, chat.clone(), "m");
+            assert!(matches!(err, Err(TranslateError::Unsupported(_))));
+            let err = translate_response(Dialect::Bedrock, upstream, json!({}));
+            assert!(matches!(err, Err(TranslateError::Unsupported(_))));
+        }
+        let err = translate_request(Dialect::Gemini, Dialect::Bedrock, json!({}), "m");
+        assert!(matches!(err, Err(TranslateError::Unsupported(_))));
+        assert!(!is_stream_request(
+            Dialect::Bedrock,
+            &json!({"stream": true})
+        ));
+        // The model and stream flag go in the URL.
+        let out = translate_request(
+            Dialect::OpenAi,
+            Dialect::Bedrock,
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+            "anthropic.claude-v2",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+        );
     }
 
     #[test]

@@ -41,15 +41,17 @@ pub fn usage_of(dialect: Dialect, body: &Value) -> Option<Usage> {
         Dialect::Anthropic => body.get("usage").and_then(anthropic_usage),
         Dialect::Gemini => body.get("usageMetadata").and_then(gemini_usage),
         Dialect::Responses => body.get("usage").and_then(responses_usage),
+        Dialect::Bedrock => body.get("usage").and_then(bedrock_usage),
     }
 }
 
 /// The model name a response body reports (`model`, or Gemini's
-/// `modelVersion`).
+/// `modelVersion`). Bedrock Converse answers name no model: `None`.
 pub fn response_model_of(dialect: Dialect, body: &Value) -> Option<&str> {
     let key = match dialect {
         Dialect::OpenAi | Dialect::Anthropic | Dialect::Responses => "model",
         Dialect::Gemini => "modelVersion",
+        Dialect::Bedrock => return None,
     };
     body.get(key).and_then(Value::as_str)
 }
@@ -117,6 +119,25 @@ pub(crate) fn gemini_usage(u: &Value) -> Option<Usage> {
         output_tokens: u64_at(u, "candidatesTokenCount") + u64_at(u, "thoughtsTokenCount"),
         cached_input_tokens: u64_at(u, "cachedContentTokenCount"),
         cache_write_input_tokens: 0,
+    })
+}
+
+/// Parse a Bedrock Converse `usage` object (response or stream `metadata`).
+/// Like Anthropic's, its `inputTokens` leaves out the tokens read from and
+/// written to the prompt cache.
+pub(crate) fn bedrock_usage(u: &Value) -> Option<Usage> {
+    if !u.is_object() {
+        return None;
+    }
+    let read = u64_at(u, "cacheReadInputTokens");
+    let write = u64_at(u, "cacheWriteInputTokens");
+    Some(Usage {
+        input_tokens: u64_at(u, "inputTokens")
+            .saturating_add(read)
+            .saturating_add(write),
+        output_tokens: u64_at(u, "outputTokens"),
+        cached_input_tokens: read,
+        cache_write_input_tokens: write,
     })
 }
 
@@ -253,6 +274,31 @@ mod tests {
             })
         );
         assert_eq!(response_model_of(Dialect::Responses, &json!({})), None);
+    }
+
+    #[test]
+    fn bedrock_counts_cache_reads_and_writes_as_input() {
+        let body = json!({"usage": {"inputTokens": 10, "outputTokens": 4, "totalTokens": 134,
+            "cacheReadInputTokens": 100, "cacheWriteInputTokens": 20}});
+        assert_eq!(
+            usage_of(Dialect::Bedrock, &body),
+            Some(Usage {
+                input_tokens: 130,
+                output_tokens: 4,
+                cached_input_tokens: 100,
+                cache_write_input_tokens: 20
+            })
+        );
+        let plain = json!({"usage": {"inputTokens": 3, "outputTokens": 2}});
+        assert_eq!(
+            usage_of(Dialect::Bedrock, &plain).map(|u| (u.input_tokens, u.cached_input_tokens)),
+            Some((3, 0))
+        );
+        assert_eq!(usage_of(Dialect::Bedrock, &json!({})), None);
+        assert_eq!(
+            response_model_of(Dialect::Bedrock, &json!({"model": "x"})),
+            None
+        );
     }
 
     #[test]

@@ -7,6 +7,14 @@
 //! outputs `expected.json` or `expected.sse` plus `expected_stats.json`.
 //! Run with `LLMESH_BLESS=1` to rewrite the expected files.
 //!
+//! Bedrock streams are binary: their input is `input.frames.json`, a list of
+//! `{"event": "<:event-type>", "payload": {...}}` and `{"exception":
+//! "<:exception-type>", "payload": {...}}` messages, encoded with
+//! [`bedrock_event_frame`] / [`bedrock_exception_frame`]. Like every stream
+//! case they are also fed 1 and 7 bytes at a time, so each frame is split
+//! at every byte. Bedrock answers carry no id: response cases get the id
+//! `golden` (in the client's form), stream cases `with_response_id("golden")`.
+//!
 //! Responses clients (`"client": "responses"`) have their responses and
 //! streams translated with a `ResponseEcho` of id `response_id` (default
 //! `resp_golden`), `created_at` 1700000000 and, as the client's request,
@@ -21,8 +29,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use llmesh_wire::{
-    translate_request, translate_response, translate_response_for_responses, Dialect, ResponseEcho,
-    StreamOptions, StreamTranslator, Usage,
+    bedrock_event_frame, bedrock_exception_frame, translate_request, translate_response,
+    translate_response_for_responses, Dialect, ResponseEcho, StreamOptions, StreamTranslator,
+    Usage,
 };
 use serde_json::{json, Value};
 
@@ -34,6 +43,7 @@ fn dialect(name: &str) -> Dialect {
         "anthropic" => Dialect::Anthropic,
         "gemini" => Dialect::Gemini,
         "responses" => Dialect::Responses,
+        "bedrock" => Dialect::Bedrock,
         other => panic!("unknown dialect {other}"),
     }
 }
@@ -110,13 +120,28 @@ fn run_stream(
     } else {
         StreamTranslator::new(client, upstream, opts)
     };
-    let mut t = t.with_created(CREATED);
+    let mut t = t.with_created(CREATED).with_response_id("golden");
     let mut out = Vec::new();
     for piece in input.chunks(chunk.max(1)) {
         t.push(piece, &mut out).unwrap();
     }
     t.finish(&mut out);
     (out, t)
+}
+
+/// The bytes of a Bedrock event stream described by `input.frames.json`.
+fn frames(text: &str) -> Vec<u8> {
+    let list: Vec<Value> = serde_json::from_str(text).unwrap();
+    let mut out = Vec::new();
+    for f in list {
+        let payload = serde_json::to_vec(&f["payload"]).unwrap();
+        out.extend(match (f["event"].as_str(), f["exception"].as_str()) {
+            (Some(ev), _) => bedrock_event_frame(ev, &payload),
+            (None, Some(ex)) => bedrock_exception_frame(ex, &payload),
+            _ => panic!("a frame needs an event or an exception: {f}"),
+        });
+    }
+    out
 }
 
 fn run_case(dir: &Path, failures: &mut Vec<String>) {
@@ -147,6 +172,12 @@ fn run_case(dir: &Path, failures: &mut Vec<String>) {
                     if body.get("created").is_some() {
                         body["created"] = json!(CREATED);
                     }
+                    if upstream == Dialect::Bedrock && client != Dialect::Responses {
+                        body["id"] = json!(match client {
+                            Dialect::Anthropic => "msg_golden",
+                            _ => "chatcmpl-golden",
+                        });
+                    }
                     json!({"body": body, "usage": usage_json(usage)})
                 }
                 Err(e) => json!({"error": e.to_string()}),
@@ -154,7 +185,10 @@ fn run_case(dir: &Path, failures: &mut Vec<String>) {
             check_json(&dir.join("expected.json"), &actual, failures);
         }
         "stream" => {
-            let input = fs::read(dir.join("input.sse")).unwrap();
+            let input = match fs::read_to_string(dir.join("input.frames.json")) {
+                Ok(text) => frames(&text),
+                Err(_) => fs::read(dir.join("input.sse")).unwrap(),
+            };
             let opts = StreamOptions {
                 include_usage: case["include_usage"].as_bool().unwrap_or(false),
             };

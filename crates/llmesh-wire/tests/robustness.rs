@@ -7,14 +7,19 @@
 
 use llmesh_wire::sse::{SseEvent, SseParser};
 use llmesh_wire::{
-    response_model_of, responses_input_items, translate_error, translate_request,
-    translate_response, translate_response_for_responses, usage_of, Dialect, ResponseEcho,
-    StreamOptions, StreamTranslator,
+    bedrock_event_frame, bedrock_exception_frame, response_model_of, responses_input_items,
+    translate_error, translate_request, translate_response, translate_response_for_responses,
+    usage_of, Dialect, ResponseEcho, StreamOptions, StreamTranslator,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
-const DIALECTS: [Dialect; 3] = [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini];
+const DIALECTS: [Dialect; 4] = [
+    Dialect::OpenAi,
+    Dialect::Anthropic,
+    Dialect::Gemini,
+    Dialect::Bedrock,
+];
 
 /// Field names and values the translators look at, so random documents
 /// reach deep into the code instead of failing the first shape check.
@@ -136,12 +141,36 @@ fn json_value_of(
     })
 }
 
-const ALL_DIALECTS: [Dialect; 4] = [
+const ALL_DIALECTS: [Dialect; 5] = [
     Dialect::OpenAi,
     Dialect::Anthropic,
     Dialect::Gemini,
     Dialect::Responses,
+    Dialect::Bedrock,
 ];
+
+/// The `:event-type`s of ConverseStream, and names no decoder knows.
+const BEDROCK_EVENTS: &[&str] = &[
+    "messageStart",
+    "contentBlockStart",
+    "contentBlockDelta",
+    "contentBlockStop",
+    "messageStop",
+    "metadata",
+    "chunk",
+];
+
+/// Bedrock event-stream bytes: frames with random JSON payloads (the keys
+/// of the real events among them), exception frames, and raw garbage.
+fn bedrock_input() -> impl Strategy<Value = Vec<u8>> {
+    let frame = prop_oneof![
+        4 => (proptest::sample::select(BEDROCK_EVENTS), json_value())
+            .prop_map(|(e, v)| bedrock_event_frame(e, v.to_string().as_bytes())),
+        1 => json_value().prop_map(|v| bedrock_exception_frame("throttlingException", v.to_string().as_bytes())),
+        1 => prop::collection::vec(any::<u8>(), 0..24),
+    ];
+    prop::collection::vec(frame, 0..8).prop_map(|parts| parts.concat())
+}
 
 /// Field names and values of the Responses API, on top of the others.
 const RESPONSES_KEYS: &[&str] = &[
@@ -342,6 +371,20 @@ proptest! {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn bedrock_streams_never_panic_and_ignore_chunking(input in bedrock_input(), cuts in prop::collection::vec(any::<usize>(), 0..6)) {
+        for client in [Dialect::OpenAi, Dialect::Anthropic] {
+            let opts = StreamOptions { include_usage: true };
+            let mut a = StreamTranslator::new(client, Dialect::Bedrock, opts).with_created(1);
+            let mut b = StreamTranslator::new(client, Dialect::Bedrock, opts).with_created(1);
+            let whole = feed(&mut a, &input, &[]);
+            let split = feed(&mut b, &input, &cuts);
+            prop_assert_eq!(mask_ids(&whole), mask_ids(&split));
+            prop_assert_eq!(a.usage(), b.usage());
+            prop_assert_eq!(a.completed(), b.completed());
         }
     }
 

@@ -6,8 +6,8 @@ mod to_upstream;
 
 pub(crate) use from_client::request_to_openai;
 pub(crate) use response::{response_from_openai, response_to_openai};
-pub(crate) use to_upstream::request_from_openai;
 pub use to_upstream::unforce_structured_output;
+pub(crate) use to_upstream::{json_instruction, request_from_openai};
 
 /// Upstream `max_tokens` when an OpenAI client sent none: Anthropic requires
 /// the field, and OpenAI's default is "as much as fits".

@@ -171,7 +171,7 @@ pub fn unforce_structured_output(body: &mut Value) -> bool {
     true
 }
 
-fn json_instruction(format: &ResponseFormat) -> Option<String> {
+pub(crate) fn json_instruction(format: &ResponseFormat) -> Option<String> {
     const BASE: &str = "Respond only with a single valid JSON object. \
         Do not add any other text, explanation or Markdown code fences.";
     match format {

@@ -29,6 +29,7 @@ pub fn translate_response_for_responses(
         Dialect::OpenAi => None,
         Dialect::Anthropic => Some(anthropic::response_to_openai(&body)?),
         Dialect::Gemini => Some(gemini::response_to_openai(&body)?),
+        Dialect::Bedrock => Some(crate::bedrock::response_to_openai(&body)?),
     };
     let chat = pivot.as_ref().unwrap_or(&body);
     let choice = chat
@@ -157,6 +158,7 @@ fn reasoning_texts(upstream: Dialect, body: &Value) -> Vec<String> {
             &|p| p.get("thought").and_then(Value::as_bool) == Some(true),
             "text",
         ),
+        Dialect::Bedrock => crate::bedrock::reasoning_texts(body),
         Dialect::Responses => Vec::new(),
     }
 }
@@ -166,7 +168,7 @@ fn reasoning_tokens(upstream: Dialect, body: &Value) -> u64 {
     let n = match upstream {
         Dialect::OpenAi => body.pointer("/usage/completion_tokens_details/reasoning_tokens"),
         Dialect::Gemini => body.pointer("/usageMetadata/thoughtsTokenCount"),
-        Dialect::Anthropic | Dialect::Responses => None,
+        Dialect::Anthropic | Dialect::Responses | Dialect::Bedrock => None,
     };
     n.and_then(Value::as_u64).unwrap_or(0)
 }

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
+use super::decode_bedrock::BedrockDecoder;
 use super::Ev;
 use crate::error::extract;
 use crate::json::{bad_upstream, synth_id};
@@ -16,6 +17,9 @@ pub(crate) enum Decoder {
     OpenAi(OpenAiDecoder),
     Anthropic(AnthropicDecoder),
     Gemini(GeminiDecoder),
+    /// Binary event-stream messages, not SSE: fed through
+    /// [`BedrockDecoder::push`], never [`Decoder::decode`].
+    Bedrock(BedrockDecoder),
 }
 
 impl Decoder {
@@ -25,6 +29,7 @@ impl Decoder {
             Dialect::OpenAi => Decoder::OpenAi(OpenAiDecoder::default()),
             Dialect::Anthropic => Decoder::Anthropic(AnthropicDecoder::default()),
             Dialect::Gemini => Decoder::Gemini(GeminiDecoder::default()),
+            Dialect::Bedrock => Decoder::Bedrock(BedrockDecoder::default()),
             Dialect::Responses => return None,
         })
     }
@@ -42,6 +47,8 @@ impl Decoder {
             Decoder::OpenAi(_) => Dialect::OpenAi,
             Decoder::Anthropic(_) => Dialect::Anthropic,
             Decoder::Gemini(_) => Dialect::Gemini,
+            // Its bytes are not SSE (see `push`).
+            Decoder::Bedrock(_) => return Ok(()),
         };
         if dialect == Dialect::OpenAi && data == "[DONE]" {
             sink.push(Ev::Done);
@@ -65,6 +72,7 @@ impl Decoder {
             Decoder::OpenAi(d) => d.decode(&value, sink),
             Decoder::Anthropic(d) => d.decode(&value, sink),
             Decoder::Gemini(d) => d.decode(&value, sink),
+            Decoder::Bedrock(_) => {}
         }
         Ok(())
     }

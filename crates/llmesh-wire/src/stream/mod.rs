@@ -9,8 +9,14 @@
 //! encoded for the client ([`encode_openai`], [`encode_anthropic`],
 //! [`encode_responses`]). Gemini streams therefore reach Anthropic clients
 //! through the same pivot.
+//!
+//! Bedrock streams are not SSE but AWS binary event-stream messages: the
+//! same [`StreamTranslator::push`] takes their raw bytes, and
+//! [`decode_bedrock`] reassembles and decodes the messages instead of the
+//! SSE parser.
 
 mod decode;
+mod decode_bedrock;
 mod encode_anthropic;
 mod encode_openai;
 mod encode_responses;
@@ -183,8 +189,14 @@ impl StreamTranslator {
             Dialect::OpenAi => Ok(Encoder::OpenAi(OpenAiEncoder::new(opts.include_usage))),
             Dialect::Anthropic => Ok(Encoder::Anthropic(AnthropicEncoder::default())),
             Dialect::Gemini | Dialect::Responses => Err(crate::GEMINI_CLIENT_UNSUPPORTED),
+            Dialect::Bedrock => Err(crate::BEDROCK_CLIENT_UNSUPPORTED),
         };
-        let mode = if client == upstream {
+        let mode = if client == Dialect::Bedrock {
+            Mode::Unsupported {
+                client,
+                reason: crate::BEDROCK_CLIENT_UNSUPPORTED,
+            }
+        } else if client == upstream {
             Mode::Pass(Passthrough::new(client, opts.include_usage))
         } else {
             Self::translating(client, upstream, encoder)
@@ -247,8 +259,24 @@ impl StreamTranslator {
         self
     }
 
+    /// The response id to report for an upstream whose stream names none
+    /// (Bedrock; a synthesized one otherwise), bare: without `chatcmpl-` or
+    /// `msg_`. No effect on other upstreams.
+    pub fn with_response_id(mut self, id: &str) -> Self {
+        if let Mode::Translate(t) = &mut self.mode {
+            if let Decoder::Bedrock(d) = &mut t.decoder {
+                d.id = Some(id.to_owned());
+            }
+        }
+        self
+    }
+
     /// Feed raw upstream bytes; bytes for the client are appended to `out`
-    /// (nothing when no event is complete yet).
+    /// (nothing when no event is complete yet). For a Bedrock upstream these
+    /// are the raw `application/vnd.amazon.eventstream` bytes, split
+    /// anywhere; a corrupt message (bad CRC or lengths) fails this call and
+    /// every later one with [`TranslateError::InvalidUpstream`], since the
+    /// framing cannot be recovered.
     ///
     /// On `Err` every complete event was still processed; the error reports
     /// the first undecodable one (e.g. invalid JSON). The proxy may keep
@@ -267,6 +295,11 @@ impl StreamTranslator {
                     encoder,
                     events,
                 } = &mut **t;
+                if let Decoder::Bedrock(d) = decoder {
+                    let result = d.push(input, events);
+                    emit(events, encoder, stats, out);
+                    return result;
+                }
                 let mut first_err = None;
                 self.parser.push_raw(input, |raw| {
                     if let Some(ev) = SseEvent::parse(raw) {
@@ -368,8 +401,9 @@ impl StreamTranslator {
     }
 
     /// True once the upstream sent its end marker (`[DONE]`, `message_stop`,
-    /// a Gemini chunk with a `finishReason`, or a Responses
-    /// `response.completed`/`response.incomplete`).
+    /// a Gemini chunk with a `finishReason`, a Responses
+    /// `response.completed`/`response.incomplete`, or Bedrock's `metadata`
+    /// event, which follows `messageStop`).
     pub fn completed(&self) -> bool {
         self.stats.completed
     }
@@ -420,7 +454,7 @@ pub(crate) fn write_error_event(
     let body = crate::error_body(client, kind, code, message);
     let event = match client {
         Dialect::Anthropic => Some("error"),
-        Dialect::OpenAi | Dialect::Gemini | Dialect::Responses => None,
+        Dialect::OpenAi | Dialect::Gemini | Dialect::Responses | Dialect::Bedrock => None,
     };
     let mut data = Vec::new();
     write_json(&mut data, &body);

@@ -131,6 +131,9 @@ impl Passthrough {
                 self.responses(raw, stats);
                 true
             }
+            // Never built: Bedrock is no client dialect, so there is no
+            // Bedrock-to-Bedrock pass-through.
+            Dialect::Bedrock => true,
         };
         if forward {
             out.extend_from_slice(raw);

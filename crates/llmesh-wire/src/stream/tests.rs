@@ -494,3 +494,111 @@ fn a_structured_output_tool_streams_as_text_unless_a_real_call_joins_it() {
     assert!(out.contains(r#""finish_reason":"tool_calls""#), "{out}");
     assert!(out.contains(r#""name":"f""#), "{out}");
 }
+
+fn bedrock_text_stream() -> Vec<u8> {
+    let mut b = crate::bedrock_event_frame("messageStart", br#"{"role":"assistant"}"#);
+    b.extend(crate::bedrock_event_frame(
+        "contentBlockDelta",
+        r#"{"delta":{"text":"hé"},"contentBlockIndex":0}"#.as_bytes(),
+    ));
+    b.extend(crate::bedrock_event_frame(
+        "contentBlockStop",
+        br#"{"contentBlockIndex":0}"#,
+    ));
+    b.extend(crate::bedrock_event_frame(
+        "messageStop",
+        br#"{"stopReason":"end_turn"}"#,
+    ));
+    b.extend(crate::bedrock_event_frame(
+        "metadata",
+        br#"{"usage":{"inputTokens":3,"outputTokens":1,"totalTokens":4},"metrics":{"latencyMs":5}}"#,
+    ));
+    b
+}
+
+#[test]
+fn bedrock_frames_split_at_every_byte_translate_the_same() {
+    let input = bedrock_text_stream();
+    // (Responses clients: see the golden cases, which fix the echo.)
+    for client in [Dialect::OpenAi, Dialect::Anthropic] {
+        let new = || translator(client, Dialect::Bedrock, true).with_response_id("b");
+        let whole = run(&mut new(), &input);
+        assert!(whole.contains("hé"), "{client}");
+        let mut t = new();
+        let mut out = Vec::new();
+        for b in &input {
+            t.push(std::slice::from_ref(b), &mut out).unwrap();
+        }
+        t.finish(&mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), whole, "{client}");
+        assert!(t.completed());
+        assert_eq!(t.usage().map(|u| u.input_tokens), Some(3));
+        assert_eq!(t.response_model(), None);
+    }
+}
+
+#[test]
+fn bedrock_stream_without_metadata_is_not_completed() {
+    let input = bedrock_text_stream();
+    let cut = input.len() - 20;
+    let mut t = translator(Dialect::OpenAi, Dialect::Bedrock, false);
+    let out = run(&mut t, &input[..cut]);
+    assert!(!t.completed());
+    // finish still closes the client's stream.
+    assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+}
+
+#[test]
+fn bedrock_corrupt_frame_fails_the_push_and_every_later_one() {
+    let mut input = bedrock_text_stream();
+    let first = crate::bedrock_event_frame("messageStart", br#"{"role":"assistant"}"#).len();
+    input[first + 14] ^= 0x20;
+    let mut t = translator(Dialect::Anthropic, Dialect::Bedrock, false);
+    let mut out = Vec::new();
+    let err = t.push(&input, &mut out).unwrap_err();
+    assert!(matches!(err, TranslateError::InvalidUpstream(_)));
+    assert!(err.message().contains("CRC"), "{}", err.message());
+    assert!(t.push(&bedrock_text_stream(), &mut out).is_err());
+    t.write_error("api_error", "upstream_error", "broken stream", &mut out);
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("event: error"), "{out}");
+    assert!(!out.contains("hé"));
+}
+
+#[test]
+fn bedrock_invalid_json_payload_is_an_error_but_the_stream_goes_on() {
+    let mut input = crate::bedrock_event_frame("contentBlockDelta", b"{not json");
+    input.extend(bedrock_text_stream());
+    let mut t = translator(Dialect::OpenAi, Dialect::Bedrock, false);
+    let mut out = Vec::new();
+    assert!(t.push(&input, &mut out).is_err());
+    t.finish(&mut out);
+    assert!(t.completed());
+    assert!(String::from_utf8(out).unwrap().contains("hé"));
+}
+
+#[test]
+fn bedrock_exception_frame_becomes_the_clients_error() {
+    let mut input = crate::bedrock_event_frame("messageStart", br#"{"role":"assistant"}"#);
+    input.extend(crate::bedrock_exception_frame(
+        "validationException",
+        br#"{"message":"bad input"}"#,
+    ));
+    let mut t = translator(Dialect::Anthropic, Dialect::Bedrock, false);
+    let out = run(&mut t, &input);
+    assert!(out.ends_with(
+        "event: error\ndata: {\"error\":{\"message\":\"bad input\",\"type\":\"invalid_request_error\"},\"type\":\"error\"}\n\n"
+    ), "{out}");
+    assert!(!t.completed());
+}
+
+#[test]
+fn bedrock_is_no_client_dialect() {
+    let mut t = translator(Dialect::Bedrock, Dialect::Bedrock, false);
+    let mut out = Vec::new();
+    assert!(matches!(
+        t.push(&bedrock_text_stream(), &mut out),
+        Err(TranslateError::Unsupported(_))
+    ));
+    assert!(out.is_empty());
+}
