@@ -84,7 +84,10 @@ fn cloud_providers_take_their_addresses_and_identities_from_the_environment() {
     let azure = &snap.providers["azure"];
     assert_eq!(azure.cloud.api_version.as_deref(), Some("2024-10-21"));
     assert_eq!(azure.provider_name, "azure.ai.openai");
-    assert_eq!(azure.models["gpt-4o"].deployment.as_deref(), Some("gpt4o-prod"));
+    assert_eq!(
+        azure.models["gpt-4o"].deployment.as_deref(),
+        Some("gpt4o-prod")
+    );
     // Azure serves OpenAI's models, priced from the catalog.
     assert!(azure.model("gpt-4o").unwrap().price.is_some());
     match azure.identity.as_ref().unwrap() {
@@ -95,7 +98,10 @@ fn cloud_providers_take_their_addresses_and_identities_from_the_environment() {
             scope,
             ..
         } => {
-            assert_eq!((tenant_id.as_str(), client_id.as_str()), ("tenant-1", "client-1"));
+            assert_eq!(
+                (tenant_id.as_str(), client_id.as_str()),
+                ("tenant-1", "client-1")
+            );
             assert_eq!(authority_host, "https://login.microsoftonline.com");
             assert_eq!(scope, "https://cognitiveservices.azure.com/.default");
         }
@@ -104,7 +110,10 @@ fn cloud_providers_take_their_addresses_and_identities_from_the_environment() {
     assert!(azure.auth.is_none());
 
     let bedrock = &snap.providers["bedrock"];
-    assert_eq!(bedrock.base_url.original, "https://bedrock-runtime.us-east-1.amazonaws.com");
+    assert_eq!(
+        bedrock.base_url.original,
+        "https://bedrock-runtime.us-east-1.amazonaws.com"
+    );
     match bedrock.identity.as_ref().unwrap() {
         Identity::AwsWebIdentity {
             role_arn,
@@ -125,7 +134,10 @@ fn cloud_providers_take_their_addresses_and_identities_from_the_environment() {
     assert!(claude.price.is_some());
 
     let vertex = &snap.providers["vertex"];
-    assert_eq!(vertex.base_url.original, "https://us-east5-aiplatform.googleapis.com");
+    assert_eq!(
+        vertex.base_url.original,
+        "https://us-east5-aiplatform.googleapis.com"
+    );
     assert_eq!(vertex.cloud.project.as_deref(), Some("acme-llm"));
     assert_eq!(
         vertex.identity,
@@ -138,7 +150,10 @@ fn cloud_providers_take_their_addresses_and_identities_from_the_environment() {
 
     // The dump names the kind of credential, never a secret.
     let dump = snap.dump().to_string();
-    assert!(dump.contains("aws-web-identity:arn:aws:iam::111122223333:role/llm"), "{dump}");
+    assert!(
+        dump.contains("aws-web-identity:arn:aws:iam::111122223333:role/llm"),
+        "{dump}"
+    );
     assert!(dump.contains("\"apiVersion\":\"2024-10-21\""), "{dump}");
     assert!(dump.contains("gpt4o-prod"), "{dump}");
 }
@@ -246,5 +261,8 @@ spec:
     assert_eq!(p.cloud.api_version, None, "v1: no api-version query");
     let (name, value) = p.auth.as_ref().unwrap();
     assert_eq!(name, "api-key");
-    assert_eq!(value, "azkey", "the api-key header carries the key itself, no Bearer");
+    assert_eq!(
+        value, "azkey",
+        "the api-key header carries the key itself, no Bearer"
+    );
 }

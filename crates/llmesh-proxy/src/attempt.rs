@@ -270,7 +270,9 @@ async fn send(
         let mut keep = HeaderMap::new();
         for (name, value) in resp.headers() {
             let n = name.as_str();
-            if n == "retry-after" || n.starts_with("x-ratelimit-") {
+            // Bedrock types its errors in a header; it is read (and
+            // dropped) when the error is translated.
+            if n == "retry-after" || n.starts_with("x-ratelimit-") || n == "x-amzn-errortype" {
                 keep.append(name.clone(), value.clone());
             }
         }
@@ -298,7 +300,10 @@ async fn send(
             Ok(Err(e)) => cut(e.to_string()),
             Ok(Ok(c)) => c.to_bytes(),
         };
-        let class = classify_status(status.as_u16(), &body);
+        let class = match keep.get("x-amzn-errortype").and_then(|v| v.to_str().ok()) {
+            Some(t) => crate::classify::classify_bedrock(status.as_u16(), t, &body),
+            None => classify_status(status.as_u16(), &body),
+        };
         return Err(Failure {
             class,
             error: ProxyError::Upstream(Box::new(UpstreamError {
@@ -324,7 +329,9 @@ async fn send(
                     include_usage: req.include_usage,
                 },
             ),
-        };
+        }
+        // Bedrock streams name no model: report the one called.
+        .with_model(model);
         let mut upstream_body = resp.into_body();
         // Wait for the first event before answering the client, so a
         // stream that dies before it can still be retried elsewhere.
@@ -363,7 +370,33 @@ async fn send(
             Ok(Ok(c)) => c.to_bytes(),
         };
     let echo = req.turn.as_ref().map(|t| t.echo());
-    whole(req.client, upstream, bytes, echo.as_ref()).map_err(protocol_err)
+    let mut success = whole(req.client, upstream, bytes, echo.as_ref()).map_err(protocol_err)?;
+    if upstream == Dialect::Bedrock {
+        name_model(&mut success, model).map_err(protocol_err)?;
+    }
+    Ok(success)
+}
+
+/// Names `model` in a translated answer of an upstream whose answers name
+/// none (Bedrock's Converse): the client sees the model it reached.
+fn name_model(success: &mut Success, model: &str) -> Result<(), String> {
+    let Success::Whole { body, .. } = success else {
+        return Ok(());
+    };
+    let mut v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the translated answer: {e}"))?;
+    if let Some(o) = v.as_object_mut() {
+        if o.get("model")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            o.insert("model".into(), Value::String(model.to_string()));
+            *body = Bytes::from(
+                serde_json::to_vec(&v).map_err(|e| format!("encoding the answer: {e}"))?,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The two fields the proxy reads from a same-API response.

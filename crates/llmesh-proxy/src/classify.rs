@@ -22,6 +22,9 @@ pub fn classify_status(status: u16, body: &[u8]) -> ErrorClass {
                 "prompt is too long",
                 "exceeds the maximum number of tokens",
                 "context window",
+                // Bedrock's ValidationException for an oversized prompt.
+                "input is too long",
+                "too many input tokens",
             ]
             .iter()
             .any(|n| text.contains(n))
@@ -36,6 +39,18 @@ pub fn classify_status(status: u16, body: &[u8]) -> ErrorClass {
                 ErrorClass::InvalidRequest
             }
         }
+    }
+}
+
+/// The class of a Bedrock error answer, whose type is in its
+/// `x-amzn-ErrorType` header: throttling and a used-up service quota (a
+/// 400) are rate limits, the rest goes by status and body.
+pub fn classify_bedrock(status: u16, error_type: &str, body: &[u8]) -> ErrorClass {
+    match llmesh_wire::bedrock_error_type(error_type) {
+        "ThrottlingException" | "ServiceQuotaExceededException" => ErrorClass::RateLimited,
+        "ServiceUnavailableException" | "ModelNotReadyException" => ErrorClass::ServerError,
+        "ModelTimeoutException" => ErrorClass::Timeout,
+        _ => classify_status(status, body),
     }
 }
 

@@ -83,6 +83,8 @@ pub fn api_of(client: Dialect, op: Operation) -> Api {
         (Dialect::Responses, _) => Api::OpenAiResponses,
         (Dialect::Anthropic, _) => Api::Anthropic,
         (Dialect::Gemini, _) => Api::Gemini,
+        // Never a client; scanned as any JSON if it were.
+        (Dialect::Bedrock, _) => Api::AnyJson,
         (Dialect::OpenAi, Operation::Chat) => Api::OpenAiChat,
     }
 }

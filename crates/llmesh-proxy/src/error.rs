@@ -335,10 +335,16 @@ impl ProxyError {
     /// The error as a response in the client's API format.
     pub fn into_response(&self, dialect: Dialect, request_id: &HeaderValue) -> Response<ProxyBody> {
         if let ProxyError::Upstream(u) = self {
-            let translated =
-                llmesh_wire::translate_error(dialect, u.dialect, u.status.as_u16(), &u.body);
+            let mut keep = u.keep.clone();
+            let translated = if u.dialect == Dialect::Bedrock {
+                let typed = keep.remove("x-amzn-errortype");
+                let typed = typed.as_ref().and_then(|v| v.to_str().ok());
+                llmesh_wire::translate_bedrock_error(dialect, u.status.as_u16(), typed, &u.body)
+            } else {
+                llmesh_wire::translate_error(dialect, u.dialect, u.status.as_u16(), &u.body)
+            };
             let mut out = json_response(u.status, &translated, request_id);
-            out.headers_mut().extend(u.keep.clone());
+            out.headers_mut().extend(keep);
             return out;
         }
         let mut body =

@@ -41,7 +41,8 @@ fn requested(client: Dialect, body: &Value) -> Option<&Value> {
                 .or_else(|| body.get("output_format"))?,
             "/schema",
         ),
-        Dialect::Gemini => return None,
+        // Upstream-only dialects: no client speaks them.
+        Dialect::Gemini | Dialect::Bedrock => return None,
     };
     if format.get("type").and_then(Value::as_str) != Some("json_schema") {
         return None;
@@ -111,7 +112,7 @@ pub fn enforce_schema(route: &Route, endpoint: Endpoint, raw: Bytes) -> Bytes {
                 Some(_) => return raw,
             }
         }
-        Dialect::Gemini => return raw,
+        Dialect::Gemini | Dialect::Bedrock => return raw,
     }
     match serde_json::to_vec(&value) {
         Ok(v) => Bytes::from(v),
@@ -208,7 +209,7 @@ fn answer_text(client: Dialect, body: &Value) -> Option<String> {
             }
             Some(text)
         }
-        Dialect::Gemini => None,
+        Dialect::Gemini | Dialect::Bedrock => None,
     }
 }
 

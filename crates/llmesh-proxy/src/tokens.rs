@@ -113,7 +113,7 @@ pub fn estimate_prompt(dialect: Dialect, raw: &[u8]) -> u64 {
             collect_text(body.get("input"), &mut text);
             collect_text(body.get("tools"), &mut text);
         }
-        Dialect::OpenAi | Dialect::Gemini => {
+        Dialect::OpenAi | Dialect::Gemini | Dialect::Bedrock => {
             collect_text(body.get("messages"), &mut text);
             collect_text(body.get("prompt"), &mut text);
             collect_text(body.get("input"), &mut text);

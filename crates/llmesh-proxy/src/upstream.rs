@@ -143,7 +143,7 @@ pub fn dialect_of(schema: ApiSchema) -> Dialect {
         ApiSchema::Openai | ApiSchema::OpenaiCompatible | ApiSchema::AzureOpenai => Dialect::OpenAi,
         ApiSchema::Anthropic => Dialect::Anthropic,
         ApiSchema::Gemini | ApiSchema::Vertex => Dialect::Gemini,
-        ApiSchema::Bedrock => Dialect::OpenAi,
+        ApiSchema::Bedrock => Dialect::Bedrock,
     }
 }
 
@@ -235,11 +235,8 @@ pub fn provider_path(
 /// Anthropic models on Vertex AI take the model from the URL and the API
 /// version in the body.
 pub fn cloud_body(provider: &Provider, upstream: Dialect, body: &mut serde_json::Value) {
-    if provider.schema == ApiSchema::Vertex && upstream == Dialect::Anthropic {
-        if let Some(o) = body.as_object_mut() {
-            o.remove("model");
-            o.insert("anthropic_version".into(), "vertex-2023-10-16".into());
-        }
+    if needs_cloud_body(provider, upstream) {
+        *body = llmesh_wire::vertex_anthropic_body(body);
     }
 }
 
@@ -286,6 +283,17 @@ pub fn upstream_path(
         (Dialect::OpenAi, Operation::Completions) => "/completions".into(),
         (Dialect::Responses, _) => "/responses".into(),
         (Dialect::Anthropic, Operation::Chat) => "/messages".into(),
+        (Dialect::Bedrock, Operation::Chat) => {
+            // Model ids hold `:` (`...-v1:0`), sent percent-encoded as
+            // AWS's SDKs do (and signed that way).
+            path_safe(model, b":", "a Bedrock model URL")?;
+            let id = model.replace(':', "%3A");
+            if stream {
+                format!("/model/{id}/converse-stream")
+            } else {
+                format!("/model/{id}/converse")
+            }
+        }
         (Dialect::Gemini, Operation::Chat) => {
             // The model is part of the path for Gemini; keep it to the
             // characters model ids use so it cannot change the path.

@@ -67,6 +67,8 @@ pub fn prompt(client: Dialect, op: Operation, body: &Value) -> Option<(String, V
                 take_content(turn.get_mut("content")?, &["input_text", "text"])?
             }
         },
+        // Never a client.
+        (Dialect::Bedrock, _) => return None,
         (Dialect::Gemini, _) => {
             let turn = last_user(blanked.get_mut("contents")?, "role", &["user", ""])?;
             let mut text = String::new();

@@ -27,6 +27,8 @@ pub(crate) struct BedrockDecoder {
     /// The response id to report (Converse streams carry none); synthesized
     /// when unset.
     pub(crate) id: Option<String>,
+    /// The model to report (Converse streams name none); empty when unset.
+    pub(crate) model: Option<String>,
 }
 
 impl BedrockDecoder {
@@ -162,7 +164,7 @@ impl BedrockDecoder {
             self.started = true;
             sink.push(Ev::Start {
                 id: self.id.clone().unwrap_or_else(synth_id),
-                model: String::new(),
+                model: self.model.clone().unwrap_or_default(),
             });
         }
     }

@@ -271,6 +271,17 @@ impl StreamTranslator {
         self
     }
 
+    /// The model to report for an upstream whose stream names none
+    /// (Bedrock: the model id the proxy called). No effect on others.
+    pub fn with_model(mut self, model: &str) -> Self {
+        if let Mode::Translate(t) = &mut self.mode {
+            if let Decoder::Bedrock(d) = &mut t.decoder {
+                d.model = Some(model.to_owned());
+            }
+        }
+        self
+    }
+
     /// Feed raw upstream bytes; bytes for the client are appended to `out`
     /// (nothing when no event is complete yet). For a Bedrock upstream these
     /// are the raw `application/vnd.amazon.eventstream` bytes, split
