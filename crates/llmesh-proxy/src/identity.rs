@@ -47,7 +47,7 @@ pub struct Held {
 
 impl Held {
     fn new(issued: Issued, expires: Option<SystemTime>) -> Held {
-        let now = SystemTime::now();
+        let now = crate::clock::wall();
         // Refresh when a third of the lifetime is left (at most 5 minutes
         // before expiry): early enough that a slow or failing token
         // endpoint is retried while the old credential still works.
@@ -148,7 +148,7 @@ impl CredentialSource {
     /// waits for the first one).
     pub fn usable(&self) -> bool {
         match self.current.load().as_deref() {
-            Some(h) if h.valid(SystemTime::now()) => true,
+            Some(h) if h.valid(crate::clock::wall()) => true,
             _ => !self.tried.load(Ordering::Acquire),
         }
     }
@@ -180,7 +180,7 @@ impl CredentialSource {
         loop {
             let waiting = self.changed.notified();
             if let Some(h) = self.current.load().as_deref() {
-                if h.valid(SystemTime::now()) {
+                if h.valid(crate::clock::wall()) {
                     return Ok(h.issued.clone());
                 }
             }
@@ -213,7 +213,7 @@ impl CredentialSource {
             }
             Issued::Aws(keys) => {
                 let region = self.region.as_deref().unwrap_or("us-east-1");
-                aws::sign(req, body, &keys, region, "bedrock", SystemTime::now())
+                aws::sign(req, body, &keys, region, "bedrock", crate::clock::wall())
             }
         }
     }
@@ -343,7 +343,7 @@ async fn refresher(weak: Weak<CredentialSource>) {
     loop {
         let Some(src) = weak.upgrade() else { return };
         let result = src.fetch().await;
-        let now = SystemTime::now();
+        let now = crate::clock::wall();
         let sleep = match result {
             Ok(held) => {
                 let next = held.refresh_at;

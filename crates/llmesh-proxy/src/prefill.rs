@@ -138,6 +138,7 @@ mod tests {
                 ApiSchema::OpenaiCompatible => "openai-compatible",
                 ApiSchema::Gemini => "gemini",
                 ApiSchema::Openai => "openai",
+                other => panic!("no test provider for {other:?}"),
             }
         );
         let docs = llmesh_api::parse_documents(&yaml).unwrap();

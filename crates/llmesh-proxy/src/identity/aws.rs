@@ -219,7 +219,7 @@ mod tests {
             &keys,
             "us-east-1",
             "bedrock",
-            SystemTime::now(),
+            crate::clock::wall(),
         )
         .unwrap();
         let auth = req.headers()["authorization"].to_str().unwrap();

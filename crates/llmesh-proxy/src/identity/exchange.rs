@@ -114,7 +114,7 @@ pub fn oauth_answer(
         .unwrap_or(3600);
     Ok((
         token.to_string(),
-        SystemTime::now() + Duration::from_secs(secs),
+        crate::clock::wall() + Duration::from_secs(secs),
     ))
 }
 

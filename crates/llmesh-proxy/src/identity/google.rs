@@ -70,7 +70,7 @@ pub async fn service_account_token(
             .unwrap_or("https://oauth2.googleapis.com/token")
             .to_string(),
     };
-    let now = SystemTime::now()
+    let now = crate::clock::wall()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
