@@ -42,6 +42,7 @@
 //! [`TranslateError::Unsupported`](crate::TranslateError::Unsupported).
 
 pub(crate) mod eventstream;
+mod invoke;
 mod request;
 mod response;
 
@@ -49,6 +50,7 @@ use serde_json::Value;
 
 use crate::error::UpstreamError;
 
+pub use invoke::BedrockInvokeStream;
 pub(crate) use request::request_from_openai;
 pub(crate) use response::{finish_reason, reasoning_texts, response_to_openai};
 
@@ -117,7 +119,8 @@ pub(crate) fn extract_error(v: &Value, error_type: Option<&str>) -> Option<Upstr
 /// An Anthropic Messages body for Claude on Bedrock (`InvokeModel` /
 /// `InvokeModelWithResponseStream`): `model` and `stream` removed (both are
 /// in the URL), `anthropic_version: bedrock-2023-05-31` set. A body that is
-/// not an object is returned unchanged.
+/// not an object is returned unchanged. The streamed answer is unwrapped by
+/// [`BedrockInvokeStream`].
 pub fn bedrock_anthropic_body(messages_body: &Value) -> Value {
     provider_anthropic_body(messages_body, "bedrock-2023-05-31")
 }
