@@ -17,7 +17,11 @@
 //!   stopSequences`;
 //! - `tools` → `toolConfig.tools[{toolSpec: {name, description,
 //!   inputSchema: {json}}}]`; `tool_choice` auto/required/function →
-//!   `toolChoice {auto:{}}|{any:{}}|{tool:{name}}`; `none` drops the tools;
+//!   `toolChoice {auto:{}}|{any:{}}|{tool:{name}}`; `none` drops the tools,
+//!   unless the conversation holds tool calls or results (Converse then
+//!   requires a `toolConfig`: the tools stay, without a `toolChoice`).
+//!   A conversation with tool calls but no `tools` at all is passed as is,
+//!   and Bedrock refuses it;
 //! - `response_format` json_object/json_schema → a system instruction asking
 //!   for JSON only (as for Anthropic without a forced tool; not enforced).
 //!
