@@ -13,7 +13,8 @@ use base64::Engine as _;
 use llmesh_mock::{generated_text, Behavior, MockConfig, MockServer};
 use llmesh_wire::{
     bedrock_anthropic_body, bedrock_error_type, translate_bedrock_error, translate_request,
-    translate_response, vertex_anthropic_body, Dialect, StreamOptions, StreamTranslator,
+    translate_response, vertex_anthropic_body, BedrockInvokeStream, Dialect, StreamOptions,
+    StreamTranslator,
 };
 use serde_json::{json, Value};
 use support::*;
@@ -490,6 +491,27 @@ async fn bedrock_invoke_for_anthropic_models() {
             last["amazon-bedrock-invocationMetrics"]["outputTokenCount"],
             3
         );
+        // As the proxy reads it: unwrapped to Anthropic SSE, then translated.
+        let mut sse_bytes = Vec::new();
+        let mut unwrap = BedrockInvokeStream::new();
+        for piece in r.body.chunks(3) {
+            unwrap.push(piece, &mut sse_bytes).unwrap();
+        }
+        let mut t = StreamTranslator::new(
+            Dialect::OpenAi,
+            Dialect::Anthropic,
+            StreamOptions::default(),
+        );
+        let mut out = Vec::new();
+        t.push(&sse_bytes, &mut out).unwrap();
+        t.finish(&mut out);
+        assert!(t.completed());
+        assert_eq!(t.usage().map(|u| u.output_tokens), Some(3));
+        let text: String = sse_json(std::str::from_utf8(&out).unwrap())
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, generated_text(3));
 
         // The Messages body as an Anthropic client sends it is refused.
         let r = post(&converse_url(&m, CLAUDE_IN_URL, "invoke"), &[], &messages).await;

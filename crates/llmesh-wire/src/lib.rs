@@ -21,7 +21,8 @@
 //! in a header, hence [`translate_bedrock_error`]. Claude through Bedrock's
 //! `InvokeModel` or Vertex AI's `rawPredict` speaks Anthropic Messages with
 //! a provider `anthropic_version`: see [`bedrock_anthropic_body`] and
-//! [`vertex_anthropic_body`].
+//! [`vertex_anthropic_body`]; [`BedrockInvokeStream`] unwraps Bedrock's
+//! event-stream around the Anthropic SSE of a streamed `InvokeModel`.
 //!
 //! The Responses API (`POST /v1/responses`) is a client dialect: a Responses
 //! client is translated Responses → Chat Completions → Anthropic/Gemini (and
@@ -52,7 +53,9 @@ use serde_json::Value;
 
 pub use anthropic::{unforce_structured_output, STRUCTURED_OUTPUT_TOOL};
 pub use bedrock::eventstream::{bedrock_event_frame, bedrock_exception_frame};
-pub use bedrock::{bedrock_anthropic_body, bedrock_error_type, vertex_anthropic_body};
+pub use bedrock::{
+    bedrock_anthropic_body, bedrock_error_type, vertex_anthropic_body, BedrockInvokeStream,
+};
 pub use error::{error_body, translate_bedrock_error, translate_error, TranslateError};
 pub use responses::{responses_input_items, translate_response_for_responses, ResponseEcho};
 pub use stream::{StreamOptions, StreamTranslator};

@@ -17,7 +17,11 @@
 //!   stopSequences`;
 //! - `tools` → `toolConfig.tools[{toolSpec: {name, description,
 //!   inputSchema: {json}}}]`; `tool_choice` auto/required/function →
-//!   `toolChoice {auto:{}}|{any:{}}|{tool:{name}}`; `none` drops the tools;
+//!   `toolChoice {auto:{}}|{any:{}}|{tool:{name}}`; `none` drops the tools,
+//!   unless the conversation holds tool calls or results (Converse then
+//!   requires a `toolConfig`: the tools stay, without a `toolChoice`).
+//!   A conversation with tool calls but no `tools` at all is passed as is,
+//!   and Bedrock refuses it;
 //! - `response_format` json_object/json_schema → a system instruction asking
 //!   for JSON only (as for Anthropic without a forced tool; not enforced).
 //!
@@ -42,6 +46,7 @@
 //! [`TranslateError::Unsupported`](crate::TranslateError::Unsupported).
 
 pub(crate) mod eventstream;
+mod invoke;
 mod request;
 mod response;
 
@@ -49,6 +54,7 @@ use serde_json::Value;
 
 use crate::error::UpstreamError;
 
+pub use invoke::BedrockInvokeStream;
 pub(crate) use request::request_from_openai;
 pub(crate) use response::{finish_reason, reasoning_texts, response_to_openai};
 
@@ -117,7 +123,8 @@ pub(crate) fn extract_error(v: &Value, error_type: Option<&str>) -> Option<Upstr
 /// An Anthropic Messages body for Claude on Bedrock (`InvokeModel` /
 /// `InvokeModelWithResponseStream`): `model` and `stream` removed (both are
 /// in the URL), `anthropic_version: bedrock-2023-05-31` set. A body that is
-/// not an object is returned unchanged.
+/// not an object is returned unchanged. The streamed answer is unwrapped by
+/// [`BedrockInvokeStream`].
 pub fn bedrock_anthropic_body(messages_body: &Value) -> Value {
     provider_anthropic_body(messages_body, "bedrock-2023-05-31")
 }

@@ -52,7 +52,19 @@ pub(crate) fn request_from_openai(req: ChatRequest, raw: &Object) -> Result<Valu
         out.insert("inferenceConfig".into(), Value::Object(config));
     }
 
+    // Converse refuses toolUse/toolResult blocks without a toolConfig, so
+    // with "none" the tools stay when the conversation has such blocks
+    // (without a toolChoice: Converse has no "none").
+    let has_tool_blocks = out
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("content").and_then(Value::as_array))
+        .flatten()
+        .any(|b| b.get("toolUse").is_some() || b.get("toolResult").is_some());
     let choice = match req.tool_choice {
+        Some(ToolChoice::None) if has_tool_blocks => Some(None),
         Some(ToolChoice::None) => None,
         Some(ToolChoice::Auto) => Some(Some(json!({"auto": {}}))),
         Some(ToolChoice::Required) => Some(Some(json!({"any": {}}))),
@@ -252,6 +264,15 @@ mod tests {
             "tool_choice": "none"}))
         .unwrap();
         assert!(out.get("toolConfig").is_none());
+        let out = translate(json!({"messages": [{"role": "user", "content": "hi"},
+                {"role": "assistant", "tool_calls": [{"id": "t1", "type": "function",
+                    "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "t1", "content": "done"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": "none"}))
+        .unwrap();
+        assert!(out["toolConfig"]["tools"].is_array());
+        assert!(out["toolConfig"].get("toolChoice").is_none());
         let out = translate(json!({"messages": [{"role": "user", "content": "hi"}],
             "tools": [{"type": "function", "function": {"name": "f"}}]}))
         .unwrap();

@@ -175,8 +175,15 @@ pub struct StreamTranslator {
 
 impl StreamTranslator {
     /// A translator for one response stream. A Gemini client with another
-    /// upstream, and any other client with a Responses upstream, are
-    /// unsupported: [`push`](Self::push) then fails.
+    /// upstream, a Bedrock client, and any other client with a Responses
+    /// upstream, are unsupported: [`push`](Self::push) then fails.
+    ///
+    /// With a Bedrock upstream, [`push`](Self::push) takes the raw
+    /// `ConverseStream` body (AWS event-stream messages, not SSE); the
+    /// client still gets SSE. Converse streams name no model
+    /// ([`response_model`](Self::response_model) stays `None`, chunks carry
+    /// an empty `model`) and no id (see
+    /// [`with_response_id`](Self::with_response_id)).
     ///
     /// A Responses client with another upstream gets an empty
     /// [`ResponseEcho`] (synthesized id, current time, no request settings);
