@@ -40,8 +40,11 @@ pub enum ApiSchema {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new(
-    "[has(self.env), has(self.file), has(self.secretKeyRef), has(self.awsKeys), has(self.awsWebIdentity), has(self.awsPodIdentity), has(self.googleServiceAccount), has(self.gkeMetadata), has(self.azureWorkloadIdentity)].filter(x, x).size() == 1"
-).message("set exactly one of env, file, secretKeyRef, awsKeys, awsWebIdentity, awsPodIdentity, googleServiceAccount, gkeMetadata or azureWorkloadIdentity"))]
+    "has(self.awsKeys) || has(self.awsWebIdentity) || has(self.awsPodIdentity) || has(self.googleServiceAccount) || has(self.gkeMetadata) || has(self.azureWorkloadIdentity) || [has(self.env), has(self.file), has(self.secretKeyRef)].filter(x, x).size() == 1"
+).message("set exactly one of env, file or secretKeyRef"))]
+#[x_kube(validation = Rule::new(
+    "[has(self.env) || has(self.file) || has(self.secretKeyRef), has(self.awsKeys), has(self.awsWebIdentity), has(self.awsPodIdentity), has(self.googleServiceAccount), has(self.gkeMetadata), has(self.azureWorkloadIdentity)].filter(x, x).size() <= 1"
+).message("set one kind of credential: a key (env, file or secretKeyRef), awsKeys, awsWebIdentity, awsPodIdentity, googleServiceAccount, gkeMetadata or azureWorkloadIdentity"))]
 pub struct CredentialRef {
     /// Name of an environment variable of the sidecar holding the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -358,8 +361,10 @@ fn default_headroom() -> u32 {
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("!(self.schema in ['openai-compatible', 'azure-openai']) || has(self.baseUrl)")
-    .message("baseUrl is required for schemas openai-compatible and azure-openai"))]
+#[x_kube(validation = Rule::new("self.schema != 'openai-compatible' || has(self.baseUrl)")
+    .message("baseUrl is required for schema openai-compatible"))]
+#[x_kube(validation = Rule::new("self.schema != 'azure-openai' || has(self.baseUrl)")
+    .message("baseUrl is required for schema azure-openai (the resource's endpoint, e.g. https://NAME.openai.azure.com)"))]
 #[x_kube(validation = Rule::new("!(self.schema in ['bedrock', 'vertex']) || has(self.region)")
     .message("region is required for schemas bedrock and vertex"))]
 #[x_kube(validation = Rule::new("self.schema != 'vertex' || has(self.project)")

@@ -511,6 +511,36 @@ fn cases() -> Vec<Case> {
             "baseUrl is required for schema openai-compatible",
         ),
         case(
+            "LLMProvider",
+            p(json!({"schema": "azure-openai", "baseUrl": "https://contoso.openai.azure.com"})),
+            p(json!({"schema": "azure-openai"})),
+            "baseUrl is required for schema azure-openai (the resource's endpoint, e.g. https://NAME.openai.azure.com)",
+        ),
+        case(
+            "LLMProvider",
+            p(json!({"schema": "bedrock", "region": "us-east-1", "credential": {"awsWebIdentity": {}}})),
+            p(json!({"schema": "bedrock", "credential": {"awsWebIdentity": {}}})),
+            "region is required for schemas bedrock and vertex",
+        ),
+        case(
+            "LLMProvider",
+            p(json!({"schema": "vertex", "region": "us-east5", "project": "acme-llm", "credential": {"gkeMetadata": {}}})),
+            p(json!({"schema": "vertex", "region": "us-east5", "credential": {"gkeMetadata": {}}})),
+            "project is required for schema vertex",
+        ),
+        case(
+            "LLMProvider",
+            p(json!({"schema": "bedrock", "region": "us-east-1", "credential": {"awsPodIdentity": {}}})),
+            p(json!({"schema": "bedrock", "region": "us-east-1", "credential": {"awsPodIdentity": {}, "env": "KEY"}})),
+            "set one kind of credential: a key (env, file or secretKeyRef), awsKeys, awsWebIdentity, awsPodIdentity, googleServiceAccount, gkeMetadata or azureWorkloadIdentity",
+        ),
+        case(
+            "LLMProvider",
+            p(json!({"schema": "vertex", "region": "global", "project": "acme-llm", "credential": {"googleServiceAccount": {"secretKeyRef": {"name": "gcp", "key": "sa.json"}}}})),
+            p(json!({"schema": "vertex", "region": "global", "project": "acme-llm", "credential": {"googleServiceAccount": {}}})),
+            "set exactly one of keyFile or secretKeyRef",
+        ),
+        case(
             "LLMRoute",
             route(json!({"backends": [{"provider": "a", "weight": 0}, {"provider": "b"}]})),
             route(json!({"backends": [{"provider": "a", "weight": 0}]})),

@@ -422,12 +422,12 @@ fn compile_provider(
     let base_url = match base_text {
         None if matches!(spec.schema, ApiSchema::Bedrock | ApiSchema::Vertex) => None,
         None => {
-            cx.err(
-                K,
-                name,
-                "spec.baseUrl",
-                "required for schemas openai-compatible and azure-openai",
-            );
+            let why = if spec.schema == ApiSchema::AzureOpenai {
+                "required for schema azure-openai (the resource's endpoint, e.g. https://NAME.openai.azure.com)"
+            } else {
+                "required for schema openai-compatible"
+            };
+            cx.err(K, name, "spec.baseUrl", why);
             None
         }
         Some(t) => parse_base_url(t)

@@ -234,7 +234,7 @@ spec:
         "LLMProvider/team-a/o1: spec.credential.googleServiceAccount: this credential is for schema vertex, not openai",
         "LLMProvider/team-a/o1: spec.models[0].deployment: only schema azure-openai has deployments",
         "LLMProvider/team-a/v2: spec.credential.googleServiceAccount: is not a service-account JSON key",
-        "LLMProvider/team-a/a1: spec.baseUrl: required for schemas openai-compatible and azure-openai",
+        "LLMProvider/team-a/a1: spec.baseUrl: required for schema azure-openai",
     ] {
         assert!(all.contains(want), "missing {want:?} in\n{all}");
     }

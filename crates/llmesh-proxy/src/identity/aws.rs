@@ -74,7 +74,7 @@ pub fn sign(
     for h in headers {
         let mut v = HeaderValue::try_from(h.value())
             .map_err(|_| format!("SigV4 header {} is not a header value", h.name()))?;
-        if h.sensitive() {
+        if h.sensitive() || matches!(h.name(), "authorization" | "x-amz-security-token") {
             v.set_sensitive(true);
         }
         let name = http::HeaderName::try_from(h.name())
