@@ -173,6 +173,7 @@ spec:
 /// The mock, the front, and a sidecar using them, all real processes.
 struct Clouds {
     _mock: Proc,
+    mock_url: String,
     front: Proc,
     front_url: String,
     proxy: ProxyProc,
@@ -210,7 +211,15 @@ fn front_script() -> PathBuf {
 
 impl Clouds {
     async fn start(setup: Setup) -> Clouds {
-        let (mock, mock_url) = spawn_mock(KEY);
+        let mock = Proc::spawn(Command::new(bin_path("llmesh-mock")).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            KEY,
+            "--record",
+        ]));
+        let line = mock.wait_line("llmesh-mock listening on ");
+        let mock_url = line["llmesh-mock listening on ".len()..].trim().to_string();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let port_file = d.join("front-port");
@@ -289,6 +298,7 @@ impl Clouds {
         let admin = field(&line, "admin").to_string();
         Clouds {
             _mock: mock,
+            mock_url,
             front,
             front_url,
             proxy,
@@ -324,6 +334,27 @@ impl Clouds {
             )
             .await;
         (s, String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// The paths (with queries) the mock was asked, and the bodies.
+    async fn upstream(&self) -> Vec<(String, Value)> {
+        let (s, _, b) = self
+            .http
+            .get(&format!("{}/_mock/requests", self.mock_url))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let reqs: Vec<Value> = serde_json::from_slice(&b).unwrap();
+        reqs.iter()
+            .map(|r| {
+                let body = r["body"]
+                    .as_str()
+                    .and_then(|b| serde_json::from_str(b).ok());
+                (
+                    r["path"].as_str().unwrap_or_default().to_string(),
+                    body.unwrap_or_else(|| r["body"].clone()),
+                )
+            })
+            .collect()
     }
 
     async fn stats(&self) -> Value {
@@ -446,6 +477,22 @@ print(json.dumps(out))
     assert_eq!(stats["accepted"]["bedrock"], 6, "{stats}");
     assert_eq!(stats["rejected"], json!([]), "{stats}");
 
+    // Each cloud was called at its own URL shape.
+    let paths: Vec<String> = c.upstream().await.into_iter().map(|(p, _)| p).collect();
+    for want in [
+        "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21",
+        "/openai/v1/chat/completions",
+        "/v1/projects/test-project/locations/us-east5/publishers/google/models/gemini-2.0-flash:generateContent",
+        "/v1/projects/test-project/locations/us-east5/publishers/google/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        "/v1/projects/test-project/locations/us-east5/publishers/anthropic/models/claude-3-5-haiku@20241022:rawPredict",
+        "/v1/projects/test-project/locations/us-east5/publishers/anthropic/models/claude-3-5-haiku@20241022:streamRawPredict",
+        "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse",
+        "/model/amazon.nova-lite-v1%3A0/converse-stream",
+        "/model/br-keys/converse",
+    ] {
+        assert!(paths.iter().any(|p| p == want), "no call to {want} in {paths:#?}");
+    }
+
     // Cost comes from the built-in catalog: no price is in the policy.
     let m = c.metrics().await;
     for route in ["azure", "vertex-gemini", "vertex-claude", "bedrock-irsa"] {
@@ -520,6 +567,23 @@ async fn anthropic_clients_reach_claude_on_vertex_and_bedrock() {
         assert_eq!(s, StatusCode::OK, "{model}: {text}");
         assert!(!anthropic_text(&text).is_empty(), "{model}: {text}");
         assert!(text.contains("event: message_stop"), "{model}: {text}");
+    }
+    // Claude keeps its Messages body on both clouds: rawPredict on Vertex,
+    // InvokeModel on Bedrock, the model in the URL and the cloud's version
+    // in the body.
+    let calls = c.upstream().await;
+    for (path, version) in [
+        ("/v1/projects/test-project/locations/us-east5/publishers/anthropic/models/claude-3-5-haiku@20241022:rawPredict", "vertex-2023-10-16"),
+        ("/v1/projects/test-project/locations/us-east5/publishers/anthropic/models/claude-3-5-haiku@20241022:streamRawPredict", "vertex-2023-10-16"),
+        ("/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke", "bedrock-2023-05-31"),
+        ("/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke-with-response-stream", "bedrock-2023-05-31"),
+    ] {
+        let (_, body) = calls
+            .iter()
+            .find(|(p, _)| p == path)
+            .unwrap_or_else(|| panic!("no call to {path} in {calls:#?}"));
+        assert_eq!(body["anthropic_version"], version, "{path}: {body}");
+        assert!(body.get("model").is_none(), "{path}: {body}");
     }
 }
 

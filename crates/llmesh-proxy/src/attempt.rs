@@ -332,6 +332,13 @@ async fn send(
         }
         // Bedrock streams name no model: report the one called.
         .with_model(model);
+        let translator = if provider.schema == llmesh_api::ApiSchema::Bedrock
+            && upstream == Dialect::Anthropic
+        {
+            translator.with_bedrock_invoke()
+        } else {
+            translator
+        };
         let mut upstream_body = resp.into_body();
         // Wait for the first event before answering the client, so a
         // stream that dies before it can still be retried elsewhere.

@@ -153,6 +153,12 @@ pub fn vertex_anthropic(model: &str) -> bool {
     model.starts_with("claude")
 }
 
+/// Whether `model` on Bedrock is one of Anthropic's (`anthropic.claude-*`,
+/// or a cross-region profile such as `us.anthropic.claude-*`).
+pub fn bedrock_anthropic(model: &str) -> bool {
+    model.starts_with("anthropic.") || model.contains(".anthropic.")
+}
+
 /// Keeps a model or deployment name that goes into a URL path to the
 /// characters model ids use (and `@` for Vertex versions, `:` for Bedrock
 /// ones), so it cannot change the path.
@@ -227,23 +233,36 @@ pub fn provider_path(
                 "/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/{model}:{verb}"
             ))
         }
+        ApiSchema::Bedrock if dialect == Dialect::Anthropic => {
+            path_safe(model, b":", "a Bedrock model URL")?;
+            let id = model.replace(':', "%3A");
+            Ok(if stream {
+                format!("/model/{id}/invoke-with-response-stream")
+            } else {
+                format!("/model/{id}/invoke")
+            })
+        }
         _ => upstream_path(dialect, op, model, stream),
     }
 }
 
 /// Rewrites a translated request body for the cloud that serves it:
-/// Anthropic models on Vertex AI take the model from the URL and the API
-/// version in the body.
+/// Anthropic models on Vertex AI (`rawPredict`) and Bedrock (`InvokeModel`)
+/// take the model from the URL and the API version in the body.
 pub fn cloud_body(provider: &Provider, upstream: Dialect, body: &mut serde_json::Value) {
     if needs_cloud_body(provider, upstream) {
-        *body = llmesh_wire::vertex_anthropic_body(body);
+        *body = match provider.schema {
+            ApiSchema::Bedrock => llmesh_wire::bedrock_anthropic_body(body),
+            _ => llmesh_wire::vertex_anthropic_body(body),
+        };
     }
 }
 
 /// Whether a call to `provider` in `upstream` needs its body rewritten
 /// even when the client spoke the same API (see [`cloud_body`]).
 pub fn needs_cloud_body(provider: &Provider, upstream: Dialect) -> bool {
-    provider.schema == ApiSchema::Vertex && upstream == Dialect::Anthropic
+    matches!(provider.schema, ApiSchema::Vertex | ApiSchema::Bedrock)
+        && upstream == Dialect::Anthropic
 }
 
 /// The API a call from a `client` of `model` on `provider` is sent in:
@@ -253,6 +272,13 @@ pub fn upstream_dialect(client: Dialect, provider: &Provider, model: &str) -> Di
     if client == Dialect::Responses && provider.native_responses(model) {
         Dialect::Responses
     } else if provider.schema == ApiSchema::Vertex && vertex_anthropic(model) {
+        Dialect::Anthropic
+    } else if provider.schema == ApiSchema::Bedrock
+        && client == Dialect::Anthropic
+        && bedrock_anthropic(model)
+    {
+        // An Anthropic client keeps its Messages body (cache_control,
+        // thinking, every content block) through InvokeModel.
         Dialect::Anthropic
     } else {
         dialect_of(provider.schema)

@@ -171,6 +171,9 @@ pub struct StreamTranslator {
     parser: SseParser,
     mode: Mode,
     stats: Stats,
+    /// Unwraps Bedrock InvokeModel stream frames into the Anthropic SSE
+    /// they carry, before anything else.
+    invoke: Option<crate::BedrockInvokeStream>,
 }
 
 impl StreamTranslator {
@@ -249,6 +252,7 @@ impl StreamTranslator {
             parser: SseParser::new(),
             mode,
             stats: Stats::default(),
+            invoke: None,
         }
     }
 
@@ -278,6 +282,14 @@ impl StreamTranslator {
         self
     }
 
+    /// For an Anthropic model called through Bedrock's
+    /// `InvokeModelWithResponseStream`: [`push`](Self::push) takes its
+    /// event-stream body and reads the Anthropic events inside.
+    pub fn with_bedrock_invoke(mut self) -> Self {
+        self.invoke = Some(crate::BedrockInvokeStream::new());
+        self
+    }
+
     /// The model to report for an upstream whose stream names none
     /// (Bedrock: the model id the proxy called). No effect on others.
     pub fn with_model(mut self, model: &str) -> Self {
@@ -300,6 +312,16 @@ impl StreamTranslator {
     /// the first undecodable one (e.g. invalid JSON). The proxy may keep
     /// feeding, or end the stream, e.g. after [`write_error`](Self::write_error).
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        if let Some(invoke) = self.invoke.as_mut() {
+            let mut sse = Vec::new();
+            let unwrapped = invoke.push(input, &mut sse);
+            let translated = self.push_sse(&sse, out);
+            return unwrapped.and(translated);
+        }
+        self.push_sse(input, out)
+    }
+
+    fn push_sse(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
         let stats = &mut self.stats;
         match &mut self.mode {
             Mode::Pass(p) => {
