@@ -144,6 +144,8 @@ const FAMILIES_WITH_SAMPLES: &[&str] = &[
     "llmesh_unpriced_requests_total{",
     "llmesh_backend_model_version_info{",
     "llmesh_backend_model_version_changes_total{",
+    "llmesh_provider_credential_ready{",
+    "llmesh_provider_credential_refreshes_total{",
     // Not a family: the cache-write token type, for the cache panels.
     "gen_ai_token_type=\"cache_write\"",
     "llmesh_upstream_errors_total{",

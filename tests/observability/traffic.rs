@@ -38,6 +38,16 @@ spec:
     - {{name: claude-sonnet-4-5, pricing: {{input: 3, output: 15, cachedInput: 0.3, cacheWrite: 3.75}}}}
     - {{name: breaks, pricing: {{input: 3, output: 15}}}}
     - {{name: steady, pricing: {{input: 3, output: 15}}}}
+---
+# Signed with static AWS keys, for the credential panels.
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {{name: bedrock}}
+spec:
+  schema: bedrock
+  baseUrl: {mock}
+  region: us-east-1
+  credential: {{awsKeys: {{accessKeyId: {{file: key.txt}}, secretAccessKey: {{file: key.txt}}}}}}
 "
     );
     let routes = [
@@ -101,6 +111,11 @@ spec:
   cache:
     exact: {mode: always}
     semantic: {embedding: {provider: oai, model: text-embedding-3-small, dimensions: 64}}",
+        ),
+        (
+            "cloud",
+            "nova-lite",
+            "backends: [{provider: bedrock, model: \"amazon.nova-lite-v1:0\"}]",
         ),
         (
             "files",
@@ -272,6 +287,12 @@ pub async fn round(http: &Http, llm: &str) {
             &[("x-mock-behavior", r#"{"json_reply": {"n": 1}}"#)],
         )
         .await,
+        200,
+    );
+    // A Bedrock call, signed with the provider's keys.
+    expect(
+        "cloud",
+        post(chat, openai_chat("nova-lite", "hello bedrock"), &[]).await,
         200,
     );
     // A provider moving an alias to a new version, for the drift panels.
