@@ -270,12 +270,17 @@ fn every_document_reads_the_same_in_yaml_1_1_and_yaml_1_2() {
     );
 }
 
-/// Any credential resolves: compiling checks the policy, not this machine.
+/// Any credential resolves, and every variable a workload identity
+/// defaults from is set: compiling checks the policy, not this machine.
+/// The stand-in value is also a (fake) service-account key.
 struct AnyKey;
 
 impl SecretSource for AnyKey {
     fn resolve(&self, _: &CredentialRef) -> Result<String, SecretError> {
-        Ok("test-key".into())
+        Ok(r#"{"type":"service_account","client_email":"docs@example.iam.gserviceaccount.com","private_key":"stand-in","token_uri":"https://oauth2.googleapis.com/token"}"#.into())
+    }
+    fn env(&self, _: &str) -> Option<String> {
+        Some("stand-in".into())
     }
 }
 
