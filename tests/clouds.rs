@@ -422,8 +422,10 @@ for model in sys.argv[1:]:
     text = "".join(ch.choices[0].delta.content or "" for ch in client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "hello stream"}], max_tokens=16, stream=True,
         stream_options={"include_usage": True}) if ch.choices)
+    resp = client.responses.create(model=model, input="hello responses", max_output_tokens=16)
     out[model] = {"text": r.choices[0].message.content, "usage": r.usage.total_tokens,
-                  "finish": r.choices[0].finish_reason, "streamed": text}
+                  "finish": r.choices[0].finish_reason, "streamed": text,
+                  "responses": resp.output_text, "responses_status": resp.status}
 print(json.dumps(out))
 "#;
     let mut cmd = Command::new("python3");
@@ -461,6 +463,9 @@ print(json.dumps(out))
         );
         assert!(r["usage"].as_u64().unwrap() > 0, "{model}: {r}");
         assert_eq!(r["finish"], "stop", "{model}: {r}");
+        // The Responses API too, translated to each cloud's API.
+        assert!(!r["responses"].as_str().unwrap_or("").is_empty(), "{model}: {r}");
+        assert_eq!(r["responses_status"], "completed", "{model}: {r}");
     }
 
     // Every cloud's credential was obtained the way the pod's identity
@@ -472,9 +477,9 @@ print(json.dumps(out))
             "{kind}: {stats}"
         );
     }
-    assert_eq!(stats["accepted"]["azure"], 4, "{stats}");
-    assert_eq!(stats["accepted"]["vertex"], 4, "{stats}");
-    assert_eq!(stats["accepted"]["bedrock"], 6, "{stats}");
+    assert_eq!(stats["accepted"]["azure"], 6, "{stats}");
+    assert_eq!(stats["accepted"]["vertex"], 6, "{stats}");
+    assert_eq!(stats["accepted"]["bedrock"], 9, "{stats}");
     assert_eq!(stats["rejected"], json!([]), "{stats}");
 
     // Each cloud was called at its own URL shape.
