@@ -464,7 +464,10 @@ print(json.dumps(out))
         assert!(r["usage"].as_u64().unwrap() > 0, "{model}: {r}");
         assert_eq!(r["finish"], "stop", "{model}: {r}");
         // The Responses API too, translated to each cloud's API.
-        assert!(!r["responses"].as_str().unwrap_or("").is_empty(), "{model}: {r}");
+        assert!(
+            !r["responses"].as_str().unwrap_or("").is_empty(),
+            "{model}: {r}"
+        );
         assert_eq!(r["responses_status"], "completed", "{model}: {r}");
     }
 

@@ -43,9 +43,9 @@ pub use quota::{
 };
 pub use route::{
     BackendRef, CacheMode, CacheSpec, CacheStore, CircuitBreakerSpec, EmbeddingRef, ErrorClass,
-    ExactCacheSpec, FallbackChain, HedgeSpec, LLMRoute, LLMRouteSpec, PassthroughSpec, RetryPolicy,
-    SemanticCacheSpec, Strategy, StreamContinuationSpec, StructuredOutputMode,
-    StructuredOutputSpec, Timeouts, PASSTHROUGH_PATH,
+    ExactCacheSpec, FallbackChain, HedgeSpec, LLMRoute, LLMRouteSpec, MirrorBackend, MirrorSpec,
+    PassthroughSpec, RetryPolicy, SemanticCacheSpec, Strategy, StreamContinuationSpec,
+    StructuredOutputMode, StructuredOutputSpec, Timeouts, PASSTHROUGH_PATH,
 };
 pub use status::{
     LLMDataPolicyStatus, LLMQuotaStatus, PolicyStatus, CONDITION_ACCEPTED, CONDITION_ENFORCED,

@@ -108,6 +108,48 @@ pub struct LLMRouteSpec {
     /// With a `schema`, requests that ask for none get that one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub structured_output: Option<StructuredOutputSpec>,
+    /// Shadow traffic: a sampled share of requests is also sent, in the
+    /// background, to a candidate backend, and the two answers' signals
+    /// (latency, output tokens, finish reason, JSON validity, tool called)
+    /// are compared in metrics. The client only ever gets the primary's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorSpec>,
+}
+
+/// Shadow traffic to a candidate backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MirrorSpec {
+    /// The candidate: an `LLMProvider` of the namespace and the model sent
+    /// to it (the requested name when unset).
+    pub backend: MirrorBackend,
+    /// Share of the route's requests mirrored, 0 to 100 (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub percent: Option<f64>,
+    /// At most this many shadow calls per minute, per sidecar (unset: no
+    /// cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_requests_per_minute: Option<u32>,
+    /// At most this much spent on shadow calls per hour, per sidecar, in
+    /// USD as a decimal string (e.g. `"2.50"`); unset: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]+(\.[0-9]+)?$"))]
+    pub max_cost_per_hour: Option<String>,
+}
+
+/// The candidate backend of a mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MirrorBackend {
+    /// Name of an `LLMProvider` in the same namespace.
+    #[schemars(length(min = 1))]
+    pub provider: String,
+    /// Model name sent to it; the requested name when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub model: Option<String>,
 }
 
 /// Structured-output enforcement of a route.

@@ -1448,6 +1448,11 @@ fn compile_route(
         .as_ref()
         .and_then(|so| enforced_schema(cx, name, so));
 
+    let mirror = spec
+        .mirror
+        .as_ref()
+        .and_then(|m| compile_mirror(cx, name, m, providers));
+
     if cx.errors.len() > before {
         return None;
     }
@@ -1471,6 +1476,59 @@ fn compile_route(
         semantic_cache,
         schema_retries,
         enforced_schema,
+        mirror,
+    })
+}
+
+/// `spec.mirror`: the candidate must be a provider of the namespace, the
+/// share between 0 and 100, the caps positive.
+fn compile_mirror(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    m: &llmesh_api::MirrorSpec,
+    providers: &BTreeMap<String, Arc<Provider>>,
+) -> Option<crate::route::MirrorSettings> {
+    const K: ResourceKind = ResourceKind::Route;
+    let before = cx.errors.len();
+    let provider = providers.get(&m.backend.provider);
+    if provider.is_none() {
+        cx.err(
+            K,
+            name,
+            "spec.mirror.backend.provider",
+            format!("no valid LLMProvider named {:?}", m.backend.provider),
+        );
+    }
+    let percent = m.percent.unwrap_or(5.0);
+    if !(0.0..=100.0).contains(&percent) || !percent.is_finite() {
+        cx.err(K, name, "spec.mirror.percent", "must be between 0 and 100");
+    }
+    if m.max_requests_per_minute == Some(0) {
+        cx.err(K, name, "spec.mirror.maxRequestsPerMinute", "must be > 0");
+    }
+    let max_cost_per_hour = match &m.max_cost_per_hour {
+        None => None,
+        Some(t) => match crate::quota::parse_usd(t) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                cx.err(K, name, "spec.mirror.maxCostPerHour", e);
+                None
+            }
+        },
+    };
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(crate::route::MirrorSettings {
+        backend: Backend {
+            provider: provider?.clone(),
+            model: m.backend.model.clone(),
+            weight: 1,
+            priority: 0,
+        },
+        fraction: percent / 100.0,
+        max_per_minute: m.max_requests_per_minute,
+        max_cost_per_hour,
     })
 }
 

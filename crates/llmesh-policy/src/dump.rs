@@ -115,6 +115,12 @@ fn route(r: &Route) -> Value {
             "idle": format!("{:?}", r.timeouts.idle),
             "total": format!("{:?}", r.timeouts.total),
         },
+        "mirror": r.mirror.as_ref().map(|m| json!({
+            "backend": backend(&m.backend),
+            "percent": m.fraction * 100.0,
+            "maxRequestsPerMinute": m.max_per_minute,
+            "maxCostPerHour": m.max_cost_per_hour,
+        })),
         "passthrough": r.passthrough.as_ref().map(|p| json!({
             "paths": p.paths,
             "provider": p.provider.name,

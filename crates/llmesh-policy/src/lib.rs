@@ -25,8 +25,8 @@ pub use data_policy::{DataGuard, DataPolicy, DEFAULT_CLASS_HEADER};
 pub use duration::{parse_duration, DurationError};
 pub use quota::{parse_usd, Quota, UsdError};
 pub use route::{
-    Backend, BreakerSettings, CacheSettings, ClassSet, EnforcedSchema, Fallback, Passthrough,
-    RetrySettings, Route, RouteMatch, SemanticSettings, StrategyKind, Timeouts,
+    Backend, BreakerSettings, CacheSettings, ClassSet, EnforcedSchema, Fallback, MirrorSettings,
+    Passthrough, RetrySettings, Route, RouteMatch, SemanticSettings, StrategyKind, Timeouts,
 };
 pub use snapshot::{
     BaseUrl, Cloud, Identity, ModelInfo, Price, Provider, Secret, Snapshot, TokenCounts,

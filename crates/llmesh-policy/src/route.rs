@@ -165,6 +165,21 @@ pub struct Route {
     /// The schema the route adds to requests that ask for none
     /// (`spec.structuredOutput.schema`); only on routes that validate.
     pub enforced_schema: Option<Arc<EnforcedSchema>>,
+    /// Shadow traffic to a candidate backend.
+    pub mirror: Option<MirrorSettings>,
+}
+
+/// Shadow traffic of a route (`spec.mirror`), compiled.
+#[derive(Debug, Clone)]
+pub struct MirrorSettings {
+    /// The candidate.
+    pub backend: Backend,
+    /// Share of requests mirrored, 0 to 1.
+    pub fraction: f64,
+    /// Shadow calls per minute, per sidecar.
+    pub max_per_minute: Option<u32>,
+    /// USD per hour spent on shadow calls, per sidecar.
+    pub max_cost_per_hour: Option<f64>,
 }
 
 /// A route's own JSON schema (`spec.structuredOutput.schema`), compiled.

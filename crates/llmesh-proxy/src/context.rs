@@ -152,6 +152,23 @@ impl RequestCtx {
         }
     }
 
+    /// The same request as a shadow call (see `shadow`): unstreamed, with
+    /// its own deadline, and nothing of the client's request attached: no
+    /// quota charge, no cache slot, no conversation, no redaction vault.
+    pub fn for_shadow(&self, raw: Bytes) -> RequestCtx {
+        let mut c = self.with_raw(raw);
+        c.stream = false;
+        c.include_usage = false;
+        c.charge = None;
+        c.cache = None;
+        c.turn = None;
+        c.vault = None;
+        c.audit = None;
+        c.start = crate::clock::now();
+        c.deadline = tokio::time::Instant::now() + self.route.timeouts.total;
+        c
+    }
+
     /// The quota engine, when providers publish limits to pace under.
     pub fn pacing(&self) -> Option<&Arc<llmesh_quota::QuotaEngine>> {
         self.table.quota.as_ref().filter(|e| e.paces_any())

@@ -42,6 +42,7 @@ pub mod responses;
 pub mod route;
 pub mod runtime;
 pub mod server;
+pub mod shadow;
 pub mod shared;
 pub mod stream;
 pub mod structured;

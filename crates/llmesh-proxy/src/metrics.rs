@@ -77,6 +77,20 @@ pub struct Metrics {
     /// llmesh_provider_credential_ready and
     /// llmesh_provider_credential_refreshes_total
     pub credentials: crate::identity::CredentialMetrics,
+    /// llmesh_shadow_requests_total
+    pub shadow_requests: IntCounterVec,
+    /// llmesh_shadow_tokens_total
+    pub shadow_tokens: IntCounterVec,
+    /// llmesh_shadow_cost_usd_total
+    pub shadow_cost: CounterVec,
+    /// llmesh_shadow_latency_seconds
+    pub shadow_latency: HistogramVec,
+    /// llmesh_shadow_output_tokens
+    pub shadow_output_tokens: HistogramVec,
+    /// llmesh_shadow_answers_total
+    pub shadow_answers: IntCounterVec,
+    /// llmesh_shadow_agreement_total
+    pub shadow_agreement: IntCounterVec,
     /// llmesh_upstream_errors_total
     pub upstream_errors: IntCounterVec,
     /// llmesh_attempts_total
@@ -349,6 +363,59 @@ impl Metrics {
                 &["provider", "kind", "result"],
             )?,
         };
+        let shadow_requests = IntCounterVec::new(
+            Opts::new(
+                "llmesh_shadow_requests_total",
+                "Shadow calls of routes with a mirror, by candidate and outcome (answered, failed, skipped_policy: the candidate's provider is not cleared for the request, skipped_budget: the mirror's caps are used).",
+            ),
+            &["route", "provider", "model", "outcome"],
+        )?;
+        let shadow_tokens = IntCounterVec::new(
+            Opts::new(
+                "llmesh_shadow_tokens_total",
+                "Tokens of shadow calls (traffic=\"shadow\"), by candidate and type; not in llmesh_tokens_total.",
+            )
+            .const_label("traffic", "shadow"),
+            &["route", "provider", "model", "type"],
+        )?;
+        let shadow_cost = CounterVec::new(
+            Opts::new(
+                "llmesh_shadow_cost_usd_total",
+                "Cost of shadow calls in USD (traffic=\"shadow\"); not in llmesh_cost_usd_total, never charged to the client's quotas.",
+            )
+            .const_label("traffic", "shadow"),
+            &["route", "provider", "model"],
+        )?;
+        let shadow_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "llmesh_shadow_latency_seconds",
+                "Time to the whole answer of mirrored requests, per side (role: primary, candidate).",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "role"],
+        )?;
+        let shadow_output_tokens = HistogramVec::new(
+            HistogramOpts::new(
+                "llmesh_shadow_output_tokens",
+                "Output tokens of mirrored requests' answers, per side (role: primary, candidate).",
+            )
+            .buckets(TOKEN_BUCKETS.to_vec()),
+            &["route", "role"],
+        )?;
+        let shadow_answers = IntCounterVec::new(
+            Opts::new(
+                "llmesh_shadow_answers_total",
+                "Whole answers of mirrored requests per side, by finish reason (refusal for a refusal) and JSON validity against the request's schema (valid, invalid, none).",
+            ),
+            &["route", "role", "finish_reason", "json"],
+        )?;
+        let shadow_agreement = IntCounterVec::new(
+            Opts::new(
+                "llmesh_shadow_agreement_total",
+                "Pairs of answers compared, by signal (finish_reason, tool, json) and whether the candidate's matched the primary's (same, differ).",
+            ),
+            &["route", "signal", "result"],
+        )?;
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "llmesh_upstream_errors_total",
@@ -573,6 +640,13 @@ impl Metrics {
         registry.register(Box::new(model_version_changes.clone()))?;
         registry.register(Box::new(credentials.ready.clone()))?;
         registry.register(Box::new(credentials.refreshes.clone()))?;
+        registry.register(Box::new(shadow_requests.clone()))?;
+        registry.register(Box::new(shadow_tokens.clone()))?;
+        registry.register(Box::new(shadow_cost.clone()))?;
+        registry.register(Box::new(shadow_latency.clone()))?;
+        registry.register(Box::new(shadow_output_tokens.clone()))?;
+        registry.register(Box::new(shadow_answers.clone()))?;
+        registry.register(Box::new(shadow_agreement.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(log_lines_dropped.clone()))?;
@@ -645,6 +719,13 @@ impl Metrics {
             model_version,
             model_version_changes,
             credentials,
+            shadow_requests,
+            shadow_tokens,
+            shadow_cost,
+            shadow_latency,
+            shadow_output_tokens,
+            shadow_answers,
+            shadow_agreement,
             upstream_errors,
             attempts,
             retries,

@@ -229,6 +229,9 @@ async fn on_route(
         schema,
         table,
     });
+    // Shadow: a sampled copy goes to the route's mirror candidate in the
+    // background; nothing here waits for it.
+    let shadow = crate::shadow::start(&ctx);
     // Plan: the retry, failover and hedge decisions of this request.
     let mut plan = ctx.plan();
     // Attempts: nothing reaches the client until one answers or the plan stops.
@@ -236,6 +239,21 @@ async fn on_route(
     // Structured output: an answer that does not match the request's JSON
     // schema is asked again with the error, up to the route's bound.
     let (ctx, plan, ended, schema_retries) = crate::structured::enforce(ctx, plan, ended).await;
+    // The primary's side of the shadow comparison, when it answered whole.
+    if let (
+        Some(tx),
+        Ended::Answered {
+            success: crate::attempt::Success::Whole { body, usage, .. },
+            ..
+        },
+    ) = (shadow, &ended)
+    {
+        let _ = tx.send(crate::shadow::Observed {
+            latency: crate::clock::since(start),
+            output_tokens: usage.map(|u| u.output_tokens),
+            signals: crate::shadow::signals(ctx.client, body, ctx.schema.as_deref()),
+        });
+    }
     // Answer: a whole body or a stream, accounted when it ends.
     match ended {
         Ended::Answered {

@@ -149,6 +149,8 @@ pub struct RouteRuntime {
     pub cache: Option<Arc<crate::cache::RouteCache>>,
     /// The client of the semantic cache's embeddings provider.
     pub embedder: Option<crate::upstream::UpstreamClient>,
+    /// Shadow traffic's candidate, when the route mirrors.
+    pub mirror: Option<crate::shadow::Mirror>,
 }
 
 /// Long-lived state, carried from table to table.
@@ -159,6 +161,7 @@ pub struct Registry {
     counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
     versions: Mutex<HashMap<String, Arc<ModelVersion>>>,
     credentials: Mutex<HashMap<String, Arc<crate::identity::CredentialSource>>>,
+    mirrors: Mutex<HashMap<String, Arc<crate::shadow::Budget>>>,
     /// The credential metric families (set once at start-up).
     pub credential_metrics: std::sync::OnceLock<crate::identity::CredentialMetrics>,
     /// Response caches of the routes that have one.
@@ -216,6 +219,7 @@ pub struct Builder<'a> {
     counters: HashMap<String, Arc<AtomicU64>>,
     versions: HashMap<String, Arc<ModelVersion>>,
     credentials: HashMap<String, Arc<crate::identity::CredentialSource>>,
+    mirrors: HashMap<String, Arc<crate::shadow::Budget>>,
     caches: crate::cache::CacheBuilder,
 }
 
@@ -229,6 +233,7 @@ impl Registry {
             counters: HashMap::new(),
             versions: HashMap::new(),
             credentials: HashMap::new(),
+            mirrors: HashMap::new(),
             caches: crate::cache::CacheBuilder::default(),
         }
     }
@@ -311,6 +316,22 @@ impl Builder<'_> {
         Some(src)
     }
 
+    /// The counters of the route's mirror caps (a changed cap starts
+    /// afresh).
+    pub fn mirror_budget(&mut self, route: &Route) -> Option<Arc<crate::shadow::Budget>> {
+        let m = route.mirror.as_ref()?;
+        let key = format!(
+            "{}/{}/{:?}/{:?}",
+            route.namespace, route.name, m.max_per_minute, m.max_cost_per_hour
+        );
+        Some(reuse(
+            &self.registry.mirrors,
+            &mut self.mirrors,
+            key,
+            crate::shadow::Budget::default,
+        ))
+    }
+
     /// The route's round-robin position.
     pub fn counter(&mut self, route: &Route) -> Arc<AtomicU64> {
         let key = format!("{}/{}", route.namespace, route.name);
@@ -337,8 +358,12 @@ impl Builder<'_> {
             counters,
             versions,
             credentials,
+            mirrors,
             caches,
         } = self;
+        if let Ok(mut m) = registry.mirrors.lock() {
+            *m = mirrors;
+        }
         if let Ok(mut m) = registry.credentials.lock() {
             *m = credentials;
         }

@@ -213,6 +213,12 @@ fn answer_text(client: Dialect, body: &Value) -> Option<String> {
     }
 }
 
+/// Whether a whole answer in `client`'s API matches the schema (a refusal
+/// or a tool call has nothing to check and passes).
+pub(crate) fn matches_schema(v: &jsonschema::Validator, client: Dialect, body: &[u8]) -> bool {
+    check(v, client, body) == Check::Fine
+}
+
 fn check(v: &jsonschema::Validator, client: Dialect, body: &[u8]) -> Check {
     let Ok(answer) = serde_json::from_slice::<Value>(body) else {
         return Check::Fine;

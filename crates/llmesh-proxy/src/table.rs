@@ -215,6 +215,14 @@ pub fn build<'r>(
                     .collect()
             })
             .collect();
+        let mirror_backend = route
+            .mirror
+            .as_ref()
+            .and_then(|m| wire("mirror", &m.backend, &mut wiring_errors));
+        let mirror = match (mirror_backend, builder.mirror_budget(route)) {
+            (Some(backend), Some(budget)) => Some(crate::shadow::Mirror { backend, budget }),
+            _ => None,
+        };
         // The client of a provider the route calls outside its backends.
         let mut side_client = |provider: &llmesh_policy::Provider| {
             let ca = provider.ca_file.as_deref().map(|f| match base_dir {
@@ -237,6 +245,7 @@ pub fn build<'r>(
             .semantic_cache
             .as_ref()
             .and_then(|s| side_client(&s.provider));
+
         routes.push(RouteRuntime {
             backends,
             fallbacks,
@@ -245,6 +254,7 @@ pub fn build<'r>(
             passthrough,
             cache: builder.cache(route),
             embedder,
+            mirror,
         });
     }
     Built {
