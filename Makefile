@@ -102,6 +102,7 @@ bench: release
 	$(if $(BENCH_PIN),taskset -c 0 )./target/release/llmesh-bench --dlp
 	$(if $(BENCH_PIN),taskset -c 0 )./target/release/llmesh-bench --quota
 	$(if $(BENCH_PIN),taskset -c 0 )./target/release/llmesh-bench --cache
+	$(if $(BENCH_PIN),taskset -c 0 )./target/release/llmesh-bench --mirror
 
 ## bench-faults: reliability when an upstream fails (50% or all 503s): success
 ## rate, latency and upstream calls through the proxy and directly (~30 s).

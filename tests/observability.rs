@@ -146,6 +146,13 @@ const FAMILIES_WITH_SAMPLES: &[&str] = &[
     "llmesh_backend_model_version_changes_total{",
     "llmesh_provider_credential_ready{",
     "llmesh_provider_credential_refreshes_total{",
+    "llmesh_shadow_requests_total{",
+    "llmesh_shadow_tokens_total{",
+    "llmesh_shadow_cost_usd_total{",
+    "llmesh_shadow_latency_seconds_bucket{",
+    "llmesh_shadow_output_tokens_bucket{",
+    "llmesh_shadow_answers_total{",
+    "llmesh_shadow_agreement_total{",
     // Not a family: the cache-write token type, for the cache panels.
     "gen_ai_token_type=\"cache_write\"",
     "llmesh_upstream_errors_total{",

@@ -113,6 +113,12 @@ spec:
     semantic: {embedding: {provider: oai, model: text-embedding-3-small, dimensions: 64}}",
         ),
         (
+            "shadowed",
+            "shadowed",
+            "backends: [{provider: oai, model: gpt-4o-mini}]
+  mirror: {backend: {provider: oai, model: gpt-4o-mini}, percent: 100}",
+        ),
+        (
             "cloud",
             "nova-lite",
             "backends: [{provider: bedrock, model: \"amazon.nova-lite-v1:0\"}]",
@@ -284,6 +290,20 @@ pub async fn round(http: &Http, llm: &str) {
         post(
             chat,
             structured,
+            &[("x-mock-behavior", r#"{"json_reply": {"n": 1}}"#)],
+        )
+        .await,
+        200,
+    );
+    // A mirrored request with a schema, for the shadow traffic row.
+    let mut asked = openai_chat("shadowed", "mirror me");
+    asked["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "n",
+        "schema": {"type": "object", "required": ["n"]}}});
+    expect(
+        "shadowed",
+        post(
+            chat,
+            asked,
             &[("x-mock-behavior", r#"{"json_reply": {"n": 1}}"#)],
         )
         .await,

@@ -163,7 +163,7 @@ fn semantic_in_process(
 }
 
 /// A chat request of about 1 KB.
-fn body(model: &str, prompt: &str) -> String {
+pub(crate) fn body(model: &str, prompt: &str) -> String {
     let context =
         "The sidecar keeps provider keys out of the app and answers repeated questions itself. "
             .repeat(8);
@@ -226,12 +226,12 @@ fn lookup_in_process(n: usize) -> anyhow::Result<(Duration, Duration)> {
     })
 }
 
-/// `n` sequential requests of `body` to `path`; p50 and p99.
-async fn sequential(
+/// `n` sequential requests of `make(i)`: each one's client-observed time.
+pub(crate) async fn each(
     target: &Target,
     n: usize,
     make: impl Fn(usize) -> String,
-) -> anyhow::Result<(Duration, Duration)> {
+) -> anyhow::Result<Vec<Duration>> {
     let mut conn = Conn::open(target.addr).await?;
     let mut buf = Vec::new();
     let mut times = Vec::with_capacity(n);
@@ -244,12 +244,26 @@ async fn sequential(
             bail!("status {status}: {}", String::from_utf8_lossy(&buf));
         }
     }
+    Ok(times)
+}
+
+/// `n` sequential requests of `body` to `path`; p50 and p99.
+pub(crate) async fn sequential(
+    target: &Target,
+    n: usize,
+    make: impl Fn(usize) -> String,
+) -> anyhow::Result<(Duration, Duration)> {
+    let mut times = each(target, n, make).await?;
     times.sort();
     Ok((percentile(&times, 50.0), percentile(&times, 99.0)))
 }
 
 /// Sum of a metric's series with `label=value`.
-async fn metric(metrics: SocketAddr, name: &str, label: (&str, &str)) -> anyhow::Result<f64> {
+pub(crate) async fn metric(
+    metrics: SocketAddr,
+    name: &str,
+    label: (&str, &str),
+) -> anyhow::Result<f64> {
     Ok(fetch_metrics(metrics)
         .await?
         .iter()

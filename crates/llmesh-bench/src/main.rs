@@ -16,13 +16,15 @@
 //!
 //! `llmesh-bench --cache` times a response-cache hit (in process and
 //! through the sidecar) and replays a workload with repeated requests to
-//! measure the cost saved (see `cache.rs`).
+//! measure the cost saved (see `cache.rs`). `llmesh-bench --mirror` compares
+//! the primary's latency with and without shadow traffic (see `mirror.rs`).
 #![forbid(unsafe_code)]
 
 mod cache;
 mod dlp;
 mod faults;
 mod load;
+mod mirror;
 mod procs;
 mod quota;
 mod report;
@@ -109,6 +111,10 @@ struct Args {
     /// through the sidecar, and a replayed workload's saved cost.
     #[arg(long, conflicts_with_all = ["faults", "dlp", "quota"])]
     cache: bool,
+    /// Run the shadow-traffic benchmark instead: the primary's latency on a
+    /// route mirroring every request against one without a mirror.
+    #[arg(long, conflicts_with_all = ["faults", "dlp", "quota", "cache"])]
+    mirror: bool,
     /// --cache: share of replayed requests that repeat an earlier one.
     #[arg(long, default_value_t = 0.3, requires = "cache")]
     duplicate_rate: f64,
@@ -224,6 +230,23 @@ fn main() -> ExitCode {
             duplicate_rate: args.duplicate_rate.clamp(0.0, 1.0),
         };
         return match cache::run(&plan) {
+            Ok(md) => {
+                println!("{md}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("llmesh-bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.mirror {
+        let plan = mirror::MirrorPlan {
+            quick: args.quick,
+            proxy_bin: args.proxy_bin.clone(),
+            mock_bin: args.mock_bin.clone(),
+        };
+        return match mirror::run(&plan) {
             Ok(md) => {
                 println!("{md}");
                 ExitCode::SUCCESS

@@ -419,6 +419,15 @@ pub fn run_key() -> String {
 /// Starts `llmesh-mock` on a free loopback port, one worker thread,
 /// requiring `key`; returns it and its address.
 pub fn spawn_mock(bin: &Path, key: &str) -> anyhow::Result<(ChildGuard, SocketAddr)> {
+    spawn_mock_with(bin, key, &[])
+}
+
+/// As [`spawn_mock`], with more arguments (e.g. `--latency-ms 20`).
+pub fn spawn_mock_with(
+    bin: &Path,
+    key: &str,
+    extra: &[&str],
+) -> anyhow::Result<(ChildGuard, SocketAddr)> {
     let mut cmd = Command::new(bin);
     cmd.args([
         "--listen",
@@ -428,6 +437,7 @@ pub fn spawn_mock(bin: &Path, key: &str) -> anyhow::Result<(ChildGuard, SocketAd
         "--api-key",
         key,
     ])
+    .args(extra)
     .env("RUST_LOG", "warn");
     let mock = ChildGuard::spawn("llmesh-mock", cmd, "llmesh-mock listening on ")?;
     let url = mock

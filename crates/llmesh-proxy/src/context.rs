@@ -153,8 +153,9 @@ impl RequestCtx {
     }
 
     /// The same request as a shadow call (see `shadow`): unstreamed, with
-    /// its own deadline, and nothing of the client's request attached: no
-    /// quota charge, no cache slot, no conversation, no redaction vault.
+    /// its own deadline (reset when the call starts), and nothing of the
+    /// client's request attached: no quota charge, no cache slot, no
+    /// conversation, no redaction vault.
     pub fn for_shadow(&self, raw: Bytes) -> RequestCtx {
         let mut c = self.with_raw(raw);
         c.stream = false;

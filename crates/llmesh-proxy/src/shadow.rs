@@ -3,7 +3,9 @@
 //! client only ever gets the primary's answer and never waits for the
 //! shadow; a shadow failure changes nothing for it.
 //!
-//! A shadow call is the request as the data policy left it, unstreamed,
+//! A shadow call is made once the primary has answered (a streamed one:
+//! once its stream has started), so the two never compete; it is the
+//! request as the data policy left it, unstreamed,
 //! to the candidate's provider only when that provider is cleared for the
 //! request's restricted classes, within the mirror's own per-sidecar caps
 //! (calls per minute, USD per hour). It is accounted apart (the
@@ -187,7 +189,7 @@ pub fn start(ctx: &Arc<RequestCtx>) -> Option<oneshot::Sender<Observed>> {
         return None;
     }
     let raw = unstreamed(ctx.stream, &ctx.raw)?;
-    let shadow = Arc::new(ctx.for_shadow(raw));
+    let shadow = ctx.for_shadow(raw);
     let (tx, rx) = oneshot::channel();
     tokio::spawn(run(shadow, rx));
     Some(tx)
@@ -205,7 +207,17 @@ fn unstreamed(stream: bool, raw: &Bytes) -> Option<Bytes> {
     serde_json::to_vec(&v).ok().map(Bytes::from)
 }
 
-async fn run(ctx: Arc<RequestCtx>, primary: oneshot::Receiver<Observed>) {
+async fn run(mut ctx: RequestCtx, primary: oneshot::Receiver<Observed>) {
+    // The shadow call starts once the primary has answered (or gave up):
+    // the primary never competes with its own shadow.
+    let wait = ctx.route.timeouts.total + Duration::from_secs(1);
+    let primary = tokio::time::timeout(wait, primary)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    ctx.start = crate::clock::now();
+    ctx.deadline = tokio::time::Instant::now() + ctx.route.timeouts.total;
+    let ctx = ctx;
     let Some(mirror) = ctx
         .table
         .routes
@@ -266,9 +278,7 @@ async fn run(ctx: Arc<RequestCtx>, primary: oneshot::Receiver<Observed>) {
         }
     };
     record(&ctx, "candidate", &candidate);
-    // The primary's side, once it has answered (it may have long ago).
-    let wait = ctx.route.timeouts.total + Duration::from_secs(1);
-    if let Ok(Ok(primary)) = tokio::time::timeout(wait, primary).await {
+    if let Some(primary) = primary {
         record(&ctx, "primary", &primary);
         if let (Some(p), Some(c)) = (&primary.signals, &candidate.signals) {
             let agree = |signal: &str, same: bool| {
