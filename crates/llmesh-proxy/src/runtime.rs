@@ -150,7 +150,7 @@ pub struct RouteRuntime {
     /// The client of the semantic cache's embeddings provider.
     pub embedder: Option<crate::upstream::UpstreamClient>,
     /// Shadow traffic's candidate, when the route mirrors.
-    pub mirror: Option<crate::shadow::Mirror>,
+    pub mirror: Option<Mirror>,
 }
 
 /// Long-lived state, carried from table to table.
@@ -161,7 +161,7 @@ pub struct Registry {
     counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
     versions: Mutex<HashMap<String, Arc<ModelVersion>>>,
     credentials: Mutex<HashMap<String, Arc<crate::identity::CredentialSource>>>,
-    mirrors: Mutex<HashMap<String, Arc<crate::shadow::Budget>>>,
+    mirrors: Mutex<HashMap<String, Arc<Budget>>>,
     /// The credential metric families (set once at start-up).
     pub credential_metrics: std::sync::OnceLock<crate::identity::CredentialMetrics>,
     /// Response caches of the routes that have one.
@@ -219,7 +219,7 @@ pub struct Builder<'a> {
     counters: HashMap<String, Arc<AtomicU64>>,
     versions: HashMap<String, Arc<ModelVersion>>,
     credentials: HashMap<String, Arc<crate::identity::CredentialSource>>,
-    mirrors: HashMap<String, Arc<crate::shadow::Budget>>,
+    mirrors: HashMap<String, Arc<Budget>>,
     caches: crate::cache::CacheBuilder,
 }
 
@@ -318,7 +318,7 @@ impl Builder<'_> {
 
     /// The counters of the route's mirror caps (a changed cap starts
     /// afresh).
-    pub fn mirror_budget(&mut self, route: &Route) -> Option<Arc<crate::shadow::Budget>> {
+    pub fn mirror_budget(&mut self, route: &Route) -> Option<Arc<Budget>> {
         let m = route.mirror.as_ref()?;
         let key = format!(
             "{}/{}/{:?}/{:?}",
@@ -328,7 +328,7 @@ impl Builder<'_> {
             &self.registry.mirrors,
             &mut self.mirrors,
             key,
-            crate::shadow::Budget::default,
+            Budget::default,
         ))
     }
 
@@ -379,6 +379,56 @@ impl Builder<'_> {
         }
         if let Ok(mut m) = registry.versions.lock() {
             *m = versions;
+        }
+    }
+}
+
+/// A route's mirror: its candidate backend and its caps' counters.
+pub struct Mirror {
+    /// The candidate, wired like any backend (client, breaker, credential).
+    pub backend: BackendRuntime,
+    /// Calls and spend in the current windows (kept across reloads).
+    pub budget: Arc<Budget>,
+}
+
+/// A mirror's per-sidecar caps: calls this minute, USD this hour.
+#[derive(Default)]
+pub struct Budget(Mutex<Windows>);
+
+#[derive(Default)]
+struct Windows {
+    minute: u64,
+    calls: u32,
+    hour: u64,
+    spent: f64,
+}
+
+impl Budget {
+    /// Takes one call if the caps allow it at `unix` seconds.
+    pub(crate) fn take(&self, s: &llmesh_policy::MirrorSettings, unix: u64) -> bool {
+        let Ok(mut w) = self.0.lock() else {
+            return false;
+        };
+        if w.minute != unix / 60 {
+            w.minute = unix / 60;
+            w.calls = 0;
+        }
+        if w.hour != unix / 3600 {
+            w.hour = unix / 3600;
+            w.spent = 0.0;
+        }
+        if s.max_per_minute.is_some_and(|m| w.calls >= m)
+            || s.max_cost_per_hour.is_some_and(|m| w.spent >= m)
+        {
+            return false;
+        }
+        w.calls += 1;
+        true
+    }
+
+    pub(crate) fn spend(&self, usd: f64) {
+        if let Ok(mut w) = self.0.lock() {
+            w.spent += usd;
         }
     }
 }

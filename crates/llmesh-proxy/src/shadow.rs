@@ -16,69 +16,17 @@
 //! answer is not held for comparison, so only the candidate's signals are
 //! recorded for it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use llmesh_policy::MirrorSettings;
 use llmesh_wire::Dialect;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::attempt::Success;
 use crate::context::RequestCtx;
-use crate::runtime::BackendRuntime;
 use crate::upstream::Operation;
-
-/// A route's mirror: its candidate backend and its caps' counters.
-pub struct Mirror {
-    /// The candidate, wired like any backend (client, breaker, credential).
-    pub backend: BackendRuntime,
-    /// Calls and spend in the current windows (kept across reloads).
-    pub budget: Arc<Budget>,
-}
-
-/// A mirror's per-sidecar caps: calls this minute, USD this hour.
-#[derive(Default)]
-pub struct Budget(Mutex<Windows>);
-
-#[derive(Default)]
-struct Windows {
-    minute: u64,
-    calls: u32,
-    hour: u64,
-    spent: f64,
-}
-
-impl Budget {
-    /// Takes one call if the caps allow it at `unix` seconds.
-    fn take(&self, s: &MirrorSettings, unix: u64) -> bool {
-        let Ok(mut w) = self.0.lock() else {
-            return false;
-        };
-        if w.minute != unix / 60 {
-            w.minute = unix / 60;
-            w.calls = 0;
-        }
-        if w.hour != unix / 3600 {
-            w.hour = unix / 3600;
-            w.spent = 0.0;
-        }
-        if s.max_per_minute.is_some_and(|m| w.calls >= m)
-            || s.max_cost_per_hour.is_some_and(|m| w.spent >= m)
-        {
-            return false;
-        }
-        w.calls += 1;
-        true
-    }
-
-    fn spend(&self, usd: f64) {
-        if let Ok(mut w) = self.0.lock() {
-            w.spent += usd;
-        }
-    }
-}
 
 /// What one side of a pair answered.
 #[derive(Debug, Clone, Default)]
@@ -251,7 +199,14 @@ async fn run(mut ctx: RequestCtx, primary: oneshot::Receiver<Observed>) {
                     .model(response_model.as_deref().unwrap_or(&model))
                     .or_else(|| b.backend.provider.model(&model))
                     .and_then(|i| i.price);
-                let cost = price.map_or(0.0, |p| p.cost(crate::account::priced(u)));
+                let cost = price.map_or(0.0, |p| {
+                    p.cost(llmesh_policy::TokenCounts {
+                        input: u.input_tokens,
+                        cached: u.cached_input_tokens,
+                        cache_write: u.cache_write_input_tokens,
+                        output: u.output_tokens,
+                    })
+                });
                 mirror.budget.spend(cost);
                 m.shadow_cost
                     .with_label_values(&[route, provider, &model])
@@ -317,6 +272,8 @@ fn record(ctx: &RequestCtx, role: &str, o: &Observed) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Budget;
+    use llmesh_policy::MirrorSettings;
 
     #[test]
     fn signals_of_both_apis() {

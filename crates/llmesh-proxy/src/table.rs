@@ -220,7 +220,7 @@ pub fn build<'r>(
             .as_ref()
             .and_then(|m| wire("mirror", &m.backend, &mut wiring_errors));
         let mirror = match (mirror_backend, builder.mirror_budget(route)) {
-            (Some(backend), Some(budget)) => Some(crate::shadow::Mirror { backend, budget }),
+            (Some(backend), Some(budget)) => Some(crate::runtime::Mirror { backend, budget }),
             _ => None,
         };
         // The client of a provider the route calls outside its backends.
