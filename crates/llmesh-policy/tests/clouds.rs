@@ -266,3 +266,46 @@ spec:
         "the api-key header carries the key itself, no Bearer"
     );
 }
+
+#[test]
+fn a_mirror_compiles_and_its_bad_fields_are_named() {
+    let text = r#"
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {name: oai}
+spec: {schema: openai, credential: {env: KEY}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: good}
+spec:
+  models: [good]
+  backends: [{provider: oai}]
+  mirror: {backend: {provider: oai, model: gpt-4.1-mini}, percent: 2.5, maxRequestsPerMinute: 60, maxCostPerHour: "1.50"}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: bad}
+spec:
+  models: [bad]
+  backends: [{provider: oai}]
+  mirror: {backend: {provider: nobody}, percent: 150, maxRequestsPerMinute: 0, maxCostPerHour: "lots"}
+"#;
+    let docs = parse_documents(text).unwrap();
+    let (snap, errs) = compile(&docs, "team-a", &env(&[("KEY", "k")]));
+    let all = errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    let good = snap.routes.iter().find(|r| r.name == "good").unwrap();
+    let m = good.mirror.as_ref().unwrap();
+    assert_eq!(m.backend.model.as_deref(), Some("gpt-4.1-mini"));
+    assert!((m.fraction - 0.025).abs() < 1e-12);
+    assert_eq!((m.max_per_minute, m.max_cost_per_hour), (Some(60), Some(1.5)));
+    for want in [
+        "LLMRoute/team-a/bad: spec.mirror.backend.provider: no valid LLMProvider named \"nobody\"",
+        "LLMRoute/team-a/bad: spec.mirror.percent: must be between 0 and 100",
+        "LLMRoute/team-a/bad: spec.mirror.maxRequestsPerMinute: must be > 0",
+        "LLMRoute/team-a/bad: spec.mirror.maxCostPerHour:",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in\n{all}");
+    }
+    assert!(snap.dump().to_string().contains("\"mirror\":{"));
+}
