@@ -309,17 +309,8 @@ impl Clouds {
     }
 
     async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let (s, _, b) = self
-            .http
-            .send(
-                Method::POST,
-                &format!("{}{path}", self.proxy.llm),
-                Bytes::from(body.to_string()),
-                &[],
-            )
-            .await;
-        let v = serde_json::from_slice(&b)
-            .unwrap_or_else(|_| panic!("not JSON ({s}): {}", String::from_utf8_lossy(&b)));
+        let (s, text) = self.post_raw(path, body).await;
+        let v = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({s}): {text}"));
         (s, v)
     }
 
@@ -428,22 +419,11 @@ for model in sys.argv[1:]:
                   "responses": resp.output_text, "responses_status": resp.status}
 print(json.dumps(out))
 "#;
-    let mut cmd = Command::new("python3");
+    let mut cmd = sdk_command(&c.proxy.llm);
     cmd.arg("-c")
         .arg(script)
         .args(MODELS)
-        .env("OPENAI_BASE_URL", format!("{}/v1", c.proxy.llm))
-        .env("OPENAI_API_KEY", "sk-app-key-that-must-not-travel")
-        .env("NO_PROXY", "127.0.0.1,localhost");
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
+        .env("OPENAI_API_KEY", "sk-app-key-that-must-not-travel");
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();

@@ -335,28 +335,8 @@ fn close_to(a: f64, b: f64) -> bool {
 /// Runs tests/sdk/calls.py against the stack and returns its JSON line.
 async fn run_sdk_script(stack: &Stack) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/calls.py");
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script)
-        .env("OPENAI_BASE_URL", format!("{}/v1", stack.proxy.llm))
-        .env("ANTHROPIC_BASE_URL", &stack.proxy.llm)
-        .env("OPENAI_API_KEY", "unused")
-        .env("ANTHROPIC_API_KEY", "unused")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("PYTHONUNBUFFERED", "1");
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "OPENAI_ORG_ID",
-        "OPENAI_PROJECT_ID",
-        "OPENAI_WEBSOCKET_BASE_URL",
-        "ANTHROPIC_AUTH_TOKEN",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = sdk_command(&stack.proxy.llm);
+    cmd.arg(&script);
     let mut py = Proc::spawn(&mut cmd);
     let t0 = Instant::now();
     let status = loop {

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 pub mod fake_kube;
 pub mod kubectl;
-pub use process::{field, proxy_command, spawn_mock, spawn_proxy, Proc, ProxyProc};
+pub use process::{field, proxy_command, sdk_command, spawn_mock, spawn_proxy, Proc, ProxyProc};
 
 pub const KEY: &str = "test-provider-key-0001";
 

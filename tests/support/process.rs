@@ -112,6 +112,34 @@ pub fn proxy_command(policy: &Path) -> Command {
     cmd
 }
 
+/// `python3` set up as an injected app: the SDKs' base URLs point at the
+/// sidecar's LLM API `llm` (`http://127.0.0.1:PORT`), any key will do, and
+/// no proxy or organisation variable of this machine leaks in.
+pub fn sdk_command(llm: &str) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.env("OPENAI_BASE_URL", format!("{llm}/v1"))
+        .env("ANTHROPIC_BASE_URL", llm)
+        .env("OPENAI_API_KEY", "unused")
+        .env("ANTHROPIC_API_KEY", "unused")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("PYTHONUNBUFFERED", "1");
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "OPENAI_ORG_ID",
+        "OPENAI_PROJECT_ID",
+        "OPENAI_WEBSOCKET_BASE_URL",
+        "ANTHROPIC_AUTH_TOKEN",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// The value of `key=` in a `key=value key2=value2` line.
 pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
     let start = line

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use llmesh_api::parse_documents;
 use llmesh_policy::{compile, EnvFileSecrets};
@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::faults::fetch_metrics;
 use crate::load::{percentile, Conn, Target};
-use crate::procs::{cpu_affinity, cpu_model, run_key, sibling_binary, spawn_mock, spawn_proxy};
+use crate::procs::{cpu_affinity, cpu_model};
 
 /// The target for a hit, at p50, in memory.
 const TARGET_HIT_US: f64 = 50.0;
@@ -284,20 +284,13 @@ pub fn run(plan: &CachePlan) -> anyhow::Result<String> {
         scans.push((stored, dims, semantic_in_process(stored, dims, n4)?));
     }
 
-    let mock_bin = match &plan.mock_bin {
-        Some(p) => p.clone(),
-        None => sibling_binary("llmesh-mock")?,
-    };
-    let proxy_bin = match &plan.proxy_bin {
-        Some(p) => p.clone(),
-        None => sibling_binary("llmesh-proxy")?,
-    };
-    let dir = tempfile::tempdir().context("creating a temp dir")?;
-    let key = run_key();
-    let (_mock, mock_addr) = spawn_mock(&mock_bin, &key)?;
-    let file = dir.path().join("policy.yaml");
-    std::fs::write(&file, policy(mock_addr.port())).context("writing the policy file")?;
-    let (_proxy, addrs) = spawn_proxy(&proxy_bin, &file, 1, "warn", &key)?;
+    let stack = crate::procs::Stack::start(
+        plan.proxy_bin.as_deref(),
+        plan.mock_bin.as_deref(),
+        &[],
+        policy,
+    )?;
+    let addrs = stack.addrs;
     let target = Target::new("proxy", addrs.llm, None)?;
 
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -11,12 +11,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::cache::{body, metric, sequential};
-use crate::procs::{
-    cpu_affinity, cpu_model, run_key, sibling_binary, spawn_mock_with, spawn_proxy,
-};
+use crate::procs::{cpu_affinity, cpu_model, Stack};
 
 /// Counts for one run.
 pub struct MirrorPlan {
@@ -56,20 +54,13 @@ fn measure(
     blocks: usize,
     per_block: usize,
 ) -> anyhow::Result<Measured> {
-    let mock_bin = match &plan.mock_bin {
-        Some(p) => p.clone(),
-        None => sibling_binary("llmesh-mock")?,
-    };
-    let proxy_bin = match &plan.proxy_bin {
-        Some(p) => p.clone(),
-        None => sibling_binary("llmesh-proxy")?,
-    };
-    let dir = tempfile::tempdir().context("creating a temp dir")?;
-    let key = run_key();
-    let (_mock, mock_addr) = spawn_mock_with(&mock_bin, &key, mock_args)?;
-    let file = dir.path().join("policy.yaml");
-    std::fs::write(&file, policy(mock_addr.port())).context("writing the policy file")?;
-    let (_proxy, addrs) = spawn_proxy(&proxy_bin, &file, 1, "warn", &key)?;
+    let stack = Stack::start(
+        plan.proxy_bin.as_deref(),
+        plan.mock_bin.as_deref(),
+        mock_args,
+        policy,
+    )?;
+    let addrs = stack.addrs;
     let target = crate::load::Target::new("proxy", addrs.llm, None)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

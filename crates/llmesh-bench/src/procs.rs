@@ -450,6 +450,48 @@ pub fn spawn_mock_with(
     Ok((mock, addr))
 }
 
+/// A mock and a one-thread sidecar in front of it on `policy(mock port)`,
+/// for the benches that drive the sidecar binary on one route or two.
+pub struct Stack {
+    pub addrs: ProxyAddrs,
+    _mock: ChildGuard,
+    _proxy: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts both (the binaries given, else the ones beside this one);
+    /// `mock_args` go to the mock.
+    pub fn start(
+        proxy_bin: Option<&Path>,
+        mock_bin: Option<&Path>,
+        mock_args: &[&str],
+        policy: impl Fn(u16) -> String,
+    ) -> anyhow::Result<Stack> {
+        use anyhow::Context as _;
+        let mock_bin = match mock_bin {
+            Some(p) => p.to_path_buf(),
+            None => sibling_binary("llmesh-mock")?,
+        };
+        let proxy_bin = match proxy_bin {
+            Some(p) => p.to_path_buf(),
+            None => sibling_binary("llmesh-proxy")?,
+        };
+        let dir = tempfile::tempdir().context("creating a temp dir")?;
+        let key = run_key();
+        let (mock, mock_addr) = spawn_mock_with(&mock_bin, &key, mock_args)?;
+        let file = dir.path().join("policy.yaml");
+        std::fs::write(&file, policy(mock_addr.port())).context("writing the policy file")?;
+        let (proxy, addrs) = spawn_proxy(&proxy_bin, &file, 1, "warn", &key)?;
+        Ok(Stack {
+            addrs,
+            _mock: mock,
+            _proxy: proxy,
+            _dir: dir,
+        })
+    }
+}
+
 /// Where a started proxy listens.
 #[derive(Debug, Clone, Copy)]
 pub struct ProxyAddrs {

@@ -293,12 +293,19 @@ spec:
 "#;
     let docs = parse_documents(text).unwrap();
     let (snap, errs) = compile(&docs, "team-a", &env(&[("KEY", "k")]));
-    let all = errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    let all = errs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
     let good = snap.routes.iter().find(|r| r.name == "good").unwrap();
     let m = good.mirror.as_ref().unwrap();
     assert_eq!(m.backend.model.as_deref(), Some("gpt-4.1-mini"));
     assert!((m.fraction - 0.025).abs() < 1e-12);
-    assert_eq!((m.max_per_minute, m.max_cost_per_hour), (Some(60), Some(1.5)));
+    assert_eq!(
+        (m.max_per_minute, m.max_cost_per_hour),
+        (Some(60), Some(1.5))
+    );
     for want in [
         "LLMRoute/team-a/bad: spec.mirror.backend.provider: no valid LLMProvider named \"nobody\"",
         "LLMRoute/team-a/bad: spec.mirror.percent: must be between 0 and 100",

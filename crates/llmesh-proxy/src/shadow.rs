@@ -17,7 +17,7 @@
 //! recorded for it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use llmesh_wire::Dialect;
@@ -179,9 +179,9 @@ async fn run(mut ctx: RequestCtx, primary: oneshot::Receiver<Observed>) {
     let route = ctx.route.name.as_str();
     let provider = b.backend.provider.name.as_str();
     let model = b.backend.upstream_model(ctx.requested()).to_string();
-    let t0 = Instant::now();
+    let t0 = crate::clock::now();
     let result = crate::attempt::attempt(&ctx, b, None, None).await;
-    let latency = t0.elapsed();
+    let latency = crate::clock::since(t0);
     let candidate = match result {
         Ok(Success::Whole {
             body,

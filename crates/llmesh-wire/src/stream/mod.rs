@@ -173,7 +173,7 @@ pub struct StreamTranslator {
     stats: Stats,
     /// Unwraps Bedrock InvokeModel stream frames into the Anthropic SSE
     /// they carry, before anything else.
-    invoke: Option<crate::BedrockInvokeStream>,
+    invoke: Option<Box<crate::BedrockInvokeStream>>,
 }
 
 impl StreamTranslator {
@@ -286,7 +286,7 @@ impl StreamTranslator {
     /// `InvokeModelWithResponseStream`: [`push`](Self::push) takes its
     /// event-stream body and reads the Anthropic events inside.
     pub fn with_bedrock_invoke(mut self) -> Self {
-        self.invoke = Some(crate::BedrockInvokeStream::new());
+        self.invoke = Some(Box::new(crate::BedrockInvokeStream::new()));
         self
     }
 
