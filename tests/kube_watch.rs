@@ -396,4 +396,59 @@ mod proxy {
             "{dump}"
         );
     }
+
+    #[tokio::test]
+    async fn a_new_model_version_is_an_event_on_the_provider() {
+        let c = start(false).await;
+        c.until("chat", Some("m1")).await;
+        for version in ["m1-2024-07-18", "m1-2025-03-01"] {
+            c.mock.set_model_behavior(
+                "m1",
+                llmesh_mock::Behavior {
+                    response_model: Some(version.into()),
+                    ..Default::default()
+                },
+            );
+            assert_eq!(c.chat("chat").await.0, 200);
+        }
+        let t0 = Instant::now();
+        let event = loop {
+            let found = c.kube.events().into_iter().find(|e| {
+                e["reason"] == "ModelVersionChanged"
+                    && e["note"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("m1-2025-03-01"))
+            });
+            if let Some(e) = found {
+                break e;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "no ModelVersionChanged event: {:?}",
+                c.kube.events()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(event["type"], "Normal", "{event}");
+        assert_eq!(event["regarding"]["kind"], "LLMProvider", "{event}");
+        assert_eq!(event["regarding"]["name"], "mock", "{event}");
+        assert_eq!(event["metadata"]["namespace"], "test-ns", "{event}");
+        assert_eq!(event["reportingController"], "llmesh.io/sidecar", "{event}");
+        let note = event["note"].as_str().unwrap();
+        assert!(
+            note.contains("m1-2025-03-01") && note.contains("was m1-2024-07-18"),
+            "{note}"
+        );
+        // One Event per change (m1 to the first dated version, then to the
+        // second); the same answer again raises none.
+        assert_eq!(c.chat("chat").await.0, 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let n = c
+            .kube
+            .events()
+            .iter()
+            .filter(|e| e["reason"] == "ModelVersionChanged")
+            .count();
+        assert_eq!(n, 2);
+    }
 }

@@ -350,7 +350,8 @@ fn rbac_rules_and_bindings_are_the_charts() {
             _ => {}
         }
     }
-    assert_eq!(compared, 10);
+    // 10, and the sidecars' events ClusterRole (bound per app namespace).
+    assert_eq!(compared, 11);
     // The controller's rules are those of manifests/controller.yaml, which
     // tests/controller/deploy.rs checks against what the controller asks.
     let standalone = yaml_docs(&read("manifests/controller.yaml"));

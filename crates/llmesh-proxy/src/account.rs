@@ -216,6 +216,19 @@ impl Call {
                 to = answered,
                 "the backend answers with another model version"
             );
+            if let Some(events) = self.ctx.shared.registry.events.get() {
+                events.raise(crate::events::Note {
+                    kind: "LLMProvider",
+                    name: provider,
+                    namespace: &self.provider.namespace,
+                    type_: "Normal",
+                    reason: "ModelVersionChanged",
+                    action: "Answer",
+                    note: format!(
+                        "model {model} of route {route} now answers as {answered} (was {prev})"
+                    ),
+                });
+            }
         }
         m.model_version
             .with_label_values(&[route, provider, model, answered])

@@ -91,7 +91,12 @@ pub struct CredentialSource {
     tried: AtomicBool,
     changed: tokio::sync::Notify,
     started: AtomicBool,
+    /// Whether the last fetch (or the first) left a valid credential.
+    was_ready: AtomicBool,
     metrics: Option<CredentialMetrics>,
+    events: Option<Arc<crate::events::Events>>,
+    /// The provider object's namespace, for Events.
+    namespace: String,
 }
 
 /// How long a request waits for a provider's first credential.
@@ -107,8 +112,12 @@ impl CredentialSource {
         identity: Identity,
         client: UpstreamClient,
         metrics: Option<CredentialMetrics>,
+        events: Option<Arc<crate::events::Events>>,
     ) -> CredentialSource {
         CredentialSource {
+            was_ready: AtomicBool::new(true),
+            events,
+            namespace: provider.namespace.clone(),
             provider: provider.name.clone(),
             region: provider.cloud.region.clone(),
             identity,
@@ -320,6 +329,37 @@ impl CredentialSource {
     }
 
     fn set_ready(&self, ready: bool) {
+        let was = self.was_ready.swap(ready, Ordering::AcqRel);
+        if let (Some(events), true) = (&self.events, was != ready) {
+            let (type_, reason, note) = if ready {
+                (
+                    "Normal",
+                    "CredentialObtained",
+                    format!(
+                        "the sidecar holds a {} credential again",
+                        self.identity.kind()
+                    ),
+                )
+            } else {
+                (
+                    "Warning",
+                    "CredentialUnavailable",
+                    format!(
+                        "{}; its backends are skipped until it is obtained",
+                        self.unready_reason()
+                    ),
+                )
+            };
+            events.raise(crate::events::Note {
+                kind: "LLMProvider",
+                name: &self.provider,
+                namespace: &self.namespace,
+                type_,
+                reason,
+                action: "Refresh",
+                note,
+            });
+        }
         if let Some(m) = &self.metrics {
             m.ready
                 .with_label_values(&[&self.provider, self.identity.kind()])

@@ -25,6 +25,7 @@ pub mod conversation;
 pub mod count_tokens;
 pub mod dataguard;
 pub mod error;
+pub mod events;
 pub(crate) mod hedge;
 pub mod identity;
 pub mod inbound;
@@ -143,6 +144,13 @@ impl Proxy {
             .registry
             .credential_metrics
             .set(shared.metrics.credentials.clone());
+        if let Some(k) = &shared.cfg.kube {
+            let _ = shared.registry.events.set(Arc::new(events::Events::new(
+                k.client.clone(),
+                &shared.cfg.identity.namespace,
+                &shared.cfg.identity.pod,
+            )));
+        }
         if let config::StoreSetting::Redis(url) = &shared.cfg.quota.store {
             shared
                 .registry

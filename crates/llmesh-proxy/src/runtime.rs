@@ -162,6 +162,9 @@ pub struct Registry {
     versions: Mutex<HashMap<String, Arc<ModelVersion>>>,
     credentials: Mutex<HashMap<String, Arc<crate::identity::CredentialSource>>>,
     mirrors: Mutex<HashMap<String, Arc<Budget>>>,
+    /// Kubernetes Events of this sidecar, in `--source kubernetes` mode
+    /// (set once at start-up).
+    pub events: std::sync::OnceLock<Arc<crate::events::Events>>,
     /// The credential metric families (set once at start-up).
     pub credential_metrics: std::sync::OnceLock<crate::identity::CredentialMetrics>,
     /// Response caches of the routes that have one.
@@ -299,6 +302,7 @@ impl Builder<'_> {
         let identity = provider.identity.as_ref()?;
         let key = crate::identity::CredentialSource::key(provider, identity);
         let metrics = self.registry.credential_metrics.get().cloned();
+        let events = self.registry.events.get().cloned();
         let src = reuse(
             &self.registry.credentials,
             &mut self.credentials,
@@ -309,6 +313,7 @@ impl Builder<'_> {
                     identity.clone(),
                     client.clone(),
                     metrics,
+                    events,
                 )
             },
         );
