@@ -1369,6 +1369,21 @@ fn compile_route(
             );
         }
         match providers.get(&pt.provider) {
+            // Pass-through keeps the app's path and body: the clouds' own
+            // URL shapes and signatures are not applied to it.
+            Some(p) if matches!(p.schema, ApiSchema::AzureOpenai | ApiSchema::Bedrock | ApiSchema::Vertex) => {
+                cx.err(
+                    K,
+                    name,
+                    "spec.passthrough.provider",
+                    format!(
+                        "LLMProvider {:?} has schema {}; pass-through goes to providers of schema openai, openai-compatible, anthropic or gemini",
+                        p.name,
+                        schema_name(p.schema)
+                    ),
+                );
+                None
+            }
             Some(p) => Some(Passthrough {
                 paths: pt.paths.clone(),
                 provider: p.clone(),

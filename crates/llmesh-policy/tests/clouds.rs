@@ -316,3 +316,26 @@ spec:
     }
     assert!(snap.dump().to_string().contains("\"mirror\":{"));
 }
+
+#[test]
+fn pass_through_to_a_cloud_provider_is_refused_by_name() {
+    let text = r#"
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {name: bedrock}
+spec: {schema: bedrock, region: us-east-1, credential: {awsPodIdentity: {endpoint: "http://169.254.170.23/v1/credentials"}}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: files}
+spec:
+  models: [files]
+  backends: [{provider: bedrock}]
+  passthrough: {paths: [/v1/files*], provider: bedrock}
+"#;
+    let all = errors(text, &env(&[])).join("\n");
+    assert!(
+        all.contains("LLMRoute/team-a/files: spec.passthrough.provider: LLMProvider \"bedrock\" has schema bedrock"),
+        "{all}"
+    );
+}
