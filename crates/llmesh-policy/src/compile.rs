@@ -1043,16 +1043,12 @@ fn compile_identity(
     Some((identity, shown))
 }
 
-fn schema_name(s: ApiSchema) -> &'static str {
-    match s {
-        ApiSchema::Openai => "openai",
-        ApiSchema::OpenaiCompatible => "openai-compatible",
-        ApiSchema::Anthropic => "anthropic",
-        ApiSchema::Gemini => "gemini",
-        ApiSchema::AzureOpenai => "azure-openai",
-        ApiSchema::Bedrock => "bedrock",
-        ApiSchema::Vertex => "vertex",
-    }
+/// The schema as written in YAML (its serde name, e.g. `azure-openai`).
+fn schema_name(s: ApiSchema) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn compile_semantic(

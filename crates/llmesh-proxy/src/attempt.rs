@@ -377,33 +377,9 @@ async fn send(
             Ok(Ok(c)) => c.to_bytes(),
         };
     let echo = req.turn.as_ref().map(|t| t.echo());
-    let mut success = whole(req.client, upstream, bytes, echo.as_ref()).map_err(protocol_err)?;
-    if upstream == Dialect::Bedrock {
-        name_model(&mut success, model).map_err(protocol_err)?;
-    }
-    Ok(success)
-}
-
-/// Names `model` in a translated answer of an upstream whose answers name
-/// none (Bedrock's Converse): the client sees the model it reached.
-fn name_model(success: &mut Success, model: &str) -> Result<(), String> {
-    let Success::Whole { body, .. } = success else {
-        return Ok(());
-    };
-    let mut v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the translated answer: {e}"))?;
-    if let Some(o) = v.as_object_mut() {
-        if o.get("model")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
-            o.insert("model".into(), Value::String(model.to_string()));
-            *body = Bytes::from(
-                serde_json::to_vec(&v).map_err(|e| format!("encoding the answer: {e}"))?,
-            );
-        }
-    }
-    Ok(())
+    // Bedrock's answers name no model: the client sees the one called.
+    let called = (upstream == Dialect::Bedrock).then_some(model);
+    whole(req.client, upstream, bytes, echo.as_ref(), called).map_err(protocol_err)
 }
 
 /// The two fields the proxy reads from a same-API response.
@@ -421,6 +397,7 @@ fn whole(
     upstream: Dialect,
     bytes: Bytes,
     echo: Option<&llmesh_wire::ResponseEcho>,
+    called: Option<&str>,
 ) -> Result<Success, String> {
     let (body, usage, response_model, translated) = if client == upstream {
         // Same API on both sides: the client gets the upstream's bytes as
@@ -435,13 +412,21 @@ fn whole(
         let parsed: Value =
             serde_json::from_slice(&bytes).map_err(|e| format!("response is not JSON: {e}"))?;
         let response_model = llmesh_wire::response_model_of(upstream, &parsed).map(str::to_string);
-        let (body, usage) = match (client, echo) {
+        let (mut body, usage) = match (client, echo) {
             (Dialect::Responses, Some(echo)) => {
                 llmesh_wire::translate_response_for_responses(upstream, parsed, echo)
             }
             _ => llmesh_wire::translate_response(client, upstream, parsed),
         }
         .map_err(|e| e.to_string())?;
+        if let (Some(model), Some(o)) = (called, body.as_object_mut()) {
+            if o.get("model")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                o.insert("model".into(), Value::String(model.to_string()));
+            }
+        }
         let out = Bytes::from(
             serde_json::to_vec(&body)
                 .map_err(|e| format!("encoding the translated answer: {e}"))?,

@@ -164,7 +164,8 @@ pub fn bedrock_anthropic(model: &str) -> bool {
 /// ones), so it cannot change the path.
 fn path_safe(model: &str, extra: &[u8], what: &str) -> Result<(), ProxyError> {
     if model.is_empty()
-        || model.starts_with('.')
+        || model == "."
+        || model == ".."
         || !model
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b) || extra.contains(&b))
@@ -174,6 +175,13 @@ fn path_safe(model: &str, extra: &[u8], what: &str) -> Result<(), ProxyError> {
         )));
     }
     Ok(())
+}
+
+/// `/model/{id}/{verb}` of Bedrock's runtime API. Model ids hold `:`
+/// (`...-v1:0`), sent percent-encoded as AWS's SDKs do (and signed that way).
+fn bedrock_path(model: &str, verb: &str) -> Result<String, ProxyError> {
+    path_safe(model, b":", "a Bedrock model URL")?;
+    Ok(format!("/model/{}/{verb}", model.replace(':', "%3A")))
 }
 
 /// Path under the provider's base URL for a call, with the addressing of
@@ -233,15 +241,14 @@ pub fn provider_path(
                 "/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/{model}:{verb}"
             ))
         }
-        ApiSchema::Bedrock if dialect == Dialect::Anthropic => {
-            path_safe(model, b":", "a Bedrock model URL")?;
-            let id = model.replace(':', "%3A");
-            Ok(if stream {
-                format!("/model/{id}/invoke-with-response-stream")
+        ApiSchema::Bedrock if dialect == Dialect::Anthropic => bedrock_path(
+            model,
+            if stream {
+                "invoke-with-response-stream"
             } else {
-                format!("/model/{id}/invoke")
-            })
-        }
+                "invoke"
+            },
+        ),
         _ => upstream_path(dialect, op, model, stream),
     }
 }
@@ -309,29 +316,17 @@ pub fn upstream_path(
         (Dialect::OpenAi, Operation::Completions) => "/completions".into(),
         (Dialect::Responses, _) => "/responses".into(),
         (Dialect::Anthropic, Operation::Chat) => "/messages".into(),
-        (Dialect::Bedrock, Operation::Chat) => {
-            // Model ids hold `:` (`...-v1:0`), sent percent-encoded as
-            // AWS's SDKs do (and signed that way).
-            path_safe(model, b":", "a Bedrock model URL")?;
-            let id = model.replace(':', "%3A");
+        (Dialect::Bedrock, Operation::Chat) => bedrock_path(
+            model,
             if stream {
-                format!("/model/{id}/converse-stream")
+                "converse-stream"
             } else {
-                format!("/model/{id}/converse")
-            }
-        }
+                "converse"
+            },
+        )?,
         (Dialect::Gemini, Operation::Chat) => {
-            // The model is part of the path for Gemini; keep it to the
-            // characters model ids use so it cannot change the path.
-            if model.is_empty()
-                || !model
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-            {
-                return Err(ProxyError::Unsupported(format!(
-                    "model name {model:?} cannot be sent to a Gemini upstream"
-                )));
-            }
+            // The model is part of the path for Gemini.
+            path_safe(model, b"", "a Gemini upstream")?;
             if stream {
                 format!("/models/{model}:streamGenerateContent?alt=sse")
             } else {
