@@ -48,7 +48,8 @@ pub use route::{
     StructuredOutputMode, StructuredOutputSpec, Timeouts, PASSTHROUGH_PATH,
 };
 pub use status::{
-    LLMDataPolicyStatus, LLMQuotaStatus, PolicyStatus, CONDITION_ACCEPTED, CONDITION_ENFORCED,
+    CanaryPhase, CanaryStatus, LLMDataPolicyStatus, LLMQuotaStatus, LLMRouteStatus, PolicyStatus,
+    RouteBackendStatus, CONDITION_ACCEPTED, CONDITION_ENFORCED, CONDITION_PROBES_PASSING,
     CONDITION_RESOLVED_REFS, REASON_ACCEPTED, REASON_BACKEND_NOT_FOUND, REASON_ENFORCED,
     REASON_INVALID, REASON_INVALID_BACKEND, REASON_MODEL_NOT_ROUTED, REASON_NOT_ENFORCED,
     REASON_RESOLVED_REFS,

@@ -9,7 +9,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{DURATION, MODEL_PATTERN};
-use crate::status::PolicyStatus;
+use crate::status::LLMRouteStatus;
 
 /// Spec of an `LLMRoute`.
 // Each printcolumn repeats `type_`, which clippy takes for a repeated attribute.
@@ -20,7 +20,7 @@ use crate::status::PolicyStatus;
     version = "v1alpha1",
     kind = "LLMRoute",
     namespaced,
-    status = "PolicyStatus",
+    status = "LLMRouteStatus",
     shortname = "llmr",
     category = "llmesh",
     doc = "Which model names an app may ask for, where they go (weighted or latency-aware backends, priorities, fallback chains by error class) and how failures are retried, broken and hedged.",

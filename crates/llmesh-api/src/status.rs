@@ -99,3 +99,114 @@ pub struct LLMDataPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_count: Option<i64>,
 }
+
+/// Condition type on each entry of an `LLMRoute`'s `status.backends`,
+/// written by the controller's prober: every golden prompt of
+/// `spec.probes` passed its checks on that backend at the last run
+/// (`True`), or one did not (`False`, the failed probes and checks in the
+/// message).
+pub const CONDITION_PROBES_PASSING: &str = "ProbesPassing";
+
+/// Status of an `LLMRoute`: the conditions, each backend's probe results
+/// and the canary's progress.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LLMRouteStatus {
+    /// Current state: `Accepted`, `ResolvedRefs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// One entry per backend the controller probes (the route's backends,
+    /// the mirror's and the canary's candidate), with its `ProbesPassing`
+    /// condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<RouteBackendStatus>,
+    /// Where the canary of `spec.canary` stands; the sidecars send the
+    /// candidate `canary.weight` percent of the route's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+}
+
+/// What the controller knows of one backend of a route.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteBackendStatus {
+    /// The `LLMProvider`.
+    pub provider: String,
+    /// The model sent to it, when the backend names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `ProbesPassing`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// When the probes last ran against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe_time: Option<Time>,
+}
+
+/// Phase of a canary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum CanaryPhase {
+    /// Walking its steps: the candidate gets the current step's weight.
+    #[default]
+    Progressing,
+    /// A gate failed: the weight holds until the gates pass again, or the
+    /// canary rolls back when they keep failing for the step's hold time.
+    Paused,
+    /// Every step held with passing gates (or `llmesh.io/canary=promote`):
+    /// the candidate gets all traffic until the spec changes.
+    Promoted,
+    /// A gate failed for a whole hold time: all traffic back on the
+    /// route's own backends.
+    RolledBack,
+    /// Stopped by `llmesh.io/canary=abort`: all traffic back on the
+    /// route's own backends.
+    Aborted,
+}
+
+impl CanaryPhase {
+    /// The phase as written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CanaryPhase::Progressing => "Progressing",
+            CanaryPhase::Paused => "Paused",
+            CanaryPhase::Promoted => "Promoted",
+            CanaryPhase::RolledBack => "RolledBack",
+            CanaryPhase::Aborted => "Aborted",
+        }
+    }
+}
+
+/// Progress of an `LLMRoute`'s canary, written by the controller's leader
+/// and read by every sidecar from the same watched object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// `Progressing`, `Paused`, `Promoted`, `RolledBack` or `Aborted`.
+    pub phase: CanaryPhase,
+    /// Index of the current step in `spec.canary.steps`.
+    #[serde(default)]
+    pub step: u32,
+    /// Percent of the route's requests the sidecars send to the candidate
+    /// (0 to 100).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub weight: u32,
+    /// When the current step began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// Since when a gate has been failing, while one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Time>,
+    /// The `metadata.generation` of the spec this canary runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Why the canary is where it is: the gate that failed, the override
+    /// applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
