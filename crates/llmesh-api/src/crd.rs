@@ -123,7 +123,8 @@ pub fn crd_files() -> Result<Vec<(String, String)>, RenderError> {
 //
 // A watch hands out the kube-generated types; the compiler takes the same
 // `AnyResource` the file mode parses, so both modes share one path. Only
-// the metadata llmesh reads is carried over; status is dropped.
+// the metadata llmesh reads is carried over, and of status only an
+// LLMRoute's canary progress.
 
 fn meta(m: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectMeta {
     ObjectMeta {
@@ -141,6 +142,7 @@ fn resource<S>(kind: ResourceKind, metadata: ObjectMeta, spec: S) -> Resource<S>
         kind: kind.as_str().to_string(),
         metadata,
         spec,
+        status: None,
     }
 }
 
@@ -152,7 +154,10 @@ impl From<LLMProvider> for AnyResource {
 
 impl From<LLMRoute> for AnyResource {
     fn from(o: LLMRoute) -> Self {
-        AnyResource::Route(resource(ResourceKind::Route, meta(o.metadata), o.spec))
+        let canary = o.status.and_then(|s| s.canary);
+        let mut r = resource(ResourceKind::Route, meta(o.metadata), o.spec);
+        r.status = canary.map(|c| crate::document::Observed { canary: Some(c) });
+        AnyResource::Route(r)
     }
 }
 

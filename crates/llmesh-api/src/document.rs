@@ -41,6 +41,31 @@ pub struct Resource<S> {
     pub metadata: ObjectMeta,
     /// The desired state.
     pub spec: S,
+    /// The part of `status` the sidecar acts on: the canary's progress an
+    /// `LLMRoute`'s controller wrote. A status of another shape is
+    /// ignored, never a reason to refuse the object.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "observed"
+    )]
+    pub status: Option<Observed>,
+}
+
+/// What llmesh reads of a resource's status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observed {
+    /// `status.canary` of an `LLMRoute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::status::CanaryStatus>,
+}
+
+fn observed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Observed>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value::<Observed>(value)
+        .ok()
+        .filter(|o| o.canary.is_some()))
 }
 
 /// Any of the four kinds.

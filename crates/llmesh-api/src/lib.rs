@@ -31,7 +31,7 @@ pub use crd::{crd_files, crd_schemas, crds, RenderError};
 pub use data_policy::{
     DataAction, DataRule, LLMDataPolicy, LLMDataPolicySpec, Unscannable, BUILTIN_CLASSES,
 };
-pub use document::{parse_documents, AnyResource, ObjectMeta, ParseError, Resource};
+pub use document::{parse_documents, AnyResource, ObjectMeta, Observed, ParseError, Resource};
 pub use kind::{ResourceKey, ResourceKind};
 pub use provider::{
     ApiSchema, AwsKeys, AwsPodIdentity, AwsWebIdentity, AzureWorkloadIdentity, CredentialRef,
@@ -42,10 +42,10 @@ pub use quota::{
     LLMQuota, LLMQuotaSpec, QuotaAction, QuotaLimits, QuotaScope, StoreUnavailable, TokenKind,
 };
 pub use route::{
-    BackendRef, CacheMode, CacheSpec, CacheStore, CircuitBreakerSpec, EmbeddingRef, ErrorClass,
-    ExactCacheSpec, FallbackChain, HedgeSpec, LLMRoute, LLMRouteSpec, MirrorBackend, MirrorSpec,
-    PassthroughSpec, RetryPolicy, SemanticCacheSpec, Strategy, StreamContinuationSpec,
-    StructuredOutputMode, StructuredOutputSpec, Timeouts, PASSTHROUGH_PATH,
+    BackendRef, CacheMode, CacheSpec, CacheStore, CanaryGates, CanarySpec, CircuitBreakerSpec,
+    EmbeddingRef, ErrorClass, ExactCacheSpec, FallbackChain, HedgeSpec, LLMRoute, LLMRouteSpec,
+    MirrorBackend, MirrorSpec, PassthroughSpec, RetryPolicy, SemanticCacheSpec, Strategy,
+    StreamContinuationSpec, StructuredOutputMode, StructuredOutputSpec, Timeouts, PASSTHROUGH_PATH,
 };
 pub use status::{
     CanaryPhase, CanaryStatus, LLMDataPolicyStatus, LLMQuotaStatus, LLMRouteStatus, PolicyStatus,

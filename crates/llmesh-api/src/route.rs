@@ -37,6 +37,18 @@ use crate::status::LLMRouteStatus;
         json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
     ),
     printcolumn(
+        name = "Canary",
+        type_ = "string",
+        description = "Phase of the canary of spec.canary",
+        json_path = ".status.canary.phase"
+    ),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        description = "Percent of requests the canary's candidate gets",
+        json_path = ".status.canary.weight"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -114,6 +126,72 @@ pub struct LLMRouteSpec {
     /// are compared in metrics. The client only ever gets the primary's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<MirrorSpec>,
+    /// Progressive canary: the controller moves a growing share of the
+    /// route's requests to a candidate backend, step by step, while its
+    /// gates pass, and moves it all back when they keep failing. The
+    /// sidecars read the current share from `status.canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanarySpec>,
+}
+
+/// A progressive canary of a route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanarySpec {
+    /// The candidate: an `LLMProvider` of the namespace and the model sent
+    /// to it (the requested name when unset).
+    pub backend: MirrorBackend,
+    /// Percent of requests the candidate gets at each step, ascending,
+    /// each 1 to 100 (default `[5, 25, 50, 100]`). After the last step
+    /// holds with passing gates the canary is promoted: the candidate gets
+    /// every request until the spec changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(range(min = 1, max = 100)))]
+    pub steps: Vec<u32>,
+    /// How long each step holds before the next (default `10m`); also how
+    /// long gates may keep failing before the canary rolls back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
+    pub hold: Option<String>,
+    /// What must stay true of the candidate for the canary to go on. A
+    /// gate not written is not checked; with none, steps advance on time.
+    #[serde(default)]
+    pub gates: CanaryGates,
+}
+
+/// The checks of a canary step, the candidate against the route's own
+/// backends over the last `window`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryGates {
+    /// The candidate's share of failed attempts may exceed the route's own
+    /// backends' by at most this much (`0.02`: two points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
+    pub max_error_ratio_increase: Option<f64>,
+    /// The candidate's p95 attempt latency may be at most this multiple of
+    /// the route's own backends' (`1.5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_latency_ratio: Option<f64>,
+    /// The candidate's `ProbesPassing` condition (from `spec.probes`) must
+    /// not be `False`.
+    #[serde(default)]
+    pub probes: bool,
+    /// Of the shadow pairs of `spec.mirror` (when it mirrors to the same
+    /// candidate), at least this share must agree on each signal
+    /// (`0.9`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
+    pub min_shadow_agreement: Option<f64>,
+    /// Requests the candidate must have had in the window before the
+    /// metric gates count (default 20); below, a step waits for traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
+    /// The range the metric gates are computed over (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION))]
+    pub window: Option<String>,
 }
 
 /// Shadow traffic to a candidate backend.

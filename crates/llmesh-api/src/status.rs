@@ -188,6 +188,11 @@ impl CanaryPhase {
 pub struct CanaryStatus {
     /// `Progressing`, `Paused`, `Promoted`, `RolledBack` or `Aborted`.
     pub phase: CanaryPhase,
+    /// The candidate this progress is for, `provider` or `provider/model`
+    /// as in `spec.canary.backend`: a sidecar applies `weight` only while
+    /// it names the spec's candidate.
+    #[serde(default)]
+    pub candidate: String,
     /// Index of the current step in `spec.canary.steps`.
     #[serde(default)]
     pub step: u32,

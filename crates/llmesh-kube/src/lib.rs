@@ -131,8 +131,8 @@ fn spec<S: DeserializeOwned>(obj: &DynamicObject) -> Result<S, ShapeError> {
 
 /// Reads a watched object into an llmesh resource: its spec is decoded
 /// into the kind's api type, its metadata carried over. The kind comes from
-/// the watch (list items need not carry it); status and server-set
-/// metadata are ignored.
+/// the watch (list items need not carry it); server-set metadata and
+/// status are ignored, but for an `LLMRoute`'s `status.canary`.
 pub fn to_resource(kind: ResourceKind, obj: &DynamicObject) -> Result<AnyResource, ShapeError> {
     let metadata = obj.metadata.clone();
     Ok(match kind {
@@ -145,7 +145,17 @@ pub fn to_resource(kind: ResourceKind, obj: &DynamicObject) -> Result<AnyResourc
         ResourceKind::Route => LLMRoute {
             metadata,
             spec: spec(obj)?,
-            status: None,
+            // The sidecars act on the canary's progress the controller
+            // writes; a status of another shape is ignored.
+            status: obj
+                .data
+                .get("status")
+                .and_then(|s| s.get("canary"))
+                .and_then(|c| serde_json::from_value(c.clone()).ok())
+                .map(|canary| llmesh_api::LLMRouteStatus {
+                    canary: Some(canary),
+                    ..Default::default()
+                }),
         }
         .into(),
         ResourceKind::Quota => LLMQuota {

@@ -1152,7 +1152,7 @@ fn compile_route(
     if spec.backends.is_empty() {
         cx.err(K, name, "spec.backends", "must have at least one backend");
     }
-    let backends = compile_backends(cx, name, "spec.backends", &spec.backends, providers);
+    let mut backends = compile_backends(cx, name, "spec.backends", &spec.backends, providers);
     let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
     if !backends.is_empty() && total_weight == 0 {
         cx.err(
@@ -1464,6 +1464,19 @@ fn compile_route(
         .as_ref()
         .and_then(|m| compile_mirror(cx, name, m, providers));
 
+    // The candidate joins the best priority group; the plan alone picks it,
+    // for the share of requests the controller's status gives it.
+    let canary = spec.canary.as_ref().and_then(|c| {
+        let status = r.status.as_ref().and_then(|s| s.canary.as_ref());
+        let priority = backends.iter().map(|b| b.priority).min().unwrap_or(0);
+        let (backend, percent) = crate::canary::compile(cx, name, c, status, providers, priority)?;
+        backends.push(backend);
+        Some(crate::canary::CanarySettings {
+            index: backends.len() - 1,
+            percent,
+        })
+    });
+
     if cx.errors.len() > before {
         return None;
     }
@@ -1488,6 +1501,7 @@ fn compile_route(
         schema_retries,
         enforced_schema,
         mirror,
+        canary,
     })
 }
 

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod canary;
 pub mod catalog;
 mod compile;
 mod data_policy;

@@ -167,6 +167,9 @@ pub struct Route {
     pub enforced_schema: Option<Arc<EnforcedSchema>>,
     /// Shadow traffic to a candidate backend.
     pub mirror: Option<MirrorSettings>,
+    /// The canary's candidate, the last of `backends`, while it gets a
+    /// share of requests; `None` otherwise.
+    pub canary: Option<crate::canary::CanarySettings>,
 }
 
 /// Shadow traffic of a route (`spec.mirror`), compiled.

@@ -148,6 +148,9 @@ pub struct Plan {
     waiting: Option<Duration>,
     last: Option<Slot>,
     stopped: Option<Stop>,
+    /// The canary's candidate, when this request is one of its share and
+    /// has not tried it yet.
+    canary: Option<usize>,
 }
 
 /// The backend at `slot` of route `route_index` in `table`.
@@ -201,8 +204,16 @@ impl Plan {
                     .map(|f| f.backends.len() as u32)
                     .sum::<u32>()
         });
+        let mut rng = SmallRng::seed_from_u64(input.seed);
+        let canary = table
+            .snap
+            .routes
+            .get(route_index)
+            .and_then(|r| r.canary.as_ref())
+            .filter(|c| rng.random_range(0..100u32) < c.percent)
+            .map(|c| c.index);
         Plan {
-            rng: SmallRng::seed_from_u64(input.seed),
+            rng,
             table,
             route_index,
             input,
@@ -218,6 +229,7 @@ impl Plan {
             waiting: None,
             last: None,
             stopped: None,
+            canary,
         }
     }
 
@@ -258,10 +270,13 @@ impl Plan {
         }
         loop {
             let picked = match self.chain {
-                None => self.select_own(now, 0, |_| true).map(|(i, _)| {
-                    self.tried |= bit(i);
-                    Slot::Own(i)
-                }),
+                None => self
+                    .canary_pick(now)
+                    .or_else(|| self.select_own(now, 0, |_| true).map(|(i, _)| i))
+                    .map(|i| {
+                        self.tried |= bit(i);
+                        Slot::Own(i)
+                    }),
                 Some(c) => self.next_in_chain(c, now),
             };
             let Some(slot) = picked else {
@@ -437,6 +452,18 @@ impl Plan {
             .is_none_or(|b| b.try_withdraw(now))
     }
 
+    /// The canary's candidate, once, for a request of its share, while it
+    /// may take the request; afterwards (it failed, or could not take it)
+    /// the route's own backends serve.
+    fn canary_pick(&mut self, now: Instant) -> Option<usize> {
+        let i = self.canary.take()?;
+        let b = self.table.routes.get(self.route_index)?.backends.get(i)?;
+        (cleared(&b.backend.provider, &self.input)
+            && b.state.breaker.would_admit(now)
+            && b.credential_ready())
+        .then_some(i)
+    }
+
     /// A backend of the route's own, by its strategy, from the best
     /// priority group that has an available backend. Backends already tried
     /// are avoided while others are available, and so are providers whose
@@ -452,6 +479,9 @@ impl Plan {
         let (roll, roll2): (u64, u64) = (self.rng.random(), self.rng.random());
         let route = self.table.snap.routes.get(self.route_index)?;
         let rt = self.table.routes.get(self.route_index)?;
+        // The canary's candidate is never picked by the strategy: only for
+        // its share of requests, by `canary_pick`.
+        let excluded = excluded | route.canary.as_ref().map_or(0, |c| bit(c.index));
         let restricted = &self.input;
         let tried = self.tried;
         // The common case, one backend, needs no balancing.

@@ -488,3 +488,93 @@ async fn a_skipped_backend_counts_as_context_length_without_an_attempt() {
     let (next, _) = next_try(&mut p);
     assert_eq!(provider(&p, next), "b");
 }
+
+/// The route `r` with a canary to provider `d` and `status` (YAML, or
+/// empty for none).
+fn canary_table(status: &str) -> Arc<Table> {
+    let yaml = format!(
+        "{PROVIDERS}---\napiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {{name: r}}\nspec:\n  models: [m]\n  backends: [{{provider: a}}, {{provider: b}}]\n  retries: {{attempts: 2, when: [server-error], budgetMinPerSecond: 100}}\n  circuitBreaker: {{consecutiveFailures: 1, openFor: 30s}}\n  canary: {{backend: {{provider: d, model: m2}}}}\n{status}\n"
+    );
+    let docs = llmesh_api::parse_documents(&yaml).unwrap();
+    let registry = Registry::default();
+    let built = crate::table::build(&docs, "t", None, &NoKey, &ClientCache::new(None), &registry);
+    assert!(built.errors.is_empty(), "{:?}", built.errors);
+    Arc::new(Table::new(built.compiled, 1, |_| None))
+}
+
+fn first_picks_of_canary(t: &Arc<Table>, n: u64) -> u64 {
+    (0..n)
+        .filter(|&seed| {
+            let mut p = Plan::new(
+                t.clone(),
+                0,
+                PlanInput {
+                    restricted: Vec::new(),
+                    deadline: clock::now() + Duration::from_secs(60),
+                    pacing: None,
+                    seed,
+                    pin: None,
+                },
+            );
+            let slot = pick_now(&mut p).slot;
+            provider(&p, slot) == "d"
+        })
+        .count() as u64
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_canary_candidate_gets_the_share_its_status_gives_and_no_more() {
+    // Before the controller writes anything, the candidate is not even a
+    // backend.
+    let t = canary_table("");
+    assert_eq!(t.routes[0].backends.len(), 2);
+    assert_eq!(first_picks_of_canary(&t, 400), 0);
+
+    let t = canary_table(
+        "status: {canary: {phase: Progressing, candidate: d/m2, step: 1, weight: 25}}",
+    );
+    let n = first_picks_of_canary(&t, 4000);
+    assert!((800..=1200).contains(&n), "{n} of 4000 on the candidate");
+
+    let t = canary_table("status: {canary: {phase: Promoted, candidate: d/m2, weight: 50}}");
+    assert_eq!(first_picks_of_canary(&t, 400), 400);
+
+    // Rolled back, or written for another candidate: nothing.
+    for status in [
+        "status: {canary: {phase: RolledBack, candidate: d/m2, weight: 50}}",
+        "status: {canary: {phase: Progressing, candidate: d/other, weight: 50}}",
+        // A status of another shape is ignored, not a refused route.
+        "status: {canary: {phase: Sideways, weight: many}}",
+    ] {
+        assert_eq!(
+            first_picks_of_canary(&canary_table(status), 400),
+            0,
+            "{status}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_canary_attempt_is_retried_on_the_routes_own_backends() {
+    let t = canary_table("status: {canary: {phase: Promoted, candidate: d/m2}}");
+    let mut p = plan(&t);
+    let first = pick_now(&mut p).slot;
+    assert_eq!(provider(&p, first), "d");
+    assert!(matches!(
+        fail(&mut p, first, ErrorClass::ServerError),
+        Verdict::Retry { .. }
+    ));
+    for _ in 0..2 {
+        let (slot, _) = next_try(&mut p);
+        assert_ne!(provider(&p, slot), "d", "the candidate is tried once");
+        fail(&mut p, slot, ErrorClass::ServerError);
+    }
+    // A candidate whose breaker is open is skipped for its share.
+    let t = canary_table("status: {canary: {phase: Promoted, candidate: d/m2}}");
+    for _ in 0..5 {
+        trip(&t, 2);
+    }
+    let mut p = plan(&t);
+    let slot = pick_now(&mut p).slot;
+    assert_ne!(provider(&p, slot), "d");
+}
