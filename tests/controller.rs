@@ -41,6 +41,7 @@ fn config(identity: &str) -> ControllerConfig {
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
         debounce: Duration::from_millis(20),
         spend: SpendConfig::default(),
+        canary: llmesh_controller::CanaryConfig::default(),
     }
 }
 

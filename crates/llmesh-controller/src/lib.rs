@@ -17,9 +17,11 @@
 #![deny(clippy::unwrap_used)]
 #![deny(missing_docs)]
 
+pub mod canary;
 pub mod judge;
 pub mod lease;
 pub mod metrics;
+pub mod prom;
 pub mod server;
 pub mod spend;
 pub mod status;
@@ -38,6 +40,7 @@ use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use canary::CanaryConfig;
 pub use lease::{Leadership, LeaseConfig};
 pub use spend::{QuotaStore, SpendConfig};
 
@@ -65,6 +68,8 @@ pub struct ControllerConfig {
     pub debounce: Duration,
     /// Spend readings from the sidecars' quota store.
     pub spend: SpendConfig,
+    /// Progressive canaries.
+    pub canary: CanaryConfig,
 }
 
 /// Why the controller could not start.
@@ -97,6 +102,7 @@ pub struct Controller {
     stop_lease: channel::Sender<bool>,
     work: Option<JoinHandle<()>>,
     spend: Option<JoinHandle<()>>,
+    canaries: Option<JoinHandle<()>>,
     lease: Option<JoinHandle<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -109,6 +115,15 @@ impl Controller {
             return Err(StartError::Config(
                 "the spend interval must be above zero".into(),
             ));
+        }
+        if cfg.canary.interval.is_zero() {
+            return Err(StartError::Config(
+                "the canary interval must be above zero".into(),
+            ));
+        }
+        if let Some(url) = &cfg.canary.prometheus {
+            prom::Prometheus::new(url)
+                .map_err(|e| StartError::Config(format!("the Prometheus URL: {e}")))?;
         }
         let store = match &cfg.spend.store {
             QuotaStore::Memory => None,
@@ -148,7 +163,7 @@ impl Controller {
         let spend = store.map(|conn| {
             tokio::spawn(spend::run(
                 Spend {
-                    client,
+                    client: client.clone(),
                     identity: cfg.lease.identity.clone(),
                     conn,
                     interval: cfg.spend.interval,
@@ -159,11 +174,27 @@ impl Controller {
                 work_rx.clone(),
             ))
         });
+        let (routes_tx, routes_rx) = channel::channel(canary::Routes::default());
+        let canaries = tokio::spawn(canary::run(
+            canary::Canaries {
+                client: client.clone(),
+                identity: cfg.lease.identity.clone(),
+                config: cfg.canary.clone(),
+                platform_namespace: cfg.platform_namespace.clone(),
+                metrics: metrics.clone(),
+            },
+            routes_rx,
+            leadership.clone(),
+            work_rx.clone(),
+        ));
         let work = tokio::spawn(run(
             cfg,
             objects,
             writer,
-            quotas_tx,
+            Feeds {
+                quotas: quotas_tx,
+                routes: routes_tx,
+            },
             leadership.clone(),
             health.clone(),
             work_rx,
@@ -182,6 +213,7 @@ impl Controller {
             stop_lease,
             work: Some(work),
             spend,
+            canaries: Some(canaries),
             lease: Some(lease),
             server: Some(server),
         })
@@ -212,6 +244,9 @@ impl Controller {
         if let Some(spend) = self.spend.take() {
             let _ = spend.await;
         }
+        if let Some(canaries) = self.canaries.take() {
+            let _ = canaries.await;
+        }
         tracing::debug!("writes stopped");
         let _ = self.stop_lease.send(true);
         if let Some(lease) = self.lease.take() {
@@ -230,6 +265,7 @@ impl Drop for Controller {
         for task in [
             self.work.take(),
             self.spend.take(),
+            self.canaries.take(),
             self.lease.take(),
             self.server.take(),
         ]
@@ -242,13 +278,21 @@ impl Drop for Controller {
     }
 }
 
+/// What each evaluation hands the loops that act on accepted objects.
+struct Feeds {
+    /// Accepted LLMQuotas, for the spend loop.
+    quotas: channel::Sender<Quotas>,
+    /// Accepted LLMRoutes with a canary, for the canary loop.
+    routes: channel::Sender<canary::Routes>,
+}
+
 /// Evaluates on every batch of changes and on becoming leader; writes
 /// while leading; retries failed writes with backoff.
 async fn run(
     cfg: ControllerConfig,
     mut objects: channel::Receiver<Option<Objects>>,
     mut writer: Writer,
-    quotas: channel::Sender<Quotas>,
+    feeds: Feeds,
     leadership: Leadership,
     health: Arc<Health>,
     mut shutdown: channel::Receiver<bool>,
@@ -307,11 +351,27 @@ async fn run(
         }
         log_rejections(&verdicts, &mut reported);
         // The spend loop reads the quotas the sidecars enforce: accepted ones.
-        quotas.send_replace(Arc::new(
+        feeds.quotas.send_replace(Arc::new(
             verdicts
                 .iter()
                 .filter(|v| v.kind == "LLMQuota")
                 .filter(|v| v.accepted().is_some_and(|a| a.status == Status::True))
+                .map(|v| v.object.clone())
+                .collect(),
+        ));
+        // The canary loop reads accepted routes that run a canary.
+        feeds.routes.send_replace(Arc::new(
+            verdicts
+                .iter()
+                .filter(|v| v.kind == "LLMRoute")
+                .filter(|v| v.accepted().is_some_and(|a| a.status == Status::True))
+                .filter(|v| {
+                    v.object
+                        .data
+                        .get("spec")
+                        .and_then(|s| s.get("canary"))
+                        .is_some_and(|c| !c.is_null())
+                })
                 .map(|v| v.object.clone())
                 .collect(),
         ));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use llmesh_controller::{Controller, ControllerConfig, LeaseConfig, SpendConfig};
+use llmesh_controller::{CanaryConfig, Controller, ControllerConfig, LeaseConfig, SpendConfig};
 
 /// Writes status conditions (Accepted, ResolvedRefs, Enforced) and Warning
 /// Events on LLMProvider, LLMRoute, LLMQuota and LLMDataPolicy objects.
@@ -55,6 +55,15 @@ struct Args {
     /// How often the leader reads every LLMQuota's spend, e.g. `15s`.
     #[arg(long, env = "LLMESH_SPEND_INTERVAL", default_value = "15s", value_parser = duration)]
     spend_interval: Duration,
+    /// How often the leader checks every LLMRoute canary's gates, e.g. `30s`.
+    #[arg(long, env = "LLMESH_CANARY_INTERVAL", default_value = "30s", value_parser = duration)]
+    canary_interval: Duration,
+    /// Base URL of the Prometheus that scrapes the sidecars, e.g.
+    /// `http://prometheus.monitoring:9090`, for the canary metric gates
+    /// (error ratio, latency, shadow agreement); without it those gates
+    /// hold a canary at its step.
+    #[arg(long, env = "LLMESH_PROMETHEUS_URL", default_value = "")]
+    prometheus_url: String,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `llmesh_controller=debug`.
     #[arg(long, env = "LLMESH_LOG", default_value = "info")]
     log: String,
@@ -118,6 +127,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         spend: SpendConfig {
             store: args.quota_store,
             interval: args.spend_interval,
+        },
+        canary: CanaryConfig {
+            interval: args.canary_interval,
+            prometheus: Some(args.prometheus_url).filter(|u| !u.is_empty()),
         },
     };
     let controller = Controller::start(client, cfg).await?;

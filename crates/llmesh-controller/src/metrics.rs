@@ -23,6 +23,12 @@ pub struct Metrics {
     /// `llmesh_controller_quota_alerts_total{type,result}`: threshold
     /// Events on LLMQuota objects.
     pub quota_alerts: IntCounterVec,
+    /// `llmesh_controller_canary_weight{namespace,route}`: percent of
+    /// requests the canary's candidate gets.
+    pub canary_weight: IntGaugeVec,
+    /// `llmesh_controller_canary_moves_total{phase}`: canary moves, by the
+    /// phase moved to.
+    pub canary_moves: IntCounterVec,
 }
 
 impl Metrics {
@@ -72,6 +78,20 @@ impl Metrics {
             ),
             &["type", "result"],
         )?;
+        let canary_weight = IntGaugeVec::new(
+            Opts::new(
+                "llmesh_controller_canary_weight",
+                "Percent of a route's requests its canary's candidate gets (status.canary.weight).",
+            ),
+            &["namespace", "route"],
+        )?;
+        let canary_moves = IntCounterVec::new(
+            Opts::new(
+                "llmesh_controller_canary_moves_total",
+                "Canary moves (started, advanced, paused, resumed, promoted, rolled back, aborted), by the phase moved to.",
+            ),
+            &["phase"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "llmesh_build_info",
@@ -89,6 +109,8 @@ impl Metrics {
         registry.register(Box::new(evaluations.clone()))?;
         registry.register(Box::new(spend_reads.clone()))?;
         registry.register(Box::new(quota_alerts.clone()))?;
+        registry.register(Box::new(canary_weight.clone()))?;
+        registry.register(Box::new(canary_moves.clone()))?;
         registry.register(Box::new(build_info))?;
         // Every series exists from the start, so rate() and alerts see 0.
         for (kind, _) in llmesh_kube::KINDS {
@@ -97,6 +119,9 @@ impl Metrics {
                 events.with_label_values(&[kind, result]);
             }
             rejected.with_label_values(&[kind]);
+        }
+        for phase in ["Progressing", "Paused", "Promoted", "RolledBack", "Aborted"] {
+            canary_moves.with_label_values(&[phase]);
         }
         for result in ["success", "failure"] {
             spend_reads.with_label_values(&[result]);
@@ -113,6 +138,8 @@ impl Metrics {
             evaluations,
             spend_reads,
             quota_alerts,
+            canary_weight,
+            canary_moves,
         })
     }
 

@@ -97,6 +97,7 @@ pub(crate) fn compile(
     status: Option<&CanaryStatus>,
     providers: &BTreeMap<String, Arc<Provider>>,
     priority: u32,
+    mirror: Option<&MirrorBackend>,
 ) -> Option<(Backend, u32)> {
     const K: ResourceKind = ResourceKind::Route;
     let before = cx.errors.len();
@@ -168,6 +169,14 @@ pub(crate) fn compile(
             name,
             "spec.canary.gates.minShadowAgreement",
             "must be between 0 and 1",
+        );
+    }
+    if g.min_shadow_agreement.is_some() && mirror != Some(&spec.backend) {
+        cx.err(
+            K,
+            name,
+            "spec.canary.gates.minShadowAgreement",
+            "compares shadow pairs: spec.mirror.backend must be the canary's candidate",
         );
     }
     if cx.errors.len() > before {

@@ -1466,10 +1466,12 @@ fn compile_route(
 
     // The candidate joins the best priority group; the plan alone picks it,
     // for the share of requests the controller's status gives it.
+    let mirrored = spec.mirror.as_ref().map(|m| &m.backend);
     let canary = spec.canary.as_ref().and_then(|c| {
         let status = r.status.as_ref().and_then(|s| s.canary.as_ref());
         let priority = backends.iter().map(|b| b.priority).min().unwrap_or(0);
-        let (backend, percent) = crate::canary::compile(cx, name, c, status, providers, priority)?;
+        let (backend, percent) =
+            crate::canary::compile(cx, name, c, status, providers, priority, mirrored)?;
         backends.push(backend);
         Some(crate::canary::CanarySettings {
             index: backends.len() - 1,

@@ -121,6 +121,10 @@ fn route(r: &Route) -> Value {
             "maxRequestsPerMinute": m.max_per_minute,
             "maxCostPerHour": m.max_cost_per_hour,
         })),
+        "canary": r.canary.as_ref().and_then(|c| r.backends.get(c.index).map(|b| json!({
+            "backend": backend(b),
+            "percent": c.percent,
+        }))),
         "passthrough": r.passthrough.as_ref().map(|p| json!({
             "paths": p.paths,
             "provider": p.provider.name,

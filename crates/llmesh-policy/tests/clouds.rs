@@ -339,3 +339,66 @@ spec:
         "{all}"
     );
 }
+
+#[test]
+fn a_canary_compiles_with_the_share_its_status_gives_and_its_bad_fields_are_named() {
+    let text = r#"
+apiVersion: llmesh.io/v1alpha1
+kind: LLMProvider
+metadata: {name: oai}
+spec: {schema: openai, credential: {env: KEY}}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: good, generation: 3}
+spec:
+  models: [good]
+  backends: [{provider: oai, model: gpt-4o}]
+  mirror: {backend: {provider: oai, model: gpt-5}}
+  canary:
+    backend: {provider: oai, model: gpt-5}
+    steps: [10, 50]
+    hold: 2m
+    gates: {maxErrorRatioIncrease: 0.02, maxLatencyRatio: 1.5, probes: true, minShadowAgreement: 0.9, window: 10m}
+status:
+  conditions: [{type: Accepted, status: "True"}]
+  canary: {phase: Paused, candidate: oai/gpt-5, step: 1, weight: 50}
+---
+apiVersion: llmesh.io/v1alpha1
+kind: LLMRoute
+metadata: {name: bad}
+spec:
+  models: [bad]
+  backends: [{provider: oai}]
+  canary:
+    backend: {provider: nobody}
+    steps: [50, 20, 0]
+    hold: soon
+    gates: {maxErrorRatioIncrease: 2, maxLatencyRatio: 0.5, minShadowAgreement: 0.9, window: 0s}
+"#;
+    let docs = parse_documents(text).unwrap();
+    let (snap, errs) = compile(&docs, "team-a", &env(&[("KEY", "k")]));
+    let all = errs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let good = snap.routes.iter().find(|r| r.name == "good").unwrap();
+    let c = good.canary.as_ref().unwrap();
+    assert_eq!(c.percent, 50);
+    assert_eq!(good.backends[c.index].model.as_deref(), Some("gpt-5"));
+    assert_eq!(good.backends.len(), 2);
+    for want in [
+        "LLMRoute/team-a/bad: spec.canary.backend.provider: no valid LLMProvider named \"nobody\"",
+        "LLMRoute/team-a/bad: spec.canary.steps[1]: steps must ascend",
+        "LLMRoute/team-a/bad: spec.canary.steps[2]: must be between 1 and 100",
+        "LLMRoute/team-a/bad: spec.canary.hold:",
+        "LLMRoute/team-a/bad: spec.canary.gates.window: must be > 0",
+        "LLMRoute/team-a/bad: spec.canary.gates.maxErrorRatioIncrease: must be between 0 and 1",
+        "LLMRoute/team-a/bad: spec.canary.gates.maxLatencyRatio: must be at least 1",
+        "LLMRoute/team-a/bad: spec.canary.gates.minShadowAgreement: compares shadow pairs",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in\n{all}");
+    }
+    assert!(snap.dump().to_string().contains("\"canary\":{"));
+}

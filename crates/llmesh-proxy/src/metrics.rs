@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use prometheus::{
-    Counter, CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::Identity;
@@ -95,6 +95,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// llmesh_attempts_total
     pub attempts: IntCounterVec,
+    /// llmesh_attempt_first_byte_seconds
+    pub attempt_first_byte: HistogramVec,
     /// llmesh_retries_total
     pub retries: IntCounterVec,
     /// llmesh_failovers_total
@@ -430,6 +432,14 @@ impl Metrics {
             ),
             &["route", "provider", "model", "outcome"],
         )?;
+        let attempt_first_byte = HistogramVec::new(
+            HistogramOpts::new(
+                "llmesh_attempt_first_byte_seconds",
+                "Time from an upstream call to its first byte or event, per backend, of the calls that answered.",
+            )
+            .buckets(TTFC_BUCKETS.to_vec()),
+            &["route", "provider", "model"],
+        )?;
         let retries = IntCounterVec::new(
             Opts::new(
                 "llmesh_retries_total",
@@ -652,6 +662,7 @@ impl Metrics {
         registry.register(Box::new(log_lines_dropped.clone()))?;
         registry.register(Box::new(tokenizer_fallbacks.clone()))?;
         registry.register(Box::new(attempts.clone()))?;
+        registry.register(Box::new(attempt_first_byte.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(failovers.clone()))?;
         registry.register(Box::new(budget_exhausted.clone()))?;
@@ -728,6 +739,7 @@ impl Metrics {
             shadow_agreement,
             upstream_errors,
             attempts,
+            attempt_first_byte,
             retries,
             failovers,
             budget_exhausted,
@@ -794,6 +806,7 @@ pub struct SeriesCache {
     cost: OnceLock<Cached<Counter>>,
     cache_saved: OnceLock<Cached<Counter>>,
     attempts_ok: OnceLock<Cached<IntCounter>>,
+    first_byte: OnceLock<Cached<Histogram>>,
 }
 
 fn cached<'a, T>(
@@ -847,6 +860,18 @@ impl SeriesCache {
         match cached(&self.cache_saved, model, make) {
             Some(c) => c.inc_by(usd),
             None => make().inc_by(usd),
+        }
+    }
+
+    /// `llmesh_attempt_first_byte_seconds` observes `seconds`.
+    pub fn first_byte(&self, m: &Metrics, route: &str, provider: &str, model: &str, seconds: f64) {
+        let make = || {
+            m.attempt_first_byte
+                .with_label_values(&[route, provider, model])
+        };
+        match cached(&self.first_byte, model, make) {
+            Some(h) => h.observe(seconds),
+            None => make().observe(seconds),
         }
     }
 

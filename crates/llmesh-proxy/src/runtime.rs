@@ -102,6 +102,8 @@ impl BackendRuntime {
                 if let Some(t) = ttfb {
                     self.state.ttft.observe(t, now);
                     self.state.latency.observe(t);
+                    self.series
+                        .first_byte(metrics, &self.route, provider, model, t.as_secs_f64());
                 }
                 // The most frequent series is cached: no label lookup.
                 self.series
