@@ -12,6 +12,8 @@ use llmesh_tests::fake_kube::FakeKube;
 use llmesh_tests::{metric_value, Http};
 use serde_json::{json, Value};
 
+#[path = "controller/canary.rs"]
+mod canary;
 #[path = "controller/deploy.rs"]
 mod deploy;
 #[path = "controller/leader.rs"]
