@@ -138,6 +138,13 @@ impl Prometheus {
         panic!("prometheus did not start:\n{log}");
     }
 
+    /// Its base URL, `http://127.0.0.1:port` (`tests/canary.rs` points
+    /// the controller at it).
+    #[allow(dead_code)]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// What the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()

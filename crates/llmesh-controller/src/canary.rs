@@ -732,9 +732,11 @@ async fn metric_gates_of(
         let failures = prom.value(&q.candidate_failures).await?.unwrap_or(0.0);
         let own_attempts = prom.value(&q.own_attempts).await?.unwrap_or(0.0);
         let own_failures = prom.value(&q.own_failures).await?.unwrap_or(0.0);
-        let cand = failures / attempts;
+        // increase() extrapolates each series on its own: a ratio of two
+        // can pass 1 by a hair.
+        let cand = (failures / attempts).clamp(0.0, 1.0);
         let own = if own_attempts > 0.0 {
-            own_failures / own_attempts
+            (own_failures / own_attempts).clamp(0.0, 1.0)
         } else {
             0.0
         };
