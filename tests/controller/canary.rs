@@ -161,8 +161,15 @@ async fn failing_probes_pause_then_roll_back_and_the_annotation_overrides() {
     ));
     let aborted = until_phase(&kube, "bad", "Aborted").await;
     assert_eq!(aborted["weight"], 0);
-    assert!(reasons(&kube, "bad")
+    assert!(reasons_once(&kube, "bad", 5)
+        .await
         .ends_with(&["CanaryPromoted".to_string(), "CanaryAborted".to_string()]));
+    // The canary leaves the spec: its progress leaves the status.
+    kube.apply_yaml(&route(NS, "bad", "old"));
+    until("status.canary cleared", || {
+        Some(()).filter(|_| canary_of(&kube, "bad").is_null())
+    })
+    .await;
     c.shutdown().await;
 }
 

@@ -65,7 +65,8 @@ impl Default for CanaryConfig {
     }
 }
 
-/// Accepted `LLMRoute`s that have a `spec.canary`, as last judged.
+/// Accepted `LLMRoute`s that have a `spec.canary` (or a `status.canary`
+/// left from one), as last judged.
 pub type Routes = Arc<Vec<Arc<DynamicObject>>>;
 
 /// What a gate check found.
@@ -549,6 +550,25 @@ async fn check(
         return;
     };
     let Some(canary_spec) = &spec.canary else {
+        // The canary left the spec: its progress leaves the status (and
+        // `kubectl get` stops showing a phase that no longer applies).
+        let stale = route
+            .data
+            .get("status")
+            .and_then(|s| s.get("canary"))
+            .is_some_and(|c| !c.is_null());
+        if stale {
+            let cleared = json!({"status": {"canary": null}});
+            let result = patch_status(&c.client, "LLMRoute", route, &cleared).await;
+            let label = if result.is_ok() { "success" } else { "failure" };
+            c.metrics
+                .status_patches
+                .with_label_values(&["LLMRoute", label])
+                .inc();
+            if let Err(e) = result {
+                tracing::warn!(resource = full_name(route), error = %e, "could not clear the canary status; next interval retries");
+            }
+        }
         return;
     };
     let key = uid_key(route);

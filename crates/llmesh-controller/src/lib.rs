@@ -282,7 +282,8 @@ impl Drop for Controller {
 struct Feeds {
     /// Accepted LLMQuotas, for the spend loop.
     quotas: channel::Sender<Quotas>,
-    /// Accepted LLMRoutes with a canary, for the canary loop.
+    /// Accepted LLMRoutes with a canary (or a stale `status.canary`), for
+    /// the canary loop.
     routes: channel::Sender<canary::Routes>,
 }
 
@@ -366,11 +367,15 @@ async fn run(
                 .filter(|v| v.kind == "LLMRoute")
                 .filter(|v| v.accepted().is_some_and(|a| a.status == Status::True))
                 .filter(|v| {
-                    v.object
-                        .data
-                        .get("spec")
-                        .and_then(|s| s.get("canary"))
-                        .is_some_and(|c| !c.is_null())
+                    // A canary to walk, or the progress of one removed
+                    // from the spec, to clear.
+                    ["spec", "status"].iter().any(|part| {
+                        v.object
+                            .data
+                            .get(*part)
+                            .and_then(|s| s.get("canary"))
+                            .is_some_and(|c| !c.is_null())
+                    })
                 })
                 .map(|v| v.object.clone())
                 .collect(),
