@@ -177,6 +177,7 @@ impl StreamingBody {
             }
             Err(f) => {
                 b.record(m, AttemptOutcome::Failed(f.class), now);
+                crate::account::attempt_failed(&ctx, b, f.class);
                 m.continuations
                     .with_label_values(&[route, &from, "failed"])
                     .inc();
@@ -231,6 +232,9 @@ impl StreamingBody {
                 response_model: self.translator.response_model().map(str::to_string),
                 ttfc: self.ttfc,
                 output_estimate: OutputEstimate::Chunks(self.translator.content_chunks()),
+                // A stream's answer is not read as a whole: its output
+                // tokens count, its other signals are not known.
+                signals: None,
             });
         }
     }
