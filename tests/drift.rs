@@ -186,9 +186,11 @@ async fn answers_count_under_the_version_the_backend_answers_with() {
         "{m}"
     );
 
-    // A streamed answer counts its output tokens under the version; its
-    // other signals are not read.
-    let before = answers(&m, V2, &[]);
+    // Streamed answers count too, from what the stream said on the way:
+    // passed through (an OpenAI client) or translated (an Anthropic one),
+    // and a streamed tool call.
+    let plain_before = answers(&m, V2, &plain);
+    let tools_before = answers(&m, V2, &[("tool_call", "true")]);
     let outputs = output_answers(&m, V2);
     env.mock
         .set_model_behavior("gpt-4o-mini", behavior(json!({"response_model": V2})));
@@ -196,11 +198,28 @@ async fn answers_count_under_the_version_the_backend_answers_with() {
     req["stream"] = json!(true);
     let (s, _, _) = env.post_stream(chat, &req, &[]).await;
     assert_eq!(s, 200);
-    let m = until(&env, "the stream's output tokens", |m| {
-        output_answers(m, V2) == outputs + 1.0
+    let mut req = anthropic_msg("gpt-4o-mini", "stream please");
+    req["stream"] = json!(true);
+    let (s, _, body) = env.post_stream("/v1/messages", &req, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    let mut req = with_tools.clone();
+    req["stream"] = json!(true);
+    let (s, _, body) = env.post_stream(chat, &req, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    let m = until(&env, "the streams' accounting", |m| {
+        output_answers(m, V2) == outputs + 3.0
     })
     .await;
-    assert_eq!(answers(&m, V2, &[]), before, "{m}");
+    assert_eq!(answers(&m, V2, &plain), plain_before + 2.0, "{m}");
+    assert_eq!(
+        answers(
+            &m,
+            V2,
+            &[("finish_reason", "tool_calls"), ("tool_call", "true")]
+        ),
+        tools_before + 1.0,
+        "{m}"
+    );
 
     // A failed attempt counts under the version the backend last answered
     // with.

@@ -372,7 +372,7 @@ impl Metrics {
         let backend_answers = IntCounterVec::new(
             Opts::new(
                 "llmesh_backend_answers_total",
-                "Whole chat answers per backend and model version, by finish reason (stop, length, tool_calls, content_filter, other), refusal (true, false), tool_call (true, false) and JSON validity against the request's validated schema (valid, invalid, none without one).",
+                "Chat answers per backend and model version (streamed ones as the stream ended), by finish reason (stop, length, tool_calls, content_filter, other), refusal (true, false), tool_call (true, false) and JSON validity against the request's validated schema (valid, invalid, none without one).",
             ),
             &[
                 "route",
@@ -928,7 +928,8 @@ impl SeriesCache {
 
     /// The drift series of a successful answer of model `version`:
     /// `llmesh_backend_output_tokens` when the output is known, and
-    /// `llmesh_backend_answers_total` when the answer's signals are.
+    /// `llmesh_backend_answers_total` when the answer's signals are (every
+    /// finished OpenAI or Anthropic chat answer, whole or streamed).
     pub fn answered(
         &self,
         m: &Metrics,

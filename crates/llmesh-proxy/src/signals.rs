@@ -89,6 +89,24 @@ pub fn signals(client: Dialect, body: &[u8], schema: Option<&Validator>) -> Opti
     })
 }
 
+/// The signals of a streamed answer, from what the stream translator read
+/// on the way: its finish reason (OpenAI's vocabulary), the first tool
+/// called and whether it refused. A stream is not validated against a
+/// schema: `json` is `none`.
+pub fn streamed(finish: &'static str, tool: Option<&str>, refused: bool) -> Signals {
+    let reason = match finish {
+        "stop" | "length" | "tool_calls" | "content_filter" => finish,
+        _ => "other",
+    };
+    Signals {
+        finish: if refused { "refusal" } else { finish }.to_string(),
+        reason,
+        refusal: refused || reason == "content_filter",
+        tool: tool.map(str::to_string),
+        json: "none",
+    }
+}
+
 /// What an answer is, against the schema.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Check {
