@@ -131,6 +131,9 @@ impl Stack {
     }
 }
 
+/// The promtool unit tests of the rules, under tests/observability.
+const RULE_TESTS: &[&str] = &["llmesh-rules.test.yaml", "llmesh-drift-rules.test.yaml"];
+
 /// Families whose samples the traffic must produce, so promtool and the
 /// dashboard see them with data.
 const FAMILIES_WITH_SAMPLES: &[&str] = &[
@@ -144,6 +147,9 @@ const FAMILIES_WITH_SAMPLES: &[&str] = &[
     "llmesh_unpriced_requests_total{",
     "llmesh_backend_model_version_info{",
     "llmesh_backend_model_version_changes_total{",
+    "llmesh_backend_output_tokens_bucket{",
+    "llmesh_backend_answers_total{",
+    "llmesh_backend_errors_total{",
     "llmesh_provider_credential_ready{",
     "llmesh_provider_credential_refreshes_total{",
     "llmesh_shadow_requests_total{",
@@ -276,13 +282,12 @@ fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
     let (ok, out) = promtool(&promtool_bin, &root, &["check", "rules", RULES], b"");
     assert!(ok, "promtool check rules:\n{out}");
     let tests = repo_file("tests/observability");
-    let (ok, out) = promtool(
-        &promtool_bin,
-        &tests,
-        &["test", "rules", "llmesh-rules.test.yaml"],
-        b"",
-    );
-    assert!(ok, "promtool test rules:\n{out}");
+    // The drift alerts' tests run 8 days of series, in a file of their own
+    // evaluated every 5 minutes.
+    for file in RULE_TESTS {
+        let (ok, out) = promtool(&promtool_bin, &tests, &["test", "rules", file], b"");
+        assert!(ok, "promtool test rules {file}:\n{out}");
+    }
 
     // Each alert has what the chart and Alertmanager routes rely on.
     let text = std::fs::read_to_string(repo_file(RULES)).unwrap();
@@ -291,7 +296,10 @@ fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
     assert!(alerts.len() >= 6, "{alerts:?}");
-    let unit_tests = std::fs::read_to_string(tests.join("llmesh-rules.test.yaml")).unwrap();
+    let unit_tests: String = RULE_TESTS
+        .iter()
+        .map(|f| std::fs::read_to_string(tests.join(f)).unwrap())
+        .collect();
     for block in text.split("- alert: ").skip(1) {
         let name = block.lines().next().unwrap();
         for needle in ["severity: ", "summary: ", "description: ", "expr: "] {
@@ -426,7 +434,9 @@ scrape_configs:
             );
         }
     }
-    let in_file = rules_text.matches("- alert: ").count();
+    // Alerts and the recording rules they read.
+    let in_file =
+        rules_text.matches("- alert: ").count() + rules_text.matches("- record: ").count();
     if exprs.len() != in_file {
         problems.push(format!(
             "Prometheus loaded {} rules, the file has {in_file}:\n{}",
@@ -465,20 +475,25 @@ scrape_configs:
                         r["health"].as_str().unwrap_or("").to_string(),
                         r["state"].as_str().unwrap_or("").to_string(),
                         r["lastError"].as_str().unwrap_or("").to_string(),
+                        r["type"] == "recording",
                     ),
                 );
             }
         }
-        let settled = states.iter().all(|(name, (health, state, _))| {
-            health == "ok" && (state == "pending") == pending.contains(name.as_str())
+        // Recording rules (the drift signals) have no state, only health.
+        let settled = states.iter().all(|(name, (health, state, _, recording))| {
+            health == "ok"
+                && (*recording || (state == "pending") == pending.contains(name.as_str()))
         });
         if settled || Instant::now() > deadline {
             break states;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    for (name, (health, state, error)) in &states {
-        let want = if pending.contains(name.as_str()) {
+    for (name, (health, state, error, recording)) in &states {
+        let want = if *recording {
+            state.as_str()
+        } else if pending.contains(name.as_str()) {
             "pending"
         } else {
             "inactive"

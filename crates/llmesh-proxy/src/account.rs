@@ -8,7 +8,7 @@ use llmesh_policy::{Provider, TokenCounts};
 use llmesh_wire::Usage;
 
 use crate::context::RequestCtx;
-use crate::metrics::TOKEN_TYPES;
+use crate::metrics::{TOKEN_TYPES, UNKNOWN_VERSION};
 use crate::runtime::BackendRuntime;
 use crate::upstream::Operation;
 
@@ -38,6 +38,8 @@ pub struct Outcome {
     pub ttfc: Option<Duration>,
     /// Fallback for missing usage.
     pub output_estimate: OutputEstimate,
+    /// The signals of a whole chat answer, when read.
+    pub signals: Option<crate::signals::Signals>,
 }
 
 impl Outcome {
@@ -50,6 +52,7 @@ impl Outcome {
             response_model: None,
             ttfc: None,
             output_estimate: OutputEstimate::None,
+            signals: None,
         }
     }
 }
@@ -235,6 +238,43 @@ impl Call {
             .set(1);
     }
 
+    /// The drift series of a successful answer (chat calls only), under the
+    /// model version the backend answers with (noted already).
+    fn drift(&self, output_tokens: Option<u64>, signals: Option<&crate::signals::Signals>) {
+        if self.ctx.op != Operation::Chat {
+            return;
+        }
+        let version = self.version.current();
+        let labels = [
+            self.ctx.route.name.as_str(),
+            self.provider.name.as_str(),
+            self.model_label.as_str(),
+            version.as_deref().map_or(UNKNOWN_VERSION, String::as_str),
+        ];
+        self.series
+            .answered(&self.ctx.shared.metrics, labels, output_tokens, signals);
+    }
+
+    /// An answer that did not reach the client because it does not match
+    /// the request's schema (it is asked again, or refused): its drift
+    /// signals still count for the model version that gave it.
+    pub fn rejected_answer(
+        &self,
+        response_model: Option<&str>,
+        usage: Option<Usage>,
+        signals: Option<&crate::signals::Signals>,
+    ) {
+        if let Some(answered) = response_model {
+            self.note_version(
+                self.ctx.route.name.as_str(),
+                self.provider.name.as_str(),
+                self.model_label.as_str(),
+                truncate(answered, 64),
+            );
+        }
+        self.drift(usage.map(|u| u.output_tokens), signals);
+    }
+
     /// Token and cost series for `usage`; returns the cost in USD.
     fn record_usage(&self, usage: Option<Usage>, response_model: &str) -> f64 {
         let Some(usage) = usage else {
@@ -369,6 +409,10 @@ impl Call {
         if let Some(answered) = outcome.response_model.as_deref() {
             self.note_version(route, provider, model, truncate(answered, 64));
         }
+        if code == "200" && outcome.error_type.is_empty() {
+            let output = outcome.usage.map(|u| u.output_tokens);
+            self.drift(output, outcome.signals.as_ref());
+        }
         let cost = self.record_usage(outcome.usage, response_model);
         let usage = outcome.usage.unwrap_or_default();
         self.usage_record(&usage, cost, outcome.status);
@@ -427,6 +471,24 @@ impl Call {
             );
         }
     }
+}
+
+/// Counts a failed attempt on `b` in `llmesh_backend_errors_total`, under
+/// the model version the backend last answered with (its model label is
+/// the one of the request's other per-backend series).
+pub fn attempt_failed(ctx: &RequestCtx, b: &BackendRuntime, class: llmesh_api::ErrorClass) {
+    let version = b.version.current();
+    ctx.shared
+        .metrics
+        .backend_errors
+        .with_label_values(&[
+            ctx.route.name.as_str(),
+            b.backend.provider.name.as_str(),
+            b.backend.model.as_deref().unwrap_or(ctx.pattern()),
+            version.as_deref().map_or(UNKNOWN_VERSION, String::as_str),
+            class.as_str(),
+        ])
+        .inc();
 }
 
 /// The counts of `usage` in the order of [`TOKEN_TYPES`].

@@ -48,6 +48,7 @@ pub(crate) fn success(
     success: Success,
     in_flight: OwnedInFlight,
     plan: Plan,
+    signals: Option<crate::signals::Signals>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let b = backend_at(&ctx.table, ctx.route_index, slot).ok_or(ProxyError::NoPolicy)?;
     let attempts = plan.attempts();
@@ -93,6 +94,7 @@ pub(crate) fn success(
                 response_model,
                 ttfc: None,
                 output_estimate,
+                signals,
             });
             resp
         }

@@ -72,6 +72,7 @@ pub(crate) async fn race(
             }
             Err(f) => {
                 a_rt.record(m, AttemptOutcome::Failed(f.class), clock::now());
+                crate::account::attempt_failed(ctx, a_rt, f.class);
                 drop(a_flight);
                 hedges.with_label_values(&[route, "won"]).inc();
                 (b, wrap(fb.await, b_flight, b_t0))
@@ -85,6 +86,7 @@ pub(crate) async fn race(
             }
             Err(f) => {
                 b_rt.record(m, AttemptOutcome::Failed(f.class), clock::now());
+                crate::account::attempt_failed(ctx, b_rt, f.class);
                 drop(b_flight);
                 hedges.with_label_values(&[route, "lost"]).inc();
                 (a, wrap(fa.await, a_flight, a_t0))

@@ -45,6 +45,7 @@ pub mod runtime;
 pub mod server;
 pub mod shadow;
 pub mod shared;
+pub mod signals;
 pub mod stream;
 pub mod structured;
 pub mod table;

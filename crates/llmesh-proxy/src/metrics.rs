@@ -5,7 +5,7 @@
 //! are registry-wide constant labels, so they cost nothing per request.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use prometheus::{
     Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
@@ -74,6 +74,12 @@ pub struct Metrics {
     pub model_version: IntGaugeVec,
     /// llmesh_backend_model_version_changes_total
     pub model_version_changes: IntCounterVec,
+    /// llmesh_backend_output_tokens
+    pub backend_output_tokens: HistogramVec,
+    /// llmesh_backend_answers_total
+    pub backend_answers: IntCounterVec,
+    /// llmesh_backend_errors_total
+    pub backend_errors: IntCounterVec,
     /// llmesh_provider_credential_ready and
     /// llmesh_provider_credential_refreshes_total
     pub credentials: crate::identity::CredentialMetrics,
@@ -168,6 +174,12 @@ pub struct Metrics {
 /// [`SeriesCache::tokens`] takes its counts. `cached_input` and
 /// `cache_write` are parts of `input`.
 pub const TOKEN_TYPES: [&str; 4] = ["input", "output", "cached_input", "cache_write"];
+
+/// Labels of the per-version (drift) series.
+pub const DRIFT_LABELS: &[&str] = &["route", "provider", "model", "version"];
+
+/// The version label of a backend that has not yet named its model version.
+pub const UNKNOWN_VERSION: &str = "unknown";
 
 /// Labels of the duration histogram.
 pub const OP_LABELS: &[&str] = &[
@@ -348,6 +360,39 @@ impl Metrics {
                 "Times a backend answered with another model version than before (a provider updated what a model name points to).",
             ),
             &["route", "provider", "model"],
+        )?;
+        // Drift signals: what each model version of a backend answers, so a
+        // version can be compared with its own past.
+        let backend_output_tokens = HistogramVec::new(
+            HistogramOpts::new(
+                "llmesh_backend_output_tokens",
+                "Output tokens per successful chat answer, per backend and the model version it answered with (version=\"unknown\" before the first answer naming one).",
+            )
+            .buckets(TOKEN_BUCKETS.to_vec()),
+            DRIFT_LABELS,
+        )?;
+        let backend_answers = IntCounterVec::new(
+            Opts::new(
+                "llmesh_backend_answers_total",
+                "Chat answers per backend and model version (streamed ones as the stream ended), by finish reason (stop, length, tool_calls, content_filter, other), refusal (true, false), tool_call (true, false) and JSON validity against the request's validated schema (valid, invalid, none without one).",
+            ),
+            &[
+                "route",
+                "provider",
+                "model",
+                "version",
+                "finish_reason",
+                "refusal",
+                "tool_call",
+                "json",
+            ],
+        )?;
+        let backend_errors = IntCounterVec::new(
+            Opts::new(
+                "llmesh_backend_errors_total",
+                "Failed upstream attempts per backend, by error class, under the model version the backend last answered with.",
+            ),
+            &["route", "provider", "model", "version", "error_type"],
         )?;
         let credentials = crate::identity::CredentialMetrics {
             ready: IntGaugeVec::new(
@@ -648,6 +693,9 @@ impl Metrics {
         registry.register(Box::new(unpriced.clone()))?;
         registry.register(Box::new(model_version.clone()))?;
         registry.register(Box::new(model_version_changes.clone()))?;
+        registry.register(Box::new(backend_output_tokens.clone()))?;
+        registry.register(Box::new(backend_answers.clone()))?;
+        registry.register(Box::new(backend_errors.clone()))?;
         registry.register(Box::new(credentials.ready.clone()))?;
         registry.register(Box::new(credentials.refreshes.clone()))?;
         registry.register(Box::new(shadow_requests.clone()))?;
@@ -729,6 +777,9 @@ impl Metrics {
             unpriced,
             model_version,
             model_version_changes,
+            backend_output_tokens,
+            backend_answers,
+            backend_errors,
             credentials,
             shadow_requests,
             shadow_tokens,
@@ -807,6 +858,18 @@ pub struct SeriesCache {
     cache_saved: OnceLock<Cached<Counter>>,
     attempts_ok: OnceLock<Cached<IntCounter>>,
     first_byte: OnceLock<Cached<Histogram>>,
+    /// Replaced when the model label or the version differs (a version
+    /// changes rarely): the drift series of the current version.
+    drift: arc_swap::ArcSwapOption<DriftSeries>,
+}
+
+/// The drift series of one model version of a backend.
+struct DriftSeries {
+    model: String,
+    version: String,
+    output_tokens: OnceLock<Histogram>,
+    /// The most frequent answer: stopped, no refusal, no tool, no schema.
+    plain: OnceLock<IntCounter>,
 }
 
 fn cached<'a, T>(
@@ -886,5 +949,66 @@ impl SeriesCache {
             Some(c) => c.inc(),
             None => make().inc(),
         }
+    }
+
+    /// The drift series of a successful answer of model `version`:
+    /// `llmesh_backend_output_tokens` when the output is known, and
+    /// `llmesh_backend_answers_total` when the answer's signals are (every
+    /// finished OpenAI or Anthropic chat answer, whole or streamed).
+    pub fn answered(
+        &self,
+        m: &Metrics,
+        labels: [&str; 4],
+        output_tokens: Option<u64>,
+        signals: Option<&crate::signals::Signals>,
+    ) {
+        let [route, provider, model, version] = labels;
+        let current = self.drift.load();
+        let fresh;
+        let d: &DriftSeries = match current.as_deref() {
+            Some(d) if d.model == model && d.version == version => d,
+            _ => {
+                fresh = Arc::new(DriftSeries {
+                    model: model.to_string(),
+                    version: version.to_string(),
+                    output_tokens: OnceLock::new(),
+                    plain: OnceLock::new(),
+                });
+                self.drift.store(Some(fresh.clone()));
+                &fresh
+            }
+        };
+        if let Some(n) = output_tokens {
+            d.output_tokens
+                .get_or_init(|| m.backend_output_tokens.with_label_values(&labels))
+                .observe(n as f64);
+        }
+        let Some(s) = signals else {
+            return;
+        };
+        let tool = s.tool.is_some();
+        if s.reason == "stop" && !s.refusal && !tool && s.json == "none" {
+            d.plain
+                .get_or_init(|| {
+                    m.backend_answers.with_label_values(&[
+                        route, provider, model, version, "stop", "false", "false", "none",
+                    ])
+                })
+                .inc();
+            return;
+        }
+        let flag = |b: bool| if b { "true" } else { "false" };
+        m.backend_answers
+            .with_label_values(&[
+                route,
+                provider,
+                model,
+                version,
+                s.reason,
+                flag(s.refusal),
+                flag(tool),
+                s.json,
+            ])
+            .inc();
     }
 }

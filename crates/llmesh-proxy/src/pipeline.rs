@@ -239,11 +239,22 @@ async fn on_route(
     // Structured output: an answer that does not match the request's JSON
     // schema is asked again with the error, up to the route's bound.
     let (ctx, plan, ended, schema_retries) = crate::structured::enforce(ctx, plan, ended).await;
-    // The primary's side of the shadow comparison, when it answered whole.
+    // The signals of a whole chat answer, read once: for the drift
+    // families of its backend's model version, and for the primary's side
+    // of the shadow comparison.
+    let signals = match &ended {
+        Ended::Answered {
+            success: crate::attempt::Success::Whole { body, .. },
+            ..
+        } if ctx.op == crate::upstream::Operation::Chat => {
+            crate::signals::signals(ctx.client, body, ctx.schema.as_deref())
+        }
+        _ => None,
+    };
     if let (
         Some(tx),
         Ended::Answered {
-            success: crate::attempt::Success::Whole { body, usage, .. },
+            success: crate::attempt::Success::Whole { usage, .. },
             ..
         },
     ) = (shadow, &ended)
@@ -251,7 +262,7 @@ async fn on_route(
         let _ = tx.send(crate::shadow::Observed {
             latency: crate::clock::since(start),
             output_tokens: usage.map(|u| u.output_tokens),
-            signals: crate::shadow::signals(ctx.client, body, ctx.schema.as_deref()),
+            signals: signals.clone(),
         });
     }
     // Answer: a whole body or a stream, accounted when it ends.
@@ -261,7 +272,7 @@ async fn on_route(
             success,
             in_flight,
         } => {
-            let mut resp = crate::answer::success(&ctx, slot, success, in_flight, plan)?;
+            let mut resp = crate::answer::success(&ctx, slot, success, in_flight, plan, signals)?;
             crate::admission::headers(&mut resp, &admitted);
             if let Some(looked_up) = cache_mark {
                 crate::cached::mark(&mut resp, looked_up);

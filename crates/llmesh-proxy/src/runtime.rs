@@ -41,6 +41,11 @@ pub struct BackendRuntime {
 pub struct ModelVersion(arc_swap::ArcSwapOption<String>);
 
 impl ModelVersion {
+    /// The version the backend last answered with, if any yet.
+    pub fn current(&self) -> Option<Arc<String>> {
+        self.0.load_full()
+    }
+
     /// Records that the backend answered as `answered`: `Some(previous)`
     /// when that is a change from an earlier answer (once per change,
     /// however many calls race), `None` when it is the same or the first.

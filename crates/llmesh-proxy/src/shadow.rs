@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::attempt::Success;
 use crate::context::RequestCtx;
+use crate::signals::{signals, Signals};
 use crate::upstream::Operation;
 
 /// What one side of a pair answered.
@@ -37,62 +38,6 @@ pub struct Observed {
     pub output_tokens: Option<u64>,
     /// The answer's signals, when it was whole.
     pub signals: Option<Signals>,
-}
-
-/// Comparable facts of a whole answer (never its text).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Signals {
-    /// `stop`, `length`, `tool_calls`, `content_filter`, `refusal`...
-    pub finish: String,
-    /// The first tool called, if any.
-    pub tool: Option<String>,
-    /// Against the request's schema: `valid`, `invalid`, or `none` without
-    /// one.
-    pub json: &'static str,
-}
-
-/// The signals of a whole answer in `client`'s API.
-pub fn signals(
-    client: Dialect,
-    body: &[u8],
-    schema: Option<&jsonschema::Validator>,
-) -> Option<Signals> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let (finish, tool, refusal) = match client {
-        Dialect::OpenAi => {
-            let c = v.pointer("/choices/0")?;
-            let finish = c.get("finish_reason").and_then(Value::as_str).unwrap_or("");
-            let tool = c
-                .pointer("/message/tool_calls/0/function/name")
-                .and_then(Value::as_str);
-            let refusal = c.pointer("/message/refusal").is_some_and(Value::is_string);
-            (finish.to_string(), tool, refusal)
-        }
-        Dialect::Anthropic => {
-            let finish = v.get("stop_reason").and_then(Value::as_str).unwrap_or("");
-            let tool = v
-                .get("content")
-                .and_then(Value::as_array)
-                .and_then(|c| {
-                    c.iter()
-                        .find(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
-                })
-                .and_then(|b| b.get("name"))
-                .and_then(Value::as_str);
-            (finish.to_string(), tool, finish == "refusal")
-        }
-        _ => return None,
-    };
-    let json = match schema {
-        None => "none",
-        Some(s) if crate::structured::matches_schema(s, client, body) => "valid",
-        Some(_) => "invalid",
-    };
-    Some(Signals {
-        finish: if refusal { "refusal".into() } else { finish },
-        tool: tool.map(str::to_string),
-        json,
-    })
 }
 
 /// Starts the shadow call of a request, if its route mirrors and this one
@@ -274,36 +219,6 @@ mod tests {
     use super::*;
     use crate::runtime::Budget;
     use llmesh_policy::MirrorSettings;
-
-    #[test]
-    fn signals_of_both_apis() {
-        let openai = br#"{"choices":[{"finish_reason":"tool_calls","message":{"tool_calls":[{"function":{"name":"lookup","arguments":"{}"}}]}}]}"#;
-        let s = signals(Dialect::OpenAi, openai, None).unwrap();
-        assert_eq!(
-            (s.finish.as_str(), s.tool.as_deref(), s.json),
-            ("tool_calls", Some("lookup"), "none")
-        );
-        let refusal = br#"{"choices":[{"finish_reason":"stop","message":{"refusal":"no"}}]}"#;
-        assert_eq!(
-            signals(Dialect::OpenAi, refusal, None).unwrap().finish,
-            "refusal"
-        );
-        let anthropic =
-            br#"{"stop_reason":"end_turn","content":[{"type":"text","text":"{\"n\":1}"}]}"#;
-        let schema =
-            jsonschema::validator_for(&serde_json::json!({"type": "object", "required": ["n"]}))
-                .unwrap();
-        let s = signals(Dialect::Anthropic, anthropic, Some(&schema)).unwrap();
-        assert_eq!((s.finish.as_str(), s.json), ("end_turn", "valid"));
-        let prose = br#"{"stop_reason":"end_turn","content":[{"type":"text","text":"sure!"}]}"#;
-        assert_eq!(
-            signals(Dialect::Anthropic, prose, Some(&schema))
-                .unwrap()
-                .json,
-            "invalid"
-        );
-        assert!(signals(Dialect::OpenAi, b"not json", None).is_none());
-    }
 
     #[test]
     fn the_caps_count_per_minute_and_per_hour() {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use llmesh_resilience::OwnedInFlight;
-use llmesh_wire::StreamTranslator;
+use llmesh_wire::{Dialect, StreamTranslator};
 use tokio::time::Sleep;
 
 use crate::account::{Call, Outcome, OutputEstimate};
@@ -177,6 +177,7 @@ impl StreamingBody {
             }
             Err(f) => {
                 b.record(m, AttemptOutcome::Failed(f.class), now);
+                crate::account::attempt_failed(&ctx, b, f.class);
                 m.continuations
                     .with_label_values(&[route, &from, "failed"])
                     .inc();
@@ -224,6 +225,21 @@ impl StreamingBody {
             }
         }
         if let Some(call) = self.call.take() {
+            // A finished chat stream's signals, as the translator read them
+            // on the way (the answer is never held whole).
+            let chat = call.ctx.op == crate::upstream::Operation::Chat
+                && matches!(call.ctx.client, Dialect::OpenAi | Dialect::Anthropic);
+            let signals = self
+                .translator
+                .finish_reason()
+                .filter(|_| status == 200 && chat)
+                .map(|finish| {
+                    crate::signals::streamed(
+                        finish,
+                        self.translator.tool_called(),
+                        self.translator.refused(),
+                    )
+                });
             call.finish(Outcome {
                 status,
                 error_type,
@@ -231,6 +247,7 @@ impl StreamingBody {
                 response_model: self.translator.response_model().map(str::to_string),
                 ttfc: self.ttfc,
                 output_estimate: OutputEstimate::Chunks(self.translator.content_chunks()),
+                signals,
             });
         }
     }

@@ -29,6 +29,7 @@ use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::inbound::Endpoint;
 use crate::plan::{backend_at, Plan};
+use crate::signals::{check, Check};
 
 /// The schema a request body asks its answer to match, in `client`'s API.
 fn requested(client: Dialect, body: &Value) -> Option<&Value> {
@@ -147,113 +148,6 @@ pub fn validator(route: &Route, client: Dialect, raw: &[u8]) -> Option<Arc<jsons
     }
 }
 
-/// What an answer is, against the schema.
-#[derive(Debug, PartialEq)]
-enum Check {
-    /// Valid, or nothing to check (a refusal, a tool call).
-    Fine,
-    /// The answer's text and why it does not do.
-    Invalid { text: String, error: String },
-}
-
-/// The model's text in a whole answer in `client`'s API; `None` for a
-/// refusal or a tool call.
-fn answer_text(client: Dialect, body: &Value) -> Option<String> {
-    match client {
-        Dialect::OpenAi => {
-            let m = body.pointer("/choices/0/message")?;
-            let calls = m.get("tool_calls").and_then(Value::as_array);
-            if calls.is_some_and(|c| !c.is_empty())
-                || m.get("refusal").is_some_and(Value::is_string)
-            {
-                return None;
-            }
-            Some(m.get("content")?.as_str()?.to_string())
-        }
-        Dialect::Responses => {
-            let mut text = String::new();
-            for item in body.get("output")?.as_array()? {
-                match item.get("type").and_then(Value::as_str) {
-                    Some("function_call") => return None,
-                    Some("message") => {
-                        for part in item
-                            .get("content")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                        {
-                            match part.get("type").and_then(Value::as_str) {
-                                Some("refusal") => return None,
-                                Some("output_text") => text.push_str(
-                                    part.get("text").and_then(Value::as_str).unwrap_or(""),
-                                ),
-                                _ => {}
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Some(text)
-        }
-        Dialect::Anthropic => {
-            let mut text = String::new();
-            for b in body.get("content")?.as_array()? {
-                match b.get("type").and_then(Value::as_str) {
-                    Some("tool_use") => return None,
-                    Some("text") => {
-                        text.push_str(b.get("text").and_then(Value::as_str).unwrap_or(""))
-                    }
-                    _ => {}
-                }
-            }
-            Some(text)
-        }
-        Dialect::Gemini | Dialect::Bedrock => None,
-    }
-}
-
-/// Whether a whole answer in `client`'s API matches the schema (a refusal
-/// or a tool call has nothing to check and passes).
-pub(crate) fn matches_schema(v: &jsonschema::Validator, client: Dialect, body: &[u8]) -> bool {
-    check(v, client, body) == Check::Fine
-}
-
-fn check(v: &jsonschema::Validator, client: Dialect, body: &[u8]) -> Check {
-    let Ok(answer) = serde_json::from_slice::<Value>(body) else {
-        return Check::Fine;
-    };
-    let Some(text) = answer_text(client, &answer) else {
-        return Check::Fine;
-    };
-    let value: Value = match serde_json::from_str(text.trim()) {
-        Ok(v) => v,
-        Err(e) => {
-            return Check::Invalid {
-                text,
-                error: format!("the answer is not JSON ({e})"),
-            }
-        }
-    };
-    let errors: Vec<String> = v
-        .iter_errors(&value)
-        .take(3)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            let at = if at.is_empty() { "/".to_string() } else { at };
-            format!("at {at}: {e}")
-        })
-        .collect();
-    if errors.is_empty() {
-        Check::Fine
-    } else {
-        Check::Invalid {
-            text,
-            error: errors.join("; "),
-        }
-    }
-}
-
 /// `raw` with the invalid answer and the validation error appended to the
 /// conversation.
 fn with_feedback(
@@ -318,7 +212,13 @@ pub async fn enforce(
     loop {
         let Ended::Answered {
             slot,
-            success: Success::Whole { body, usage, .. },
+            success:
+                Success::Whole {
+                    body,
+                    usage,
+                    response_model,
+                    ..
+                },
             ..
         } = &ended
         else {
@@ -331,9 +231,13 @@ pub async fn enforce(
             }
             Check::Invalid { text, error } => (text, error),
         };
-        // The invalid answer was paid for: billed on its own.
+        // The invalid answer was paid for: billed on its own, and counted
+        // in the drift signals of the model version that gave it.
         if let Some(b) = backend_at(&ctx.table, ctx.route_index, *slot) {
-            Call::new(&ctx, b).bill(*usage, 0, "invalid_structured_output");
+            let call = Call::new(&ctx, b);
+            let signals = crate::signals::signals(ctx.client, body, Some(&validator));
+            call.rejected_answer(response_model.as_deref(), *usage, signals.as_ref());
+            call.bill(*usage, 0, "invalid_structured_output");
         }
         if retries >= bound {
             count(&ctx, "invalid");

@@ -100,6 +100,31 @@ struct Stats {
     content_chunks: u64,
     /// Responses pass-through: the response of the terminal event.
     final_response: Option<Value>,
+    /// What the answer said of itself, once it said anything (boxed: the
+    /// translator travels in every streamed answer).
+    said: Option<Box<Said>>,
+}
+
+/// The signals of a streamed answer, read on the way.
+#[derive(Debug, Default)]
+struct Said {
+    /// Why generation stopped, in OpenAI's vocabulary (`other` for one
+    /// outside it), once seen.
+    finish: Option<&'static str>,
+    /// The first tool called, once seen.
+    tool: Option<String>,
+    /// An OpenAI refusal delta, or an Anthropic `refusal` stop.
+    refusal: bool,
+}
+
+impl Stats {
+    fn said(&mut self) -> &mut Said {
+        self.said.get_or_insert_with(Box::default)
+    }
+
+    fn tool_seen(&self) -> bool {
+        self.said.as_ref().is_some_and(|s| s.tool.is_some())
+    }
 }
 
 #[derive(Debug)]
@@ -448,6 +473,27 @@ impl StreamTranslator {
         self.stats.completed
     }
 
+    /// Why the answer stopped, in OpenAI's `finish_reason` vocabulary
+    /// (`stop`, `length`, `tool_calls`, `content_filter`, or `other` for a
+    /// reason outside it), once the upstream said. OpenAI and Anthropic
+    /// clients; `None` for the others.
+    pub fn finish_reason(&self) -> Option<&'static str> {
+        self.stats.said.as_ref().and_then(|s| s.finish)
+    }
+
+    /// The name of the first tool the answer called, once seen (OpenAI and
+    /// Anthropic clients).
+    pub fn tool_called(&self) -> Option<&str> {
+        self.stats.said.as_ref().and_then(|s| s.tool.as_deref())
+    }
+
+    /// Whether the answer refused: an OpenAI `refusal` delta, or an
+    /// Anthropic `stop_reason: refusal` on a pass-through stream
+    /// (translated streams report a filtered finish instead).
+    pub fn refused(&self) -> bool {
+        self.stats.said.as_ref().is_some_and(|s| s.refusal)
+    }
+
     /// Content-bearing chunks (text or tool-call deltas) sent so far. On the
     /// OpenAI pass-through path this is a byte-level heuristic: the opening
     /// role chunk may be counted when its `content` is not empty/null. On
@@ -465,6 +511,10 @@ fn emit(events: &mut Vec<Ev>, encoder: &mut Encoder, stats: &mut Stats, out: &mu
             Ev::Start { model, .. } if !model.is_empty() => stats.model = Some(model.clone()),
             Ev::Usage(u) => stats.usage = Some(*u),
             Ev::Done => stats.completed = true,
+            Ev::Finish(reason) => stats.said().finish = Some(reason),
+            Ev::ToolStart { name, .. } if !stats.tool_seen() => {
+                stats.said().tool = Some(name.clone());
+            }
             _ => {}
         }
         let written = encoder.encode(&ev, out);

@@ -54,9 +54,12 @@ enum Needle {
     FinishReason,
     ResponseType,
     SequenceNumber,
+    OpenAiFinish,
+    Refusal,
+    ToolUse,
 }
 
-const NEEDLES: [&[u8]; 14] = [
+const NEEDLES: [&[u8]; 17] = [
     b"data",
     b"[DONE]",
     b"\"usage\"",
@@ -71,6 +74,9 @@ const NEEDLES: [&[u8]; 14] = [
     b"finishReason",
     b"\"type\":\"",
     b"\"sequence_number\"",
+    b"\"finish_reason\"",
+    b"\"refusal\"",
+    b"\"tool_use\"",
 ];
 
 static FINDERS: LazyLock<Vec<memmem::Finder<'static>>> =
@@ -179,6 +185,7 @@ impl Passthrough {
         if openai_content_bearing(raw) {
             stats.content_chunks += 1;
         }
+        openai_signals(raw, stats);
         true
     }
 
@@ -207,6 +214,17 @@ impl Passthrough {
             stats.content_chunks += 1;
             return;
         }
+        // The first tool called opens a `tool_use` content block.
+        if !stats.tool_seen() && !has(raw, Needle::MessageDelta) && has(raw, Needle::ToolUse) {
+            if let Some(v) = parse_json(raw) {
+                let block = v.get("content_block").unwrap_or(&Value::Null);
+                if block.get("type").and_then(Value::as_str) == Some("tool_use") {
+                    let name = block.get("name").and_then(Value::as_str).unwrap_or("");
+                    stats.said().tool = Some(name.to_owned());
+                }
+            }
+            return;
+        }
         let interesting = has(raw, Needle::MessageStart)
             || has(raw, Needle::MessageDelta)
             || has(raw, Needle::MessageStop);
@@ -226,6 +244,11 @@ impl Passthrough {
                 }
             }
             Some("message_delta") => {
+                if let Some(stop) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    let said = stats.said();
+                    said.finish = Some(crate::reasons::anthropic_to_openai(stop));
+                    said.refusal |= stop == "refusal";
+                }
                 if let Some(u) = v.get("usage") {
                     self.anthropic_usage.update(u);
                     stats.usage = Some(self.anthropic_usage.usage());
@@ -359,6 +382,35 @@ fn responses_event_type(raw: &[u8]) -> Option<&[u8]> {
 /// Whether an OpenAI chunk carries text or tool-call data, judged from its
 /// bytes. JSON string escaping keeps the key needles from matching inside
 /// generated text.
+/// The finish reason, the first tool called and a refusal of an OpenAI
+/// chunk, by byte search: JSON is parsed only for the chunk that names the
+/// first tool.
+fn openai_signals(raw: &[u8], stats: &mut Stats) {
+    if let Some((b'"', rest)) = value_start(raw, Needle::OpenAiFinish) {
+        let reason = rest.split(|&b| b == b'"').next().unwrap_or_default();
+        stats.said().finish = Some(match reason {
+            b"stop" => "stop",
+            b"length" => "length",
+            b"tool_calls" | b"function_call" => "tool_calls",
+            b"content_filter" => "content_filter",
+            _ => "other",
+        });
+    }
+    if matches!(value_start(raw, Needle::Refusal), Some((b'"', _))) {
+        stats.said().refusal = true;
+    }
+    if !stats.tool_seen() && value_start(raw, Needle::ToolCalls).is_some_and(|(b, _)| b == b'[') {
+        let name = parse_json(raw).and_then(|v| {
+            v.pointer("/choices/0/delta/tool_calls/0/function/name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        if let Some(name) = name {
+            stats.said().tool = Some(name);
+        }
+    }
+}
+
 fn openai_content_bearing(raw: &[u8]) -> bool {
     if value_start(raw, Needle::ToolCalls).is_some_and(|(b, _)| b == b'[') {
         return true;

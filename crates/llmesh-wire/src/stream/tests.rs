@@ -602,3 +602,65 @@ fn bedrock_is_no_client_dialect() {
     ));
     assert!(out.is_empty());
 }
+
+#[test]
+fn the_finish_reason_tool_and_refusal_are_read_passed_through_or_translated() {
+    let openai_tool = "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"refusal\":null}}]}\n\n\
+        data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"lookup\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n\
+        data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]},\"finish_reason\":null}]}\n\n\
+        data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n\
+        data: [DONE]\n\n";
+    let anthropic_tool = "event: message_start\r\n\
+data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\r\n\r\n\
+event: content_block_start\r\n\
+data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"lookup\",\"input\":{}}}\r\n\r\n\
+event: content_block_delta\r\n\
+data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{}\"}}\r\n\r\n\
+event: message_delta\r\n\
+data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":2}}\r\n\r\n\
+event: message_stop\r\n\
+data: {\"type\":\"message_stop\"}\r\n\r\n";
+    for (upstream, input) in [
+        (Dialect::OpenAi, openai_tool),
+        (Dialect::Anthropic, anthropic_tool),
+    ] {
+        for client in [Dialect::OpenAi, Dialect::Anthropic] {
+            let mut t = translator(client, upstream, false);
+            run(&mut t, input.as_bytes());
+            assert_eq!(
+                t.finish_reason(),
+                Some("tool_calls"),
+                "{upstream:?} -> {client:?}"
+            );
+            assert_eq!(
+                t.tool_called(),
+                Some("lookup"),
+                "{upstream:?} -> {client:?}"
+            );
+            assert!(!t.refused(), "{upstream:?} -> {client:?}");
+        }
+    }
+    // A plain answer: stopped, no tool.
+    for client in [Dialect::OpenAi, Dialect::Anthropic] {
+        let mut t = translator(client, Dialect::Anthropic, false);
+        run(&mut t, ANTHROPIC.as_bytes());
+        assert_eq!(t.finish_reason(), Some("stop"), "{client:?}");
+        assert_eq!(t.tool_called(), None, "{client:?}");
+    }
+    // Refusals.
+    let openai_refusal = "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"refusal\":\"I can't\"},\"finish_reason\":null}]}\n\n\
+        data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+        data: [DONE]\n\n";
+    let mut t = translator(Dialect::OpenAi, Dialect::OpenAi, false);
+    run(&mut t, openai_refusal.as_bytes());
+    assert!(t.refused());
+    assert_eq!(t.finish_reason(), Some("stop"));
+    let anthropic_refusal = ANTHROPIC.replace("\"end_turn\"", "\"refusal\"");
+    let mut t = translator(Dialect::Anthropic, Dialect::Anthropic, false);
+    run(&mut t, anthropic_refusal.as_bytes());
+    assert!(t.refused());
+    assert_eq!(t.finish_reason(), Some("content_filter"));
+    let mut t = translator(Dialect::OpenAi, Dialect::Anthropic, false);
+    run(&mut t, anthropic_refusal.as_bytes());
+    assert_eq!(t.finish_reason(), Some("content_filter"));
+}
