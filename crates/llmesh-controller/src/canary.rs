@@ -41,7 +41,7 @@ use tokio::time::MissedTickBehavior;
 use crate::lease::Leadership;
 use crate::metrics::Metrics;
 use crate::prom::Prometheus;
-use crate::writer::{create_event, patch_status, EventNote};
+use crate::writer::{create_event, object_key as uid_key, object_name, patch_status, EventNote};
 
 /// The annotation that overrides a canary: `promote` or `abort`.
 pub const ANNOTATION: &str = "llmesh.io/canary";
@@ -473,25 +473,6 @@ struct Written {
     canary: CanaryStatus,
 }
 
-fn uid_key(o: &DynamicObject) -> String {
-    let m = &o.metadata;
-    m.uid.clone().unwrap_or_else(|| {
-        format!(
-            "{}/{}",
-            m.namespace.as_deref().unwrap_or(""),
-            m.name.as_deref().unwrap_or("")
-        )
-    })
-}
-
-fn full_name(o: &DynamicObject) -> String {
-    format!(
-        "LLMRoute/{}/{}",
-        o.metadata.namespace.as_deref().unwrap_or(""),
-        o.metadata.name.as_deref().unwrap_or("")
-    )
-}
-
 /// Checks every canary each interval while this replica leads, until
 /// `shutdown` flips.
 pub async fn run(
@@ -566,7 +547,7 @@ async fn check(
                 .with_label_values(&["LLMRoute", label])
                 .inc();
             if let Err(e) = result {
-                tracing::warn!(resource = full_name(route), error = %e, "could not clear the canary status; next interval retries");
+                tracing::warn!(resource = object_name("LLMRoute", route), error = %e, "could not clear the canary status; next interval retries");
             }
         }
         return;
@@ -635,13 +616,13 @@ async fn check(
                 .status_patches
                 .with_label_values(&["LLMRoute", "failure"])
                 .inc();
-            tracing::warn!(resource = full_name(route), error = %e, "canary status patch failed; next interval retries");
+            tracing::warn!(resource = object_name("LLMRoute", route), error = %e, "canary status patch failed; next interval retries");
             return;
         }
     }
     let Some(note) = note else { return };
     tracing::info!(
-        resource = full_name(route),
+        resource = object_name("LLMRoute", route),
         reason = note.reason,
         phase = next.phase.as_str(),
         weight = next.weight,
@@ -670,7 +651,7 @@ async fn check(
         .with_label_values(&["LLMRoute", label])
         .inc();
     if let Err(e) = result {
-        tracing::warn!(resource = full_name(route), error = %e, "could not create the canary event");
+        tracing::warn!(resource = object_name("LLMRoute", route), error = %e, "could not create the canary event");
     }
 }
 

@@ -38,7 +38,7 @@ use tokio::time::MissedTickBehavior;
 pub use self::report::{alert_note, status, SpendStatus};
 use crate::lease::Leadership;
 use crate::metrics::Metrics;
-use crate::writer::{create_event, patch_status, EventNote};
+use crate::writer::{create_event, object_key as uid_key, object_name, patch_status, EventNote};
 
 /// `reason` of threshold Events.
 pub const REASON_THRESHOLD: &str = "QuotaThresholdReached";
@@ -162,17 +162,6 @@ pub async fn run(
     }
 }
 
-fn uid_key(o: &DynamicObject) -> String {
-    let m = &o.metadata;
-    m.uid.clone().unwrap_or_else(|| {
-        format!(
-            "{}/{}",
-            m.namespace.as_deref().unwrap_or(""),
-            m.name.as_deref().unwrap_or("")
-        )
-    })
-}
-
 /// The compiled rule of an accepted quota (the sidecars' own compile).
 fn rule_of(o: &DynamicObject) -> Option<Rule> {
     let spec: LLMQuotaSpec = serde_json::from_value(o.data.get("spec")?.clone()).ok()?;
@@ -181,14 +170,6 @@ fn rule_of(o: &DynamicObject) -> Option<Rule> {
         namespace: o.metadata.namespace.clone()?,
         spec,
     }))
-}
-
-fn full_name(o: &DynamicObject) -> String {
-    format!(
-        "LLMQuota/{}/{}",
-        o.metadata.namespace.as_deref().unwrap_or(""),
-        o.metadata.name.as_deref().unwrap_or("")
-    )
 }
 
 /// One reading of every quota; stops at the first failed read.
@@ -213,13 +194,13 @@ async fn pass(
                 s.metrics.spend_reads.with_label_values(&["failure"]).inc();
                 if std::mem::replace(reachable, false) {
                     tracing::warn!(
-                        resource = full_name(o),
+                        resource = object_name("LLMQuota", o),
                         error,
                         "quota store unreachable: LLMQuota spend keeps its last figures; trying again every interval"
                     );
                 } else {
                     tracing::debug!(
-                        resource = full_name(o),
+                        resource = object_name("LLMQuota", o),
                         error,
                         "quota store still unreachable"
                     );
@@ -270,7 +251,7 @@ async fn write_status(
     match result {
         Ok(_) => {
             tracing::debug!(
-                resource = full_name(o),
+                resource = object_name("LLMQuota", o),
                 limit = want.limit,
                 spent = want.spent,
                 "spend updated"
@@ -284,7 +265,7 @@ async fn write_status(
             );
         }
         Err(e) => {
-            tracing::warn!(resource = full_name(o), error = %e, "spend status patch failed; will retry")
+            tracing::warn!(resource = object_name("LLMQuota", o), error = %e, "spend status patch failed; will retry")
         }
     }
 }
@@ -312,7 +293,7 @@ async fn alerts(
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {
-                tracing::debug!(resource = full_name(o), error = %e, "could not claim a quota alert; next interval");
+                tracing::debug!(resource = object_name("LLMQuota", o), error = %e, "could not claim a quota alert; next interval");
                 return;
             }
         }
@@ -343,7 +324,7 @@ async fn alerts(
         match result {
             Ok(()) => {
                 tracing::info!(
-                    resource = full_name(o),
+                    resource = object_name("LLMQuota", o),
                     limit = l.name.as_str(),
                     threshold = top,
                     "{note}"
@@ -353,7 +334,7 @@ async fn alerts(
                 }
             }
             Err(e) => {
-                tracing::warn!(resource = full_name(o), error = %e, "could not create the threshold event; will retry");
+                tracing::warn!(resource = object_name("LLMQuota", o), error = %e, "could not create the threshold event; will retry");
                 let _ = unclaim_alert(&mut s.conn, rule, l.name, top, now_ms).await;
             }
         }

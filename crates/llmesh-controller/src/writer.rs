@@ -169,6 +169,28 @@ impl Writer {
     }
 }
 
+/// The key a loop remembers an object under: its uid, else
+/// `namespace/name`.
+pub fn object_key(o: &DynamicObject) -> String {
+    let m = &o.metadata;
+    m.uid.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            m.namespace.as_deref().unwrap_or(""),
+            m.name.as_deref().unwrap_or("")
+        )
+    })
+}
+
+/// `Kind/namespace/name` of an object of `kind`, for logs.
+pub fn object_name(kind: &str, o: &DynamicObject) -> String {
+    format!(
+        "{kind}/{}/{}",
+        o.metadata.namespace.as_deref().unwrap_or(""),
+        o.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
 /// Sends a JSON merge patch to the `/status` of `object` (of `kind`) and
 /// returns the object as the API server stored it.
 pub async fn patch_status(
