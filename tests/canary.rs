@@ -118,6 +118,7 @@ scrape_configs:
                 interval: Duration::from_millis(500),
                 prometheus: Some(prom.url().to_string()),
             },
+            probes: llmesh_controller::ProbeConfig::default(),
         },
     )
     .await

@@ -2,7 +2,8 @@
 //! writes, its Events, no write storms (`controller/status.rs`), leader
 //! election with two replicas (`controller/leader.rs`), the real binary and
 //! the deployment manifest (`controller/deploy.rs`), spend against limit
-//! and threshold Events from a real Redis (`controller/spend.rs`).
+//! and threshold Events from a real Redis (`controller/spend.rs`), golden
+//! prompts against the mock (`controller/probes.rs`).
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -18,6 +19,8 @@ mod canary;
 mod deploy;
 #[path = "controller/leader.rs"]
 mod leader;
+#[path = "controller/probes.rs"]
+mod probes;
 #[path = "controller/spend.rs"]
 mod spend;
 #[path = "controller/status.rs"]
@@ -44,6 +47,7 @@ fn config(identity: &str) -> ControllerConfig {
         debounce: Duration::from_millis(20),
         spend: SpendConfig::default(),
         canary: llmesh_controller::CanaryConfig::default(),
+        probes: llmesh_controller::ProbeConfig::default(),
     }
 }
 

@@ -21,6 +21,7 @@ mod crd;
 mod data_policy;
 mod document;
 mod kind;
+mod probe;
 mod provider;
 mod quota;
 mod route;
@@ -33,6 +34,7 @@ pub use data_policy::{
 };
 pub use document::{parse_documents, AnyResource, ObjectMeta, Observed, ParseError, Resource};
 pub use kind::{ResourceKey, ResourceKind};
+pub use probe::{GoldenPrompt, ProbeChecks, ProbeMessage, ProbeRole, ProbeTool, ProbesSpec};
 pub use provider::{
     ApiSchema, AwsKeys, AwsPodIdentity, AwsWebIdentity, AzureWorkloadIdentity, CredentialRef,
     GkeMetadata, GoogleServiceAccount, LLMProvider, LLMProviderSpec, ModelSpec, Pricing,
@@ -52,7 +54,7 @@ pub use status::{
     RouteBackendStatus, CONDITION_ACCEPTED, CONDITION_ENFORCED, CONDITION_PROBES_PASSING,
     CONDITION_RESOLVED_REFS, REASON_ACCEPTED, REASON_BACKEND_NOT_FOUND, REASON_ENFORCED,
     REASON_INVALID, REASON_INVALID_BACKEND, REASON_MODEL_NOT_ROUTED, REASON_NOT_ENFORCED,
-    REASON_RESOLVED_REFS,
+    REASON_PROBES_FAILED, REASON_PROBES_PASSED, REASON_PROBE_ERROR, REASON_RESOLVED_REFS,
 };
 
 /// API group of every llmesh kind.

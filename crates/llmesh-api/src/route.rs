@@ -132,6 +132,13 @@ pub struct LLMRouteSpec {
     /// sidecars read the current share from `status.canary`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanarySpec>,
+    /// Golden prompts: the controller's leader sends each to every backend
+    /// of the route (its own, the mirror's and the canary's candidate) on
+    /// an interval, checks the answers (JSON schema, regex, contains, max
+    /// tokens, tool called) and writes a `ProbesPassing` condition per
+    /// backend in `status.backends`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<crate::probe::ProbesSpec>,
 }
 
 /// A progressive canary of a route.

@@ -106,6 +106,14 @@ pub struct LLMDataPolicyStatus {
 /// (`True`), or one did not (`False`, the failed probes and checks in the
 /// message).
 pub const CONDITION_PROBES_PASSING: &str = "ProbesPassing";
+/// `ProbesPassing` is `True`: every golden prompt passed.
+pub const REASON_PROBES_PASSED: &str = "ProbesPassed";
+/// `ProbesPassing` is `False`: a golden prompt failed a check or its call
+/// failed.
+pub const REASON_PROBES_FAILED: &str = "ProbesFailed";
+/// `ProbesPassing` is `Unknown`: the probes could not be sent (no such
+/// provider, a credential the controller cannot read).
+pub const REASON_PROBE_ERROR: &str = "ProbeError";
 
 /// Status of an `LLMRoute`: the conditions, each backend's probe results
 /// and the canary's progress.

@@ -41,7 +41,9 @@ use tokio::time::MissedTickBehavior;
 use crate::lease::Leadership;
 use crate::metrics::Metrics;
 use crate::prom::Prometheus;
-use crate::writer::{create_event, object_key as uid_key, object_name, patch_status, EventNote};
+use crate::writer::{
+    object_key as uid_key, object_name, patch_status_counted, raise_event, EventNote,
+};
 
 /// The annotation that overrides a canary: `promote` or `abort`.
 pub const ANNOTATION: &str = "llmesh.io/canary";
@@ -540,15 +542,15 @@ async fn check(
             .is_some_and(|c| !c.is_null());
         if stale {
             let cleared = json!({"status": {"canary": null}});
-            let result = patch_status(&c.client, "LLMRoute", route, &cleared).await;
-            let label = if result.is_ok() { "success" } else { "failure" };
-            c.metrics
-                .status_patches
-                .with_label_values(&["LLMRoute", label])
-                .inc();
-            if let Err(e) = result {
-                tracing::warn!(resource = object_name("LLMRoute", route), error = %e, "could not clear the canary status; next interval retries");
-            }
+            patch_status_counted(
+                &c.client,
+                &c.metrics,
+                "LLMRoute",
+                route,
+                &cleared,
+                "clearing the canary status",
+            )
+            .await;
         }
         return;
     };
@@ -597,29 +599,25 @@ async fn check(
     if current.as_ref() == Some(&next) {
         return;
     }
-    match patch_status(&c.client, "LLMRoute", route, &patch(&next)).await {
-        Ok(_) => {
-            c.metrics
-                .status_patches
-                .with_label_values(&["LLMRoute", "success"])
-                .inc();
-            written.insert(
-                key,
-                Written {
-                    before: rv,
-                    canary: next.clone(),
-                },
-            );
-        }
-        Err(e) => {
-            c.metrics
-                .status_patches
-                .with_label_values(&["LLMRoute", "failure"])
-                .inc();
-            tracing::warn!(resource = object_name("LLMRoute", route), error = %e, "canary status patch failed; next interval retries");
-            return;
-        }
+    let patched = patch_status_counted(
+        &c.client,
+        &c.metrics,
+        "LLMRoute",
+        route,
+        &patch(&next),
+        "the canary status patch",
+    )
+    .await;
+    if !patched {
+        return;
     }
+    written.insert(
+        key,
+        Written {
+            before: rv,
+            canary: next.clone(),
+        },
+    );
     let Some(note) = note else { return };
     tracing::info!(
         resource = object_name("LLMRoute", route),
@@ -632,9 +630,10 @@ async fn check(
         .canary_moves
         .with_label_values(&[next.phase.as_str()])
         .inc();
-    let result = create_event(
+    raise_event(
         &c.client,
         &c.identity,
+        &c.metrics,
         "LLMRoute",
         route,
         &EventNote {
@@ -645,14 +644,6 @@ async fn check(
         },
     )
     .await;
-    let label = if result.is_ok() { "success" } else { "failure" };
-    c.metrics
-        .events
-        .with_label_values(&["LLMRoute", label])
-        .inc();
-    if let Err(e) = result {
-        tracing::warn!(resource = object_name("LLMRoute", route), error = %e, "could not create the canary event");
-    }
 }
 
 /// `status.canary` as a merge patch: every field written, unset ones as

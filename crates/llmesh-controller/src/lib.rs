@@ -21,6 +21,7 @@ pub mod canary;
 pub mod judge;
 pub mod lease;
 pub mod metrics;
+pub mod probe;
 pub mod prom;
 pub mod server;
 pub mod spend;
@@ -42,6 +43,7 @@ use tokio::time::Instant;
 
 pub use canary::CanaryConfig;
 pub use lease::{Leadership, LeaseConfig};
+pub use probe::ProbeConfig;
 pub use spend::{QuotaStore, SpendConfig};
 
 use crate::judge::Status;
@@ -70,6 +72,8 @@ pub struct ControllerConfig {
     pub spend: SpendConfig,
     /// Progressive canaries.
     pub canary: CanaryConfig,
+    /// Golden prompts.
+    pub probes: ProbeConfig,
 }
 
 /// Why the controller could not start.
@@ -103,6 +107,7 @@ pub struct Controller {
     work: Option<JoinHandle<()>>,
     spend: Option<JoinHandle<()>>,
     canaries: Option<JoinHandle<()>>,
+    probes: Option<JoinHandle<()>>,
     lease: Option<JoinHandle<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -119,6 +124,11 @@ impl Controller {
         if cfg.canary.interval.is_zero() {
             return Err(StartError::Config(
                 "the canary interval must be above zero".into(),
+            ));
+        }
+        if cfg.probes.tick.is_zero() {
+            return Err(StartError::Config(
+                "the probe tick must be above zero".into(),
             ));
         }
         if let Some(url) = &cfg.canary.prometheus {
@@ -187,6 +197,19 @@ impl Controller {
             leadership.clone(),
             work_rx.clone(),
         ));
+        let (probes_tx, probes_rx) = channel::channel(probe::Feed::default());
+        let probes = tokio::spawn(probe::run(
+            probe::Prober {
+                client: client.clone(),
+                identity: cfg.lease.identity.clone(),
+                config: cfg.probes.clone(),
+                platform_namespace: cfg.platform_namespace.clone(),
+                metrics: metrics.clone(),
+            },
+            probes_rx,
+            leadership.clone(),
+            work_rx.clone(),
+        ));
         let work = tokio::spawn(run(
             cfg,
             objects,
@@ -194,6 +217,7 @@ impl Controller {
             Feeds {
                 quotas: quotas_tx,
                 routes: routes_tx,
+                probes: probes_tx,
             },
             leadership.clone(),
             health.clone(),
@@ -214,6 +238,7 @@ impl Controller {
             work: Some(work),
             spend,
             canaries: Some(canaries),
+            probes: Some(probes),
             lease: Some(lease),
             server: Some(server),
         })
@@ -247,6 +272,9 @@ impl Controller {
         if let Some(canaries) = self.canaries.take() {
             let _ = canaries.await;
         }
+        if let Some(probes) = self.probes.take() {
+            let _ = probes.await;
+        }
         tracing::debug!("writes stopped");
         let _ = self.stop_lease.send(true);
         if let Some(lease) = self.lease.take() {
@@ -266,6 +294,7 @@ impl Drop for Controller {
             self.work.take(),
             self.spend.take(),
             self.canaries.take(),
+            self.probes.take(),
             self.lease.take(),
             self.server.take(),
         ]
@@ -285,6 +314,8 @@ struct Feeds {
     /// Accepted LLMRoutes with a canary (or a stale `status.canary`), for
     /// the canary loop.
     routes: channel::Sender<canary::Routes>,
+    /// Accepted LLMRoutes with golden prompts, for the prober.
+    probes: channel::Sender<probe::Feed>,
 }
 
 /// Evaluates on every batch of changes and on becoming leader; writes
@@ -380,6 +411,23 @@ async fn run(
                 .map(|v| v.object.clone())
                 .collect(),
         ));
+        // The prober reads accepted routes with probes, and the providers.
+        feeds.probes.send_replace(Arc::new(probe::Input {
+            routes: verdicts
+                .iter()
+                .filter(|v| v.kind == "LLMRoute")
+                .filter(|v| v.accepted().is_some_and(|a| a.status == Status::True))
+                .filter(|v| {
+                    v.object
+                        .data
+                        .get("spec")
+                        .and_then(|s| s.get("probes"))
+                        .is_some_and(|p| !p.is_null())
+                })
+                .map(|v| v.object.clone())
+                .collect(),
+            objects: current.clone(),
+        }));
         health.ready.store(true, Ordering::Release);
         if !leadership.is_leader() {
             continue;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use llmesh_controller::{CanaryConfig, Controller, ControllerConfig, LeaseConfig, SpendConfig};
+use llmesh_controller::{
+    CanaryConfig, Controller, ControllerConfig, LeaseConfig, ProbeConfig, SpendConfig,
+};
 
 /// Writes status conditions (Accepted, ResolvedRefs, Enforced) and Warning
 /// Events on LLMProvider, LLMRoute, LLMQuota and LLMDataPolicy objects.
@@ -64,6 +66,15 @@ struct Args {
     /// hold a canary at its step.
     #[arg(long, env = "LLMESH_PROMETHEUS_URL", default_value = "")]
     prometheus_url: String,
+    /// Where the prober reads the `secretKeyRef` credentials of the
+    /// providers it probes (`<dir>/<secret>/<key>`, the chart's
+    /// `controller.probes.secrets` mounted there), as the sidecar does.
+    #[arg(long, env = "LLMESH_PROBE_SECRETS_DIR", default_value = llmesh_policy::DEFAULT_SECRETS_DIR)]
+    probe_secrets_dir: std::path::PathBuf,
+    /// Extra CA bundle (PEM) the prober trusts for the backends' TLS, as
+    /// the sidecar's `--ca-file`.
+    #[arg(long, env = "LLMESH_PROBE_CA_FILE")]
+    probe_ca_file: Option<std::path::PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `llmesh_controller=debug`.
     #[arg(long, env = "LLMESH_LOG", default_value = "info")]
     log: String,
@@ -131,6 +142,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         canary: CanaryConfig {
             interval: args.canary_interval,
             prometheus: Some(args.prometheus_url).filter(|u| !u.is_empty()),
+        },
+        probes: ProbeConfig {
+            secrets_dir: args.probe_secrets_dir,
+            ca_file: args.probe_ca_file.filter(|p| !p.as_os_str().is_empty()),
+            ..ProbeConfig::default()
         },
     };
     let controller = Controller::start(client, cfg).await?;

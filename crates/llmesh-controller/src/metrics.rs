@@ -1,6 +1,9 @@
 //! The controller's Prometheus metrics.
 
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
 /// Metric families, registered once.
 pub struct Metrics {
@@ -29,6 +32,21 @@ pub struct Metrics {
     /// `llmesh_controller_canary_moves_total{phase}`: canary moves, by the
     /// phase moved to.
     pub canary_moves: IntCounterVec,
+    /// `llmesh_probe_runs_total{namespace,route,provider,model,result}`:
+    /// runs of a route's golden prompts against one backend.
+    pub probe_runs: IntCounterVec,
+    /// `llmesh_probe_results_total{namespace,route,provider,model,probe,result}`:
+    /// each golden prompt's verdict.
+    pub probe_results: IntCounterVec,
+    /// `llmesh_probe_passing{namespace,route,provider,model}`: 1 while
+    /// every probe passed at the backend's last run, 0 while one failed.
+    pub probe_passing: IntGaugeVec,
+    /// `llmesh_probe_duration_seconds{namespace,route,provider,model}`.
+    pub probe_duration: HistogramVec,
+    /// `llmesh_probe_tokens_total{namespace,route,provider,model,type,traffic="probe"}`.
+    pub probe_tokens: IntCounterVec,
+    /// `llmesh_probe_cost_usd_total{namespace,route,provider,model,traffic="probe"}`.
+    pub probe_cost: CounterVec,
 }
 
 impl Metrics {
@@ -92,6 +110,52 @@ impl Metrics {
             ),
             &["phase"],
         )?;
+        let backend = ["namespace", "route", "provider", "model"];
+        let probe_runs = IntCounterVec::new(
+            Opts::new(
+                "llmesh_probe_runs_total",
+                "Runs of a route's golden prompts (spec.probes) against one backend, by result (pass, fail, error: the probes could not be sent, skipped_budget: the route's maxCostPerDay is spent).",
+            ),
+            &["namespace", "route", "provider", "model", "result"],
+        )?;
+        let probe_results = IntCounterVec::new(
+            Opts::new(
+                "llmesh_probe_results_total",
+                "Verdicts of each golden prompt on a backend, by probe and result (pass, fail).",
+            ),
+            &["namespace", "route", "provider", "model", "probe", "result"],
+        )?;
+        let probe_passing = IntGaugeVec::new(
+            Opts::new(
+                "llmesh_probe_passing",
+                "1 while every golden prompt passed on the backend at its last run, 0 while one failed (the ProbesPassing condition).",
+            ),
+            &backend,
+        )?;
+        let probe_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "llmesh_probe_duration_seconds",
+                "Time to the whole answer of one golden prompt, through the prober's sidecar.",
+            )
+            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            &backend,
+        )?;
+        let probe_tokens = IntCounterVec::new(
+            Opts::new(
+                "llmesh_probe_tokens_total",
+                "Tokens of golden-prompt calls (traffic=\"probe\"), accounted to the route's namespace, by type (input, output).",
+            )
+            .const_label("traffic", "probe"),
+            &["namespace", "route", "provider", "model", "type"],
+        )?;
+        let probe_cost = CounterVec::new(
+            Opts::new(
+                "llmesh_probe_cost_usd_total",
+                "Cost in USD of golden-prompt calls (traffic=\"probe\"), accounted to the route's namespace, from the LLMProvider's prices.",
+            )
+            .const_label("traffic", "probe"),
+            &backend,
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "llmesh_build_info",
@@ -111,6 +175,12 @@ impl Metrics {
         registry.register(Box::new(quota_alerts.clone()))?;
         registry.register(Box::new(canary_weight.clone()))?;
         registry.register(Box::new(canary_moves.clone()))?;
+        registry.register(Box::new(probe_runs.clone()))?;
+        registry.register(Box::new(probe_results.clone()))?;
+        registry.register(Box::new(probe_passing.clone()))?;
+        registry.register(Box::new(probe_duration.clone()))?;
+        registry.register(Box::new(probe_tokens.clone()))?;
+        registry.register(Box::new(probe_cost.clone()))?;
         registry.register(Box::new(build_info))?;
         // Every series exists from the start, so rate() and alerts see 0.
         for (kind, _) in llmesh_kube::KINDS {
@@ -140,6 +210,12 @@ impl Metrics {
             quota_alerts,
             canary_weight,
             canary_moves,
+            probe_runs,
+            probe_results,
+            probe_passing,
+            probe_duration,
+            probe_tokens,
+            probe_cost,
         })
     }
 

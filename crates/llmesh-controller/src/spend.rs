@@ -38,7 +38,9 @@ use tokio::time::MissedTickBehavior;
 pub use self::report::{alert_note, status, SpendStatus};
 use crate::lease::Leadership;
 use crate::metrics::Metrics;
-use crate::writer::{create_event, object_key as uid_key, object_name, patch_status, EventNote};
+use crate::writer::{
+    create_event, object_key as uid_key, object_name, patch_status_counted, EventNote,
+};
 
 /// `reason` of threshold Events.
 pub const REASON_THRESHOLD: &str = "QuotaThresholdReached";
@@ -242,31 +244,29 @@ async fn write_status(
         return;
     }
     let fields = want.to_json();
-    let result = patch_status(&s.client, "LLMQuota", o, &json!({ "status": fields })).await;
-    let label = if result.is_ok() { "success" } else { "failure" };
-    s.metrics
-        .status_patches
-        .with_label_values(&["LLMQuota", label])
-        .inc();
-    match result {
-        Ok(_) => {
-            tracing::debug!(
-                resource = object_name("LLMQuota", o),
-                limit = want.limit,
-                spent = want.spent,
-                "spend updated"
-            );
-            written.insert(
-                key,
-                Written {
-                    before: rv,
-                    status: fields,
-                },
-            );
-        }
-        Err(e) => {
-            tracing::warn!(resource = object_name("LLMQuota", o), error = %e, "spend status patch failed; will retry")
-        }
+    let patched = patch_status_counted(
+        &s.client,
+        &s.metrics,
+        "LLMQuota",
+        o,
+        &json!({ "status": fields }),
+        "the spend status patch",
+    )
+    .await;
+    if patched {
+        tracing::debug!(
+            resource = object_name("LLMQuota", o),
+            limit = want.limit,
+            spent = want.spent,
+            "spend updated"
+        );
+        written.insert(
+            key,
+            Written {
+                before: rv,
+                status: fields,
+            },
+        );
     }
 }
 

@@ -267,3 +267,44 @@ pub async fn create_event(
     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
     api.create(&PostParams::default(), &event).await.map(|_| ())
 }
+
+/// [`patch_status`], counted in `llmesh_controller_status_patches_total`;
+/// a failure is logged (`what` says which write) and left to the caller's
+/// next pass. True when the API server took it.
+pub async fn patch_status_counted(
+    client: &Client,
+    metrics: &Metrics,
+    kind: &str,
+    object: &DynamicObject,
+    patch: &Value,
+    what: &str,
+) -> bool {
+    let result = patch_status(client, kind, object, patch).await;
+    let label = if result.is_ok() { "success" } else { "failure" };
+    metrics
+        .status_patches
+        .with_label_values(&[kind, label])
+        .inc();
+    if let Err(e) = &result {
+        tracing::warn!(resource = object_name(kind, object), error = %e, "{what} failed; the next pass retries");
+    }
+    result.is_ok()
+}
+
+/// [`create_event`], counted in `llmesh_controller_events_total`; a
+/// failure is logged (an Event is not retried).
+pub async fn raise_event(
+    client: &Client,
+    identity: &str,
+    metrics: &Metrics,
+    kind: &str,
+    object: &DynamicObject,
+    e: &EventNote<'_>,
+) {
+    let result = create_event(client, identity, kind, object, e).await;
+    let label = if result.is_ok() { "success" } else { "failure" };
+    metrics.events.with_label_values(&[kind, label]).inc();
+    if let Err(err) = result {
+        tracing::warn!(resource = object_name(kind, object), reason = e.reason, error = %err, "could not create the event");
+    }
+}

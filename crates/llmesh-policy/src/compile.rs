@@ -1479,6 +1479,16 @@ fn compile_route(
         })
     });
 
+    // The sidecars do not run probes; the controller's prober does, from
+    // a route accepted with them.
+    if let Some(p) = &spec.probes {
+        if let Err(errors) = crate::probes::build(spec, p) {
+            for (field, reason) in errors {
+                cx.err(K, name, &field, reason);
+            }
+        }
+    }
+
     if cx.errors.len() > before {
         return None;
     }

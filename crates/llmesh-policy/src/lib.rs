@@ -14,6 +14,7 @@ mod compile;
 mod data_policy;
 mod dump;
 mod duration;
+pub mod probes;
 mod quota;
 mod route;
 mod snapshot;

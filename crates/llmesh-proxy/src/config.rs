@@ -82,6 +82,20 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     /// Defaults for tests: every port ephemeral on loopback.
     pub fn for_test(policy_file: PathBuf) -> ProxyConfig {
+        ProxyConfig::loopback(
+            policy_file,
+            Identity {
+                namespace: "test-ns".into(),
+                workload: "test-app".into(),
+                pod: "test-app-0".into(),
+            },
+        )
+    }
+
+    /// A sidecar for one client in the same process (the controller's
+    /// prober): every port ephemeral on loopback, the policy from
+    /// `policy_file`, the sidecar's defaults for the rest.
+    pub fn loopback(policy_file: PathBuf, identity: Identity) -> ProxyConfig {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         ProxyConfig {
             listen: any,
@@ -93,11 +107,7 @@ impl ProxyConfig {
             header_read_timeout: Duration::from_secs(10),
             ca_file: None,
             drain_timeout: Duration::from_secs(5),
-            identity: Identity {
-                namespace: "test-ns".into(),
-                workload: "test-app".into(),
-                pod: "test-app-0".into(),
-            },
+            identity,
             secrets_dir: PathBuf::from(llmesh_policy::DEFAULT_SECRETS_DIR),
             max_header_bytes: 64 * 1024,
             max_json_depth: 64,
