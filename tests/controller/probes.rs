@@ -315,7 +315,18 @@ async fn bad_probes_are_refused_and_an_unreachable_credential_is_unknown_not_fai
     kube.apply_yaml(&format!(
         "{{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {{name: bad, namespace: {NS}}}, spec: {{models: [chat], backends: [{{provider: old, model: m-old}}], probes: {{prompts: [{{name: p, messages: [{{role: user, content: hi}}], expect: {{regex: '(', toolCalled: f}}}}]}}}}}}"
     ));
+    // `n` unquoted, as a user writes it: kubectl reads `false`.
+    kube.apply_yaml(&format!(
+        "{{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {{name: yaml11, namespace: {NS}}}, spec: {{models: [chat], backends: [{{provider: old, model: m-old}}], probes: {{prompts: [{{name: p, messages: [{{role: user, content: hi}}], expect: {{jsonSchema: {{type: object, properties: {{n: {{type: integer}}}}, required: [n]}}}}}}]}}}}}}"
+    ));
     let c = start_with(kube, probe_config("one")).await;
+    let accepted = until_condition(kube, NS, "llmroutes", "yaml11", "Accepted", "False", 1).await;
+    let msg = accepted["message"].as_str().unwrap();
+    assert!(
+        msg.contains("spec.probes.prompts[0].expect.jsonSchema: is not a valid JSON Schema"),
+        "{msg}"
+    );
+    assert!(msg.contains("quote property names like 'n'"), "{msg}");
     let accepted = until_condition(kube, NS, "llmroutes", "bad", "Accepted", "False", 1).await;
     let msg = accepted["message"].as_str().unwrap();
     assert!(

@@ -620,6 +620,25 @@ fn the_chart_renders_with_every_option_on() {
         .unwrap()
         .iter()
         .any(|v| v["secret"]["secretName"] == "llmesh-injector-tls"));
+    // The prober reads the listed Secrets where a sidecar would, and the
+    // extra environment.
+    let controller = find(&objs, "Deployment", "llmesh-controller");
+    let pod = &controller["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert!(c["volumeMounts"].as_array().unwrap().iter().any(|m| {
+        m["mountPath"] == "/var/run/secrets/llmesh/openai-probe" && m["readOnly"] == true
+    }));
+    assert!(pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["secret"]["secretName"] == "openai-probe"));
+    let env = c["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "ANTHROPIC_API_KEY"
+        && e["valueFrom"]["secretKeyRef"]["name"] == "anthropic"));
+    assert!(env.iter().any(
+        |e| e["name"] == "LLMESH_PROBE_SECRETS_DIR" && e["value"] == "/var/run/secrets/llmesh"
+    ));
     let mwc = find(&objs, "MutatingWebhookConfiguration", "llmesh-injector");
     assert_eq!(
         mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],

@@ -283,7 +283,7 @@ fn build_checks(
             Err(err) => {
                 errors.push((
                     format!("{at}.jsonSchema"),
-                    format!("is not a valid JSON Schema: {err}"),
+                    format!("is not a valid JSON Schema: {err}{}", yaml11_hint(s)),
                 ));
                 None
             }
@@ -326,6 +326,31 @@ fn build_checks(
         max_tokens: e.max_tokens,
         tool_called: e.tool_called.clone(),
     })
+}
+
+/// A hint when a schema holds what YAML 1.1 (kubectl, Helm) makes of an
+/// unquoted `n`, `y`, `no`, `on`...: a `true`/`false` property name or a
+/// boolean in `required`.
+fn yaml11_hint(schema: &Value) -> &'static str {
+    fn has(v: &Value) -> bool {
+        match v {
+            Value::Object(o) => o.iter().any(|(k, v)| {
+                k == "true"
+                    || k == "false"
+                    || (k == "required"
+                        && v.as_array()
+                            .is_some_and(|a| a.iter().any(Value::is_boolean)))
+                    || has(v)
+            }),
+            Value::Array(a) => a.iter().any(has),
+            _ => false,
+        }
+    }
+    if has(schema) {
+        " (kubectl and Helm read YAML 1.1: an unquoted y, n, yes, no, on or off is a boolean; quote property names like 'n')"
+    } else {
+        ""
+    }
 }
 
 /// The backends a route's probes run against: its own, then the mirror's
