@@ -37,11 +37,24 @@ const JOB: &str = "llmesh-sidecar";
 /// return at least one finite sample. The traffic provokes even hedges,
 /// continuations and outlier ejections. A panel for a rare
 /// event the test cannot provoke cheaply goes here.
-const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[(
-    "Trace export failures",
-    "A",
-    "the family exists only on sidecars exporting traces (--otlp-endpoint); tests/tracing.rs checks it",
-)];
+const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[
+    (
+        "Trace export failures",
+        "A",
+        "the family exists only on sidecars exporting traces (--otlp-endpoint); tests/tracing.rs checks it",
+    ),
+    // The golden-prompt row reads the controller's families, which this
+    // stack (sidecar only) does not run; tests/controller/probes.rs checks
+    // them on a real controller.
+    ("Probes passing per backend", "A", CONTROLLER),
+    ("Probe verdicts", "A", CONTROLLER),
+    ("Probe spend (traffic=\"probe\")", "A", CONTROLLER),
+    ("Probe spend (traffic=\"probe\")", "B", CONTROLLER),
+    ("Probe spend (traffic=\"probe\")", "C", CONTROLLER),
+    ("Probe latency p95", "A", CONTROLLER),
+    ("Probe runs by result", "A", CONTROLLER),
+];
+const CONTROLLER: &str = "a controller family, checked in tests/controller/probes.rs";
 
 /// The mock and the proxy binaries, wired by a policy in a temporary folder.
 struct Stack {
@@ -262,8 +275,15 @@ fn the_dashboard_is_a_grafana_dashboard_with_the_agreed_variables() {
             assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
             assert!(refs.insert(t["refId"].as_str().unwrap()), "{title}");
             let expr = t["expr"].as_str().unwrap();
-            // Every query follows the dashboard's three filters.
-            for var in ["namespace", "workload", "pod"] {
+            // Every query follows the dashboard's three filters; the
+            // controller's probe families, which belong to a route and no
+            // workload or pod, follow the namespace.
+            let filters: &[&str] = if expr.contains("llmesh_probe_") {
+                &["namespace"]
+            } else {
+                &["namespace", "workload", "pod"]
+            };
+            for var in filters {
                 assert!(
                     expr.contains(&format!("{var}=~\"${var}\"")),
                     "{title}: {expr} ignores ${var}"

@@ -253,6 +253,21 @@ async fn probes_catch_a_candidate_answering_invalid_json_a_third_of_the_time_and
     })
     .await;
 
+    // Every probe family has its place in the dashboard's Golden prompts
+    // row (the sidecar's families are checked in tests/observability.rs).
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../charts/llmesh/dashboards/llmesh.json"),
+    )
+    .unwrap();
+    for family in m
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE llmesh_probe_"))
+    {
+        let name = format!("llmesh_probe_{}", family.split_whitespace().next().unwrap());
+        assert!(dashboard.contains(&name), "{name} is not on the dashboard");
+    }
+
     // No prompt text anywhere a person or a scraper reads.
     let stored = kube.object(NS, "llmroutes", "chat").unwrap();
     assert!(!stored["status"].to_string().contains(MARKER));

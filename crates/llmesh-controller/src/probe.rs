@@ -129,6 +129,16 @@ struct RouteState {
     budget_noted: Option<i64>,
     /// The entries last written, by backend key.
     written: Vec<RouteBackendStatus>,
+    /// Label values of its `llmesh_probe_passing` series.
+    gauged: Vec<[String; 4]>,
+}
+
+/// Removes the `llmesh_probe_passing` series of `labels`.
+fn unset(m: &Metrics, labels: &[[String; 4]]) {
+    for l in labels {
+        let l: Vec<&str> = l.iter().map(String::as_str).collect();
+        let _ = m.probe_passing.remove_label_values(&l);
+    }
 }
 
 /// Runs each route's probes when its interval is up, while this replica
@@ -151,6 +161,14 @@ pub async fn run(
         }
         let leader = leadership.is_leader();
         if !leader {
+            if was_leader {
+                // The new leader's verdicts are the current ones: a
+                // standby exports none, or a stale one would page.
+                for st in states.values() {
+                    unset(&p.metrics, &st.gauged);
+                }
+                states.clear();
+            }
             was_leader = false;
             continue;
         }
@@ -162,7 +180,13 @@ pub async fn run(
         }
         let input = feed.borrow().clone();
         let present: HashSet<String> = input.routes.iter().map(|r| object_key(r)).collect();
-        states.retain(|k, _| present.contains(k));
+        states.retain(|k, st| {
+            let keep = present.contains(k);
+            if !keep {
+                unset(&p.metrics, &st.gauged);
+            }
+            keep
+        });
         for route in &input.routes {
             if !leadership.is_leader() {
                 break;
@@ -232,6 +256,7 @@ async fn check(
         spent: 0.0,
         budget_noted: None,
         written: watched_entries(route),
+        gauged: Vec::new(),
     });
     if state.generation != generation {
         // An edited spec is probed at once.
@@ -254,7 +279,27 @@ async fn check(
     let mut entries = Vec::new();
     let mut changes = Vec::new();
     let mut budget_spent = false;
-    for target in probes::targets(&spec) {
+    let targets = probes::targets(&spec);
+    let gauged: Vec<[String; 4]> = targets
+        .iter()
+        .map(|t| {
+            [
+                ns.to_string(),
+                name.to_string(),
+                t.provider.clone(),
+                t.model.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let gone: Vec<[String; 4]> = state
+        .gauged
+        .iter()
+        .filter(|g| !gauged.contains(g))
+        .cloned()
+        .collect();
+    unset(&p.metrics, &gone);
+    state.gauged = gauged;
+    for target in targets {
         let bkey = key_of(&target);
         let model = target.model.as_deref().unwrap_or("");
         let labels = [ns, name, target.provider.as_str(), model];
