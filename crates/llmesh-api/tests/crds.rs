@@ -93,8 +93,19 @@ fn names_scope_and_subresources() {
 const TYPES: [&str; 6] = ["object", "array", "string", "integer", "number", "boolean"];
 /// Nodes allowed to keep unknown fields, by kind: only free-form JSON the
 /// user writes (a route's JSON Schema); every other field is typed.
-const PRESERVE_UNKNOWN_ALLOWED: [(&str, &str); 1] =
-    [("LLMRoute", "LLMRoute.spec.structuredOutput.schema")];
+/// The JSON Schemas users write (a schema of a schema is not worth
+/// restating), each checked by the policy compiler.
+const PRESERVE_UNKNOWN_ALLOWED: [(&str, &str); 3] = [
+    (
+        "LLMRoute",
+        "LLMRoute.spec.probes.prompts[*].expect.jsonSchema",
+    ),
+    (
+        "LLMRoute",
+        "LLMRoute.spec.probes.prompts[*].tools[*].parameters",
+    ),
+    ("LLMRoute", "LLMRoute.spec.structuredOutput.schema"),
+];
 
 fn structural(path: &str, s: &Value, errs: &mut Vec<String>, preserved: &mut Vec<String>) {
     let Some(o) = s.as_object() else {
