@@ -715,7 +715,24 @@ async fn missing_upstream_usage_is_estimated_with_the_tokenizer() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["usage"].is_null());
-    let m = env.wait_metric("type=\"output\"").await;
+    // The estimate lands in llmesh_tokens_total last (gen_ai_token_type
+    // "output" of the OTel histogram can come first): wait for it there.
+    let mut m = String::new();
+    for _ in 0..750 {
+        m = env.metrics().await;
+        let counted = |type_: &str| {
+            metric_value(
+                &m,
+                "llmesh_tokens_total",
+                &[("route", "openai"), ("type", type_)],
+            )
+            .is_some()
+        };
+        if counted("input") && counted("output") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let input = metric_value(
         &m,
         "llmesh_tokens_total",
