@@ -428,3 +428,44 @@ async fn the_controller_binary_probes_with_a_secret_from_its_probe_secrets_dir()
     assert!(!out.contains(MARKER), "prompt text in the logs");
     assert!(!out.contains(KEY), "the key in the logs");
 }
+
+#[tokio::test]
+async fn a_verdict_whose_write_fails_is_written_when_the_api_server_is_back_without_probing_again()
+{
+    let s = setup().await;
+    let kube = &s.kube;
+    s.old.set_default(
+        serde_json::from_value(json!({"json_reply": {"count": 1}, "latency_ms": 800})).unwrap(),
+    );
+    kube.apply_yaml(&format!(
+        "{{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {{name: retry, namespace: {NS}}}, spec: {{models: [chat], backends: [{{provider: old, model: m-old}}], probes: {{interval: 1h, prompts: [{{name: p, messages: [{{role: user, content: hi}}]}}]}}}}}}"
+    ));
+    let mut cfg = probe_config("one");
+    // The Lease outlives the outage: the same leader keeps its verdict.
+    cfg.lease.duration = Duration::from_secs(30);
+    let c = start_with(kube, cfg).await;
+    until("the probe in flight", || {
+        (s.old.active_requests() == 1).then_some(())
+    })
+    .await;
+    // The client retries the 503s of its patch, and the prober keeps a
+    // verdict it could not write for the next tick: either way it lands.
+    kube.set_down(true);
+    until("the probe answered", || {
+        (s.old.request_count() == 1 && s.old.active_requests() == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(probe_condition(kube, "retry", "old/m-old").is_none());
+    kube.set_down(false);
+    let passing = until_probe(kube, "retry", "old/m-old", "True").await;
+    assert_eq!(passing["message"], "1 of 1 probes pass");
+    assert_eq!(s.old.request_count(), 1, "written without probing again");
+    until("the event once written", || {
+        probe_events(kube, "retry")
+            .into_iter()
+            .find(|(r, _)| r == "ProbesPassing")
+    })
+    .await;
+    c.shutdown().await;
+}

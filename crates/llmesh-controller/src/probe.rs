@@ -131,6 +131,16 @@ struct RouteState {
     written: Vec<RouteBackendStatus>,
     /// Label values of its `llmesh_probe_passing` series.
     gauged: Vec<[String; 4]>,
+    /// Verdicts of a run whose status patch failed: written again at the
+    /// next tick, without probing again (probes cost money).
+    unwritten: Option<Unwritten>,
+}
+
+/// What a run has to write: the `status.backends` entries, and the
+/// changed verdicts to raise Events for once they are written.
+struct Unwritten {
+    entries: Vec<RouteBackendStatus>,
+    changes: Vec<(String, Verdict)>,
 }
 
 /// Removes the `llmesh_probe_passing` series of `labels`.
@@ -257,7 +267,11 @@ async fn check(
         budget_noted: None,
         written: watched_entries(route),
         gauged: Vec::new(),
+        unwritten: None,
     });
+    if let Some(u) = state.unwritten.take() {
+        publish(p, route, state, u).await;
+    }
     if state.generation != generation {
         // An edited spec is probed at once.
         state.generation = generation;
@@ -367,8 +381,38 @@ async fn check(
         // Lost the Lease during the run: the new leader probes again.
         return;
     }
-    if entries != before {
-        let patch = json!({"status": {"backends": entries}});
+    publish(p, route, state, Unwritten { entries, changes }).await;
+    if budget_spent && state.budget_noted != Some(today) {
+        state.budget_noted = Some(today);
+        let text = format!(
+            "the probes spent their maxCostPerDay (${:.4} of ${:.4}); they run again on the next UTC day",
+            state.spent,
+            set.max_cost_per_day.unwrap_or(0.0)
+        );
+        tracing::info!(resource = object_name("LLMRoute", route), "{text}");
+        raise_event(
+            &p.client,
+            &p.identity,
+            &p.metrics,
+            "LLMRoute",
+            route,
+            &EventNote {
+                type_: "Warning",
+                reason: "ProbeBudgetSpent",
+                action: "Probe",
+                note: &text,
+            },
+        )
+        .await;
+    }
+}
+
+/// Writes a run's entries (when they differ from the last written) and,
+/// once they are, raises the Events of the changed verdicts. A failed
+/// patch keeps both for the next tick.
+async fn publish(p: &Prober, route: &DynamicObject, state: &mut RouteState, u: Unwritten) {
+    if u.entries != state.written {
+        let patch = json!({"status": {"backends": u.entries}});
         let ok = patch_status_counted(
             &p.client,
             &p.metrics,
@@ -379,13 +423,12 @@ async fn check(
         )
         .await;
         if !ok {
-            // The next run writes again, and raises the Events then.
-            state.next_due = now;
+            state.unwritten = Some(u);
             return;
         }
-        state.written = entries;
+        state.written = u.entries;
     }
-    for (bkey, v) in changes {
+    for (bkey, v) in u.changes {
         let (type_, reason, text) = match v.status {
             "True" => (
                 "Normal",
@@ -418,29 +461,6 @@ async fn check(
             &EventNote {
                 type_,
                 reason,
-                action: "Probe",
-                note: &text,
-            },
-        )
-        .await;
-    }
-    if budget_spent && state.budget_noted != Some(today) {
-        state.budget_noted = Some(today);
-        let text = format!(
-            "the probes spent their maxCostPerDay (${:.4} of ${:.4}); they run again on the next UTC day",
-            state.spent,
-            set.max_cost_per_day.unwrap_or(0.0)
-        );
-        tracing::info!(resource = object_name("LLMRoute", route), "{text}");
-        raise_event(
-            &p.client,
-            &p.identity,
-            &p.metrics,
-            "LLMRoute",
-            route,
-            &EventNote {
-                type_: "Warning",
-                reason: "ProbeBudgetSpent",
                 action: "Probe",
                 note: &text,
             },
