@@ -238,7 +238,8 @@ async fn on_route(
     let ended = crate::attempts::run(&ctx, &mut plan).await;
     // Structured output: an answer that does not match the request's JSON
     // schema is asked again with the error, up to the route's bound.
-    let (ctx, plan, ended, schema_retries) = crate::structured::enforce(ctx, plan, ended).await;
+    let (ctx, plan, ended, schema_retries, matched) =
+        crate::structured::enforce(ctx, plan, ended).await;
     // The signals of a whole chat answer, read once: for the drift
     // families of its backend's model version, and for the primary's side
     // of the shadow comparison.
@@ -247,7 +248,14 @@ async fn on_route(
             success: crate::attempt::Success::Whole { body, .. },
             ..
         } if ctx.op == crate::upstream::Operation::Chat => {
-            crate::signals::signals(ctx.client, body, ctx.schema.as_deref())
+            // An answer enforce() found matching is not validated twice.
+            let schema = ctx.schema.as_deref().filter(|_| !matched);
+            crate::signals::signals(ctx.client, body, schema).map(|mut s| {
+                if matched {
+                    s.json = "valid";
+                }
+                s
+            })
         }
         _ => None,
     };

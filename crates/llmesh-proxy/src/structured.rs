@@ -185,19 +185,20 @@ fn with_feedback(
         .map_err(|e| ProxyError::Encode(format!("the structured-output retry: {e}")))
 }
 
+/// What [`enforce`] hands back: the context and plan of the last round,
+/// how it ended, the retries made, and whether the answer it ended with
+/// was checked against the schema and matches it (so the drift signals
+/// need not validate it again).
+pub type Enforced = (Arc<RequestCtx>, Plan, Ended, u32, bool);
+
 /// Checks the answer the attempts ended with and asks again while it does
-/// not match the schema (see the module doc). Returns the context and plan
-/// of the last round, how it ended, and the retries made.
-pub async fn enforce(
-    mut ctx: Arc<RequestCtx>,
-    mut plan: Plan,
-    mut ended: Ended,
-) -> (Arc<RequestCtx>, Plan, Ended, u32) {
+/// not match the schema (see the module doc).
+pub async fn enforce(mut ctx: Arc<RequestCtx>, mut plan: Plan, mut ended: Ended) -> Enforced {
     let Some(validator) = ctx.schema.clone() else {
-        return (ctx, plan, ended, 0);
+        return (ctx, plan, ended, 0, false);
     };
     if ctx.stream {
-        return (ctx, plan, ended, 0);
+        return (ctx, plan, ended, 0, false);
     }
     let bound = ctx.route.schema_retries.unwrap_or(0);
     let route = ctx.route.name.clone();
@@ -222,12 +223,12 @@ pub async fn enforce(
             ..
         } = &ended
         else {
-            return (ctx, plan, ended, retries);
+            return (ctx, plan, ended, retries, false);
         };
         let (text, error) = match check(&validator, ctx.client, body) {
             Check::Fine => {
                 count(&ctx, "valid");
-                return (ctx, plan, ended, retries);
+                return (ctx, plan, ended, retries, true);
             }
             Check::Invalid { text, error } => (text, error),
         };
@@ -245,12 +246,12 @@ pub async fn enforce(
                 attempts: retries + 1,
                 detail: error,
             };
-            return (ctx, plan, Ended::Refused(err), retries);
+            return (ctx, plan, Ended::Refused(err), retries, false);
         }
         count(&ctx, "retried");
         let raw = match with_feedback(ctx.client, &ctx.raw, &text, &error) {
             Ok(raw) => raw,
-            Err(e) => return (ctx, plan, Ended::Refused(e), retries),
+            Err(e) => return (ctx, plan, Ended::Refused(e), retries, false),
         };
         retries += 1;
         ctx = Arc::new(ctx.with_raw(raw));
