@@ -17,25 +17,9 @@ async fn the_controller_binary_writes_status_from_a_kubeconfig_and_releases_its_
     kube.apply_yaml(&provider("team", "openai"));
     kube.apply_yaml(&route("team", "chat", "openai"));
     kube.apply_yaml(&route("team", "lost", "x"));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, kube.kubeconfig("default")).unwrap();
-    let mut proc = Proc::spawn(
-        Command::new(bin_path("llmesh-controller"))
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAME", "controller-0")
-            .env("POD_NAMESPACE", "llmesh-system")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .args([
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--lease-duration",
-                "2s",
-                "--lease-renew",
-                "300ms",
-                "--log",
-                "debug,hyper=info,kube=info,tower=info,rustls=info",
-            ]),
+    let (mut proc, _dir) = spawn_binary(
+        &kube,
+        &["--log", "debug,hyper=info,kube=info,tower=info,rustls=info"],
     );
     let line = proc.wait_line("llmesh-controller listening ");
     let metrics = field(&line, "metrics").to_string();
@@ -95,6 +79,32 @@ async fn the_controller_binary_writes_status_from_a_kubeconfig_and_releases_its_
         .unwrap_or_else(|| panic!("{out}"));
     assert_eq!(rejected["resource"], "LLMRoute/team/lost");
     assert!(!out.contains("not-read-by-the-controller"));
+}
+
+/// The real binary against `kube` (from a kubeconfig in the returned
+/// folder, as `controller-0` of `llmesh-system`), with a short Lease and
+/// `extra` flags.
+pub(super) fn spawn_binary(kube: &FakeKube, extra: &[&str]) -> (Proc, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kube.kubeconfig("default")).unwrap();
+    let proc = Proc::spawn(
+        Command::new(bin_path("llmesh-controller"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAME", "controller-0")
+            .env("POD_NAMESPACE", "llmesh-system")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args([
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--lease-duration",
+                "2s",
+                "--lease-renew",
+                "300ms",
+            ])
+            .args(extra),
+    );
+    (proc, dir)
 }
 
 /// `manifests/controller.yaml` as JSON documents.

@@ -378,7 +378,6 @@ async fn bad_probes_are_refused_and_an_unreachable_credential_is_unknown_not_fai
 // while this test blocks on the child process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_binary_probes_with_a_secret_from_its_probe_secrets_dir() {
-    use llmesh_tests::{bin_path, Proc};
     let kube = FakeKube::start().await;
     let mock = mock(json!({"json_reply": {"count": 1}})).await;
     // A Secret mounted as the chart mounts controller.probes.secrets.
@@ -392,25 +391,9 @@ async fn the_controller_binary_probes_with_a_secret_from_its_probe_secrets_dir()
     kube.apply_yaml(&format!(
         "{{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {{name: bin, namespace: {NS}}}, spec: {{models: [chat], backends: [{{provider: old}}], probes: {{interval: 1s, prompts: [{{name: p, messages: [{{role: user, content: '{MARKER}'}}], expect: {{jsonSchema: {{type: object, required: [count]}}}}}}]}}}}}}"
     ));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, kube.kubeconfig("default")).unwrap();
-    let mut proc = Proc::spawn(
-        std::process::Command::new(bin_path("llmesh-controller"))
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAME", "controller-0")
-            .env("POD_NAMESPACE", "llmesh-system")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .args([
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--lease-duration",
-                "2s",
-                "--lease-renew",
-                "300ms",
-                "--probe-secrets-dir",
-                secrets.path().to_str().unwrap(),
-            ]),
+    let (mut proc, _dir) = super::deploy::spawn_binary(
+        &kube,
+        &["--probe-secrets-dir", secrets.path().to_str().unwrap()],
     );
     proc.wait_line("llmesh-controller listening ");
     let passing = until_probe(&kube, "bin", "old", "True").await;

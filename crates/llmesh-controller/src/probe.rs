@@ -390,21 +390,19 @@ async fn check(
             set.max_cost_per_day.unwrap_or(0.0)
         );
         tracing::info!(resource = object_name("LLMRoute", route), "{text}");
-        raise_event(
-            &p.client,
-            &p.identity,
-            &p.metrics,
-            "LLMRoute",
-            route,
-            &EventNote {
-                type_: "Warning",
-                reason: "ProbeBudgetSpent",
-                action: "Probe",
-                note: &text,
-            },
-        )
-        .await;
+        note(p, route, "Warning", "ProbeBudgetSpent", &text).await;
     }
+}
+
+/// An Event of the prober on `route`.
+async fn note(p: &Prober, route: &DynamicObject, type_: &str, reason: &str, text: &str) {
+    let e = EventNote {
+        type_,
+        reason,
+        action: "Probe",
+        note: text,
+    };
+    raise_event(&p.client, &p.identity, &p.metrics, "LLMRoute", route, &e).await;
 }
 
 /// Writes a run's entries (when they differ from the last written) and,
@@ -452,20 +450,7 @@ async fn publish(p: &Prober, route: &DynamicObject, state: &mut RouteState, u: U
             reason,
             "probe verdict changed"
         );
-        raise_event(
-            &p.client,
-            &p.identity,
-            &p.metrics,
-            "LLMRoute",
-            route,
-            &EventNote {
-                type_,
-                reason,
-                action: "Probe",
-                note: &text,
-            },
-        )
-        .await;
+        note(p, route, type_, reason, &text).await;
     }
 }
 
