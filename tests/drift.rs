@@ -4,11 +4,10 @@
 //! loopback; the mock reports the model versions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use llmesh_mock::Behavior;
 use llmesh_tests::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const V1: &str = "gpt-4o-mini-2024-07-18";
 const V2: &str = "gpt-4o-mini-2025-03-01";
@@ -38,17 +37,6 @@ spec:
     )
 }
 
-fn behavior(v: Value) -> Behavior {
-    serde_json::from_value(v).unwrap()
-}
-
-fn json_request() -> Value {
-    let mut body = openai_chat("gpt-4o-mini", "give me n");
-    body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "n",
-        "schema": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}});
-    body
-}
-
 /// `llmesh_backend_answers_total` of the chat route's backend under
 /// `version`, with `labels` besides.
 fn answers(m: &str, version: &str, labels: &[(&str, &str)]) -> f64 {
@@ -63,20 +51,6 @@ fn output_answers(m: &str, version: &str) -> f64 {
         "llmesh_backend_output_tokens_count",
         &[("route", "chat"), ("provider", "oai"), ("version", version)],
     )
-}
-
-/// Waits until `check` holds on the metrics (accounting of a stream lands
-/// just after its body ends).
-async fn until(env: &Env, what: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = env.metrics().await;
-        if check(&m) {
-            return m;
-        }
-        assert!(Instant::now() < deadline, "{what}\n{m}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -141,13 +115,13 @@ async fn answers_count_under_the_version_the_backend_answers_with() {
     // The new version answers prose to a request with a schema: refused
     // (no retries on this route), and counted as invalid JSON of that
     // version; then one that matches.
-    let (s, _, v) = env.post(chat, &json_request()).await;
+    let (s, _, v) = env.post(chat, &json_schema_request("gpt-4o-mini")).await;
     assert_eq!(s, 502, "{v}");
     env.mock.set_model_behavior(
         "gpt-4o-mini",
         behavior(json!({"response_model": V2, "json_reply": {"n": 1}})),
     );
-    let (s, _, v) = env.post(chat, &json_request()).await;
+    let (s, _, v) = env.post(chat, &json_schema_request("gpt-4o-mini")).await;
     assert_eq!(s, 200, "{v}");
     let m = env.metrics().await;
     assert_eq!(answers(&m, V2, &[("json", "invalid")]), 1.0, "{m}");
@@ -206,10 +180,11 @@ async fn answers_count_under_the_version_the_backend_answers_with() {
     req["stream"] = json!(true);
     let (s, _, body) = env.post_stream(chat, &req, &[]).await;
     assert_eq!(s, 200, "{body}");
-    let m = until(&env, "the streams' accounting", |m| {
-        output_answers(m, V2) == outputs + 3.0
-    })
-    .await;
+    let m = env
+        .until_metrics("the streams' accounting", Duration::from_secs(10), |m| {
+            output_answers(m, V2) == outputs + 3.0
+        })
+        .await;
     assert_eq!(answers(&m, V2, &plain), plain_before + 2.0, "{m}");
     assert_eq!(
         answers(
@@ -285,14 +260,15 @@ async fn a_backend_that_named_no_version_yet_is_unknown_and_shadow_calls_are_not
         .set_model_behavior("gpt-4o-mini", behavior(json!({"response_model": V1})));
     let (s, _, v) = env.post(chat, &openai_chat("gpt-4o-mini", "hi")).await;
     assert_eq!(s, 200, "{v}");
-    let m = until(&env, "the shadow call", |m| {
-        metric_sum(
-            m,
-            "llmesh_shadow_requests_total",
-            &[("route", "chat"), ("outcome", "answered")],
-        ) >= 1.0
-    })
-    .await;
+    let m = env
+        .until_metrics("the shadow call", Duration::from_secs(10), |m| {
+            metric_sum(
+                m,
+                "llmesh_shadow_requests_total",
+                &[("route", "chat"), ("outcome", "answered")],
+            ) >= 1.0
+        })
+        .await;
     assert_eq!(
         metric_sum(&m, "llmesh_backend_answers_total", &[("route", "chat")]),
         1.0,

@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use llmesh_mock::Behavior;
 use llmesh_tests::*;
 use serde_json::{json, Value};
 
@@ -53,10 +52,6 @@ spec: {{schema: openai, baseUrl: {mock}/v1, credential: {{file: key.txt}}, model
         "---\napiVersion: llmesh.io/v1alpha1\nkind: LLMRoute\nmetadata: {name: coding}\nspec:\n  models: [chat]\n  headers: {x-llmesh-task: coding}\n  backends: [{provider: p2, model: coder}]\n",
     );
     out
-}
-
-fn behavior(v: Value) -> Behavior {
-    serde_json::from_value(v).unwrap()
 }
 
 async fn env() -> Env {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use llmesh_mock::Behavior;
 use llmesh_tests::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn policy(mock: &str) -> String {
     format!(
@@ -99,17 +99,6 @@ async fn shadow_calls(env: &Env, route: &str, outcome: &str, n: f64) -> String {
     }
 }
 
-fn json_request(model: &str) -> Value {
-    let mut body = openai_chat(model, "give me n");
-    body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "n",
-        "schema": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}});
-    body
-}
-
-fn behavior(v: Value) -> Behavior {
-    serde_json::from_value(v).unwrap()
-}
-
 #[tokio::test]
 async fn a_candidate_answering_invalid_json_a_third_of_the_time_is_caught() {
     let env = Env::start_with(policy).await;
@@ -125,7 +114,7 @@ async fn a_candidate_answering_invalid_json_a_third_of_the_time_is_caught() {
         env.mock
             .set_model_behavior("candidate", behavior(candidate));
         let (s, _, v) = env
-            .post("/v1/chat/completions", &json_request("gpt-4o-mini"))
+            .post("/v1/chat/completions", &json_schema_request("gpt-4o-mini"))
             .await;
         assert_eq!(s, 200, "{v}");
         // The client gets the primary's answer, always.
@@ -133,20 +122,15 @@ async fn a_candidate_answering_invalid_json_a_third_of_the_time_is_caught() {
         shadow_calls(&env, "chat", "answered", f64::from(i + 1)).await;
     }
     // The comparison is recorded once the primary's side is in.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let m = loop {
-        let m = env.metrics().await;
-        let compared = metric_sum(
-            &m,
-            "llmesh_shadow_agreement_total",
-            &[("route", "chat"), ("signal", "json")],
-        );
-        if compared >= 9.0 {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "{m}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let m = env
+        .until_metrics("9 compared pairs", Duration::from_secs(5), |m| {
+            metric_sum(
+                m,
+                "llmesh_shadow_agreement_total",
+                &[("route", "chat"), ("signal", "json")],
+            ) >= 9.0
+        })
+        .await;
     let answers = |role: &str, json: &str| {
         metric_sum(
             &m,

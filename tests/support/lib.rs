@@ -248,6 +248,39 @@ impl Env {
         }
         panic!("metric {needle} never appeared:\n{}", self.metrics().await);
     }
+
+    /// Polls /metrics every 20 ms until `check` holds on it, for at most
+    /// `within`; panics with `what` and the last text after that.
+    pub async fn until_metrics(
+        &self,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let m = self.metrics().await;
+            if check(&m) {
+                return m;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}\n{m}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A mock behaviour written as JSON (`{"json_reply": {...}}`).
+pub fn behavior(v: Value) -> llmesh_mock::Behavior {
+    serde_json::from_value(v).expect("a mock Behavior")
+}
+
+/// A chat request for `model` asking for `{"n": <integer>}` through
+/// `response_format: json_schema`.
+pub fn json_schema_request(model: &str) -> Value {
+    let mut body = openai_chat(model, "give me n");
+    body["response_format"] = serde_json::json!({"type": "json_schema", "json_schema": {"name": "n",
+        "schema": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}});
+    body
 }
 
 /// A plain HTTP/1.1 client.

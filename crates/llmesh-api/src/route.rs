@@ -133,7 +133,8 @@ pub struct LLMRouteSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanarySpec>,
     /// Golden prompts: the controller's leader sends each to every backend
-    /// of the route (its own, the mirror's and the canary's candidate) on
+    /// of the route (its own, its fallbacks', the mirror's and the canary's
+    /// candidate) on
     /// an interval, checks the answers (JSON schema, regex, contains, max
     /// tokens, tool called) and writes a `ProbesPassing` condition per
     /// backend in `status.backends`.

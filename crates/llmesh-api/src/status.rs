@@ -128,8 +128,8 @@ pub struct LLMRouteStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// One entry per backend the controller probes (the route's backends,
-    /// the mirror's and the canary's candidate), with its `ProbesPassing`
-    /// condition.
+    /// its fallbacks', the mirror's and the canary's candidate), with its
+    /// `ProbesPassing` condition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<RouteBackendStatus>,
     /// Where the canary of `spec.canary` stands; the sidecars send the

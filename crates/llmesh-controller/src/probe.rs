@@ -1,6 +1,6 @@
 //! Golden prompts (`LLMRoute.spec.probes`): the leader sends each route's
-//! prompts to every backend of the route (its own, the mirror's and the
-//! canary's candidate) on the route's interval, checks the answers, and
+//! prompts to every backend of the route (its own, its fallbacks', the
+//! mirror's and the canary's candidate) on the route's interval, checks the answers, and
 //! writes one `ProbesPassing` condition per backend in `status.backends`,
 //! with an Event when a backend's verdict changes.
 //!

@@ -353,14 +353,19 @@ fn yaml11_hint(schema: &Value) -> &'static str {
     }
 }
 
-/// The backends a route's probes run against: its own, then the mirror's
-/// and the canary's candidates, each `provider`/`model` once.
+/// The backends a route's probes run against: its own, its fallback
+/// chains', then the mirror's and the canary's candidates, each
+/// `provider`/`model` once.
 pub fn targets(route: &LLMRouteSpec) -> Vec<MirrorBackend> {
     let mut out: Vec<MirrorBackend> = Vec::new();
-    let own = route.backends.iter().map(|b| MirrorBackend {
-        provider: b.provider.clone(),
-        model: b.model.clone(),
-    });
+    let own = route
+        .backends
+        .iter()
+        .chain(route.fallbacks.iter().flat_map(|f| f.backends.iter()))
+        .map(|b| MirrorBackend {
+            provider: b.provider.clone(),
+            model: b.model.clone(),
+        });
     let extra = route
         .mirror
         .iter()

@@ -38,6 +38,14 @@ fn errors(text: &str, src: &Env) -> Vec<String> {
     errs.iter().map(ToString::to_string).collect()
 }
 
+/// The snapshot of `text` for namespace `team-a`, and its errors one a line.
+fn compiled(text: &str, src: &Env) -> (llmesh_policy::Snapshot, String) {
+    let docs = parse_documents(text).unwrap();
+    let (snap, errs) = compile(&docs, "team-a", src);
+    let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    (snap, all.join("\n"))
+}
+
 const CLOUDS: &str = r#"
 apiVersion: llmesh.io/v1alpha1
 kind: LLMProvider
@@ -291,13 +299,7 @@ spec:
   backends: [{provider: oai}]
   mirror: {backend: {provider: nobody}, percent: 150, maxRequestsPerMinute: 0, maxCostPerHour: "lots"}
 "#;
-    let docs = parse_documents(text).unwrap();
-    let (snap, errs) = compile(&docs, "team-a", &env(&[("KEY", "k")]));
-    let all = errs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let (snap, all) = compiled(text, &env(&[("KEY", "k")]));
     let good = snap.routes.iter().find(|r| r.name == "good").unwrap();
     let m = good.mirror.as_ref().unwrap();
     assert_eq!(m.backend.model.as_deref(), Some("gpt-4.1-mini"));
@@ -376,13 +378,7 @@ spec:
     hold: soon
     gates: {maxErrorRatioIncrease: 2, maxLatencyRatio: 0.5, minShadowAgreement: 0.9, window: 0s}
 "#;
-    let docs = parse_documents(text).unwrap();
-    let (snap, errs) = compile(&docs, "team-a", &env(&[("KEY", "k")]));
-    let all = errs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let (snap, all) = compiled(text, &env(&[("KEY", "k")]));
     let good = snap.routes.iter().find(|r| r.name == "good").unwrap();
     let c = good.canary.as_ref().unwrap();
     assert_eq!(c.percent, 50);

@@ -7,6 +7,7 @@ fn route(yaml: &str) -> LLMRouteSpec {
 const ROUTE: &str = "
 models: [chat, gpt-4o*]
 backends: [{provider: a, model: m-a}, {provider: b}]
+fallbacks: [{when: [server-error], backends: [{provider: d}, {provider: b}]}]
 mirror: {backend: {provider: c, model: m-c}}
 canary: {backend: {provider: a, model: m-a}}
 probes:
@@ -105,7 +106,7 @@ fn targets_are_the_backends_then_the_candidates_each_once() {
         .iter()
         .map(crate::canary::candidate_key)
         .collect();
-    assert_eq!(got, ["a/m-a", "b", "c/m-c"]);
+    assert_eq!(got, ["a/m-a", "b", "d", "c/m-c"]);
 }
 
 #[test]
