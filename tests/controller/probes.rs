@@ -371,6 +371,25 @@ async fn bad_probes_are_refused_and_an_unreachable_credential_is_unknown_not_fai
             .find(|(r, _)| r == "ProbeError")
     })
     .await;
+    // Counted as an error, with no passing figure to page on.
+    let m = metrics(&c).await;
+    let locked = [
+        ("namespace", NS),
+        ("route", "locked"),
+        ("provider", "locked"),
+        ("model", ""),
+    ];
+    let mut error = locked.to_vec();
+    error.push(("result", "error"));
+    assert!(
+        metric_value(&m, "llmesh_probe_runs_total", &error).unwrap() >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "llmesh_probe_passing", &locked),
+        None,
+        "{m}"
+    );
     c.shutdown().await;
 }
 

@@ -347,7 +347,10 @@ async fn check(
         match run.verdict.status {
             "True" => m.probe_passing.with_label_values(&labels).set(1),
             "False" => m.probe_passing.with_label_values(&labels).set(0),
-            _ => {}
+            // Not known: no figure, rather than the last one.
+            _ => {
+                let _ = m.probe_passing.remove_label_values(&labels);
+            }
         }
         let old = previous.as_ref().and_then(|e| {
             e.conditions
