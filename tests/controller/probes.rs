@@ -471,3 +471,40 @@ async fn a_verdict_whose_write_fails_is_written_when_the_api_server_is_back_with
     .await;
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_slow_backend_delays_only_its_own_route() {
+    let s = setup().await;
+    let kube = &s.kube;
+    s.next.set_default(
+        serde_json::from_value(json!({"json_reply": {"count": 1}, "latency_ms": 3000})).unwrap(),
+    );
+    let route = |name: &str, backend: &str| {
+        format!(
+            "{{apiVersion: llmesh.io/v1alpha1, kind: LLMRoute, metadata: {{name: {name}, namespace: {NS}}}, spec: {{models: [{name}], backends: [{backend}], probes: {{interval: 1h, prompts: [{{name: p, messages: [{{role: user, content: hi}}]}}]}}}}}}"
+        )
+    };
+    // "a-slow" sorts first: a prober taking routes in turn would wait 3 s
+    // on it before "b-fast".
+    kube.apply_yaml(&route("a-slow", "{provider: next, model: m-new}"));
+    kube.apply_yaml(&route("b-fast", "{provider: old, model: m-old}"));
+    let c = start_with(kube, probe_config("one")).await;
+    until_probe(kube, "b-fast", "old/m-old", "True").await;
+    assert!(
+        probe_condition(kube, "a-slow", "next/m-new").is_none(),
+        "the slow route is still running"
+    );
+    assert_eq!(s.next.active_requests(), 1);
+    let t0 = Instant::now();
+    loop {
+        if probe_condition(kube, "a-slow", "next/m-new").is_some() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the slow route never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.shutdown().await;
+}

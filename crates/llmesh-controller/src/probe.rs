@@ -121,6 +121,9 @@ struct Run {
 /// What the prober keeps per route.
 struct RouteState {
     generation: Option<i64>,
+    /// The spec and its probe set at `generation` (built once, not on
+    /// every tick); `None` when it cannot be built.
+    set: Option<Arc<(LLMRouteSpec, ProbeSet)>>,
     next_due: Instant,
     /// Days since the epoch (UTC) of `spent`.
     day: i64,
@@ -151,22 +154,42 @@ fn unset(m: &Metrics, labels: &[[String; 4]]) {
     }
 }
 
+/// Routes probed at the same time; the others wait for a slot.
+const CONCURRENT_ROUTES: usize = 4;
+
 /// Runs each route's probes when its interval is up, while this replica
-/// leads, until `shutdown` flips.
+/// leads, until `shutdown` flips. Each route runs on its own schedule, up
+/// to [`CONCURRENT_ROUTES`] at once, so a slow backend delays only its own
+/// route.
 pub async fn run(
     p: Prober,
     feed: watch::Receiver<Feed>,
     leadership: Leadership,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let p = Arc::new(p);
     let http = HttpClient::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_ROUTES));
     let mut tick = tokio::time::interval(p.config.tick);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut states: HashMap<String, RouteState> = HashMap::new();
+    let mut running: tokio::task::JoinSet<(String, RouteState)> = tokio::task::JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
     let mut was_leader = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            Some(done) = running.join_next() => {
+                if let Ok((key, st)) = done {
+                    in_flight.remove(&key);
+                    if leadership.is_leader() {
+                        states.insert(key, st);
+                    } else {
+                        unset(&p.metrics, &st.gauged);
+                    }
+                }
+                continue;
+            }
             _ = shutdown.changed() => break,
         }
         let leader = leadership.is_leader();
@@ -197,16 +220,49 @@ pub async fn run(
             }
             keep
         });
+        let now = Instant::now();
         for route in &input.routes {
-            if !leadership.is_leader() {
-                break;
+            let key = object_key(route);
+            if in_flight.contains(&key) {
+                continue;
             }
-            tokio::select! {
-                _ = check(&p, &http, &input, route, &mut states, &leadership) => {}
-                _ = shutdown.changed() => return,
+            let generation = route.metadata.generation;
+            let st = states.entry(key.clone()).or_insert_with(|| RouteState {
+                generation,
+                set: probe_set(route).map(Arc::new),
+                next_due: now,
+                day: 0,
+                spent: 0.0,
+                budget_noted: None,
+                written: watched_entries(route),
+                gauged: Vec::new(),
+                unwritten: None,
+            });
+            if st.generation != generation {
+                // An edited spec is probed at once.
+                st.generation = generation;
+                st.set = probe_set(route).map(Arc::new);
+                st.next_due = now;
             }
+            if st.unwritten.is_none() && (now < st.next_due || st.set.is_none()) {
+                continue;
+            }
+            let Some(mut st) = states.remove(&key) else {
+                continue;
+            };
+            in_flight.insert(key.clone());
+            let (p, http, input, route) = (p.clone(), http.clone(), input.clone(), route.clone());
+            let (slots, leadership) = (slots.clone(), leadership.clone());
+            running.spawn(async move {
+                // Never closed: acquire fails only on a closed semaphore.
+                let _slot = slots.acquire_owned().await;
+                check(&p, &http, &input, &route, &mut st, &leadership).await;
+                (key, st)
+            });
         }
     }
+    // Runs in flight stop with the loop (dropping the set aborts them).
+    running.shutdown().await;
 }
 
 type Http = HttpClient<HttpConnector, Full<Bytes>>;
@@ -244,42 +300,28 @@ fn watched_entries(route: &DynamicObject) -> Vec<RouteBackendStatus> {
         .unwrap_or_default()
 }
 
-/// One route, when its interval is up.
+/// One run of a route: a patch left from the last run first, then (when
+/// its interval is up) every backend.
 async fn check(
     p: &Prober,
     http: &Http,
     input: &Input,
     route: &Arc<DynamicObject>,
-    states: &mut HashMap<String, RouteState>,
+    state: &mut RouteState,
     leadership: &Leadership,
 ) {
-    let Some((spec, set)) = probe_set(route) else {
-        return;
-    };
-    let key = object_key(route);
-    let now = Instant::now();
-    let generation = route.metadata.generation;
-    let state = states.entry(key).or_insert_with(|| RouteState {
-        generation,
-        next_due: now,
-        day: 0,
-        spent: 0.0,
-        budget_noted: None,
-        written: watched_entries(route),
-        gauged: Vec::new(),
-        unwritten: None,
-    });
     if let Some(u) = state.unwritten.take() {
         publish(p, route, state, u).await;
     }
-    if state.generation != generation {
-        // An edited spec is probed at once.
-        state.generation = generation;
-        state.next_due = now;
-    }
+    let now = Instant::now();
     if now < state.next_due {
         return;
     }
+    let Some(set) = state.set.clone() else {
+        return;
+    };
+    let (spec, set) = (&set.0, &set.1);
+    let generation = route.metadata.generation;
     state.next_due = now + set.interval;
     let wall = crate::status::now();
     let today = days_since_epoch(&wall);
@@ -293,7 +335,7 @@ async fn check(
     let mut entries = Vec::new();
     let mut changes = Vec::new();
     let mut budget_spent = false;
-    let targets = probes::targets(&spec);
+    let targets = probes::targets(spec);
     let gauged: Vec<[String; 4]> = targets
         .iter()
         .map(|t| {
@@ -327,7 +369,7 @@ async fn check(
             entries.extend(previous);
             continue;
         }
-        let run = run_backend(p, http, input, route, &spec, &set, &target).await;
+        let run = run_backend(p, http, input, route, spec, set, &target).await;
         state.spent += run.cost;
         let m = &p.metrics;
         m.probe_cost.with_label_values(&labels).inc_by(run.cost);
