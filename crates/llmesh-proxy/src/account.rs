@@ -473,10 +473,21 @@ impl Call {
     }
 }
 
-/// Counts a failed attempt on `b` in `llmesh_backend_errors_total`, under
+/// A failed attempt on `b`: its breaker, outlier and attempt series
+/// ([`BackendRuntime::record`]), and `llmesh_backend_errors_total` under
 /// the model version the backend last answered with (its model label is
 /// the one of the request's other per-backend series).
-pub fn attempt_failed(ctx: &RequestCtx, b: &BackendRuntime, class: llmesh_api::ErrorClass) {
+pub fn attempt_failed(
+    ctx: &RequestCtx,
+    b: &BackendRuntime,
+    class: llmesh_api::ErrorClass,
+    now: std::time::Instant,
+) {
+    b.record(
+        &ctx.shared.metrics,
+        crate::runtime::AttemptOutcome::Failed(class),
+        now,
+    );
     let version = b.version.current();
     ctx.shared
         .metrics

@@ -113,8 +113,7 @@ pub async fn run(ctx: &Arc<RequestCtx>, plan: &mut Plan) -> Ended {
             }
             Err((f, flight)) => {
                 if flight.is_some() {
-                    b.record(m, AttemptOutcome::Failed(f.class), now);
-                    crate::account::attempt_failed(ctx, b, f.class);
+                    crate::account::attempt_failed(ctx, b, f.class, now);
                 }
                 drop(flight);
                 let outcome = Outcome::Failed {

@@ -71,8 +71,7 @@ pub(crate) async fn race(
                 (a, Ok((s, a_flight, a_t0)))
             }
             Err(f) => {
-                a_rt.record(m, AttemptOutcome::Failed(f.class), clock::now());
-                crate::account::attempt_failed(ctx, a_rt, f.class);
+                crate::account::attempt_failed(ctx, a_rt, f.class, clock::now());
                 drop(a_flight);
                 hedges.with_label_values(&[route, "won"]).inc();
                 (b, wrap(fb.await, b_flight, b_t0))
@@ -85,8 +84,7 @@ pub(crate) async fn race(
                 (b, Ok((s, b_flight, b_t0)))
             }
             Err(f) => {
-                b_rt.record(m, AttemptOutcome::Failed(f.class), clock::now());
-                crate::account::attempt_failed(ctx, b_rt, f.class);
+                crate::account::attempt_failed(ctx, b_rt, f.class, clock::now());
                 drop(b_flight);
                 hedges.with_label_values(&[route, "lost"]).inc();
                 (a, wrap(fa.await, a_flight, a_t0))

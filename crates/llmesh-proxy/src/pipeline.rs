@@ -249,13 +249,12 @@ async fn on_route(
             ..
         } if ctx.op == crate::upstream::Operation::Chat => {
             // An answer enforce() found matching is not validated twice.
-            let schema = ctx.schema.as_deref().filter(|_| !matched);
-            crate::signals::signals(ctx.client, body, schema).map(|mut s| {
-                if matched {
-                    s.json = "valid";
-                }
-                s
-            })
+            let schema = if matched {
+                crate::signals::Schema::Checked { valid: true }
+            } else {
+                ctx.schema.as_deref().into()
+            };
+            crate::signals::signals(ctx.client, body, schema)
         }
         _ => None,
     };

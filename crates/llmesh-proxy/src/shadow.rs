@@ -165,7 +165,7 @@ async fn run(mut ctx: RequestCtx, primary: oneshot::Receiver<Observed>) {
             Observed {
                 latency,
                 output_tokens: usage.map(|u| u.output_tokens),
-                signals: signals(ctx.client, &body, ctx.schema.as_deref()),
+                signals: signals(ctx.client, &body, ctx.schema.as_deref().into()),
             }
         }
         Ok(Success::Stream { .. }) => return,

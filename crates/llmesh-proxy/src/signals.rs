@@ -27,10 +27,31 @@ pub struct Signals {
     pub json: &'static str,
 }
 
+/// What is known of an answer against the request's schema, for
+/// [`signals`]' `json`.
+#[derive(Clone, Copy)]
+pub enum Schema<'a> {
+    /// The request asks for none: `none`.
+    None,
+    /// Validate the answer against it.
+    Validate(&'a Validator),
+    /// Validated already (structured outputs did): `valid` or `invalid`.
+    Checked {
+        /// It matched.
+        valid: bool,
+    },
+}
+
+impl<'a> From<Option<&'a Validator>> for Schema<'a> {
+    fn from(v: Option<&'a Validator>) -> Self {
+        v.map_or(Schema::None, Schema::Validate)
+    }
+}
+
 /// The signals of a whole answer in `client`'s API (OpenAI chat or
 /// Anthropic messages; `None` for other APIs and bodies that are not an
 /// answer).
-pub fn signals(client: Dialect, body: &[u8], schema: Option<&Validator>) -> Option<Signals> {
+pub fn signals(client: Dialect, body: &[u8], schema: Schema<'_>) -> Option<Signals> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let (finish, reason, tool, refusal) = match client {
         Dialect::OpenAi => {
@@ -72,9 +93,11 @@ pub fn signals(client: Dialect, body: &[u8], schema: Option<&Validator>) -> Opti
         _ => return None,
     };
     let json = match schema {
-        None => "none",
-        Some(s) if check_value(s, client, &v) == Check::Fine => "valid",
-        Some(_) => "invalid",
+        Schema::None => "none",
+        Schema::Checked { valid: true } => "valid",
+        Schema::Checked { valid: false } => "invalid",
+        Schema::Validate(s) if check_value(s, client, &v) == Check::Fine => "valid",
+        Schema::Validate(_) => "invalid",
     };
     Some(Signals {
         finish: if refusal {
@@ -220,14 +243,16 @@ mod tests {
     #[test]
     fn signals_of_both_apis() {
         let openai = br#"{"choices":[{"finish_reason":"tool_calls","message":{"tool_calls":[{"function":{"name":"lookup","arguments":"{}"}}]}}]}"#;
-        let s = signals(Dialect::OpenAi, openai, None).unwrap();
+        let s = signals(Dialect::OpenAi, openai, Schema::None).unwrap();
         assert_eq!(
             (s.finish.as_str(), s.tool.as_deref(), s.json),
             ("tool_calls", Some("lookup"), "none")
         );
         let refusal = br#"{"choices":[{"finish_reason":"stop","message":{"refusal":"no"}}]}"#;
         assert_eq!(
-            signals(Dialect::OpenAi, refusal, None).unwrap().finish,
+            signals(Dialect::OpenAi, refusal, Schema::None)
+                .unwrap()
+                .finish,
             "refusal"
         );
         let anthropic =
@@ -235,22 +260,22 @@ mod tests {
         let schema =
             jsonschema::validator_for(&serde_json::json!({"type": "object", "required": ["n"]}))
                 .unwrap();
-        let s = signals(Dialect::Anthropic, anthropic, Some(&schema)).unwrap();
+        let s = signals(Dialect::Anthropic, anthropic, Schema::Validate(&schema)).unwrap();
         assert_eq!((s.finish.as_str(), s.json), ("end_turn", "valid"));
         let prose = br#"{"stop_reason":"end_turn","content":[{"type":"text","text":"sure!"}]}"#;
         assert_eq!(
-            signals(Dialect::Anthropic, prose, Some(&schema))
+            signals(Dialect::Anthropic, prose, Schema::Validate(&schema))
                 .unwrap()
                 .json,
             "invalid"
         );
-        assert!(signals(Dialect::OpenAi, b"not json", None).is_none());
+        assert!(signals(Dialect::OpenAi, b"not json", Schema::None).is_none());
     }
 
     #[test]
     fn reasons_are_normalized_across_apis() {
         let reason = |client, body: &str| {
-            let s = signals(client, body.as_bytes(), None).unwrap();
+            let s = signals(client, body.as_bytes(), Schema::None).unwrap();
             (s.reason, s.refusal, s.tool.is_some())
         };
         let openai = |finish: &str| {
@@ -293,6 +318,6 @@ mod tests {
             reason(Dialect::Anthropic, tool),
             ("tool_calls", false, true)
         );
-        assert!(signals(Dialect::Responses, b"{}", None).is_none());
+        assert!(signals(Dialect::Responses, b"{}", Schema::None).is_none());
     }
 }

@@ -176,8 +176,7 @@ impl StreamingBody {
                 Some(self.fail(fault))
             }
             Err(f) => {
-                b.record(m, AttemptOutcome::Failed(f.class), now);
-                crate::account::attempt_failed(&ctx, b, f.class);
+                crate::account::attempt_failed(&ctx, b, f.class, now);
                 m.continuations
                     .with_label_values(&[route, &from, "failed"])
                     .inc();

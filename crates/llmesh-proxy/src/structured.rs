@@ -236,7 +236,9 @@ pub async fn enforce(mut ctx: Arc<RequestCtx>, mut plan: Plan, mut ended: Ended)
         // in the drift signals of the model version that gave it.
         if let Some(b) = backend_at(&ctx.table, ctx.route_index, *slot) {
             let call = Call::new(&ctx, b);
-            let signals = crate::signals::signals(ctx.client, body, Some(&validator));
+            // Found invalid just above: not validated again.
+            let checked = crate::signals::Schema::Checked { valid: false };
+            let signals = crate::signals::signals(ctx.client, body, checked);
             call.rejected_answer(response_model.as_deref(), *usage, signals.as_ref());
             call.bill(*usage, 0, "invalid_structured_output");
         }
