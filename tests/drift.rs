@@ -13,28 +13,22 @@ const V1: &str = "gpt-4o-mini-2024-07-18";
 const V2: &str = "gpt-4o-mini-2025-03-01";
 
 fn policy(mock: &str) -> String {
-    format!(
-        r#"
-apiVersion: llmesh.io/v1alpha1
-kind: LLMProvider
-metadata: {{name: oai}}
-spec:
-  schema: openai
-  baseUrl: {mock}/v1
-  credential: {{file: key.txt}}
-  models:
-    - {{name: gpt-4o-mini, pricing: {{input: 1, output: 2}}}}
----
+    let provider = mock_provider(
+        "oai",
+        mock,
+        "  models:\n    - {name: gpt-4o-mini, pricing: {input: 1, output: 2}}\n",
+    );
+    provider
+        + "
 apiVersion: llmesh.io/v1alpha1
 kind: LLMRoute
-metadata: {{name: chat}}
+metadata: {name: chat}
 spec:
   models: [gpt-4o-mini]
-  backends: [{{provider: oai}}]
-  structuredOutput: {{retries: 0}}
-  timeouts: {{firstByte: 5s, total: 10s}}
-"#
-    )
+  backends: [{provider: oai}]
+  structuredOutput: {retries: 0}
+  timeouts: {firstByte: 5s, total: 10s}
+"
 }
 
 /// `llmesh_backend_answers_total` of the chat route's backend under
@@ -51,6 +45,20 @@ fn output_answers(m: &str, version: &str) -> f64 {
         "llmesh_backend_output_tokens_count",
         &[("route", "chat"), ("provider", "oai"), ("version", version)],
     )
+}
+
+/// One chat request the backend fails with a 500 (the route has no
+/// retries), then the metrics.
+async fn fail_once(env: &Env) -> String {
+    let (s, _, v) = env
+        .post_with(
+            "/v1/chat/completions",
+            &openai_chat("gpt-4o-mini", "fail"),
+            &[("x-mock-status", "500")],
+        )
+        .await;
+    assert_eq!(s, 500, "{v}");
+    env.metrics().await
 }
 
 #[tokio::test]
@@ -198,15 +206,7 @@ async fn answers_count_under_the_version_the_backend_answers_with() {
 
     // A failed attempt counts under the version the backend last answered
     // with.
-    let (s, _, v) = env
-        .post_with(
-            chat,
-            &openai_chat("gpt-4o-mini", "fail"),
-            &[("x-mock-status", "500")],
-        )
-        .await;
-    assert_eq!(s, 500, "{v}");
-    let m = env.metrics().await;
+    let m = fail_once(&env).await;
     assert!(
         metric_sum(
             &m,
@@ -237,15 +237,7 @@ async fn a_backend_that_named_no_version_yet_is_unknown_and_shadow_calls_are_not
     .await;
     let chat = "/v1/chat/completions";
     // The first attempt fails before the backend ever answered.
-    let (s, _, v) = env
-        .post_with(
-            chat,
-            &openai_chat("gpt-4o-mini", "fail"),
-            &[("x-mock-status", "500")],
-        )
-        .await;
-    assert_eq!(s, 500, "{v}");
-    let m = env.metrics().await;
+    let m = fail_once(&env).await;
     assert!(
         metric_sum(
             &m,

@@ -11,70 +11,55 @@ use llmesh_tests::*;
 use serde_json::json;
 
 fn policy(mock: &str) -> String {
-    format!(
-        r#"
-apiVersion: llmesh.io/v1alpha1
-kind: LLMProvider
-metadata: {{name: oai}}
-spec:
-  schema: openai
-  baseUrl: {mock}/v1
-  credential: {{file: key.txt}}
-  clearance: [email]
-  models:
-    - {{name: gpt-4o-mini, pricing: {{input: 1, output: 2}}}}
-    - {{name: candidate, pricing: {{input: 10, output: 20}}}}
----
-apiVersion: llmesh.io/v1alpha1
-kind: LLMProvider
-metadata: {{name: uncleared}}
-spec:
-  schema: openai
-  baseUrl: {mock}/v1
-  credential: {{file: key.txt}}
----
+    let cleared = mock_provider(
+        "oai",
+        mock,
+        "  clearance: [email]\n  models:\n    - {name: gpt-4o-mini, pricing: {input: 1, output: 2}}\n    - {name: candidate, pricing: {input: 10, output: 20}}\n",
+    );
+    cleared
+        + &mock_provider("uncleared", mock, "")
+        + r#"
 apiVersion: llmesh.io/v1alpha1
 kind: LLMRoute
-metadata: {{name: chat}}
+metadata: {name: chat}
 spec:
   models: [gpt-4o-mini]
-  backends: [{{provider: oai}}]
-  mirror: {{backend: {{provider: oai, model: candidate}}, percent: 100}}
-  timeouts: {{firstByte: 5s, total: 10s}}
+  backends: [{provider: oai}]
+  mirror: {backend: {provider: oai, model: candidate}, percent: 100}
+  timeouts: {firstByte: 5s, total: 10s}
 ---
 apiVersion: llmesh.io/v1alpha1
 kind: LLMRoute
-metadata: {{name: plain}}
+metadata: {name: plain}
 spec:
   models: [plain]
-  backends: [{{provider: oai, model: gpt-4o-mini}}]
-  timeouts: {{firstByte: 5s, total: 10s}}
+  backends: [{provider: oai, model: gpt-4o-mini}]
+  timeouts: {firstByte: 5s, total: 10s}
 ---
 apiVersion: llmesh.io/v1alpha1
 kind: LLMRoute
-metadata: {{name: capped}}
+metadata: {name: capped}
 spec:
   models: [capped]
-  backends: [{{provider: oai, model: gpt-4o-mini}}]
-  mirror: {{backend: {{provider: oai, model: candidate}}, percent: 100, maxRequestsPerMinute: 3}}
-  timeouts: {{firstByte: 5s, total: 10s}}
+  backends: [{provider: oai, model: gpt-4o-mini}]
+  mirror: {backend: {provider: oai, model: candidate}, percent: 100, maxRequestsPerMinute: 3}
+  timeouts: {firstByte: 5s, total: 10s}
 ---
 apiVersion: llmesh.io/v1alpha1
 kind: LLMRoute
-metadata: {{name: private}}
+metadata: {name: private}
 spec:
   models: [private]
-  backends: [{{provider: oai, model: gpt-4o-mini}}]
-  mirror: {{backend: {{provider: uncleared, model: candidate}}, percent: 100}}
-  timeouts: {{firstByte: 5s, total: 10s}}
+  backends: [{provider: oai, model: gpt-4o-mini}]
+  mirror: {backend: {provider: uncleared, model: candidate}, percent: 100}
+  timeouts: {firstByte: 5s, total: 10s}
 ---
 apiVersion: llmesh.io/v1alpha1
 kind: LLMDataPolicy
-metadata: {{name: pii}}
+metadata: {name: pii}
 spec:
-  rules: [{{class: email, action: restrict}}]
+  rules: [{class: email, action: restrict}]
 "#
-    )
 }
 
 /// Waits until the shadow calls of `route` with `outcome` number `n`.

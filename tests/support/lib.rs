@@ -269,6 +269,15 @@ impl Env {
     }
 }
 
+/// An OpenAI-schema `LLMProvider` named `name` for the mock at `mock`,
+/// its key read from `key.txt` (as [`Env`] writes it), then `extra` spec
+/// lines (each indented two spaces), ending with `---`.
+pub fn mock_provider(name: &str, mock: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: llmesh.io/v1alpha1\nkind: LLMProvider\nmetadata: {{name: {name}}}\nspec:\n  schema: openai\n  baseUrl: {mock}/v1\n  credential: {{file: key.txt}}\n{extra}---\n"
+    )
+}
+
 /// A mock behaviour written as JSON (`{"json_reply": {...}}`).
 pub fn behavior(v: Value) -> llmesh_mock::Behavior {
     serde_json::from_value(v).expect("a mock Behavior")
