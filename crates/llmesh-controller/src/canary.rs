@@ -29,10 +29,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DynamicObject;
 use kube::Client;
-use llmesh_api::{
-    CanaryPhase, CanarySpec, CanaryStatus, LLMRouteSpec, RouteBackendStatus,
-    CONDITION_PROBES_PASSING,
-};
+use llmesh_api::{CanaryPhase, CanarySpec, CanaryStatus, LLMRouteSpec, CONDITION_PROBES_PASSING};
 use llmesh_policy::canary;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -436,11 +433,7 @@ pub const SHADOW_SIGNALS: [&str; 3] = ["finish_reason", "tool", "json"];
 /// The candidate's `ProbesPassing` in the route's status: `Some(true)` /
 /// `Some(false)`, or `None` when it has not been probed.
 fn probes_passing(route: &DynamicObject, spec: &CanarySpec) -> Option<(bool, String)> {
-    let backends: Vec<RouteBackendStatus> = route
-        .data
-        .get("status")
-        .and_then(|s| s.get("backends"))
-        .and_then(|b| serde_json::from_value(b.clone()).ok())?;
+    let backends = crate::probe::watched_entries(route);
     let b = backends.iter().find(|b| {
         b.provider == spec.backend.provider && b.model.as_deref() == spec.backend.model.as_deref()
     })?;

@@ -383,49 +383,19 @@ async fn run(
         }
         log_rejections(&verdicts, &mut reported);
         // The spend loop reads the quotas the sidecars enforce: accepted ones.
-        feeds.quotas.send_replace(Arc::new(
-            verdicts
-                .iter()
-                .filter(|v| v.kind == "LLMQuota")
-                .filter(|v| v.accepted().is_some_and(|a| a.status == Status::True))
-                .map(|v| v.object.clone())
-                .collect(),
-        ));
-        // The canary loop reads accepted routes that run a canary.
-        feeds.routes.send_replace(Arc::new(
-            verdicts
-                .iter()
-                .filter(|v| v.kind == "LLMRoute")
-                .filter(|v| v.accepted().is_some_and(|a| a.status == Status::True))
-                .filter(|v| {
-                    // A canary to walk, or the progress of one removed
-                    // from the spec, to clear.
-                    ["spec", "status"].iter().any(|part| {
-                        v.object
-                            .data
-                            .get(*part)
-                            .and_then(|s| s.get("canary"))
-                            .is_some_and(|c| !c.is_null())
-                    })
-                })
-                .map(|v| v.object.clone())
-                .collect(),
-        ));
+        feeds
+            .quotas
+            .send_replace(Arc::new(accepted(&verdicts, "LLMQuota", |_| true)));
+        // The canary loop reads accepted routes with a canary to walk, or
+        // the progress of one removed from the spec, to clear.
+        feeds
+            .routes
+            .send_replace(Arc::new(accepted(&verdicts, "LLMRoute", |o| {
+                has(o, "spec", "canary") || has(o, "status", "canary")
+            })));
         // The prober reads accepted routes with probes, and the providers.
         feeds.probes.send_replace(Arc::new(probe::Input {
-            routes: verdicts
-                .iter()
-                .filter(|v| v.kind == "LLMRoute")
-                .filter(|v| v.accepted().is_some_and(|a| a.status == Status::True))
-                .filter(|v| {
-                    v.object
-                        .data
-                        .get("spec")
-                        .and_then(|s| s.get("probes"))
-                        .is_some_and(|p| !p.is_null())
-                })
-                .map(|v| v.object.clone())
-                .collect(),
+            routes: accepted(&verdicts, "LLMRoute", |o| has(o, "spec", "probes")),
             objects: current.clone(),
         }));
         health.ready.store(true, Ordering::Release);
@@ -443,6 +413,29 @@ async fn run(
             retry_delay = RETRY_FIRST;
         }
     }
+}
+
+/// The accepted objects of `kind` for which `keep` holds.
+fn accepted(
+    verdicts: &[judge::Verdict],
+    kind: &str,
+    keep: impl Fn(&kube::api::DynamicObject) -> bool,
+) -> Vec<Arc<kube::api::DynamicObject>> {
+    verdicts
+        .iter()
+        .filter(|v| v.kind == kind)
+        .filter(|v| v.accepted().is_some_and(|a| a.status == Status::True))
+        .filter(|v| keep(&v.object))
+        .map(|v| v.object.clone())
+        .collect()
+}
+
+/// `o.<part>.<field>` is set and not null.
+fn has(o: &kube::api::DynamicObject, part: &str, field: &str) -> bool {
+    o.data
+        .get(part)
+        .and_then(|p| p.get(field))
+        .is_some_and(|v| !v.is_null())
 }
 
 /// Logs each rejection once per message, on every replica.

@@ -290,8 +290,8 @@ fn entry_key(e: &RouteBackendStatus) -> String {
     })
 }
 
-/// The route's `status.backends` as watched.
-fn watched_entries(route: &DynamicObject) -> Vec<RouteBackendStatus> {
+/// The route's `status.backends` as watched (none when unreadable).
+pub(crate) fn watched_entries(route: &DynamicObject) -> Vec<RouteBackendStatus> {
     route
         .data
         .get("status")
