@@ -253,13 +253,11 @@ async fn a_backend_that_named_no_version_yet_is_unknown_and_shadow_calls_are_not
     let (s, _, v) = env.post(chat, &openai_chat("gpt-4o-mini", "hi")).await;
     assert_eq!(s, 200, "{v}");
     let m = env
-        .until_metrics("the shadow call", Duration::from_secs(10), |m| {
-            metric_sum(
-                m,
-                "llmesh_shadow_requests_total",
-                &[("route", "chat"), ("outcome", "answered")],
-            ) >= 1.0
-        })
+        .until_sum(
+            "llmesh_shadow_requests_total",
+            &[("route", "chat"), ("outcome", "answered")],
+            1.0,
+        )
         .await;
     assert_eq!(
         metric_sum(&m, "llmesh_backend_answers_total", &[("route", "chat")]),

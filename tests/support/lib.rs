@@ -267,6 +267,16 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    /// [`Env::until_metrics`] until the samples of `name` with `labels`
+    /// add up to at least `n` (within 10 s).
+    pub async fn until_sum(&self, name: &str, labels: &[(&str, &str)], n: f64) -> String {
+        let what = format!("{name}{labels:?} >= {n}");
+        self.until_metrics(&what, Duration::from_secs(10), |m| {
+            metric_sum(m, name, labels) >= n
+        })
+        .await
+    }
 }
 
 /// An OpenAI-schema `LLMProvider` named `name` for the mock at `mock`,
